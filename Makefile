@@ -1,0 +1,34 @@
+# cyphy: two commands matter, `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_SECONDS ?= 30
+# Parallel test workers; the suite is sized for 2 cores.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv lock clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py --seconds $(DEMO_SECONDS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# Re-pin every dependency to what is installed in .venv right now.
+lock: $(STAMP)
+	{ echo "# Exact versions of every dependency (direct and transitive); \`make\` installs from this file."; \
+	  echo "# Regenerate: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable; } > requirements.lock
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,282 @@
+# What user code sees of the sim board: the modules an ESP32 build of MicroPython has
+# (sys, os, vfs, micropython, machine), backed by the Unix port but without its
+# host-only parts (os.system, os.getenv, vfs.VfsPosix), with the console going through
+# the supervisor link, and with ESP32's identity.
+import sys
+import os as _os
+import vfs as _vfs
+import io
+import micropython as _mp
+import time as _time
+from collections import namedtuple
+
+BOARD_NAME = "cyphy-sim"
+MCU_NAME = "ESP32"
+MACHINE = BOARD_NAME + " with " + MCU_NAME
+
+_real_sys = sys
+_v = sys.implementation.version
+RELEASE = "%d.%d.%d" % (_v[0], _v[1], _v[2]) + ("-" + _v[3] if len(_v) > 3 and _v[3] else "")
+# sys.version looks like "3.4.0; MicroPython 9458e3a23f on 2026-07-05"
+BUILD_DATE = sys.version.rsplit(" on ", 1)[-1]
+BANNER = "MicroPython v%s on %s; %s" % (RELEASE, BUILD_DATE, MACHINE)
+
+
+class Module:
+    """A stand-in module: `import name` finds it in sys.modules."""
+
+    def __init__(self, name, **attrs):
+        self.__name__ = name
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def __repr__(self):
+        return "<module '%s'>" % self.__name__
+
+
+def _copy(src, skip=()):
+    return {k: getattr(src, k) for k in dir(src) if not k.startswith("__") and k not in skip}
+
+
+# ---------------------------------------------------------------- console streams
+class ConsoleOut(io.IOBase):
+    """sys.stdout: text is cooked (\\n -> \\r\\n) as on ESP32; .buffer is raw bytes."""
+
+    def __init__(self, link, raw):
+        self._link = link
+        self._raw = raw
+        self.buffer = self if raw else ConsoleOut(link, True)
+
+    def write(self, data):
+        if self._raw:
+            return self._link.write_raw(data)
+        return self._link.write_text(data)
+
+    def flush(self):
+        pass
+
+    def ioctl(self, req, arg):
+        if req == 10:  # MP_STREAM_GET_FILENO: not a host fd
+            return -1
+        if req == 3:  # MP_STREAM_POLL
+            return arg & 4  # always writable
+        return 0
+
+
+class ConsoleIn(io.IOBase):
+    """sys.stdin: console input from the host (str), .buffer gives bytes."""
+
+    def __init__(self, link, raw):
+        self._link = link
+        self._raw = raw
+        self.buffer = self if raw else ConsoleIn(link, True)
+
+    def _out(self, b):
+        return b if self._raw else b.decode()
+
+    def read(self, n=-1):
+        if n is None or n < 0:
+            # ESP32 reads until EOF (Ctrl-D) in this case
+            acc = bytearray()
+            while True:
+                c = self._link.read_byte()
+                if c == 4:
+                    return self._out(bytes(acc))
+                acc.append(c)
+        acc = bytearray()
+        while len(acc) < n:
+            acc.extend(self._link.read(n - len(acc)))
+        return self._out(bytes(acc))
+
+    def readinto(self, buf, n=None):
+        n = len(buf) if n is None else n
+        got = 0
+        while got < n:
+            b = self._link.read(n - got)
+            buf[got : got + len(b)] = b
+            got += len(b)
+        return got
+
+    def readline(self):
+        acc = bytearray()
+        while True:
+            c = self._link.read_byte()
+            acc.append(c)
+            if c == 10 or c == 13:
+                return self._out(bytes(acc))
+
+    def ioctl(self, req, arg):
+        if req == 10:
+            return -1
+        if req == 3:
+            return arg & 1 if self._link.available() else 0
+        return 0
+
+
+# ---------------------------------------------------------------- board state
+class Board:
+    def __init__(self, link, uid, reset_cause, node_name):
+        self.link = link
+        self.uid = uid
+        self.reset_cause = reset_cause
+        self.node_name = node_name
+        self.stdout = ConsoleOut(link, False)
+        self.stdin = ConsoleIn(link, False)
+        self.mode = "friendly"  # REPL mode, survives soft reboots via the supervisor
+
+    def hard_reset(self):
+        """machine.reset(): never returns; the supervisor restarts the whole process."""
+        self.link.reboot(b"h")
+        while True:
+            try:
+                _time.sleep(1)
+            except BaseException:  # noqa: B036 - nothing may run after a reset
+                pass
+
+
+class SoftReset(Exception):
+    """Raised by machine.soft_reset(); the REPL turns it into a soft reboot."""
+
+
+def _make_sys(board):
+    impl = namedtuple("implementation", ("name", "version", "_machine", "_mpy", "_build"))(
+        "micropython",
+        _real_sys.implementation.version,
+        MACHINE,
+        getattr(_real_sys.implementation, "_mpy", 0),
+        "ESP32_GENERIC",
+    )
+
+    def print_exception(exc, file=None):
+        _real_sys.print_exception(exc, file or board.stdout)
+
+    attrs = _copy(_real_sys, skip=("stdin", "stdout", "stderr", "atexit", "executable"))
+    attrs.update(
+        stdin=board.stdin,
+        stdout=board.stdout,
+        stderr=board.stdout,
+        platform="esp32",
+        implementation=impl,
+        argv=[],
+        executable="",
+        print_exception=print_exception,
+    )
+    return Module("sys", **attrs)
+
+
+def _make_os():
+    uname_t = namedtuple("uname_result", ("sysname", "nodename", "release", "version", "machine"))
+    uname = uname_t("esp32", "esp32", RELEASE, "v%s on %s" % (RELEASE, BUILD_DATE), MACHINE)
+    host_only = ("system", "getenv", "putenv", "unsetenv", "VfsPosix")
+    attrs = _copy(_os, skip=host_only)
+    attrs.update(uname=lambda: uname, sync=lambda: None, dupterm=lambda *a: None)
+    return Module("os", **attrs)
+
+
+def _make_vfs():
+    return Module("vfs", **_copy(_vfs, skip=("VfsPosix",)))
+
+
+def _make_micropython(board):
+    attrs = _copy(_mp)
+
+    def kbd_intr(c):
+        # The Unix port's kbd_intr(-1) would restore SIGINT's default action (killing the
+        # node); here the interrupt character lives in the supervisor, as in ESP32's UART ISR.
+        board.link.set_interrupt_char(c)
+
+    attrs["kbd_intr"] = kbd_intr
+    return Module("micropython", **attrs)
+
+
+def _make_machine(board):
+    def reset():
+        board.hard_reset()
+
+    def soft_reset():
+        raise SoftReset()
+
+    def unique_id():
+        return board.uid
+
+    def reset_cause():
+        return board.reset_cause
+
+    freq_hz = [160_000_000]
+
+    def freq(hz=None):
+        if hz is None:
+            return freq_hz[0]
+        if hz not in (20_000_000, 40_000_000, 80_000_000, 160_000_000, 240_000_000):
+            raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
+        freq_hz[0] = hz
+
+    def idle():
+        _time.sleep_ms(1)
+
+    def deepsleep(ms=0):
+        # A deep sleep ends in a reset on ESP32; the sim resets at once.
+        board.hard_reset()
+
+    return Module(
+        "machine",
+        reset=reset,
+        soft_reset=soft_reset,
+        unique_id=unique_id,
+        reset_cause=reset_cause,
+        freq=freq,
+        idle=idle,
+        deepsleep=deepsleep,
+        lightsleep=lambda ms=0: _time.sleep_ms(ms),
+        disable_irq=lambda: 0,
+        enable_irq=lambda state=0: None,
+        PWRON_RESET=1,
+        HARD_RESET=2,
+        WDT_RESET=3,
+        DEEPSLEEP_RESET=4,
+        SOFT_RESET=5,
+    )
+
+
+def install(board):
+    """Replace the host-facing modules with the board's, for every later import."""
+    import builtins
+
+    mods = _real_sys.modules
+    mods["sys"] = _make_sys(board)
+    mods["os"] = _make_os()
+    mods["uos"] = mods["os"]
+    mods["vfs"] = _make_vfs()
+    mods["micropython"] = _make_micropython(board)
+    mods["machine"] = _make_machine(board)
+    mods["umachine"] = mods["machine"]
+
+    out = board.stdout
+
+    def print_(*args, sep=" ", end="\n", file=None):
+        # print() must reach the console through the link, never straight to fd 1.
+        (file or out).write(sep.join([str(a) for a in args]) + end)
+
+    def input_(prompt=""):
+        out.write(prompt)
+        acc = bytearray()
+        while True:
+            c = board.link.read_byte()
+            if c == 13:
+                out.write("\n")
+                return acc.decode()
+            if c == 3:
+                raise KeyboardInterrupt
+            if c == 4 and not acc:
+                raise EOFError
+            if c in (8, 127):
+                if acc:
+                    acc.pop()
+                    board.link.write_raw(b"\x08 \x08")
+                continue
+            if c >= 32:
+                acc.append(c)
+                board.link.write_raw(bytes((c,)))
+
+    builtins.print = print_
+    builtins.input = input_

@@ -1,0 +1,194 @@
+# The sim board's "UART": the byte link between this MicroPython process and
+# its supervisor (host/cyphy/sim/supervisor.py), which owns the serial port (a PTY).
+#
+# Wire format, child -> supervisor (our stdout, fd 1):
+#   plain bytes            console text; the supervisor turns every \n into \r\n,
+#                          like ESP32's "cooked" stdout (print, sys.stdout.write).
+#   00 T LL LL payload     a frame (LL = little-endian payload length):
+#       'R' raw console bytes, sent as they are (REPL control output, sys.stdout.buffer)
+#       'S' state: b'R' user code running (Ctrl-C armed), b'I' idle (answered by ACK)
+#       'K' interrupt char: one byte, or empty to disable (micropython.kbd_intr)
+#       'L' leftover input: bytes this process read but never consumed (before 'B')
+#       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), or b'h' (hard reset)
+#       'E' event for the supervisor's record (text)
+# Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF;
+#   00 01 is ACK: the supervisor has seen our last 'I' state and will send no more SIGINT.
+#
+# Why the ACK: Ctrl-C reaches running code only as SIGINT, and MicroPython raises the
+# resulting KeyboardInterrupt at the next jump in the bytecode. A SIGINT sent just as user
+# code finishes must not land in the middle of REPL input handling and lose bytes, so after
+# user code we wait for the ACK in a loop that stores every byte it reads before any jump.
+import sys
+import select
+
+_ESC = 0
+_ACK = b"\x00\x01"
+_MAX_FRAME = 4000  # pipe writes below PIPE_BUF (4096) are atomic: a frame is never torn
+
+
+def _unescape(raw, i):
+    """Decode raw from the first escape at i; returns (bytes, how many raw bytes used)."""
+    out = bytearray(raw[:i])
+    j = i
+    n = len(raw)
+    while j < n:
+        c = raw[j]
+        if c != 0:
+            out.append(c)
+            j += 1
+        elif j + 1 >= n:
+            break  # escape split across reads: wait for its second byte
+        elif raw[j + 1] == 0xFF:
+            out.append(0)
+            j += 2
+        elif raw[j + 1] == 1:
+            break  # an ACK: left in place for set_idle()
+        else:
+            j += 2  # a command from a newer supervisor: ignored
+    return out, j
+
+
+class Link:
+    def __init__(self):
+        self._in = sys.stdin.buffer
+        self._out = sys.stdout.buffer
+        self._poll = select.poll()
+        self._poll.register(self._in, select.POLLIN)
+        self._tmp = bytearray(512)
+        self._tmpv = memoryview(self._tmp)
+        self._raw = bytearray()  # escaped bytes read from the pipe, not yet decoded
+        self._q = bytearray()  # decoded console input, not yet consumed
+        self._hdr = bytearray(4)
+
+    # ---- output ----
+    def frame(self, kind, payload=b""):
+        n = len(payload)
+        h = self._hdr
+        h[0] = _ESC
+        h[1] = kind
+        h[2] = n & 0xFF
+        h[3] = n >> 8
+        self._out.write(bytes(h) + payload)
+
+    def write_raw(self, data):
+        """Console bytes exactly as given (no newline translation)."""
+        if isinstance(data, str):
+            data = data.encode()
+        mv = memoryview(data)
+        for i in range(0, len(data), _MAX_FRAME):
+            self.frame(82, mv[i : i + _MAX_FRAME])  # 'R'
+        return len(data)
+
+    def write_text(self, data):
+        """Console text; newlines are cooked to \\r\\n on the way out."""
+        if isinstance(data, str):
+            data = data.encode()
+        if b"\x00" in data:
+            # A NUL would start a frame: cook it here and send it raw instead.
+            return self.write_raw(data.replace(b"\n", b"\r\n"))
+        mv = memoryview(data)
+        for i in range(0, len(data), _MAX_FRAME):
+            self._out.write(mv[i : i + _MAX_FRAME])
+        return len(data)
+
+    def event(self, text):
+        self.frame(69, text.encode())  # 'E'
+
+    # ---- input ----
+    def _fill(self, timeout_ms):
+        """Read what the pipe holds into self._raw; False on timeout."""
+        if not self._poll.poll(timeout_ms):
+            return False
+        # These two statements contain no jump, so a KeyboardInterrupt raised by a
+        # SIGINT arriving now fires only after the bytes are stored.
+        n = self._in.readinto(self._tmp)
+        self._raw.extend(self._tmpv[:n])
+        if n == 0:
+            # Supervisor gone: nothing left to serve.
+            raise SystemExit(3)
+        return True
+
+    def _decode(self):
+        """Move escaped bytes from _raw to _q, stopping before an ACK or a split escape."""
+        raw = self._raw
+        i = raw.find(b"\x00")
+        if i < 0:
+            out, j = raw, len(raw)
+        else:
+            out, j = _unescape(raw, i)
+        # Commit with two statements and no jump between them: a KeyboardInterrupt can
+        # only fire before (nothing moved) or after (everything moved), never halfway.
+        self._q.extend(out)
+        raw[:j] = b""
+
+    def _wait_input(self, timeout_ms):
+        """True once decoded input is queued; False on timeout."""
+        while not self._q:
+            if self._raw:
+                self._decode()
+                if self._q:
+                    break
+                if self._raw.startswith(_ACK):
+                    self._raw[:2] = b""  # an ACK nobody waits for: drop it
+                    continue
+            if not self._fill(timeout_ms):
+                return False
+            self._decode()
+        return True
+
+    def available(self):
+        """Number of input bytes readable without blocking."""
+        self._wait_input(0)
+        return len(self._q)
+
+    def read_byte(self, timeout_ms=-1):
+        """Next console input byte, or -1 on timeout."""
+        if not self._wait_input(timeout_ms):
+            return -1
+        c = self._q[0]
+        self._q[0:1] = b""
+        return c
+
+    def read(self, n, timeout_ms=-1):
+        """Up to n bytes; blocks for the first one (b'' on timeout)."""
+        if not self._wait_input(timeout_ms):
+            return b""
+        r = bytes(self._q[:n])
+        self._q[:n] = b""
+        return r
+
+    # ---- state ----
+    def set_running(self):
+        self.frame(83, b"R")  # 'S'
+
+    def set_idle(self):
+        """Tell the supervisor user code has ended; return once no SIGINT can follow."""
+        self.frame(83, b"I")
+        while True:
+            try:
+                while True:
+                    self._decode()  # stops exactly before an ACK
+                    if self._raw.startswith(_ACK):
+                        break
+                    self._fill(-1)
+                break
+            except KeyboardInterrupt:
+                # A Ctrl-C that reached us after the code it was meant for had ended:
+                # dropped, as ESP32 drops a pending interrupt after execution.
+                pass
+        self._raw[:2] = b""
+
+    def set_interrupt_char(self, c):
+        self.frame(75, b"" if c < 0 else bytes((c & 0xFF,)))  # 'K'
+
+    def reboot(self, kind):
+        """Ask for a reset (b'sf'/b'sr' soft into friendly/raw REPL, b'h' hard) and hand
+        back input read from the pipe but not consumed, so no typed byte is lost."""
+        while self._fill(0):
+            pass
+        self._decode()
+        leftover = bytes(self._q) + bytes(self._raw).replace(b"\x00\xff", b"\x00")
+        mv = memoryview(leftover)
+        for i in range(0, len(leftover), _MAX_FRAME):
+            self.frame(76, mv[i : i + _MAX_FRAME])  # 'L'
+        self.frame(66, kind)  # 'B'

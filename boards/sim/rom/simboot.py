@@ -1,0 +1,92 @@
+# Entry point of the sim board: what ESP32's ROM, bootloader and MicroPython's main.c do
+# between reset and the REPL. Run by the supervisor as
+#   micropython simboot.py image=PATH vfs_offset=N vfs_size=N mode=friendly|raw
+#                          reset=power|soft|sw|wdt|panic uid=HEX name=NAME
+# Everything is imported before the host filesystem is unmounted: after that the node
+# sees only its own flash.
+import sys
+import os
+import vfs
+import _link
+import _board
+import _repl
+import _flashdev
+
+_RESETS = {
+    # cause: (ESP32 ROM "rst:" text, machine.reset_cause() value)
+    "power": ("0x1 (POWERON_RESET)", 1),
+    "sw": ("0xc (SW_CPU_RESET)", 5),
+    "wdt": ("0x7 (TG0WDT_SYS_RESET)", 3),
+    "panic": ("0xc (SW_CPU_RESET)", 2),
+    "soft": (None, 5),
+}
+
+_DEFAULT_BOOT_PY = """\
+# boot.py runs on every boot, before main.py (on a soft reboot too).
+# Keep it short: set up what the REPL needs; the application belongs in main.py.
+"""
+
+
+def _args():
+    a = {}
+    for kv in sys.argv[1:]:
+        k, _, v = kv.partition("=")
+        a[k] = v
+    return a
+
+
+def _mount(board, a):
+    """Mount the vfs partition at / (formatting a blank one), as ESP32's _boot.py does."""
+    dev = _flashdev.FlashPartition(a["image"], int(a["vfs_offset"]), int(a["vfs_size"]))
+    vfs.umount("/")
+    try:
+        vfs.mount(vfs.VfsLfs2(dev), "/")
+    except OSError:
+        if not dev.is_blank():
+            board.stdout.write(
+                "The filesystem appears to be corrupted: it was left as it is and nothing "
+                "is mounted at /.\nErase the flash image (cyphy sim erase) to start afresh.\n"
+            )
+            return
+        board.stdout.write("Performing initial setup\n")
+        vfs.VfsLfs2.mkfs(dev)
+        vfs.mount(vfs.VfsLfs2(dev), "/")
+        with open("/boot.py", "w") as f:
+            f.write(_DEFAULT_BOOT_PY)
+    os.chdir("/")
+
+
+def main():
+    a = _args()
+    rom_prefix = sys.argv[0].rsplit("/", 1)[0] + "/"
+    link = _link.Link()
+    rst_text, cause = _RESETS.get(a.get("reset", "power"), _RESETS["power"])
+    uid = bytes(int(a.get("uid", "0" * 12)[i : i + 2], 16) for i in range(0, 12, 2))
+    board = _board.Board(link, uid, cause, a.get("name", "sim"))
+    if rst_text:
+        link.write_raw(
+            "ets Jun  8 2016 00:22:57\r\n\r\nrst:%s,boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+            "cyphy-sim: 4MB flash, node %s\r\n" % (rst_text, board.node_name)
+        )
+    _mount(board, a)
+    sys.path[:] = ["", ".frozen", "/lib"]
+    _board.install(board)
+
+    g = {"__name__": "__main__"}
+    repl = _repl.Repl(board, g, rom_prefix)
+    mode = a.get("mode", "friendly")
+    link.event("boot")
+    reboot = repl.run_file("boot.py")
+    if not reboot and mode == "friendly":
+        reboot = repl.run_file("main.py")
+    while not reboot:
+        link.event("repl " + mode)
+        nxt = repl.raw() if mode == "raw" else repl.friendly()
+        if nxt == "reboot":
+            break
+        mode = nxt
+    link.write_raw(b"MPY: soft reboot\r\n")
+    link.reboot(b"s" + (b"r" if mode == "raw" else b"f"))
+
+
+main()

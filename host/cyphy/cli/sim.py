@@ -1,0 +1,67 @@
+"""`cyphy sim ...`: simulated nodes that real tools treat as ESP32 boards."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cyphy.sim import control
+from cyphy.sim.nodes import SimError
+
+
+def _fail(e: Exception) -> None:
+    raise click.ClickException(str(e))
+
+
+@click.group()
+def sim() -> None:
+    """Run simulated nodes (the sim board) on this machine."""
+
+
+@sim.command()
+@click.argument("name")
+@click.option("--baud", type=int, default=115200, show_default=True,
+              help="Emulated UART line rate (8N1); 0 turns line-rate emulation off.")
+@click.option("--heap", default="512K", show_default=True, help="MicroPython heap size.")
+@click.option("--timeout", type=float, default=control.START_TIMEOUT_S, show_default=True,
+              help="Seconds to wait for the node's REPL.")
+def start(name: str, baud: int, heap: str, timeout: float) -> None:
+    """Power on node NAME in the background; prints its serial port last."""
+    try:
+        st = control.start(name, baud=baud, heap=heap, timeout=timeout)
+    except SimError as e:
+        _fail(e)
+    if st.get("already_running"):
+        click.echo(f"node {name} is already running (pid {st['pid']})")
+    else:
+        click.echo(f"node {name} booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
+                   f"{st['baud'] or 'unlimited'} baud")
+    click.echo(st["port"])
+
+
+@sim.command()
+@click.argument("name")
+def stop(name: str) -> None:
+    """Power off node NAME (its flash image is kept)."""
+    try:
+        if not control.stop(name):
+            click.echo(f"node {name} was not running")
+    except SimError as e:
+        _fail(e)
+
+
+@sim.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(as_json: bool) -> None:
+    """List sim nodes and their serial ports."""
+    rows = control.listing()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no sim nodes (start one with: cyphy sim start NAME)")
+        return
+    for r in rows:
+        state = f"running  {r['port']}" if r["running"] else "stopped"
+        click.echo(f"{r['name']:<20} {state}")

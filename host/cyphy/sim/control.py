@@ -1,0 +1,94 @@
+"""Start, stop and list sim nodes (what `cyphy sim ...` and the test fixtures call)."""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from cyphy.sim.nodes import Node, SimError, all_nodes, cyphy_home, rom_dir
+
+START_TIMEOUT_S = 20.0
+
+
+def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = START_TIMEOUT_S,
+          home: Path | None = None) -> dict:
+    """Power a node on and wait until its REPL answers. Returns its state (port, pid...)."""
+    if baud < 0:
+        raise SimError(f"--baud must be 0 (no line-rate emulation) or a positive rate, not {baud}")
+    home = home or cyphy_home()
+    node = Node.named(name, home)
+    st = node.state()
+    if st is not None:
+        st["already_running"] = True
+        return st
+    if not (rom_dir() / "simboot.py").exists():
+        raise SimError(f"sim ROM not found at {rom_dir()}: is cyphy installed from its source tree (pip install -e)?")
+    node.create()
+    r, w = os.pipe()
+    with open(node.supervisor_log, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cyphy.sim.supervisor", "--home", str(home), "--name", name,
+             "--baud", str(baud), "--heap", heap, "--ready-fd", str(w)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
+            start_new_session=True,  # a daemon: survives the shell that started it
+        )
+    os.close(w)
+    deadline = time.monotonic() + timeout
+    msgs = b""
+    try:
+        while time.monotonic() < deadline:
+            rl, _, _ = select.select([r], [], [], max(0.0, deadline - time.monotonic()))
+            if not rl:
+                break
+            chunk = os.read(r, 4096)
+            if not chunk:
+                break
+            msgs += chunk
+            if b"ready" in msgs or b"error" in msgs:
+                break
+    finally:
+        os.close(r)
+    text = msgs.decode(errors="replace")
+    if "ready" not in text:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        tail = _tail(node.supervisor_log)
+        why = text.strip() or ("timed out after %.0f s" % timeout if proc.returncode is None or proc.returncode < 0 else f"supervisor exited with status {proc.returncode}")
+        raise SimError(f"node {name} did not boot: {why}\n--- {node.supervisor_log} (last lines) ---\n{tail}")
+    st = node.state() or {}
+    st["boot"] = text.split("ready", 1)[1].strip()
+    return st
+
+
+def stop(name: str, home: Path | None = None) -> bool:
+    return Node.named(name, home).stop()
+
+
+def listing(home: Path | None = None) -> list[dict]:
+    rows = []
+    for node in all_nodes(home):
+        st = node.state()
+        cfg = node.config()
+        rows.append({
+            "name": node.name,
+            "running": st is not None,
+            "port": st["port"] if st else None,
+            "pid": st["pid"] if st else None,
+            "baud": st["baud"] if st else None,
+            "sandbox": st.get("sandbox") if st else None,
+            "mac": cfg["mac"],
+            "image": str(node.image),
+        })
+    return rows
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

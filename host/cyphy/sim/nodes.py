@@ -1,0 +1,152 @@
+"""Where sim nodes live on the host, and what identifies each one.
+
+    $CYPHY_HOME/sim/NAME/
+        node.json       identity, made once: MAC (machine.unique_id), flash size
+        flash.bin       the 4 MB flash image (partition table + LittleFS vfs)
+        state.json      while running: supervisor pid, serial port, line rate
+        tty             symlink to the node's PTY: the serial port tools open
+        console.log     what the node printed (raw bytes), the node's record
+        supervisor.log  resets, crashes, sandbox status
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from cyphy import flashimage
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class SimError(Exception):
+    """A user-facing problem with a sim node; the message says what to do."""
+
+
+def cyphy_home() -> Path:
+    env = os.environ.get("CYPHY_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("cyphy"))
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def rom_dir() -> Path:
+    """The sim board's MicroPython ROM (boards/sim/rom)."""
+    return repo_root() / "boards" / "sim" / "rom"
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise SimError(
+            f"invalid node name {name!r}: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+        )
+    return name
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie still answers kill(0); it is not running
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass
+class Node:
+    name: str
+    root: Path
+
+    @classmethod
+    def named(cls, name: str, home: Path | None = None) -> "Node":
+        check_name(name)
+        return cls(name, (home or cyphy_home()) / "sim" / name)
+
+    image = property(lambda self: self.root / "flash.bin")
+    config_path = property(lambda self: self.root / "node.json")
+    state_path = property(lambda self: self.root / "state.json")
+    tty = property(lambda self: self.root / "tty")
+    console_log = property(lambda self: self.root / "console.log")
+    supervisor_log = property(lambda self: self.root / "supervisor.log")
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    def create(self) -> dict:
+        """Make the node's identity and a blank flash image (first start only)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.config_path.exists():
+            # Locally administered unicast MAC, unique per node: machine.unique_id().
+            raw = hashlib.sha256(self.name.encode() + secrets.token_bytes(16)).digest()
+            mac = bytes([(raw[0] & 0xFC) | 0x02]) + raw[1:6]
+            _write_json_atomic(
+                self.config_path,
+                {"name": self.name, "mac": mac.hex(), "flash_size": flashimage.FLASH_SIZE_4MB, "created": time.time()},
+            )
+        if not self.image.exists():
+            flashimage.create_flash_image(self.image)
+        return self.config()
+
+    def config(self) -> dict:
+        return json.loads(self.config_path.read_text())
+
+    def state(self) -> dict | None:
+        """Runtime state if the node's supervisor is alive, else None (stale state removed)."""
+        try:
+            st = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        if not pid_alive(int(st.get("pid", 0))):
+            self.state_path.unlink(missing_ok=True)
+            return None
+        return st
+
+    def write_state(self, st: dict) -> None:
+        _write_json_atomic(self.state_path, st)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop the node (power off). False if it was not running."""
+        st = self.state()
+        if st is None:
+            return False
+        pid = int(st["pid"])
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                time.sleep(0.01)
+        self.state_path.unlink(missing_ok=True)
+        return True
+
+
+def all_nodes(home: Path | None = None) -> list[Node]:
+    base = (home or cyphy_home()) / "sim"
+    if not base.is_dir():
+        return []
+    return [Node(p.name, p) for p in sorted(base.iterdir()) if (p / "node.json").exists()]

@@ -1,0 +1,492 @@
+"""The sim board's hardware: a USB-UART bridge (a PTY), the reset circuitry and the clock.
+
+One supervisor process per running node. It owns the PTY that host tools open as the
+node's serial port and runs the node's MicroPython process (`mpchild`) behind it:
+
+* line rate: bytes cross the "UART" at baud/10 bytes per second in each direction;
+* output goes nowhere while no host holds the port open, as on a real UART;
+* Ctrl-C: while user code runs, the interrupt character becomes SIGINT (ESP32's UART ISR
+  does the same with mp_sched_keyboard_interrupt); otherwise it is an ordinary byte;
+* resets: a soft reboot or machine.reset() ends the MicroPython process and the
+  supervisor starts a new one, carrying over the REPL mode and any unread input.
+
+The byte protocol between the two processes is described in boards/sim/rom/_link.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import termios
+import time
+import tty
+from pathlib import Path
+
+from cyphy import flashimage
+from cyphy.sim.nodes import Node, rom_dir
+
+TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART TX buffer)
+RX_BACKLOG = 4096  # host bytes buffered before we stop reading the PTY (host write blocks)
+HOST_POLL_S = 0.02  # how often to look for a host opening the port while none has it
+CRASH_BACKOFF_S = 1.0
+LOG_LIMIT = 1 << 20  # console.log rotates at 1 MiB
+
+ESC = 0
+ACK = b"\x00\x01"
+
+
+def escape(data: bytes) -> bytes:
+    return data.replace(b"\x00", b"\x00\xff")
+
+
+def unescape(data: bytes) -> bytes:
+    """Inverse of escape(), dropping ACKs (used when replaying input to a new process)."""
+    out = bytearray()
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c == ESC and i + 1 < len(data):
+            if data[i + 1] == 0xFF:
+                out.append(0)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return bytes(out)
+
+
+class Pacer:
+    """Token bucket at a UART's byte rate; rate 0 means unlimited."""
+
+    def __init__(self, baud: int, burst: int = 16) -> None:
+        self.rate = baud / 10.0  # 8N1: start + 8 data + stop bits
+        self.burst = burst
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+
+    def allow(self, want: int) -> int:
+        if self.rate <= 0:
+            return want
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        n = min(want, int(self.tokens))
+        self.tokens -= n
+        return n
+
+    def wait_s(self) -> float:
+        """Seconds until one more byte may go."""
+        if self.rate <= 0 or self.tokens >= 1:
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class Child:
+    """One run of the node's MicroPython process (from a reset to the next)."""
+
+    def __init__(self, node: Node, mode: str, reset: str, baud: int, heap: str) -> None:
+        cfg = node.config()
+        vfs = flashimage.find_partition(flashimage.read_partition_table(node.image), "vfs")
+        self.stdin_r, self.stdin_w = os.pipe()
+        # Non-blocking read end: MicroPython's readinto() on a blocking fd waits for a
+        # full buffer; this way it returns what the "UART" has received so far.
+        os.set_blocking(self.stdin_r, False)
+        args = [
+            f"image={node.image}",
+            f"vfs_offset={vfs.offset}",
+            f"vfs_size={vfs.size}",
+            f"mode={mode}",
+            f"reset={reset}",
+            f"uid={cfg['mac']}",
+            f"name={node.name}",
+        ]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap, *args],
+            stdin=self.stdin_r,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+        )
+        for fd in (self.stdin_w, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self.started = time.monotonic()
+        self.to_stdin = bytearray()  # escaped bytes waiting for room in the pipe
+        self.frame_buf = bytearray()  # partial output frame
+        self.running = False  # user code running: the interrupt char means SIGINT
+        self.intr: int | None = 3
+        self.leftover = bytearray()
+        self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' once asked for
+
+    def unread_input(self) -> bytes:
+        """After exit: input the process never consumed, in order, unescaped."""
+        os.set_blocking(self.stdin_r, False)
+        drained = bytearray()
+        try:
+            while chunk := os.read(self.stdin_r, 65536):
+                drained += chunk
+        except BlockingIOError:
+            pass
+        return bytes(self.leftover) + unescape(bytes(drained) + bytes(self.to_stdin))
+
+    def close(self) -> None:
+        for fd in (self.stdin_r, self.stdin_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+
+class Supervisor:
+    def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None) -> None:
+        self.node = node
+        self.baud = baud
+        self.heap = heap
+        self.ready_fd = ready_fd
+        self.tx = Pacer(baud)
+        self.rx = Pacer(baud)
+        self.out_buf = bytearray()  # node -> host, waiting for line time
+        self.in_buf = bytearray()  # host -> node, waiting for line time
+        self.host_open = False
+        self.next_host_check = 0.0
+        self.stopping = False
+        self.child: Child | None = None
+        self.crashes: list[float] = []
+        self.log_f = open(node.supervisor_log, "a", buffering=1)
+        self.console = open(node.console_log, "ab", buffering=0)
+        self.sandbox = "unknown"
+
+    # ------------------------------------------------------------------ setup
+    def log(self, msg: str) -> None:
+        self.log_f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+
+    def open_port(self) -> str:
+        self.master, slave = os.openpty()
+        pts = os.ttyname(slave)
+        tty.setraw(slave)  # a USB-UART has no line discipline: no echo, no signals
+        os.close(slave)  # the host opens it; holding it would hide hang-ups from us
+        os.set_blocking(self.master, False)
+        link = self.node.tty
+        tmp = link.with_name(link.name + ".new")
+        tmp.unlink(missing_ok=True)
+        os.symlink(pts, tmp)
+        os.replace(tmp, link)
+        self.pts = pts
+        return pts
+
+    def notify(self, line: str) -> None:
+        if self.ready_fd is None:
+            return
+        try:
+            os.write(self.ready_fd, (line + "\n").encode())
+        except OSError:
+            pass
+        if line.startswith(("ready", "error")):
+            os.close(self.ready_fd)
+            self.ready_fd = None
+
+    # ------------------------------------------------------------------ child
+    def start_child(self, mode: str, reset: str, carry: bytes = b"") -> None:
+        self.child = Child(self.node, mode, reset, self.baud, self.heap)
+        self.in_buf[0:0] = carry  # input typed before the reset is not lost
+        self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
+
+    def child_output(self, data: bytes) -> None:
+        """Parse the node's stdout: cooked text and frames (see _link.py)."""
+        c = self.child
+        assert c is not None
+        buf = c.frame_buf
+        buf += data
+        while buf:
+            i = buf.find(b"\x00")
+            if i != 0:
+                text = bytes(buf if i < 0 else buf[:i])
+                self.console_out(text.replace(b"\n", b"\r\n"))
+                del buf[: len(text)]
+                continue
+            if len(buf) < 4:
+                return
+            n = buf[2] | buf[3] << 8
+            if len(buf) < 4 + n:
+                return
+            kind, payload = buf[1], bytes(buf[4 : 4 + n])
+            del buf[: 4 + n]
+            self.frame(kind, payload)
+
+    def frame(self, kind: int, payload: bytes) -> None:
+        c = self.child
+        assert c is not None
+        if kind == ord("R"):
+            self.console_out(payload)
+        elif kind == ord("S"):
+            if payload == b"R":
+                c.running, c.intr = True, 3
+            else:
+                c.running = False
+                c.to_stdin += ACK
+        elif kind == ord("K"):
+            c.intr = payload[0] if payload else None
+        elif kind == ord("L"):
+            c.leftover += payload
+        elif kind == ord("B"):
+            c.reboot = payload
+            if payload == b"h":
+                c.proc.kill()  # a hard reset is instantaneous
+        elif kind == ord("E"):
+            ev = payload.decode(errors="replace")
+            if ev.startswith("repl") and self.ready_fd is not None:
+                self.notify("ready " + ev)
+            elif ev == "boot":
+                self.main_deadline = time.monotonic() + 1.0
+
+    def child_exited(self) -> None:
+        c = self.child
+        assert c is not None
+        rc = c.proc.wait()
+        self.drain_child_output()
+        carry = c.unread_input()
+        c.close()
+        self.child = None
+        if self.stopping:
+            return
+        if c.reboot and c.reboot.startswith(b"s"):
+            self.start_child("raw" if c.reboot == b"sr" else "friendly", "soft", carry)
+        elif c.reboot == b"h":
+            self.start_child("friendly", "sw", carry)
+        else:
+            # The MicroPython process died on its own: report it like a panic and reboot.
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < 10] + [now]
+            self.log(f"node process exited unexpectedly (status {rc}); rebooting")
+            self.console_out(b"\r\nGuru Meditation Error: the node's MicroPython process stopped (status %d). Rebooting...\r\n" % rc)
+            if len(self.crashes) >= 5:
+                time.sleep(CRASH_BACKOFF_S)  # do not spin on a node that cannot boot
+            self.start_child("friendly", "panic", carry)
+
+    def drain_child_output(self) -> None:
+        c = self.child
+        assert c is not None
+        try:
+            while data := os.read(c.proc.stdout.fileno(), 65536):
+                self.child_output(data)
+        except (BlockingIOError, OSError):
+            pass
+        self.child_stderr()
+
+    def child_stderr(self) -> None:
+        c = self.child
+        assert c is not None
+        try:
+            data = os.read(c.proc.stderr.fileno(), 65536)
+        except (BlockingIOError, OSError):
+            return
+        for line in data.decode(errors="replace").splitlines():
+            if line.startswith("sandbox: "):
+                self.sandbox = line[9:]
+                st = self.node.state() or {}
+                if st:
+                    st["sandbox"] = self.sandbox
+                    self.node.write_state(st)
+            self.log("node stderr: " + line)
+
+    # ------------------------------------------------------------------ UART
+    def console_out(self, data: bytes) -> None:
+        self.out_buf += data
+        self.console.write(data)
+        if self.console.tell() > LOG_LIMIT:
+            self.console.close()
+            os.replace(self.node.console_log, self.node.console_log.with_suffix(".log.1"))
+            self.console = open(self.node.console_log, "ab", buffering=0)
+
+    def pump_tx(self) -> None:
+        """Node -> host at line rate; bytes with no host listening are lost, as on a UART."""
+        n = self.tx.allow(len(self.out_buf))
+        if n <= 0:
+            return
+        if not self.host_open:
+            del self.out_buf[:n]
+            return
+        try:
+            sent = os.write(self.master, self.out_buf[:n])
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = n  # host went away mid-write
+            self.host_open = False
+        del self.out_buf[:sent]
+        if sent < n:
+            self.tx.tokens += n - sent
+
+    def pump_rx(self) -> None:
+        """Host -> node at line rate; the interrupt char becomes SIGINT while code runs."""
+        c = self.child
+        if c is None or c.reboot is not None:
+            return
+        n = self.rx.allow(len(self.in_buf))
+        if n > 0:
+            chunk = bytes(self.in_buf[:n])
+            del self.in_buf[:n]
+            if c.running and c.intr is not None and c.intr in chunk:
+                parts = chunk.split(bytes((c.intr,)))
+                for k, part in enumerate(parts):
+                    c.to_stdin += escape(part)
+                    if k < len(parts) - 1:
+                        self.flush_stdin(c)
+                        try:
+                            c.proc.send_signal(signal.SIGINT)
+                        except ProcessLookupError:
+                            pass
+            else:
+                c.to_stdin += escape(chunk)
+        self.flush_stdin(c)
+
+    def flush_stdin(self, c: Child) -> None:
+        if not c.to_stdin:
+            return
+        try:
+            w = os.write(c.stdin_w, c.to_stdin)
+            del c.to_stdin[:w]
+        except (BlockingIOError, BrokenPipeError):
+            pass
+
+    def check_host(self) -> None:
+        """POLLHUP on the master means no process holds the port open."""
+        p = select.poll()
+        p.register(self.master, select.POLLIN)
+        ev = dict(p.poll(0)).get(self.master, 0)
+        was = self.host_open
+        self.host_open = not (ev & select.POLLHUP)
+        if self.host_open != was:
+            self.log("host " + ("opened" if self.host_open else "closed") + " the port")
+
+    def read_host(self) -> None:
+        try:
+            data = os.read(self.master, 4096)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            if e.errno == errno.EIO:
+                self.host_open = False
+                return
+            raise
+        self.in_buf += data
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        pts = self.open_port()
+        self.main_deadline = float("inf")
+        self.node.write_state(
+            {
+                "name": self.node.name,
+                "pid": os.getpid(),
+                "port": str(self.node.tty),
+                "pts": pts,
+                "baud": self.baud,
+                "started": time.time(),
+                "sandbox": self.sandbox,
+            }
+        )
+        self.log(f"power on: port {self.node.tty} -> {pts}, baud {self.baud or 'unlimited'}")
+        self.start_child("friendly", "power")
+        while not self.stopping:
+            self.step()
+        if self.child is not None:
+            self.child.proc.kill()
+            self.child.proc.wait()
+            self.child.close()
+        self.log("power off")
+        self.node.state_path.unlink(missing_ok=True)
+        self.node.tty.unlink(missing_ok=True)
+        return 0
+
+    def step(self) -> None:
+        c = self.child
+        assert c is not None
+        now = time.monotonic()
+        if not self.host_open and now >= self.next_host_check:
+            self.check_host()
+            self.next_host_check = now + HOST_POLL_S
+        if self.ready_fd is not None and now >= self.main_deadline:
+            self.notify("ready main.py is running")
+        p = select.poll()
+        out_fd = c.proc.stdout.fileno()
+        err_fd = c.proc.stderr.fileno()
+        if len(self.out_buf) < TX_FIFO:  # else the node blocks in print(): backpressure
+            p.register(out_fd, select.POLLIN)
+        p.register(err_fd, select.POLLIN)
+        if self.host_open and len(self.in_buf) < RX_BACKLOG:
+            p.register(self.master, select.POLLIN)
+        if c.to_stdin:
+            p.register(c.stdin_w, select.POLLOUT)
+        timeout = 1.0
+        if self.out_buf:
+            timeout = min(timeout, max(self.tx.wait_s(), 0.0005))
+        if self.in_buf:
+            timeout = min(timeout, max(self.rx.wait_s(), 0.0005))
+        if not self.host_open:
+            timeout = min(timeout, HOST_POLL_S)
+        if self.ready_fd is not None:
+            timeout = min(timeout, max(self.main_deadline - now, 0.001))
+        try:
+            events = p.poll(timeout * 1000)
+        except InterruptedError:
+            events = []
+        for fd, ev in events:
+            if fd == out_fd:
+                try:
+                    data = os.read(out_fd, 4096)
+                except BlockingIOError:
+                    continue
+                if data:
+                    self.child_output(data)
+                elif c.proc.poll() is not None or not data:
+                    self.child_exited()
+                    return
+            elif fd == err_fd:
+                self.child_stderr()
+            elif fd == self.master:
+                if ev & select.POLLHUP:
+                    self.host_open = False
+                    self.log("host closed the port")
+                elif ev & select.POLLIN:
+                    self.read_host()
+        if c.proc.poll() is not None and self.child is c:
+            self.child_exited()
+            return
+        self.pump_rx()
+        self.pump_tx()
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.stopping = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="cyphy-sim-supervisor")
+    ap.add_argument("--home", type=Path, required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--baud", type=int, default=115200)
+    ap.add_argument("--heap", default="512K")
+    ap.add_argument("--ready-fd", type=int)
+    a = ap.parse_args(argv)
+    node = Node.named(a.name, a.home)
+    sup = Supervisor(node, a.baud, a.heap, a.ready_fd)
+    try:
+        return sup.run()
+    except Exception as e:  # report to the starter instead of dying silently
+        sup.log(f"supervisor failed: {e!r}")
+        sup.notify(f"error supervisor failed: {e}")
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
