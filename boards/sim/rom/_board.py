@@ -47,7 +47,9 @@ class ConsoleOut(io.IOBase):
         self._raw = raw
         self.buffer = self if raw else ConsoleOut(link, True)
 
-    def write(self, data):
+    def write(self, data, n=None):
+        if n is not None:
+            data = memoryview(data)[:n]
         if self._raw:
             return self._link.write_raw(data)
         return self._link.write_text(data)
@@ -218,8 +220,13 @@ def _make_machine(board):
         # A deep sleep ends in a reset on ESP32; the sim resets at once.
         board.hard_reset()
 
+    import machine as _real_machine
+
     return Module(
         "machine",
+        mem8=_real_machine.mem8,
+        mem16=_real_machine.mem16,
+        mem32=_real_machine.mem32,
         reset=reset,
         soft_reset=soft_reset,
         unique_id=unique_id,

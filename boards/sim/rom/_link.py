@@ -74,6 +74,8 @@ class Link:
         """Console bytes exactly as given (no newline translation)."""
         if isinstance(data, str):
             data = data.encode()
+        elif isinstance(data, memoryview):
+            data = bytes(data)
         mv = memoryview(data)
         for i in range(0, len(data), _MAX_FRAME):
             self.frame(82, mv[i : i + _MAX_FRAME])  # 'R'
@@ -83,6 +85,8 @@ class Link:
         """Console text; newlines are cooked to \\r\\n on the way out."""
         if isinstance(data, str):
             data = data.encode()
+        elif isinstance(data, memoryview):
+            data = bytes(data)
         if b"\x00" in data:
             # A NUL would start a frame: cook it here and send it raw instead.
             return self.write_raw(data.replace(b"\n", b"\r\n"))

@@ -281,6 +281,7 @@ class Repl:
         read = self.link.read_byte
         while True:
             c = read()
+            before = len(line)
             redraw_from = -1  # redraw the line from this position, then put the cursor at cur
             if esc == 0:
                 empty = len(line) == start
@@ -399,9 +400,10 @@ class Repl:
                     self.out(bytes(line[cur:]))
                     cur = len(line)
             if redraw_from >= 0:
-                # cursor is at redraw_from: print the rest, erase leftovers, come back
-                tail = bytes(line[redraw_from:])
-                self.out(tail + b"\x1b[K")
+                # Cursor is at redraw_from: erase what the line lost, draw the rest, come back.
+                if len(line) < before:
+                    self.out(b"\x1b[K")
+                self.out(bytes(line[redraw_from:]))
                 self._back(len(line) - cur)
 
     def _history(self, line, start, cur, hist, older):

@@ -1,0 +1,75 @@
+"""Shared fixtures: sim nodes in a throwaway CYPHY_HOME, and paths to the venv's tools."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cyphy.sim import control
+from cyphy.sim.nodes import Node
+
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """A command installed in the project's venv (mpremote, ampy, micropython, cyphy...)."""
+    return str(BIN / name)
+
+
+@dataclass
+class SimNode:
+    name: str
+    port: str
+    home: Path
+    state: dict
+
+    @property
+    def node(self) -> Node:
+        return Node.named(self.name, self.home)
+
+    def stop(self) -> None:
+        control.stop(self.name, home=self.home)
+
+    def restart(self, baud: int = 0) -> None:
+        self.stop()
+        self.state = control.start(self.name, baud=baud, home=self.home)
+        self.port = self.state["port"]
+
+
+@pytest.fixture
+def cyphy_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "cyphy-home"
+    home.mkdir()
+    monkeypatch.setenv("CYPHY_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def sim_nodes(cyphy_home: Path) -> Iterator:
+    """Factory: sim_nodes("a", baud=0) starts a node; all are stopped after the test."""
+    started: list[SimNode] = []
+
+    def start(name: str = "node", baud: int = 0) -> SimNode:
+        st = control.start(name, baud=baud, home=cyphy_home)
+        n = SimNode(name, st["port"], cyphy_home, st)
+        started.append(n)
+        return n
+
+    yield start
+    for n in started:
+        n.stop()
+
+
+@pytest.fixture
+def sim_node(sim_nodes) -> SimNode:
+    """One running sim node without line-rate emulation (fast)."""
+    return sim_nodes("node", baud=0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -1,0 +1,70 @@
+"""A minimal serial console client for console-fidelity tests (pyserial, no mpremote)."""
+
+from __future__ import annotations
+
+import time
+
+import serial
+
+BANNER_END = b'Type "help()" for more information.\r\n>>> '
+
+
+class Console:
+    def __init__(self, port: str, baud: int = 115200) -> None:
+        self.s = serial.serial_for_url(port, baud, timeout=0.05)
+        self.seen = bytearray()
+
+    def close(self) -> None:
+        self.s.close()
+
+    def __enter__(self) -> "Console":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        self.s.write(data)
+
+    def read_until(self, marker: bytes, timeout: float = 10.0) -> bytes:
+        """Everything up to and including marker; fails the test on timeout."""
+        deadline = time.monotonic() + timeout
+        while marker not in self.seen:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {marker!r}; got {bytes(self.seen)!r}")
+            self.seen += self.s.read(self.s.in_waiting or 1)
+        i = self.seen.index(marker) + len(marker)
+        out = bytes(self.seen[:i])
+        del self.seen[:i]
+        return out
+
+    def read_for(self, seconds: float) -> bytes:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.seen += self.s.read(self.s.in_waiting or 1)
+        out = bytes(self.seen)
+        self.seen.clear()
+        return out
+
+    def friendly(self) -> None:
+        """Get to a fresh friendly-REPL prompt whatever state the node is in."""
+        self.write(b"\r\x03\x02")
+        self.read_until(BANNER_END)
+
+    def raw(self) -> None:
+        self.write(b"\r\x03\x01")
+        self.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+
+    def raw_exec(self, src: bytes, timeout: float = 10.0) -> tuple[bytes, bytes]:
+        """Run src in the raw REPL: (stdout, exception text)."""
+        self.write(src + b"\x04")
+        self.read_until(b"OK", timeout)
+        out = self.read_until(b"\x04", timeout)[:-1]
+        err = self.read_until(b"\x04", timeout)[:-1]
+        self.read_until(b">", timeout)
+        return out, err
+
+    def line(self, text: bytes, timeout: float = 10.0) -> bytes:
+        """Type a line into the friendly REPL; returns the output up to the next prompt."""
+        self.write(text + b"\r")
+        return self.read_until(b">>> ", timeout)
