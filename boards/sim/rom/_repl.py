@@ -412,11 +412,14 @@ class Repl:
             return hist, cur
         if not older and hist < 0:
             return hist, cur
+        old_len = len(line)
         self._back(cur - start)
         line[start:] = b""
         if new >= 0:
             line.extend(self.history[new])
-        self.out(bytes(line[start:]) + b"\x1b[K")
+        if len(line) < old_len:
+            self.out(b"\x1b[K")
+        self.out(bytes(line[start:]))
         return new, len(line)
 
     def _auto_indent(self, line):
