@@ -39,6 +39,7 @@ LOG_LIMIT = 1 << 20  # console.log rotates at 1 MiB
 
 ESC = 0
 ACK = b"\x00\x01"
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
 def escape(data: bytes) -> bytes:
@@ -115,6 +116,13 @@ class Child:
         )
         for fd in (self.stdin_w, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+        # The output pipe is the UART's TX buffer: keep it small (one page, the minimum)
+        # so a node that prints faster than the line rate blocks in print() as on ESP32
+        # instead of queueing seconds of output.
+        try:
+            fcntl.fcntl(self.proc.stdout.fileno(), F_SETPIPE_SZ, 4096)
+        except OSError:
+            pass
         self.started = time.monotonic()
         self.to_stdin = bytearray()  # escaped bytes waiting for room in the pipe
         self.frame_buf = bytearray()  # partial output frame
