@@ -230,3 +230,17 @@ def test_line_editing_and_history(con):
     assert echo == b"print(12)\x08\x0832)\x08\x08\x08\x1b[K2)\x08\x08\x08\x1b[K2)\x08\x0842)\x08\x08\r\n42\r\n>>> "
     con.write(b"\x1b[A\r")  # up arrow recalls the last line
     assert con.read_until(b">>> ") == b"print(42)\r\n42\r\n>>> "
+
+
+def test_ctrl_c_racing_the_end_of_execution_loses_nothing(con):
+    """A Ctrl-C that lands just as code finishes must not eat the next command's bytes."""
+    con.raw()
+    for i in range(150):
+        # code of varying length, Ctrl-C as soon as it starts: the interrupt lands while
+        # it runs (KeyboardInterrupt) or just after it ended (dropped, as on ESP32)
+        con.write(b"x = %d\nfor _ in range(%d): pass\x04" % (i, (i * 37) % 3000))
+        con.read_until(b"OK")
+        con.write(b"\x03")
+        con.read_until(b"\x04>")
+        out, err = con.raw_exec(b"print('ok%d')" % i)
+        assert (out, err) == (b"ok%d\r\n" % i, b"")
