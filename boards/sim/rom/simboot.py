@@ -45,7 +45,7 @@ def _mount(board, a):
         if not dev.is_blank():
             board.stdout.write(
                 "The filesystem appears to be corrupted: it was left as it is and nothing "
-                "is mounted at /.\nErase the flash image (cyphy sim erase) to start afresh.\n"
+                "is mounted at /.\nTo start afresh, erase the flash: on the host, cyphy sim erase %s\n" % board.node_name
             )
             return
         board.stdout.write("Performing initial setup\n")

@@ -51,6 +51,17 @@ def stop(name: str) -> None:
         _fail(e)
 
 
+@sim.command()
+@click.argument("name")
+def erase(name: str) -> None:
+    """Erase the flash of stopped node NAME; it formats a fresh filesystem at next start."""
+    try:
+        control.erase(name)
+    except SimError as e:
+        _fail(e)
+    click.echo(f"node {name}: flash erased")
+
+
 @sim.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(as_json: bool) -> None:

@@ -65,6 +65,18 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
     return st
 
 
+def erase(name: str, home: Path | None = None) -> None:
+    """Erase a stopped node's whole flash (as `esptool erase-flash` would): blank image."""
+    node = Node.named(name, home)
+    if not node.exists():
+        raise SimError(f"no sim node named {name!r} (see: cyphy sim list)")
+    if node.state() is not None:
+        raise SimError(f"node {name} is running: stop it first (cyphy sim stop {name})")
+    from cyphy import flashimage
+
+    flashimage.create_flash_image(node.image, overwrite=True)
+
+
 def stop(name: str, home: Path | None = None) -> bool:
     return Node.named(name, home).stop()
 
