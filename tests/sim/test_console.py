@@ -190,7 +190,7 @@ def test_machine_reset_is_a_hard_reset(con):
     got = con.read_until(BANNER_END)
     assert b"rst:0xc (SW_CPU_RESET)" in got
     assert b"MAIN\r\n" in got
-    assert b"reset_cause() 5" in con.line(b"import machine; print('reset_cause()', machine.reset_cause())")
+    assert b"reset_cause() 2" in con.line(b"import machine; print('reset_cause()', machine.reset_cause())")
 
 
 def test_exception_in_main_leaves_repl_usable(con):

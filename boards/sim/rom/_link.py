@@ -6,23 +6,29 @@
 #                          like ESP32's "cooked" stdout (print, sys.stdout.write).
 #   00 T LL LL payload     a frame (LL = little-endian payload length):
 #       'R' raw console bytes, sent as they are (REPL control output, sys.stdout.buffer)
-#       'S' state: b'R' user code running (Ctrl-C armed), b'I' idle (answered by ACK)
+#       'S' state: b'C' compiling (an interrupt char now is held for the code),
+#           b'R' user code running (the interrupt char is SIGINT), b'I' idle
 #       'K' interrupt char: one byte, or empty to disable (micropython.kbd_intr)
 #       'L' leftover input: bytes this process read but never consumed (before 'B')
 #       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), or b'h' (hard reset)
 #       'E' event for the supervisor's record (text)
-# Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF;
-#   00 01 is ACK: the supervisor has seen our last 'I' state and will send no more SIGINT.
+# Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF.
 #
-# Why the ACK: Ctrl-C reaches running code only as SIGINT, and MicroPython raises the
-# resulting KeyboardInterrupt at the next jump in the bytecode. A SIGINT sent just as user
-# code finishes must not land in the middle of REPL input handling and lose bytes, so after
-# user code we wait for the ACK in a loop that stores every byte it reads before any jump.
+# Ctrl-C: running code can only be stopped by SIGINT, and this MicroPython build raises
+# KeyboardInterrupt from inside the signal handler, wherever the process is, even in the
+# middle of C code. So SIGINT must never reach the REPL's own code. The supervisor sends
+# it only in state 'R', and first stops this process (SIGSTOP) and reads what it has
+# written: if the 'I' frame is there, the code has ended and the byte is ordinary input.
+# The 'I' frame is the first thing written when user code returns, by a loop that neither
+# allocates nor reads, so an interrupt landing there is harmless.
 import sys
 import select
 
 _ESC = 0
-_ACK = b"\x00\x01"
+# state frames, built once: leave_user() must not allocate
+_COMPILING = b"\x00S\x01\x00C"
+_RUNNING = b"\x00S\x01\x00R"
+_IDLE = b"\x00S\x01\x00I"
 _MAX_FRAME = 4000  # pipe writes below PIPE_BUF (4096) are atomic: a frame is never torn
 
 
@@ -41,8 +47,6 @@ def _unescape(raw, i):
         elif raw[j + 1] == 0xFF:
             out.append(0)
             j += 2
-        elif raw[j + 1] == 1:
-            break  # an ACK: left in place for set_idle()
         else:
             j += 2  # a command from a newer supervisor: ignored
     return out, j
@@ -103,8 +107,6 @@ class Link:
         """Read what the pipe holds into self._raw; False on timeout."""
         if not self._poll.poll(timeout_ms):
             return False
-        # These two statements contain no jump, so a KeyboardInterrupt raised by a
-        # SIGINT arriving now fires only after the bytes are stored.
         n = self._in.readinto(self._tmp)
         self._raw.extend(self._tmpv[:n])
         if n == 0:
@@ -113,7 +115,7 @@ class Link:
         return True
 
     def _decode(self):
-        """Move escaped bytes from _raw to _q, stopping before an ACK or a split escape."""
+        """Move escaped bytes from _raw to _q (a split escape waits for its second byte)."""
         raw = self._raw
         i = raw.find(b"\x00")
         if i < 0:
@@ -132,9 +134,6 @@ class Link:
                 self._decode()
                 if self._q:
                     break
-                if self._raw.startswith(_ACK):
-                    self._raw[:2] = b""  # an ACK nobody waits for: drop it
-                    continue
             if not self._fill(timeout_ms):
                 return False
             self._decode()
@@ -162,25 +161,23 @@ class Link:
         return r
 
     # ---- state ----
-    def set_running(self):
-        self.frame(83, b"R")  # 'S'
+    def compiling(self):
+        self._out.write(_COMPILING)
 
-    def set_idle(self):
-        """Tell the supervisor user code has ended; return once no SIGINT can follow."""
-        self.frame(83, b"I")
+    def enter_user(self):
+        self._out.write(_RUNNING)
+
+    def leave_user(self):
+        """First thing after user code: say so. Allocation-free and retried, because a
+        Ctrl-C may still land here (it is then simply ignored, as on ESP32)."""
+        out = self._out
+        frame = _IDLE
         while True:
             try:
-                while True:
-                    self._decode()  # stops exactly before an ACK
-                    if self._raw.startswith(_ACK):
-                        break
-                    self._fill(-1)
-                break
+                out.write(frame)
+                return
             except KeyboardInterrupt:
-                # A Ctrl-C that reached us after the code it was meant for had ended:
-                # dropped, as ESP32 drops a pending interrupt after execution.
                 pass
-        self._raw[:2] = b""
 
     def set_interrupt_char(self, c):
         self.frame(75, b"" if c < 0 else bytes((c & 0xFF,)))  # 'K'

@@ -3,6 +3,7 @@
 # pyexec/readline on an ESP32, so that mpremote, ampy and terminal users cannot tell.
 import sys
 import io
+import micropython
 from _board import BANNER, SoftReset
 
 CTRL_A = 1
@@ -65,6 +66,19 @@ def continue_with_input(s):
     return compound and s[-1] != 0x0A
 
 
+def repair_heap():
+    """Unlock the heap if user code, or a Ctrl-C landing inside the allocator, left it
+    locked (ESP32's REPL forces the lock off too: nothing else could recover)."""
+    for _ in range(64):
+        try:
+            bytearray(8)
+            return
+        except MemoryError:
+            if micropython.heap_unlock() == 32767:  # it was not locked: a real OOM
+                micropython.heap_lock()
+                return
+
+
 def _isident(c):
     return c == 0x5F or 0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A
 
@@ -76,22 +90,33 @@ class Repl:
         self.g = globals_
         self.rom_file = '  File "' + rom_prefix
         self.history = []  # newest first
+        self.announced = False
 
     def out(self, data):
         self.link.write_raw(data)
 
+    def _prompted(self, mode):
+        """Tell the supervisor, once, that the REPL is waiting at its prompt (node ready)."""
+        if not self.announced:
+            self.announced = True
+            self.link.event("repl " + mode)
+
     # ------------------------------------------------------------ execution
-    def execute(self, src, mode, print_eof=False, filename="<stdin>"):
+    def execute(self, src, mode, print_eof=False, filename="<stdin>", compiling_sent=False):
         """Compile and run like pyexec's parse_compile_execute; True asks for a soft reboot."""
         exc = None
         reboot = False
+        link = self.link
         try:
-            code = compile(src, filename, mode)
-            self.link.set_running()
             try:
+                if not compiling_sent:
+                    link.compiling()
+                code = compile(src, filename, mode)
+                link.enter_user()
                 exec(code, self.g)
             finally:
-                self.link.set_idle()
+                link.leave_user()
+                repair_heap()
         except (SystemExit, SoftReset):
             reboot = True
         except BaseException as e:  # noqa: B036 - the REPL reports everything, as ESP32 does
@@ -126,6 +151,7 @@ class Repl:
         self.out(b"raw REPL; CTRL-B to exit\r\n")
         line = bytearray()
         self.out(b">")
+        self._prompted("raw")
         while True:
             c = self.link.read_byte()
             if c == CTRL_A:
@@ -142,11 +168,14 @@ class Repl:
             elif c == CTRL_C:
                 line = bytearray()
             elif c == CTRL_D:
-                self.out(b"OK")
                 if not line:
-                    self.out(b"\r\n")
+                    self.out(b"OK\r\n")
                     return "reboot"
-                if self.execute(bytes(line), "exec", print_eof=True):
+                # 'compiling' goes out before "OK": a Ctrl-C the host sends on seeing
+                # "OK" is then held for the code instead of read as input
+                self.link.compiling()
+                self.out(b"OK")
+                if self.execute(bytes(line), "exec", print_eof=True, compiling_sent=True):
                     return "reboot"
                 line = bytearray()
                 self.out(b">")
@@ -190,13 +219,15 @@ class Repl:
             if remain == 0 and not end:
                 self.out(b"\x01")  # a window consumed: the host may send another
                 remain = RAW_PASTE_WINDOW
+        if end == CTRL_D:
+            self.link.compiling()
         self.out(b"\x04")  # end of data acknowledged
         if end == CTRL_C:
             self.out(b"\x04")
             self.board.stdout.write("Traceback (most recent call last):\nKeyboardInterrupt: \n")
             self.out(b"\x04")
             return False
-        return self.execute(bytes(src), "exec", print_eof=True)
+        return self.execute(bytes(src), "exec", print_eof=True, compiling_sent=True)
 
     # ------------------------------------------------------------ friendly REPL
     def banner(self):
@@ -269,6 +300,7 @@ class Repl:
         hist = -1
         just_indented = False
         self.out(prompt)
+        self._prompted("friendly")
         if start:
             n = self._auto_indent(line)
             if n:

@@ -15,7 +15,7 @@ import _flashdev
 _RESETS = {
     # cause: (ESP32 ROM "rst:" text, machine.reset_cause() value)
     "power": ("0x1 (POWERON_RESET)", 1),
-    "sw": ("0xc (SW_CPU_RESET)", 5),
+    "sw": ("0xc (SW_CPU_RESET)", 2),  # machine.reset(): HARD_RESET, as ESP32 reports it
     "wdt": ("0x7 (TG0WDT_SYS_RESET)", 3),
     "panic": ("0xc (SW_CPU_RESET)", 2),
     "soft": (None, 5),
@@ -80,7 +80,6 @@ def main():
     if not reboot and mode == "friendly":
         reboot = repl.run_file("main.py")
     while not reboot:
-        link.event("repl " + mode)
         nxt = repl.raw() if mode == "raw" else repl.friendly()
         if nxt == "reboot":
             break

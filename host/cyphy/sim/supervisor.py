@@ -6,7 +6,9 @@ node's serial port and runs the node's MicroPython process (`mpchild`) behind it
 * line rate: bytes cross the "UART" at baud/10 bytes per second in each direction;
 * output goes nowhere while no host holds the port open, as on a real UART;
 * Ctrl-C: while user code runs, the interrupt character becomes SIGINT (ESP32's UART ISR
-  does the same with mp_sched_keyboard_interrupt); otherwise it is an ordinary byte;
+  does the same with mp_sched_keyboard_interrupt); otherwise it is an ordinary byte.
+  Because the Unix port raises KeyboardInterrupt inside its signal handler, a SIGINT must
+  never reach the ROM's own code: see Child.interrupt();
 * resets: a soft reboot or machine.reset() ends the MicroPython process and the
   supervisor starts a new one, carrying over the REPL mode and any unread input.
 
@@ -38,8 +40,9 @@ CRASH_BACKOFF_S = 1.0
 LOG_LIMIT = 1 << 20  # console.log rotates at 1 MiB
 
 ESC = 0
-ACK = b"\x00\x01"
+IDLE, COMPILING, RUNNING = "idle", "compiling", "running"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+TRACE = bool(os.environ.get("CYPHY_SIM_TRACE"))  # log frames and SIGINTs (debugging)
 
 
 def escape(data: bytes) -> bytes:
@@ -47,7 +50,7 @@ def escape(data: bytes) -> bytes:
 
 
 def unescape(data: bytes) -> bytes:
-    """Inverse of escape(), dropping ACKs (used when replaying input to a new process)."""
+    """Inverse of escape(), dropping link commands (used when replaying input to a new process)."""
     out = bytearray()
     i = 0
     while i < len(data):
@@ -126,8 +129,10 @@ class Child:
         self.started = time.monotonic()
         self.to_stdin = bytearray()  # escaped bytes waiting for room in the pipe
         self.frame_buf = bytearray()  # partial output frame
-        self.running = False  # user code running: the interrupt char means SIGINT
+        self.state = IDLE  # RUNNING: user code runs, the interrupt char means SIGINT
         self.intr: int | None = 3
+        self.want_interrupt = False  # a Ctrl-C is waiting to reach the user code
+        self.interrupted = False  # one SIGINT per run: more Ctrl-Cs collapse, as on ESP32
         self.leftover = bytearray()
         self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' once asked for
 
@@ -170,6 +175,7 @@ class Supervisor:
         self.log_f = open(node.supervisor_log, "a", buffering=1)
         self.console = open(node.console_log, "ab", buffering=0)
         self.sandbox = "unknown"
+        self.inspecting = False  # inside interrupt(): the node is stopped
 
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
@@ -227,18 +233,25 @@ class Supervisor:
             kind, payload = buf[1], bytes(buf[4 : 4 + n])
             del buf[: 4 + n]
             self.frame(kind, payload)
+        if c.want_interrupt and c.state == RUNNING and not self.inspecting:
+            self.interrupt(c)
 
     def frame(self, kind: int, payload: bytes) -> None:
         c = self.child
         assert c is not None
+        if TRACE:
+            self.log(f"frame {chr(kind)} {payload[:60]!r}")
         if kind == ord("R"):
             self.console_out(payload)
         elif kind == ord("S"):
-            if payload == b"R":
-                c.running, c.intr = True, 3
-            else:
-                c.running = False
-                c.to_stdin += ACK
+            if payload == b"C":
+                c.state, c.intr, c.want_interrupt, c.interrupted = COMPILING, 3, False, False
+            elif payload == b"R":
+                c.state = RUNNING  # a held Ctrl-C is sent once this chunk is parsed
+            elif c.state != IDLE:
+                if c.want_interrupt:  # the code ended first: the byte is plain input
+                    c.to_stdin += escape(bytes((c.intr or 3,)))
+                c.state, c.want_interrupt = IDLE, False
         elif kind == ord("K"):
             c.intr = payload[0] if payload else None
         elif kind == ord("L"):
@@ -341,19 +354,52 @@ class Supervisor:
         if n > 0:
             chunk = bytes(self.in_buf[:n])
             del self.in_buf[:n]
-            if c.running and c.intr is not None and c.intr in chunk:
-                parts = chunk.split(bytes((c.intr,)))
-                for k, part in enumerate(parts):
-                    c.to_stdin += escape(part)
-                    if k < len(parts) - 1:
-                        self.flush_stdin(c)
-                        try:
-                            c.proc.send_signal(signal.SIGINT)
-                        except ProcessLookupError:
-                            pass
-            else:
-                c.to_stdin += escape(chunk)
+            for k, part in enumerate(chunk.split(bytes((c.intr,))) if c.intr is not None else [chunk]):
+                if k > 0:  # an interrupt char stood before this part
+                    self.flush_stdin(c)
+                    self.interrupt_char(c)
+                c.to_stdin += escape(part)
         self.flush_stdin(c)
+
+    def interrupt_char(self, c: Child) -> None:
+        if c.state == IDLE:
+            c.to_stdin += escape(bytes((c.intr,)))
+        elif not c.interrupted:
+            c.want_interrupt = True  # while compiling: held for the code about to run
+            if c.state == RUNNING:
+                self.interrupt(c)
+
+    def interrupt(self, c: Child) -> None:
+        """Raise KeyboardInterrupt in user code, never in the ROM.
+
+        Stop the process and parse everything it wrote: if that includes its 'I' frame the
+        code has already ended and the char is plain input; otherwise the process is
+        inside user code (or in the allocation-free step that leaves it) and SIGINT is safe."""
+        pid = c.proc.pid
+        try:
+            os.kill(pid, signal.SIGSTOP)
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        except (ProcessLookupError, ChildProcessError):
+            return
+        self.inspecting = True
+        try:
+            try:
+                while data := os.read(c.proc.stdout.fileno(), 65536):
+                    self.child_output(data)
+            except (BlockingIOError, OSError):
+                pass
+            if c.want_interrupt and c.state == RUNNING and c.intr is not None:
+                if TRACE:
+                    self.log("SIGINT")
+                os.kill(pid, signal.SIGINT)
+                c.interrupted = True
+            c.want_interrupt = False
+        finally:
+            self.inspecting = False
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
 
     def flush_stdin(self, c: Child) -> None:
         if not c.to_stdin:
