@@ -244,3 +244,10 @@ def test_ctrl_c_racing_the_end_of_execution_loses_nothing(con):
         con.read_until(b"\x04>")
         out, err = con.raw_exec(b"print('ok%d')" % i)
         assert (out, err) == (b"ok%d\r\n" % i, b"")
+
+
+def test_deepsleep_wakes_with_deepsleep_reset(con):
+    con.write(b"import machine; machine.deepsleep(10)\r")
+    got = con.read_until(BANNER_END)
+    assert b"rst:0x5 (DEEPSLEEP_RESET)" in got
+    assert b"cause 4" in con.line(b"import machine; print('cause', machine.reset_cause())")

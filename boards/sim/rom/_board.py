@@ -126,9 +126,10 @@ class Board:
         self.stdin = ConsoleIn(link, False)
         self.mode = "friendly"  # REPL mode, survives soft reboots via the supervisor
 
-    def hard_reset(self):
-        """machine.reset(): never returns; the supervisor restarts the whole process."""
-        self.link.reboot(b"h")
+    def hard_reset(self, kind=b"h"):
+        """machine.reset() (b'h') or a deep-sleep wake-up (b'd'): never returns; the
+        supervisor restarts the whole process."""
+        self.link.reboot(kind)
         while True:
             try:
                 _time.sleep(1)
@@ -217,8 +218,8 @@ def _make_machine(board):
         _time.sleep_ms(1)
 
     def deepsleep(ms=0):
-        # A deep sleep ends in a reset on ESP32; the sim resets at once.
-        board.hard_reset()
+        # A deep sleep ends in a reset on ESP32; the sim wakes at once.
+        board.hard_reset(b"d")
 
     import machine as _real_machine
 

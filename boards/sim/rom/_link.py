@@ -10,7 +10,8 @@
 #           b'R' user code running (the interrupt char is SIGINT), b'I' idle
 #       'K' interrupt char: one byte, or empty to disable (micropython.kbd_intr)
 #       'L' leftover input: bytes this process read but never consumed (before 'B')
-#       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), or b'h' (hard reset)
+#       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), b'h' (hard reset) or
+#           b'd' (deep-sleep wake-up)
 #       'E' event for the supervisor's record (text)
 # Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF.
 #

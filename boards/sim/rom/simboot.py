@@ -17,6 +17,7 @@ _RESETS = {
     "power": ("0x1 (POWERON_RESET)", 1),
     "sw": ("0xc (SW_CPU_RESET)", 2),  # machine.reset(): HARD_RESET, as ESP32 reports it
     "wdt": ("0x7 (TG0WDT_SYS_RESET)", 3),
+    "deepsleep": ("0x5 (DEEPSLEEP_RESET)", 4),
     "panic": ("0xc (SW_CPU_RESET)", 2),
     "soft": (None, 5),
 }

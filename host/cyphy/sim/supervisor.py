@@ -258,7 +258,7 @@ class Supervisor:
             c.leftover += payload
         elif kind == ord("B"):
             c.reboot = payload
-            if payload == b"h":
+            if payload in (b"h", b"d"):
                 c.proc.kill()  # a hard reset is instantaneous
         elif kind == ord("E"):
             ev = payload.decode(errors="replace")
@@ -281,6 +281,8 @@ class Supervisor:
             self.start_child("raw" if c.reboot == b"sr" else "friendly", "soft", carry)
         elif c.reboot == b"h":
             self.start_child("friendly", "sw", carry)
+        elif c.reboot == b"d":
+            self.start_child("friendly", "deepsleep", carry)
         else:
             # The MicroPython process died on its own: report it like a panic and reboot.
             now = time.monotonic()

@@ -1,0 +1,49 @@
+"""Run real third-party tools (mpremote, ampy, the cyphy CLI) as subprocesses against sim nodes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TIMEOUT_S = 60
+
+
+def tool(name: str) -> str:
+    """A command installed in the project's venv (same as conftest's tool())."""
+    return str(Path(sys.executable).parent / name)
+
+
+def run(args: list[str], timeout: float = TIMEOUT_S, ok: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run a command; with ok=True the test fails (showing its output) unless it exits 0."""
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, **kw)
+    if ok:
+        assert p.returncode == 0, f"{args} exited {p.returncode}\nstdout: {p.stdout}\nstderr: {p.stderr}"
+    return p
+
+
+def mpremote(port: str, *args: str | Path, timeout: float = TIMEOUT_S) -> str:
+    """`mpremote connect PORT ARGS...`; its stdout."""
+    return run([tool("mpremote"), "connect", port, *args], timeout).stdout
+
+
+def ampy(port: str, *args: str | Path, timeout: float = TIMEOUT_S) -> str:
+    """`ampy --port PORT ARGS...`; its stdout."""
+    return run([tool("ampy"), "--port", port, *args], timeout).stdout
+
+
+def cyphy(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    """The real `cyphy` CLI (CYPHY_HOME comes from the cyphy_home fixture's environment)."""
+    return run([tool("cyphy"), *args], ok=ok)
+
+
+def wait_for_log(path: Path, marker: bytes, after: int = 0, timeout: float = 10.0) -> bytes:
+    """Wait until marker shows in the file past offset `after` (e.g. a node's console.log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        data = path.read_bytes()[after:] if path.exists() else b""
+        if marker in data:
+            return data
+        assert time.monotonic() < deadline, f"{marker!r} not in {path} after {timeout} s; got {data[-500:]!r}"
+        time.sleep(0.02)
