@@ -1,9 +1,8 @@
-"""Shared fixtures: sim nodes in a throwaway CYPHY_HOME, and paths to the venv's tools."""
+"""Shared fixtures: sim nodes in a throwaway CYPHY_HOME."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,14 +11,6 @@ import pytest
 
 from cyphy.sim import control
 from cyphy.sim.nodes import Node
-
-BIN = Path(sys.executable).parent
-
-
-def tool(name: str) -> str:
-    """A command installed in the project's venv (mpremote, ampy, micropython, cyphy...)."""
-    return str(BIN / name)
-
 
 @dataclass
 class SimNode:

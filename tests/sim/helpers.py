@@ -11,7 +11,7 @@ TIMEOUT_S = 60
 
 
 def tool(name: str) -> str:
-    """A command installed in the project's venv (same as conftest's tool())."""
+    """A command installed in the project's venv (mpremote, ampy, micropython, cyphy...)."""
     return str(Path(sys.executable).parent / name)
 
 

@@ -9,7 +9,7 @@ import pytest
 from cyphy import flashimage
 from cyphy.sim import control
 from cyphy.sim.nodes import Node
-from conftest import tool
+from helpers import tool
 from serial_console import BANNER_END, Console
 
 

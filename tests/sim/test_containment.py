@@ -76,7 +76,7 @@ def test_sandbox_is_reported(sim_node):
     import json
     import subprocess
 
-    from conftest import tool
+    from helpers import tool
 
     rows = json.loads(subprocess.run([tool("cyphy"), "sim", "list", "--json"], capture_output=True, text=True, check=True).stdout)
     assert rows[0]["sandbox"] == "landlock"

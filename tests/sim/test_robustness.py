@@ -7,7 +7,7 @@ import subprocess
 
 import serial
 
-from conftest import tool
+from helpers import tool
 
 
 def mpremote_exec_works(port: str) -> None:
