@@ -45,8 +45,8 @@ def sim_nodes(cyphy_home: Path) -> Iterator:
     """Factory: sim_nodes("a", baud=0) starts a node; all are stopped after the test."""
     started: list[SimNode] = []
 
-    def start(name: str = "node", baud: int = 0) -> SimNode:
-        st = control.start(name, baud=baud, home=cyphy_home)
+    def start(name: str = "node", baud: int = 0, **kw) -> SimNode:
+        st = control.start(name, baud=baud, home=cyphy_home, **kw)
         n = SimNode(name, st["port"], cyphy_home, st)
         started.append(n)
         return n

@@ -9,6 +9,7 @@ import io
 import micropython as _mp
 import time as _time
 from collections import namedtuple
+import _clock
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = "ESP32"
@@ -119,6 +120,7 @@ class ConsoleIn(io.IOBase):
 class Board:
     def __init__(self, link, uid, reset_cause, node_name):
         self.link = link
+        self.clock = link.clock
         self.uid = uid
         self.reset_cause = reset_cause
         self.node_name = node_name
@@ -180,6 +182,22 @@ def _make_vfs():
     return Module("vfs", **_copy(_vfs, skip=("VfsPosix",)))
 
 
+def _make_time(board):
+    clock = board.clock
+    attrs = _copy(_time)
+    attrs.update(
+        ticks_ms=clock.ticks_ms,
+        ticks_us=clock.ticks_us,
+        ticks_cpu=clock.ticks_cpu,
+        ticks_add=clock.ticks_add,
+        ticks_diff=clock.ticks_diff,
+        sleep_us=clock.sleep_us,
+        sleep_ms=lambda ms: clock.sleep_us(ms * 1000),
+        sleep=lambda s: clock.sleep_us(int(s * 1_000_000)),
+    )
+    return Module("time", **attrs)
+
+
 def _make_micropython(board):
     attrs = _copy(_mp)
 
@@ -214,8 +232,20 @@ def _make_machine(board):
             raise ValueError("frequency must be 20MHz, 40MHz, 80Mhz, 160MHz or 240MHz")
         freq_hz[0] = hz
 
+    clock = board.clock
+
     def idle():
-        _time.sleep_ms(1)
+        # wait for "an interrupt": the next timer, or at most a millisecond
+        due = clock.due_in_us()
+        clock.sleep_us(1000 if due < 0 or due > 1000 else due)
+
+    def report(exc):
+        board.stdout.write("Unhandled exception in timer callback\n")
+        _real_sys.print_exception(exc, board.stdout)
+
+    class Timer(_clock.Timer):
+        def __init__(self, id=0, **kw):
+            super().__init__(clock, report, id, **kw)
 
     def deepsleep(ms=0):
         # A deep sleep ends in a reset on ESP32; the sim wakes at once.
@@ -235,7 +265,8 @@ def _make_machine(board):
         freq=freq,
         idle=idle,
         deepsleep=deepsleep,
-        lightsleep=lambda ms=0: _time.sleep_ms(ms),
+        lightsleep=lambda ms=0: clock.sleep_us(ms * 1000),
+        Timer=Timer,
         disable_irq=lambda: 0,
         enable_irq=lambda state=0: None,
         PWRON_RESET=1,
@@ -258,6 +289,8 @@ def install(board):
     mods["micropython"] = _make_micropython(board)
     mods["machine"] = _make_machine(board)
     mods["umachine"] = mods["machine"]
+    mods["time"] = _make_time(board)
+    mods["utime"] = mods["time"]
 
     out = board.stdout
 

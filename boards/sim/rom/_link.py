@@ -54,7 +54,8 @@ def _unescape(raw, i):
 
 
 class Link:
-    def __init__(self):
+    def __init__(self, clock=None):
+        self.clock = clock  # runs the board's soft timers while the link waits
         self._in = sys.stdin.buffer
         self._out = sys.stdout.buffer
         self._poll = select.poll()
@@ -105,9 +106,32 @@ class Link:
 
     # ---- input ----
     def _fill(self, timeout_ms):
-        """Read what the pipe holds into self._raw; False on timeout."""
-        if not self._poll.poll(timeout_ms):
-            return False
+        """Read what the pipe holds into self._raw; False on timeout (-1: no timeout).
+
+        While waiting, the board's soft timers run when due (see _clock.py)."""
+        clock = self.clock
+        end = -1
+        if timeout_ms > 0:
+            end = clock.ticks_add(clock.ticks_ms(), timeout_ms) if clock else -1
+        while True:
+            wait = timeout_ms
+            if clock is not None:
+                clock.service()
+                due = clock.due_in_us()
+                if 0 <= due < 1000:
+                    clock.sleep_us(due)  # sub-millisecond: poll() cannot wait that precisely
+                    continue
+                if due >= 0:
+                    due_ms = due // 1000
+                    if end >= 0:
+                        left = clock.ticks_diff(end, clock.ticks_ms())
+                        wait = left if left < due_ms else due_ms
+                    elif wait < 0 or due_ms < wait:
+                        wait = due_ms
+            if self._poll.poll(wait):
+                break
+            if clock is None or wait == timeout_ms or (end >= 0 and clock.ticks_diff(end, clock.ticks_ms()) <= 0):
+                return False
         n = self._in.readinto(self._tmp)
         self._raw.extend(self._tmpv[:n])
         if n == 0:

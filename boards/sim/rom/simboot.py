@@ -1,7 +1,8 @@
 # Entry point of the sim board: what ESP32's ROM, bootloader and MicroPython's main.c do
 # between reset and the REPL. Run by the supervisor as
 #   micropython simboot.py image=PATH vfs_offset=N vfs_size=N mode=friendly|raw
-#                          reset=power|soft|sw|wdt|panic uid=HEX name=NAME
+#                          reset=power|soft|sw|wdt|panic|deepsleep uid=HEX name=NAME
+#                          [ticks_start=US]
 # Everything is imported before the host filesystem is unmounted: after that the node
 # sees only its own flash.
 import sys
@@ -11,6 +12,7 @@ import _link
 import _board
 import _repl
 import _flashdev
+import _clock
 
 _RESETS = {
     # cause: (ESP32 ROM "rst:" text, machine.reset_cause() value)
@@ -60,7 +62,7 @@ def _mount(board, a):
 def main():
     a = _args()
     rom_prefix = sys.argv[0].rsplit("/", 1)[0] + "/"
-    link = _link.Link()
+    link = _link.Link(_clock.Clock(int(a.get("ticks_start", "0"))))
     rst_text, cause = _RESETS.get(a.get("reset", "power"), _RESETS["power"])
     uid = bytes(int(a.get("uid", "0" * 12)[i : i + 2], 16) for i in range(0, 12, 2))
     board = _board.Board(link, uid, cause, a.get("name", "sim"))

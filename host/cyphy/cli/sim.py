@@ -26,10 +26,13 @@ def sim() -> None:
 @click.option("--heap", default="192K", show_default=True, help="MicroPython heap (192K leaves about what an ESP32-WROOM without PSRAM has free).")
 @click.option("--timeout", type=float, default=control.START_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the node's REPL.")
-def start(name: str, baud: int, heap: str, timeout: float) -> None:
+@click.option("--ticks-start", type=int, default=0, show_default=True,
+              help="time.ticks_us() at power-on (ESP32 ticks wrap at 2**30 us); set it just "
+                   "below 1073741824 to test code across the wrap-around.")
+def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int) -> None:
     """Power on node NAME in the background; prints its serial port last."""
     try:
-        st = control.start(name, baud=baud, heap=heap, timeout=timeout)
+        st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start)
     except SimError as e:
         _fail(e)
     if st.get("already_running"):

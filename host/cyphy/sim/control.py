@@ -15,8 +15,10 @@ START_TIMEOUT_S = 20.0
 
 
 def start(name: str, baud: int = 115200, heap: str = "192K", timeout: float = START_TIMEOUT_S,
-          home: Path | None = None) -> dict:
+          home: Path | None = None, ticks_start: int = 0) -> dict:
     """Power a node on and wait until its REPL answers. Returns its state (port, pid...)."""
+    if not 0 <= ticks_start < (1 << 30):
+        raise SimError(f"--ticks-start must be 0..{(1 << 30) - 1} (ESP32 ticks wrap at 2**30), not {ticks_start}")
     if baud < 0:
         raise SimError(f"--baud must be 0 (no line-rate emulation) or a positive rate, not {baud}")
     home = home or cyphy_home()
@@ -32,7 +34,8 @@ def start(name: str, baud: int = 115200, heap: str = "192K", timeout: float = ST
     with open(node.supervisor_log, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.supervisor", "--home", str(home), "--name", name,
-             "--baud", str(baud), "--heap", heap, "--ready-fd", str(w)],
+             "--baud", str(baud), "--heap", heap, "--ticks-start", str(ticks_start),
+             "--ready-fd", str(w)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
             start_new_session=True,  # a daemon: survives the shell that started it
         )

@@ -94,7 +94,7 @@ class Pacer:
 class Child:
     """One run of the node's MicroPython process (from a reset to the next)."""
 
-    def __init__(self, node: Node, mode: str, reset: str, baud: int, heap: str) -> None:
+    def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int) -> None:
         cfg = node.config()
         vfs = flashimage.find_partition(flashimage.read_partition_table(node.image), "vfs")
         self.stdin_r, self.stdin_w = os.pipe()
@@ -109,6 +109,7 @@ class Child:
             f"reset={reset}",
             f"uid={cfg['mac']}",
             f"name={node.name}",
+            f"ticks_start={ticks_start}",
         ]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap, *args],
@@ -158,8 +159,10 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None) -> None:
+    def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0) -> None:
         self.node = node
+        self.ticks_start = ticks_start
+        self.ticks_epoch: tuple[float, int] | None = None
         self.baud = baud
         self.heap = heap
         self.ready_fd = ready_fd
@@ -208,7 +211,12 @@ class Supervisor:
 
     # ------------------------------------------------------------------ child
     def start_child(self, mode: str, reset: str, carry: bytes = b"") -> None:
-        self.child = Child(self.node, mode, reset, self.baud, self.heap)
+        # ticks restart at every hard reset, as on the chip; a soft reboot keeps counting
+        if reset != "soft" or self.ticks_epoch is None:
+            self.ticks_epoch = (time.monotonic(), self.ticks_start)
+        t0, start = self.ticks_epoch
+        ticks = (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
+        self.child = Child(self.node, mode, reset, self.heap, ticks)
         self.in_buf[0:0] = carry  # input typed before the reset is not lost
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
 
@@ -533,9 +541,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baud", type=int, default=115200)
     ap.add_argument("--heap", default="512K")
     ap.add_argument("--ready-fd", type=int)
+    ap.add_argument("--ticks-start", type=int, default=0)
     a = ap.parse_args(argv)
     node = Node.named(a.name, a.home)
-    sup = Supervisor(node, a.baud, a.heap, a.ready_fd)
+    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start)
     try:
         return sup.run()
     except Exception as e:  # report to the starter instead of dying silently

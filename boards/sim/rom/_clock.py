@@ -1,0 +1,155 @@
+# The sim board's clock and timers: ESP32's `time` ticks and `machine.Timer`.
+#
+# Ticks: ESP32 counts from boot and wraps at 2**30 (MicroPython's ticks period on 32-bit
+# ports), so ticks_us wraps every ~17.9 minutes. The Unix port's ticks wrap at 2**62 and
+# would hide wrap-around bugs; here they wrap as on the chip. `ticks_start=` (boot
+# argument) starts the counter elsewhere, e.g. just before the wrap, to flush out bugs.
+#
+# Timers: ESP32 timer callbacks are "soft": the interrupt only schedules them and they run
+# between bytecodes of whatever Python code is running. The sim runs them whenever the
+# node waits: while the REPL waits for input, in time.sleep*(), machine.idle() and
+# lightsleep(). Busy user code without sleeps holds them off (ESP32 would run them).
+# Servicing allocates nothing, so it is safe under micropython.heap_lock().
+import time as _t
+from micropython import const
+
+_PERIOD = const(1 << 30)
+_MASK = const((1 << 30) - 1)
+_HALF = const(1 << 29)
+_MAX_TIMERS = const(4)  # ESP32 has four hardware timer channels: Timer(0)..Timer(3)
+
+
+class Clock:
+    def __init__(self, ticks_start=0):
+        # offset so that ticks_us() is ticks_start right now
+        self._us0 = _t.ticks_us() - ticks_start
+        self._timers = [None] * _MAX_TIMERS
+        self._busy = False  # a callback is running: no nested servicing
+
+    # ---- ticks, as on a 32-bit port ----
+    def ticks_us(self):
+        return (_t.ticks_us() - self._us0) & _MASK
+
+    def ticks_ms(self):
+        return ((_t.ticks_us() - self._us0) // 1000) & _MASK
+
+    def ticks_cpu(self):
+        return self.ticks_us()
+
+    @staticmethod
+    def ticks_add(t, delta):
+        return (t + delta) & _MASK
+
+    @staticmethod
+    def ticks_diff(a, b):
+        return ((a - b + _HALF) & _MASK) - _HALF
+
+    # ---- timers ----
+    def add(self, timer):
+        """Arm timer on its channel: Timer(id) names a hardware channel (0-3), so a new
+        object with the same id replaces the old one, as on ESP32."""
+        if not 0 <= timer.id < _MAX_TIMERS:
+            raise ValueError("timer id must be 0-%d" % (_MAX_TIMERS - 1))
+        self._timers[timer.id] = timer
+
+    def remove(self, timer):
+        if 0 <= timer.id < _MAX_TIMERS and self._timers[timer.id] is not None:
+            if self._timers[timer.id].id == timer.id:
+                self._timers[timer.id] = None
+
+    def due_in_us(self):
+        """Microseconds until the next timer is due (-1: none armed)."""
+        now = self.ticks_us()
+        best = -1
+        for i in range(_MAX_TIMERS):
+            tm = self._timers[i]
+            if tm is not None:
+                d = self.ticks_diff(tm.deadline, now)
+                if d < 0:
+                    d = 0
+                if best < 0 or d < best:
+                    best = d
+        return best
+
+    def service(self):
+        """Run every timer callback that is due (soft-timer semantics)."""
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            for i in range(_MAX_TIMERS):
+                tm = self._timers[i]
+                if tm is not None and self.ticks_diff(self.ticks_us(), tm.deadline) >= 0:
+                    tm.fire(self)
+        finally:
+            self._busy = False
+
+    def sleep_us(self, us):
+        """Sleep, running due timers meanwhile (as ESP32's scheduler does)."""
+        end = self.ticks_add(self.ticks_us(), us)
+        while True:
+            self.service()
+            left = self.ticks_diff(end, self.ticks_us())
+            if left <= 0:
+                return
+            nxt = self.due_in_us()
+            if 0 <= nxt < left:
+                left = nxt
+            _t.sleep_us(left)
+
+
+class Timer:
+    """machine.Timer for the sim: soft callbacks, ONE_SHOT or PERIODIC (ms resolution
+    as on ESP32, or `period_us=` for finer periods on the sim)."""
+
+    ONE_SHOT = 0
+    PERIODIC = 1
+
+    def __init__(self, clock, report, id=0, **kw):
+        self._clock = clock
+        self._report = report  # prints a callback's exception without stopping the node
+        self.id = id
+        self.deadline = 0
+        self.period_us = 0
+        self.mode = Timer.PERIODIC
+        self.callback = None
+        if kw:
+            self.init(**kw)
+
+    def init(self, mode=PERIODIC, period=-1, freq=-1, callback=None, period_us=-1, hard=False):
+        if hard:
+            raise ValueError("hard timers are not supported on ESP32; use hard=False")
+        if freq > 0:
+            period_us = 1_000_000 // freq
+        elif period >= 0:
+            period_us = period * 1000
+        if period_us <= 0:
+            raise ValueError("timer needs period=ms (or freq=Hz) greater than 0")
+        self.mode = mode
+        self.period_us = period_us
+        self.callback = callback
+        self.deadline = self._clock.ticks_add(self._clock.ticks_us(), period_us)
+        self._clock.add(self)
+
+    def deinit(self):
+        self._clock.remove(self)
+
+    def value(self):
+        return self._clock.ticks_diff(self.deadline, self._clock.ticks_us()) // 1000
+
+    def fire(self, clock):
+        if self.mode == Timer.PERIODIC:
+            # next deadline on the period grid; missed periods are skipped, never burst
+            nxt = clock.ticks_add(self.deadline, self.period_us)
+            now = clock.ticks_us()
+            while clock.ticks_diff(nxt, now) <= 0:
+                nxt = clock.ticks_add(nxt, self.period_us)
+            self.deadline = nxt
+        else:
+            clock.remove(self)
+        cb = self.callback
+        if cb is not None:
+            try:
+                cb(self)
+            except Exception as e:  # noqa: BLE001 - as ESP32: report, keep the node alive
+                self._report(e)

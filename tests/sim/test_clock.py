@@ -1,0 +1,114 @@
+"""ESP32 time on the sim: 30-bit ticks that wrap like the chip's, and soft machine.Timer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from serial_console import Console
+
+WRAP = 1 << 30
+
+
+@pytest.fixture
+def raw(sim_node):
+    with Console(sim_node.port) as c:
+        c.raw()
+        yield c
+
+
+def run(con: Console, src: str) -> str:
+    out, err = con.raw_exec(src.encode(), timeout=20)
+    assert err == b"", err.decode()
+    return out.decode()
+
+
+def test_ticks_wrap_at_2_pow_30(sim_nodes):
+    node = sim_nodes("wrap", ticks_start=WRAP - 300_000)  # 0.3 s before the wrap
+    with Console(node.port) as con:
+        con.raw()
+        out = run(con, (
+            "import time\n"
+            "a = time.ticks_us()\n"
+            "time.sleep_ms(500)\n"
+            "b = time.ticks_us()\n"
+            "print(a > b, time.ticks_diff(b, a), time.ticks_add(%d, 10))" % (WRAP - 5)
+        ))
+    wrapped, diff, added = out.split()
+    assert wrapped == "True"  # the counter went past 2**30 and started again near 0
+    assert 480_000 <= int(diff) <= 700_000  # ticks_diff is right across the wrap
+    assert added == "5"
+
+
+def test_ticks_count_from_power_on_and_keep_counting_through_soft_reboot(raw):
+    first = int(run(raw, "import time; print(time.ticks_ms())"))
+    raw.write(b"\x04")  # soft reboot
+    raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    second = int(run(raw, "import time; print(time.ticks_ms())"))
+    assert 0 <= first < 5_000 and second >= first
+
+
+def test_periodic_timer_runs_during_sleep_and_while_repl_waits(raw):
+    run(raw, (
+        "import machine\n"
+        "n = [0]\n"
+        "def cb(t):\n"
+        "    n[0] += 1\n"
+        "tim = machine.Timer(0)\n"
+        "tim.init(period=10, mode=machine.Timer.PERIODIC, callback=cb)\n"
+    ))
+    time.sleep(0.5)  # the REPL is waiting for input: the timer keeps firing
+    idle = int(run(raw, "print(n[0])"))
+    during_sleep = int(run(raw, "k = n[0]; import time; time.sleep_ms(300); print(n[0] - k)"))
+    run(raw, "tim.deinit()")
+    stopped = int(run(raw, "k = n[0]; import time; time.sleep_ms(100); print(n[0] - k)"))
+    assert 30 <= idle <= 60
+    assert 20 <= during_sleep <= 32
+    assert stopped == 0
+
+
+def test_timer_servicing_allocates_nothing(raw):
+    out = run(raw, (
+        "import machine, micropython, time\n"
+        "n = [0]\n"
+        "def cb(t):\n"
+        "    n[0] += 1\n"
+        "tim = machine.Timer(1, period=5, callback=cb)\n"
+        "micropython.heap_lock()\n"
+        "try:\n"
+        "    time.sleep_ms(200)\n"
+        "finally:\n"
+        "    micropython.heap_unlock()\n"
+        "    tim.deinit()\n"
+        "print(n[0])\n"
+    ))
+    assert int(out) >= 20
+
+
+def test_one_shot_timer_and_callback_errors(raw):
+    out = run(raw, (
+        "import machine, time\n"
+        "fired = []\n"
+        "machine.Timer(2).init(mode=machine.Timer.ONE_SHOT, period=20, callback=lambda t: fired.append(1))\n"
+        "machine.Timer(3).init(period=20, callback=lambda t: 1 / 0)\n"
+        "time.sleep_ms(100)\n"
+        "machine.Timer(3).deinit()  # a new object for channel 3 stops the old one\n"
+        "k = len(fired)\n"
+        "time.sleep_ms(60)\n"
+        "print(k)\n"
+    ))
+    assert "Unhandled exception in timer callback" in out
+    assert "ZeroDivisionError" in out
+    assert out.strip().endswith("1")
+    assert out.count("ZeroDivisionError") <= 5  # stopped: not reported again while sleeping
+
+
+def test_timer_ids_name_the_four_channels(raw):
+    _, err = raw.raw_exec(b"import machine; machine.Timer(4).init(period=10, callback=print)")
+    assert b"ValueError: timer id must be 0-3" in err
+
+
+def test_hard_timers_are_rejected_as_on_esp32(raw):
+    _, err = raw.raw_exec(b"import machine; machine.Timer(0).init(period=10, callback=print, hard=True)")
+    assert b"ValueError" in err
