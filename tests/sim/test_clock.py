@@ -112,3 +112,52 @@ def test_timer_ids_name_the_four_channels(raw):
 def test_hard_timers_are_rejected_as_on_esp32(raw):
     _, err = raw.raw_exec(b"import machine; machine.Timer(0).init(period=10, callback=print, hard=True)")
     assert b"ValueError" in err
+
+
+def test_watchdog_resets_a_hung_loop(raw):
+    raw.write(b"import machine\nwdt = machine.WDT(timeout=300)\nwhile True: pass\x04")
+    got = raw.read_until(b">>> ", timeout=10)  # after the reset: friendly REPL
+    assert b"rst:0x7 (TG0WDT_SYS_RESET)" in got
+    raw.write(b"\x01")
+    raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    assert run(raw, "import machine; print(machine.reset_cause())").strip() == "3"
+
+
+def test_watchdog_fed_in_time_does_not_fire(raw):
+    out = run(raw, (
+        "import machine, time\n"
+        "wdt = machine.WDT(timeout=200)\n"
+        "for _ in range(20):\n"
+        "    time.sleep_ms(50)\n"
+        "    wdt.feed()\n"
+        "print('alive')\n"
+    ))
+    assert out.strip() == "alive"
+
+
+def test_watchdog_fires_while_the_node_sleeps_unfed(raw):
+    raw.write(b"import machine, time\nwdt = machine.WDT(timeout=200)\ntime.sleep_ms(1000)\x04")
+    got = raw.read_until(b">>> ", timeout=10)
+    assert b"rst:0x7 (TG0WDT_SYS_RESET)" in got
+
+
+def test_virtual_time_is_fast_and_deterministic(sim_nodes):
+    src = (
+        "import machine, time\n"
+        "n = [0]\n"
+        "def cb(t):\n"
+        "    n[0] += 1\n"
+        "t0 = time.ticks_ms()\n"
+        "machine.Timer(0, period=10, callback=cb)\n"
+        "time.sleep(600)\n"
+        "print(n[0], time.ticks_diff(time.ticks_ms(), t0))\n"
+    )
+    results = []
+    for name in ("v1", "v2"):
+        node = sim_nodes(name, virtual_time=True)
+        with Console(node.port) as con:
+            con.raw()
+            t = time.monotonic()
+            results.append(run(con, src))
+            assert time.monotonic() - t < 20  # ten virtual minutes, in seconds of real time
+    assert results[0] == results[1] == "60000 600000\r\n"

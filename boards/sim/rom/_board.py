@@ -10,6 +10,7 @@ import micropython as _mp
 import time as _time
 from collections import namedtuple
 import _clock
+import _hw
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = "ESP32"
@@ -117,10 +118,48 @@ class ConsoleIn(io.IOBase):
 
 
 # ---------------------------------------------------------------- board state
+class Watchdog:
+    """machine.WDT: once started it cannot be stopped. The node checks it whenever it
+    waits; in real time the supervisor also checks it (fed through rate-limited 'W'
+    frames), so a loop that hangs without ever waiting still gets reset."""
+
+    _FEED = b"\x00W\x00\x00"
+
+    def __init__(self, board):
+        self.board = board
+        self.timeout_us = 0
+        self.fed = 0
+        self.told = 0  # when the supervisor last heard a feed
+
+    def arm_or_feed(self, timeout_ms):
+        clock = self.board.clock
+        now = clock.ticks_us()
+        self.fed = now
+        if timeout_ms:
+            if self.timeout_us == 0:
+                clock.watchdog = self
+            self.timeout_us = timeout_ms * 1000
+            if not clock.virtual:
+                self.board.link.frame(87, bytes((timeout_ms & 255, timeout_ms >> 8 & 255, timeout_ms >> 16 & 255, 0)))
+                self.told = now
+        elif not clock.virtual and clock.ticks_diff(now, self.told) > self.timeout_us >> 2:
+            self.board.link._out.write(Watchdog._FEED)  # preallocated: feed() allocates nothing
+            self.told = now
+
+    def check(self):
+        clock = self.board.clock
+        if self.timeout_us and clock.ticks_diff(clock.ticks_us(), self.fed) > self.timeout_us:
+            self.board.hard_reset(b"w")
+
+
 class Board:
-    def __init__(self, link, uid, reset_cause, node_name):
+    def __init__(self, link, uid, reset_cause, node_name, bench_spec=None):
         self.link = link
         self.clock = link.clock
+        self.bench = _hw.Bench(bench_spec, self.clock)
+        if self.bench.plant is not None:
+            self.clock.hardware = self.bench
+        self.watchdog = Watchdog(self)
         self.uid = uid
         self.reset_cause = reset_cause
         self.node_name = node_name
@@ -129,8 +168,8 @@ class Board:
         self.mode = "friendly"  # REPL mode, survives soft reboots via the supervisor
 
     def hard_reset(self, kind=b"h"):
-        """machine.reset() (b'h') or a deep-sleep wake-up (b'd'): never returns; the
-        supervisor restarts the whole process."""
+        """machine.reset() (b'h'), a deep-sleep wake-up (b'd') or a watchdog reset (b'w'):
+        never returns; the supervisor restarts the whole process."""
         self.link.reboot(kind)
         while True:
             try:
@@ -247,6 +286,8 @@ def _make_machine(board):
         def __init__(self, id=0, **kw):
             super().__init__(clock, report, id, **kw)
 
+    Pin, ADC, PWM, DAC, WDT = _hw.make_machine_classes(board.bench, board.watchdog.arm_or_feed)
+
     def deepsleep(ms=0):
         # A deep sleep ends in a reset on ESP32; the sim wakes at once.
         board.hard_reset(b"d")
@@ -267,6 +308,11 @@ def _make_machine(board):
         deepsleep=deepsleep,
         lightsleep=lambda ms=0: clock.sleep_us(ms * 1000),
         Timer=Timer,
+        Pin=Pin,
+        ADC=ADC,
+        PWM=PWM,
+        DAC=DAC,
+        WDT=WDT,
         disable_irq=lambda: 0,
         enable_irq=lambda state=0: None,
         PWRON_RESET=1,

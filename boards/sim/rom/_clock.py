@@ -10,6 +10,12 @@
 # node waits: while the REPL waits for input, in time.sleep*(), machine.idle() and
 # lightsleep(). Busy user code without sleeps holds them off (ESP32 would run them).
 # Servicing allocates nothing, so it is safe under micropython.heap_lock().
+#
+# Virtual time (boot argument time=virtual): the clock only moves while the node sleeps
+# (time.sleep*, machine.idle/lightsleep). A sleep jumps from one timer deadline to the
+# next at once, stepping the plant and running callbacks on the way, so ten minutes of
+# a 1 kHz loop take seconds and give the same result on every run. The REPL waiting for
+# input does not move virtual time.
 import time as _t
 from micropython import const
 
@@ -20,18 +26,27 @@ _MAX_TIMERS = const(4)  # ESP32 has four hardware timer channels: Timer(0)..Time
 
 
 class Clock:
-    def __init__(self, ticks_start=0):
+    def __init__(self, ticks_start=0, virtual=False):
+        self.virtual = virtual
         # offset so that ticks_us() is ticks_start right now
         self._us0 = _t.ticks_us() - ticks_start
+        self._vnow = ticks_start  # virtual time, microseconds since "boot" (not wrapped)
         self._timers = [None] * _MAX_TIMERS
         self._busy = False  # a callback is running: no nested servicing
+        self.hardware = None  # object with advance(): the plant, stepped before timers run
+        self.watchdog = None  # object with check(): may reset the node
 
     # ---- ticks, as on a 32-bit port ----
+    def _now_us(self):
+        if self.virtual:
+            return self._vnow
+        return _t.ticks_us() - self._us0
+
     def ticks_us(self):
-        return (_t.ticks_us() - self._us0) & _MASK
+        return self._now_us() & _MASK
 
     def ticks_ms(self):
-        return ((_t.ticks_us() - self._us0) // 1000) & _MASK
+        return (self._now_us() // 1000) & _MASK
 
     def ticks_cpu(self):
         return self.ticks_us()
@@ -58,7 +73,13 @@ class Clock:
                 self._timers[timer.id] = None
 
     def due_in_us(self):
-        """Microseconds until the next timer is due (-1: none armed)."""
+        """Microseconds until the next timer is due (-1: none armed, or virtual time,
+        where only sleeps move the clock)."""
+        if self.virtual:
+            return -1
+        return self._next_due_us()
+
+    def _next_due_us(self):
         now = self.ticks_us()
         best = -1
         for i in range(_MAX_TIMERS):
@@ -77,6 +98,10 @@ class Clock:
             return
         self._busy = True
         try:
+            if self.hardware is not None:
+                self.hardware.advance()
+            if self.watchdog is not None:
+                self.watchdog.check()
             for i in range(_MAX_TIMERS):
                 tm = self._timers[i]
                 if tm is not None and self.ticks_diff(self.ticks_us(), tm.deadline) >= 0:
@@ -86,6 +111,9 @@ class Clock:
 
     def sleep_us(self, us):
         """Sleep, running due timers meanwhile (as ESP32's scheduler does)."""
+        if self.virtual:
+            self._sleep_virtual(us)
+            return
         end = self.ticks_add(self.ticks_us(), us)
         while True:
             self.service()
@@ -96,6 +124,19 @@ class Clock:
             if 0 <= nxt < left:
                 left = nxt
             _t.sleep_us(left)
+
+
+    def _sleep_virtual(self, us):
+        end = self._vnow + us
+        while True:
+            self.service()
+            if self._vnow >= end:
+                return
+            nxt = self._next_due_us()
+            step = end - self._vnow
+            if 0 <= nxt < step:
+                step = nxt if nxt > 0 else 1
+            self._vnow += step
 
 
 class Timer:

@@ -121,6 +121,8 @@ class Link:
                 if 0 <= due < 1000:
                     clock.sleep_us(due)  # sub-millisecond: poll() cannot wait that precisely
                     continue
+                if clock.hardware is not None and not clock.virtual and (due < 0 or due > 20_000):
+                    due = 20_000  # keep the plant moving while the node idles
                 if due >= 0:
                     due_ms = due // 1000
                     if end >= 0:

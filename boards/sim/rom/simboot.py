@@ -2,11 +2,12 @@
 # between reset and the REPL. Run by the supervisor as
 #   micropython simboot.py image=PATH vfs_offset=N vfs_size=N mode=friendly|raw
 #                          reset=power|soft|sw|wdt|panic|deepsleep uid=HEX name=NAME
-#                          [ticks_start=US]
+#                          [ticks_start=US] [time=virtual] [bench=JSON]
 # Everything is imported before the host filesystem is unmounted: after that the node
 # sees only its own flash.
 import sys
 import os
+import json
 import vfs
 import _link
 import _board
@@ -62,10 +63,12 @@ def _mount(board, a):
 def main():
     a = _args()
     rom_prefix = sys.argv[0].rsplit("/", 1)[0] + "/"
-    link = _link.Link(_clock.Clock(int(a.get("ticks_start", "0"))))
+    clock = _clock.Clock(int(a.get("ticks_start", "0")), virtual=a.get("time") == "virtual")
+    link = _link.Link(clock)
     rst_text, cause = _RESETS.get(a.get("reset", "power"), _RESETS["power"])
     uid = bytes(int(a.get("uid", "0" * 12)[i : i + 2], 16) for i in range(0, 12, 2))
-    board = _board.Board(link, uid, cause, a.get("name", "sim"))
+    bench = json.loads(a["bench"]) if a.get("bench") else None
+    board = _board.Board(link, uid, cause, a.get("name", "sim"), bench)
     if rst_text:
         link.write_raw(
             "ets Jun  8 2016 00:22:57\r\n\r\nrst:%s,boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"

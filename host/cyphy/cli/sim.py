@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -29,10 +30,18 @@ def sim() -> None:
 @click.option("--ticks-start", type=int, default=0, show_default=True,
               help="time.ticks_us() at power-on (ESP32 ticks wrap at 2**30 us); set it just "
                    "below 1073741824 to test code across the wrap-around.")
-def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int) -> None:
+@click.option("--virtual-time", is_flag=True,
+              help="Time moves only while the node sleeps, as fast as the host can go: "
+                   "deterministic, for tests.")
+@click.option("--bench", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON file: the plant and how the board's pins are wired to it (kept "
+                   "with the node for later starts).")
+def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
+          bench: Path | None) -> None:
     """Power on node NAME in the background; prints its serial port last."""
     try:
-        st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start)
+        st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
+                           virtual_time=virtual_time, bench=bench)
     except SimError as e:
         _fail(e)
     if st.get("already_running"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import subprocess
@@ -15,7 +16,8 @@ START_TIMEOUT_S = 20.0
 
 
 def start(name: str, baud: int = 115200, heap: str = "192K", timeout: float = START_TIMEOUT_S,
-          home: Path | None = None, ticks_start: int = 0) -> dict:
+          home: Path | None = None, ticks_start: int = 0, virtual_time: bool = False,
+          bench: Path | dict | None = None) -> dict:
     """Power a node on and wait until its REPL answers. Returns its state (port, pid...)."""
     if not 0 <= ticks_start < (1 << 30):
         raise SimError(f"--ticks-start must be 0..{(1 << 30) - 1} (ESP32 ticks wrap at 2**30), not {ticks_start}")
@@ -30,12 +32,14 @@ def start(name: str, baud: int = 115200, heap: str = "192K", timeout: float = ST
     if not (rom_dir() / "simboot.py").exists():
         raise SimError(f"sim ROM not found at {rom_dir()}: is cyphy installed from its source tree (pip install -e)?")
     node.create()
+    if bench is not None:
+        _install_bench(node, bench)
     r, w = os.pipe()
     with open(node.supervisor_log, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.supervisor", "--home", str(home), "--name", name,
              "--baud", str(baud), "--heap", heap, "--ticks-start", str(ticks_start),
-             "--ready-fd", str(w)],
+             *(["--virtual-time"] if virtual_time else []), "--ready-fd", str(w)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
             start_new_session=True,  # a daemon: survives the shell that started it
         )
@@ -66,6 +70,29 @@ def start(name: str, baud: int = 115200, heap: str = "192K", timeout: float = ST
     st = node.state() or {}
     st["boot"] = text.split("ready", 1)[1].strip()
     return st
+
+
+def _install_bench(node: Node, bench: Path | dict) -> None:
+    """Check a bench file (plant + wiring) and keep it with the node for every boot."""
+    if isinstance(bench, dict):
+        data = bench
+    else:
+        try:
+            data = json.loads(Path(bench).read_text())
+        except OSError as e:
+            raise SimError(f"cannot read bench file {bench}: {e.strerror}") from None
+        except ValueError as e:
+            raise SimError(f"bench file {bench} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("plant"), dict):
+        raise SimError('a bench needs a "plant" object (see docs/plants.md)')
+    for i, w in enumerate(data.get("wiring", [])):
+        if not isinstance(w, dict) or not {"pin", "kind", "signal"} <= w.keys():
+            raise SimError(f'bench wiring[{i}] needs "pin", "kind" and "signal"')
+        if w["kind"] not in ("adc", "din", "pwm", "dac", "dout"):
+            raise SimError(f'bench wiring[{i}].kind must be adc, din, pwm, dac or dout, not {w["kind"]!r}')
+    tmp = node.bench.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, node.bench)
 
 
 def erase(name: str, home: Path | None = None) -> None:

@@ -3,6 +3,7 @@
     $CYPHY_HOME/sim/NAME/
         node.json       identity, made once: MAC (machine.unique_id), flash size
         flash.bin       the 4 MB flash image (partition table + LittleFS vfs)
+        bench.json      optional: the plant and how the board's pins are wired to it
         state.json      while running: supervisor pid, serial port, line rate
         tty             symlink to the node's PTY: the serial port tools open
         console.log     what the node printed (raw bytes), the node's record
@@ -89,6 +90,7 @@ class Node:
     config_path = property(lambda self: self.root / "node.json")
     state_path = property(lambda self: self.root / "state.json")
     tty = property(lambda self: self.root / "tty")
+    bench = property(lambda self: self.root / "bench.json")
     console_log = property(lambda self: self.root / "console.log")
     supervisor_log = property(lambda self: self.root / "supervisor.log")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import fcntl
 import os
 import select
@@ -94,7 +95,8 @@ class Pacer:
 class Child:
     """One run of the node's MicroPython process (from a reset to the next)."""
 
-    def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int) -> None:
+    def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int,
+                 virtual_time: bool, bench: str | None) -> None:
         cfg = node.config()
         vfs = flashimage.find_partition(flashimage.read_partition_table(node.image), "vfs")
         self.stdin_r, self.stdin_w = os.pipe()
@@ -111,6 +113,10 @@ class Child:
             f"name={node.name}",
             f"ticks_start={ticks_start}",
         ]
+        if virtual_time:
+            args.append("time=virtual")
+        if bench:
+            args.append("bench=" + bench)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap, *args],
             stdin=self.stdin_r,
@@ -135,7 +141,9 @@ class Child:
         self.want_interrupt = False  # a Ctrl-C is waiting to reach the user code
         self.interrupted = False  # one SIGINT per run: more Ctrl-Cs collapse, as on ESP32
         self.leftover = bytearray()
-        self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' once asked for
+        self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' / b'd' / b'w' once asked for
+        self.wdt_timeout = 0.0  # seconds; 0: machine.WDT not started
+        self.wdt_fed = 0.0
 
     def unread_input(self) -> bytes:
         """After exit: input the process never consumed, in order, unescaped."""
@@ -159,8 +167,12 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0) -> None:
+    def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0,
+                 virtual_time: bool = False) -> None:
         self.node = node
+        self.virtual_time = virtual_time
+        # the bench (plant + wiring) travels to every node process as compact JSON
+        self.bench = json.dumps(json.loads(node.bench.read_text()), separators=(",", ":")) if node.bench.exists() else None
         self.ticks_start = ticks_start
         self.ticks_epoch: tuple[float, int] | None = None
         self.baud = baud
@@ -216,7 +228,7 @@ class Supervisor:
             self.ticks_epoch = (time.monotonic(), self.ticks_start)
         t0, start = self.ticks_epoch
         ticks = (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
-        self.child = Child(self.node, mode, reset, self.heap, ticks)
+        self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench)
         self.in_buf[0:0] = carry  # input typed before the reset is not lost
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
 
@@ -266,8 +278,13 @@ class Supervisor:
             c.leftover += payload
         elif kind == ord("B"):
             c.reboot = payload
-            if payload in (b"h", b"d"):
+            if payload in (b"h", b"d", b"w"):
                 c.proc.kill()  # a hard reset is instantaneous
+        elif kind == ord("W"):
+            # machine.WDT armed (payload: timeout ms, 3 bytes LE) or fed (empty)
+            if payload:
+                c.wdt_timeout = int.from_bytes(payload[:3], "little") / 1000
+            c.wdt_fed = time.monotonic()
         elif kind == ord("E"):
             ev = payload.decode(errors="replace")
             if ev.startswith("repl") and self.ready_fd is not None:
@@ -291,6 +308,9 @@ class Supervisor:
             self.start_child("friendly", "sw", carry)
         elif c.reboot == b"d":
             self.start_child("friendly", "deepsleep", carry)
+        elif c.reboot == b"w":
+            self.log("watchdog reset")
+            self.start_child("friendly", "wdt", carry)
         else:
             # The MicroPython process died on its own: report it like a panic and reboot.
             now = time.monotonic()
@@ -482,6 +502,11 @@ class Supervisor:
             self.next_host_check = now + HOST_POLL_S
         if self.ready_fd is not None and now >= self.main_deadline:
             self.notify("ready main.py is running")
+        if c.wdt_timeout and now - c.wdt_fed > c.wdt_timeout * 1.25 + 0.05 and c.reboot is None:
+            # the node stopped feeding machine.WDT (hung without ever waiting): reset it
+            self.log("watchdog expired (checked by the supervisor)")
+            c.reboot = b"w"
+            c.proc.kill()
         p = select.poll()
         out_fd = c.proc.stdout.fileno()
         err_fd = c.proc.stderr.fileno()
@@ -542,9 +567,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--heap", default="512K")
     ap.add_argument("--ready-fd", type=int)
     ap.add_argument("--ticks-start", type=int, default=0)
+    ap.add_argument("--virtual-time", action="store_true")
     a = ap.parse_args(argv)
     node = Node.named(a.name, a.home)
-    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start)
+    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time)
     try:
         return sup.run()
     except Exception as e:  # report to the starter instead of dying silently
