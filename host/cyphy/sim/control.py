@@ -122,6 +122,8 @@ def listing(home: Path | None = None) -> list[dict]:
             "port": st["port"] if st else None,
             "pid": st["pid"] if st else None,
             "baud": st["baud"] if st else None,
+            "virtual_time": st.get("virtual_time") if st else None,
+            "bench": node.bench.exists(),
             "sandbox": st.get("sandbox") if st else None,
             "mac": cfg["mac"],
             "image": str(node.image),

@@ -38,7 +38,7 @@ TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART T
 RX_BACKLOG = 4096  # host bytes buffered before we stop reading the PTY (host write blocks)
 HOST_POLL_S = 0.02  # how often to look for a host opening the port while none has it
 CRASH_BACKOFF_S = 1.0
-LOG_LIMIT = 1 << 20  # console.log rotates at 1 MiB
+LOG_LIMIT = 1 << 20  # console.log and supervisor.log rotate at 1 MiB (one old file kept)
 
 ESC = 0
 IDLE, COMPILING, RUNNING = "idle", "compiling", "running"
@@ -195,6 +195,10 @@ class Supervisor:
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
         self.log_f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+        if self.log_f.tell() > LOG_LIMIT:  # a long-lived node must not fill the disk
+            self.log_f.close()
+            os.replace(self.node.supervisor_log, self.node.supervisor_log.with_suffix(".log.1"))
+            self.log_f = open(self.node.supervisor_log, "a", buffering=1)
 
     def open_port(self) -> str:
         self.master, slave = os.openpty()
@@ -476,6 +480,8 @@ class Supervisor:
                 "port": str(self.node.tty),
                 "pts": pts,
                 "baud": self.baud,
+                "virtual_time": self.virtual_time,
+                "bench": self.bench is not None,
                 "started": time.time(),
                 "sandbox": self.sandbox,
             }
