@@ -42,6 +42,10 @@ class Clock:
             return self._vnow
         return _t.ticks_us() - self._us0
 
+    def now_us(self):
+        """Microseconds since power-on, never wrapping (the board's own bookkeeping)."""
+        return self._now_us()
+
     def ticks_us(self):
         return self._now_us() & _MASK
 

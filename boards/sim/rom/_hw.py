@@ -26,7 +26,6 @@ _FLASH_PINS = (6, 7, 8, 9, 10, 11)  # wired to the SPI flash on every module
 _NPINS = const(40)
 # ADC full scale per attenuation (mV), as ESP-IDF recommends for the ESP32
 _ATTN_MV = (950, 1250, 1750, 2450)
-_STEP_S = 0.001  # plant integration step in real time (sub-steps for long waits)
 
 
 class Bench:
@@ -50,25 +49,22 @@ class Bench:
         for w in (spec or {}).get("wiring", ()):
             pin = w["pin"]
             (self.inputs if w["kind"] in ("adc", "din") else self.outputs)[pin] = w
-        self._last_us = clock.ticks_us()
+        self._last_us = clock.now_us()
         self._refresh()
 
     def advance(self):
         """Step the plant up to the clock's now (called by the clock, outside user ticks)."""
         if self.plant is None:
             return
-        now = self.clock.ticks_us()
-        dt = self.clock.ticks_diff(now, self._last_us) / 1_000_000
+        now = self.clock.now_us()  # unwrapped: a long virtual sleep may exceed half a tick period
+        dt = (now - self._last_us) / 1_000_000
         if dt <= 0:
             return
         try:
             for pin, w in self.outputs.items():
                 lo, hi = w.get("range", (0, 1))
                 self.plant.set_input(w["signal"], lo + (hi - lo) * self.out_num[pin] / self.out_den[pin])
-            while dt > 0:
-                h = _STEP_S if dt > _STEP_S else dt
-                self.plant.step(h)
-                dt -= h
+            self.plant.step(dt)  # the models integrate any dt exactly or sub-step themselves
             self._refresh()
         except MemoryError:
             return  # the heap is locked by user code: the world waits until it is unlocked

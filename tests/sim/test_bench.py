@@ -1,0 +1,93 @@
+"""The sim board's pins wired to a plant: the firmware sees physics through ESP32's API."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from serial_console import Console
+
+THERMAL = {
+    "plant": {"type": "fotd", "gain": 0.9, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
+    "wiring": [
+        {"pin": 34, "kind": "adc", "signal": "temperature", "range": [0, 150], "volts": [0.0, 2.45]},
+        {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]},
+    ],
+    "seed": 1,
+}
+
+
+def run(con: Console, src: str) -> str:
+    out, err = con.raw_exec(src.encode(), timeout=60)
+    assert err == b"", err.decode()
+    return out.decode()
+
+
+@pytest.fixture
+def thermal(sim_nodes):
+    node = sim_nodes("oven", virtual_time=True, bench=THERMAL)
+    with Console(node.port) as con:
+        con.raw()
+        yield con
+
+
+def test_open_loop_step_follows_the_plant(thermal):
+    out = run(thermal, (
+        "import machine, time\n"
+        "adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
+        "pwm = machine.PWM(machine.Pin(25), freq=1000, duty_u16=0)\n"
+        "before = adc.read_uv()\n"
+        "pwm.duty_u16(32768)\n"
+        "time.sleep(600)\n"
+        "print(before, adc.read_uv())\n"
+    ))
+    before, after = (int(v) for v in out.split())
+    to_degc = 150 / 2_450_000
+    heater = 100 * 32768 / 65535  # percent
+    expected = 20 + 0.9 * heater * (1 - math.exp(-(600 - 12) / 160))
+    assert before * to_degc == pytest.approx(20, abs=0.2)
+    assert after * to_degc == pytest.approx(expected, abs=0.3)
+
+
+def test_reads_and_writes_in_a_tick_allocate_nothing(thermal):
+    out = run(thermal, (
+        "import machine, micropython, time\n"
+        "adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
+        "pwm = machine.PWM(machine.Pin(25), freq=1000, duty_u16=0)\n"
+        "acc = 0\n"
+        "micropython.heap_lock()\n"
+        "try:\n"
+        "    for i in range(2000):\n"
+        "        acc += adc.read_u16() & 1\n"
+        "        pwm.duty_u16(i * 30)\n"
+        "finally:\n"
+        "    micropython.heap_unlock()\n"
+        "print('ok')\n"
+    ))
+    assert out.strip() == "ok"
+
+
+def test_esp32_pin_rules(thermal):
+    for src, msg in (
+        ("machine.ADC(machine.Pin(5))", "invalid Pin for ADC"),
+        ("machine.DAC(machine.Pin(4))", "invalid Pin for DAC"),
+        ("machine.Pin(34, machine.Pin.OUT)", "pin can only be input"),
+        ("machine.Pin(7)", "invalid pin"),
+    ):
+        _, err = thermal.raw_exec(b"import machine\n" + src.encode())
+        assert msg.encode() in err, src
+
+
+def test_a_bad_bench_is_refused_with_a_clear_error(cyphy_home, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bench.json"
+    bad.write_text('{"wiring": []}')
+    cyphy = str(Path(sys.executable).with_name("cyphy"))
+    r = subprocess.run([cyphy, "sim", "start", "b", "--bench", str(bad)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert 'a bench needs a "plant" object' in r.stderr
+    assert "Traceback" not in r.stderr
