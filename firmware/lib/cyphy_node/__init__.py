@@ -1,0 +1,1 @@
+# cyphy node firmware: control blocks, scheduler and loop runtime (see docs/control.md).

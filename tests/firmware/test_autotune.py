@@ -1,0 +1,163 @@
+"""Relay autotune (firmware/lib/cyphy_node/autotune.py) on simulated first-order-plus-dead-time
+plants: Ku and Pu against the analytic ultimate point, tuning rules, failure modes, ESP32
+small-int bounds, and an allocation-free tick on real MicroPython."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from reference_pid import Small, ultimate_point, wrap  # also puts firmware/lib on sys.path
+
+from cyphy_node.autotune import DONE, FAILED, RUNNING, RelayTune, rules
+from cyphy_node.fixed import SMALL_MAX, SMALL_MIN, VAL_MAX, VAL_MIN
+from cyphy_node.pid import PID
+
+
+class FOPDT:
+    """y = ambient + K exp(-L s) / (tau s + 1) u, exact for u held over each period dt."""
+
+    def __init__(self, K, tau, L, dt, ambient=20.0):
+        self.K, self.a, self.ambient = K, math.exp(-dt / tau), ambient
+        self.delay = [0.0] * max(1, round(L / dt))
+        self.x = 0.0
+
+    def step(self, u):
+        self.delay.append(u)
+        self.x = self.a * self.x + (1 - self.a) * self.K * self.delay.pop(0)
+        return self.ambient + self.x
+
+
+def _tune(plant, at, noise=0.0, seed=0, y0=20.0):
+    rnd = random.Random(seed)
+    y = y0
+    while at.status == RUNNING:
+        u = at.update(round((y + rnd.gauss(0.0, noise)) * 1000))
+        y = plant.step(u / 1000.0)
+    return at.result()
+
+
+# (K degC/%, tau s, dead time s, dt s): the anchors' thermal plant, a fast lag-dominant one
+# and a dead-time-dominant one.
+PLANTS = [(0.9, 160.0, 12.0, 0.5), (2.0, 20.0, 4.0, 0.05), (1.0, 10.0, 10.0, 0.05)]
+
+
+@pytest.mark.parametrize("K, tau, L, dt", PLANTS)
+def test_finds_the_ultimate_point(K, tau, L, dt):
+    ku, pu = ultimate_point(K, tau, L)
+    sp = 20.0 + K * 50.0                            # the relay's mid output holds sp
+    r = _tune(FOPDT(K, tau, L, dt), RelayTune(sp, dt, high=80.0, low=20.0, hyst=0.02))
+    assert r["ok"] and r["stable"]
+    assert r["ku"] == pytest.approx(ku, rel=0.10)
+    assert r["pu"] == pytest.approx(pu, rel=0.10)
+    # Why the first-harmonic estimate: the textbook 4d / (pi a_peak) is further off.
+    assert abs(r["ku_peak"] / ku - 1) > abs(r["ku"] / ku - 1)
+
+
+def test_noise_hysteresis_and_asymmetric_relay():
+    K, tau, L, dt = PLANTS[0]
+    ku, pu = ultimate_point(K, tau, L)
+    # The relay is not centred on the output that holds the setpoint: the duty cycle moves
+    # away from 1/2 and the estimate accounts for it. Noise is kept out by the hysteresis.
+    at = RelayTune(20.0 + K * 50.0, dt, high=90.0, low=20.0, hyst=0.15, cycles=5)
+    r = _tune(FOPDT(K, tau, L, dt), at, noise=0.03, seed=11)
+    assert r["ok"] and abs(r["duty"] - 0.5) > 0.05
+    assert r["ku"] == pytest.approx(ku, rel=0.15)
+    assert r["pu"] == pytest.approx(pu, rel=0.15)
+
+
+def test_reverse_acting_plant():
+    # Cooling: more output, lower temperature.
+    K, tau, L, dt = -1.5, 30.0, 5.0, 0.1
+    ku, pu = ultimate_point(abs(K), tau, L)
+    at = RelayTune(20.0 + K * 50.0, dt, high=80.0, low=20.0, hyst=0.02, reverse=True)
+    r = _tune(FOPDT(K, tau, L, dt), at)
+    assert r["ku"] == pytest.approx(ku, rel=0.10)
+    assert r["pu"] == pytest.approx(pu, rel=0.10)
+
+
+def test_result_rules_and_closed_loop_with_them():
+    K, tau, L, dt = PLANTS[0]
+    at = RelayTune(65.0, dt, high=80.0, low=20.0, hyst=0.02)
+    assert at.result() is None                      # nothing before the end
+    r = _tune(FOPDT(K, tau, L, dt), at)
+    assert at.status == DONE and at.update(50000) == at.low   # idle output once finished
+    json.dumps(r)                                   # plain data, ready to persist
+    zn, tl = r["rules"]["ziegler_nichols"], r["rules"]["tyreus_luyben"]
+    assert zn["kp"] == pytest.approx(0.6 * r["ku"])
+    assert zn["ki"] == pytest.approx(zn["kp"] / (r["pu"] / 2))
+    assert tl["kp"] < zn["kp"] and tl["ki"] < zn["ki"]
+    assert set(r["rules"]) == set(rules(1.0, 1.0))
+    # The gentle rule controls the plant: setpoint 60 degC reached, overshoot small.
+    pid = PID(tl["kp"], tl["ki"], tl["kd"], dt, setpoint=60.0, d_filter=tl["kd"] / tl["kp"] / 8)
+    plant, y, peak = FOPDT(K, tau, L, dt), 20.0, 0.0
+    for _ in range(int(1500 / dt)):
+        y = plant.step(pid.update(round(y * 1000)) / 1000.0)
+        peak = max(peak, y)
+    assert abs(y - 60.0) < 0.05 and peak < 63.0
+
+
+def test_timeout_fails_safe():
+    # A plant that cannot reach the setpoint never oscillates around it.
+    at = RelayTune(500.0, 1.0, high=80.0, low=20.0, timeout=300.0, idle=0.0)
+    r = _tune(FOPDT(0.9, 160.0, 12.0, 1.0), at)
+    assert at.status == FAILED and r["ok"] is False and at.out == 0
+
+
+def test_configuration_errors():
+    with pytest.raises(ValueError):
+        RelayTune(50.0, 0.1, high=20.0, low=80.0)
+    with pytest.raises(ValueError):
+        RelayTune(50.0, 0.1, high=80.0, low=20.0, cycles=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(sp=st.floats(-536870.0, 536870.0), hyst=st.floats(0.0, 1048.0),
+       high=st.sampled_from([536870.0, 100.0]), low=st.sampled_from([-536870.0, 0.0]),
+       reverse=st.booleans(),
+       ys=st.lists(st.one_of(st.integers(VAL_MIN, VAL_MAX),
+                             st.sampled_from([VAL_MIN, VAL_MAX, SMALL_MIN, SMALL_MAX])),
+                   min_size=1, max_size=300))
+def test_bounds_extreme_inputs(sp, hyst, high, low, reverse, ys):
+    at = wrap(RelayTune(sp, 0.01, high=high, low=low, hyst=hyst, reverse=reverse, cycles=2,
+                        settle=0))
+    wrap(at._sy)
+    wrap(at._syr)
+    for y in ys:
+        at.update(Small(y))
+
+
+def test_tick_allocates_nothing_on_micropython(mpy):
+    """The plant (floats) runs in MicroPython too; each autotune tick runs under heap_lock."""
+    script = r"""
+import json, math, micropython
+from cyphy_node.autotune import RelayTune
+
+K, tau, L, dt = 0.9, 160.0, 12.0, 0.5
+a = math.exp(-dt / tau)
+delay = [0.0] * round(L / dt)
+at = RelayTune(65.0, dt, high=80.0, low=20.0, hyst=0.02)
+x, y, k, alloc = 0.0, 20.0, 0, 0
+while at.status == 0:
+    ym = round(y * 1000)
+    t0 = micropython.mem_total()
+    micropython.heap_lock()
+    u = at.update(ym)
+    micropython.heap_unlock()
+    alloc += micropython.mem_total() - t0
+    delay.append(u / 1000.0)
+    x = a * x + (1 - a) * K * delay.pop(0)
+    y = 20.0 + x
+    k += 1
+r = at.result()
+print(json.dumps({"alloc": alloc, "ticks": k, "ku": r["ku"], "pu": r["pu"]}))
+"""
+    r = json.loads(mpy(script))
+    ku, pu = ultimate_point(0.9, 160.0, 12.0)
+    assert r["alloc"] == 0
+    assert r["ku"] == pytest.approx(ku, rel=0.10)
+    assert r["pu"] == pytest.approx(pu, rel=0.10)
