@@ -7,6 +7,7 @@ traceback. Scripts print results (e.g. as JSON) for the CPython side to check.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +29,32 @@ def run_micropython(script: str, heap: str = "192K", timeout: float = 120.0) -> 
     return r.stdout
 
 
+def run_cpython(script: str, timeout: float = 120.0) -> str:
+    """The same script on CPython (firmware modules are plain Python that runs on both)."""
+    env = dict(os.environ, PYTHONPATH=str(FIRMWARE_LIB))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 @pytest.fixture
 def mpy():
     return run_micropython
+
+
+@pytest.fixture
+def cpy():
+    return run_cpython
+
+
+@pytest.fixture
+def both():
+    """both(script): run on MicroPython and CPython; the JSON they print must be identical."""
+
+    def run(script: str):
+        a, b = json.loads(run_micropython(script)), json.loads(run_cpython(script))
+        assert a == b, (a, b)
+        return a
+
+    return run

@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,21 +19,6 @@ EXAMPLE = REPO / "firmware" / "config.example.json"
 
 sys.path.insert(0, str(FIRMWARE_LIB))
 from cyphy_node import config  # noqa: E402
-
-
-def cpython(script: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(FIRMWARE_LIB))
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120, env=env)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
-
-def both(mpy, script: str):
-    """Run on MicroPython and CPython; the JSON they print must be identical."""
-    a, b = json.loads(mpy(script)), json.loads(cpython(script))
-    assert a == b, (a, b)
-    return a
 
 
 def example() -> dict:
@@ -67,7 +50,7 @@ ONOFF = {
 
 # --- valid configs ---------------------------------------------------------------------------
 
-def test_example_and_onoff_configs_validate_identically_on_both_runtimes(mpy):
+def test_example_and_onoff_configs_validate_identically_on_both_runtimes(both):
     script = f"""
 import json
 from cyphy_node import config
@@ -77,7 +60,7 @@ print(json.dumps([c.to_dict(), o.to_dict(), c.loops[0].controller.kp,
                   c.channel("heater").failsafe, c.loop("oven").alarms.high,
                   o.loops[1].controller.out_max, o.channel("pump").failsafe]))
 """
-    ex, onoff, kp, fs, high, out_max, pump_fs = both(mpy, script)
+    ex, onoff, kp, fs, high, out_max, pump_fs = both(script)
     assert kp == 8.0 and fs == 0 and high == 90
     assert out_max == 10 and pump_fs == 0           # defaults: out range = actuator range
     # defaults are filled in
@@ -279,11 +262,11 @@ def message(d):
 """
 
 
-def test_every_error_has_its_exact_message_on_both_runtimes(mpy):
+def test_every_error_has_its_exact_message_on_both_runtimes(both):
     script = APPLY + f"""
 print(json.dumps([message(mutate(ops)) for ops in json.loads({json.dumps(json.dumps([c[0] for c in CASES]))})]))
 """
-    got = both(mpy, script)
+    got = both(script)
     for (ops, want), msg in zip(CASES, got):
         assert msg == want, ops
 
@@ -298,7 +281,7 @@ def test_config_error_carries_path_and_reason():
     assert e.value.reason == 'must be a number, got "abc"'
 
 
-def test_load_reports_unreadable_and_malformed_files(mpy, tmp_path):
+def test_load_reports_unreadable_and_malformed_files(mpy, tmp_path, cpy):
     bad = tmp_path / "bad.json"
     bad.write_text('{"name": "x",')
     arr = tmp_path / "arr.json"
@@ -315,7 +298,7 @@ for p in ({str(tmp_path / "missing.json")!r}, {str(bad)!r}, {str(arr)!r}):
         out.append(str(e))
 print(json.dumps(out))
 """
-    for out in (json.loads(mpy(script)), json.loads(cpython(script))):
+    for out in (json.loads(mpy(script)), json.loads(cpy(script))):
         assert out[0] == f"{tmp_path / 'missing.json'}: cannot be read (OSError 2)"
         # the JSON parser's own words differ by runtime; the prefix does not
         assert out[1].startswith(f"{bad}: is not valid JSON (")

@@ -5,8 +5,6 @@ where the behaviour must be identical, on CPython too; each prints one JSON line
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,21 +19,6 @@ WRAP = 1 << 30                 # ticks_us period on ESP32
 SMALL_MIN, SMALL_MAX = -(1 << 30), (1 << 30) - 1
 
 
-def cpython(script: str) -> str:
-    env = dict(os.environ, PYTHONPATH=str(FIRMWARE_LIB))
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=120, env=env)
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
-
-def both(mpy, script: str):
-    """Run on MicroPython and CPython; the JSON they print must be identical."""
-    a, b = json.loads(mpy(script)), json.loads(cpython(script))
-    assert a == b, (a, b)
-    return a
-
-
 PRELUDE = """
 import json
 from cyphy_node.sched import Scheduler, VirtualClock, bucket_bounds
@@ -44,8 +27,8 @@ from cyphy_node.sched import Scheduler, VirtualClock, bucket_bounds
 
 # --- configuration ---------------------------------------------------------------------------
 
-def test_rate_is_validated_and_period_rounded(mpy):
-    out = both(mpy, PRELUDE + """
+def test_rate_is_validated_and_period_rounded(both):
+    out = both(PRELUDE + """
 s = Scheduler(VirtualClock())
 bad = []
 for r in (0, 1001, 2.5, True, "10", -1):
@@ -109,9 +92,9 @@ def drift(rate, n, start, over):
 """
 
 
-def test_drift_free_1e5_periods_end_exactly_at_start_plus_n_periods(mpy):
+def test_drift_free_1e5_periods_end_exactly_at_start_plus_n_periods(both):
     n, start = 100_000, 123_456
-    out = both(mpy, DRIFT + f"print(json.dumps(drift(1000, {n}, {start}, 0)))")
+    out = both(DRIFT + f"print(json.dumps(drift(1000, {n}, {start}, 0)))")
     ticks, bad, deadline, now, ovr, skip, jmin, jmax = out
     assert ticks == n and bad == 0 and ovr == skip == 0
     assert now == (start + (n - 1) * 1000) % WRAP          # the last tick ran on time...
@@ -119,11 +102,11 @@ def test_drift_free_1e5_periods_end_exactly_at_start_plus_n_periods(mpy):
     assert jmin == jmax == 0
 
 
-def test_no_drift_with_a_sleep_that_overshoots_and_at_rates_not_dividing_1e6(mpy):
+def test_no_drift_with_a_sleep_that_overshoots_and_at_rates_not_dividing_1e6(both):
     # 7 Hz: period 142857 us; 10**5 periods take 4 h 0 min of virtual time and cross the ticks
     # wrap 13 times; the sleep overshoots by up to 300 us every time.
     n, start = 100_000, WRAP - 500_000
-    out = both(mpy, DRIFT + f"print(json.dumps(drift(7, {n}, {start}, 300)))")
+    out = both(DRIFT + f"print(json.dumps(drift(7, {n}, {start}, 300)))")
     ticks, bad, deadline, now, ovr, skip, jmin, jmax = out
     assert ticks == n and bad == 0 and ovr == skip == 0
     assert deadline == (start + n * 142857) % WRAP
@@ -152,8 +135,8 @@ print(json.dumps([served, a.stats(), b.stats(), b.deadline]))
 """
 
 
-def test_wraparound_deadlines_and_jitter_stay_right(mpy):
-    served, fast, slow, slow_deadline = both(mpy, WRAP_SCRIPT)
+def test_wraparound_deadlines_and_jitter_stay_right(both):
+    served, fast, slow, slow_deadline = both(WRAP_SCRIPT)
     start = WRAP - 1_000_000
     raw = [t for t, _ in served]
     assert any(t < 1_000_000 for t in raw) and any(t > WRAP - 1_000_000 for t in raw)
@@ -219,8 +202,8 @@ print(json.dumps([scenario(25000), scenario(20000), scenario(10000), scenario(99
 """
 
 
-def test_overrun_counted_missed_periods_skipped_never_burst(mpy):
-    r25, r20, r10, r9 = both(mpy, OVERRUN)
+def test_overrun_counted_missed_periods_skipped_never_burst(both):
+    r25, r20, r10, r9 = both(OVERRUN)
     # 2.5 periods: the 5th tick (t=40 ms) ends at 65 ms: 50 and 60 ms are skipped, no burst
     assert r25 == [[0, 10000, 20000, 30000, 40000, 70000, 80000, 90000, 100000], 1, 2, 9, 0, 25000]
     # exactly 2 periods: ends at 60 ms; 50 ms skipped, 60 ms is due now and runs on time
@@ -230,11 +213,11 @@ def test_overrun_counted_missed_periods_skipped_never_burst(mpy):
     assert r9[1:4] == [0, 0, 11]
 
 
-def test_late_caller_runs_each_loop_once_and_skips_the_rest(mpy):
+def test_late_caller_runs_each_loop_once_and_skips_the_rest(both):
     # A caller that comes back 10.5 ms late (a GC pause, a blocking call) at a 1 kHz loop gets
     # one tick (for the 1 ms deadline, 9.5 ms late), nine skipped periods (2..10 ms) and the
     # loop back on its grid (11 ms).
-    out = both(mpy, PRELUDE + """
+    out = both(PRELUDE + """
 clk = VirtualClock(0)
 s = Scheduler(clk)
 n = [0]
@@ -250,10 +233,10 @@ print(json.dumps([n[0], st["overruns"], st["skipped"], st["jitter_max_us"], lp.d
     assert out == [2, 1, 9, 9500, 11000, 500]
 
 
-def test_timer_callback_with_early_window(mpy):
+def test_timer_callback_with_early_window(both):
     # A periodic timer firing 30 us before each deadline (phase error): with early_us=50 every
     # call runs the loop (jitter -30); without it every call would come too early.
-    out = both(mpy, PRELUDE + """
+    out = both(PRELUDE + """
 res = []
 for early in (0, 50):
     clk = VirtualClock(0)
@@ -298,8 +281,8 @@ def run(seq, comp, n):
 """
 
 
-def test_stats_uniform_jitter_min_mean_p99_max(mpy):
-    out = both(mpy, STATS + """
+def test_stats_uniform_jitter_min_mean_p99_max(both):
+    out = both(STATS + """
 st = run(list(range(1000)), [100, 200, 300, 400], 10000)
 print(json.dumps(st))
 """)
@@ -315,9 +298,9 @@ print(json.dumps(st))
     assert out["period_us"] == 10000 and out["rate_hz"] == 100
 
 
-def test_stats_skewed_distribution_p99_and_reset(mpy):
+def test_stats_skewed_distribution_p99_and_reset(both):
     # mostly 10-60 us with rare 2-4 ms spikes (a Wi-Fi burst): p99 must see the tail
-    out = both(mpy, STATS + """
+    out = both(STATS + """
 seq = []
 x = 7
 for i in range(5000):
@@ -334,7 +317,7 @@ print(json.dumps([seq, st]))
     assert st["jitter_max_us"] == max(samples) and st["jitter_min_us"] == min(samples)
     assert st["jitter_mean_us"] == round(sum(samples) / len(samples))
 
-    after = both(mpy, PRELUDE + """
+    after = both(PRELUDE + """
 s = Scheduler(VirtualClock())
 lp = s.add(lambda: None, 10, "x")
 s.run_once()
