@@ -91,3 +91,16 @@ def test_a_bad_bench_is_refused_with_a_clear_error(cyphy_home, tmp_path):
     assert r.returncode != 0
     assert 'a bench needs a "plant" object' in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_plant_pauses_while_user_code_holds_the_heap_locked(thermal):
+    out = run(thermal, (
+        "import micropython, time\n"
+        "micropython.heap_lock()\n"
+        "try:\n"
+        "    time.sleep_ms(500)\n"
+        "finally:\n"
+        "    micropython.heap_unlock()\n"
+        "print('ok')\n"
+    ))
+    assert out.strip() == "ok"

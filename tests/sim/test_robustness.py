@@ -52,3 +52,25 @@ def test_host_disconnects_while_node_streams(sim_node):
         s.write(b"\r\x03\x01for i in range(100000): print(i)\x04")
         s.read(2000)
     mpremote_exec_works(sim_node.port)
+
+
+def test_paste_larger_than_the_heap_is_reported_not_fatal(sim_node):
+    with serial.serial_for_url(sim_node.port, 115200, timeout=0.2) as s:
+        s.write(b"\r\x03\x01")
+        s.write(b"x = '" + b"y" * 120_000 + b"'\x04")
+        s.read(100_000)
+    mpremote_exec_works(sim_node.port)
+    log = sim_node.node.supervisor_log.read_text()
+    assert "exited unexpectedly" not in log
+
+
+def test_long_bench_file_boots(sim_nodes):
+    bench = {
+        "plant": {"type": "fotd", "gain": 0.9, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0,
+                  "noise": {"std": 0.05}},
+        "wiring": [{"pin": 34, "kind": "adc", "signal": "temperature", "range": [0, 150], "volts": [0.0, 2.45]},
+                   {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]}] * 4,
+        "seed": 7,
+    }
+    node = sim_nodes("longbench", bench=bench)
+    mpremote_exec_works(node.port)

