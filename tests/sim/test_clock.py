@@ -63,8 +63,11 @@ def test_periodic_timer_runs_during_sleep_and_while_repl_waits(raw):
     during_sleep = int(run(raw, "k = n[0]; import time; time.sleep_ms(300); print(n[0] - k)"))
     run(raw, "tim.deinit()")
     stopped = int(run(raw, "k = n[0]; import time; time.sleep_ms(100); print(n[0] - k)"))
-    assert 30 <= idle <= 60
-    assert 20 <= during_sleep <= 32
+    # 100 Hz: ~50 in the idle half second, 30 in the 300 ms sleep. Lower bounds are loose
+    # (a loaded CI machine delays callbacks and late periods are skipped, never burst);
+    # upper bounds are not: a timer may never fire more often than its period.
+    assert 20 <= idle <= 60
+    assert 12 <= during_sleep <= 31
     assert stopped == 0
 
 
