@@ -3,6 +3,7 @@
 # pyexec/readline on an ESP32, so that mpremote, ampy and terminal users cannot tell.
 import sys
 import io
+import gc
 import micropython
 from _board import BANNER, SoftReset
 
@@ -67,9 +68,18 @@ def continue_with_input(s):
 
 
 def repair_heap():
-    """Unlock the heap if user code, or a Ctrl-C landing inside the allocator, left it
-    locked (ESP32's REPL forces the lock off too: nothing else could recover)."""
+    """Unlock the heap if user code, or a Ctrl-C landing inside the allocator or the
+    collector, left it locked (ESP32's REPL forces the lock off too: nothing else could
+    recover)."""
     for _ in range(64):
+        try:
+            bytearray(8)
+            return
+        except MemoryError:
+            pass
+        # An interrupted collection leaves its "collecting" flag set; a full collection
+        # clears it. A lock left by heap_lock() needs heap_unlock().
+        gc.collect()
         try:
             bytearray(8)
             return

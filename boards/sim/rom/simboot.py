@@ -96,6 +96,10 @@ def main():
             _repl.repair_heap()
             board.stdout.write("MemoryError: input too large for the heap\n")
             continue
+        except Exception as e:  # noqa: BLE001 - the REPL itself must survive anything
+            _repl.repair_heap()
+            board.stdout.write("REPL error, restarting it: %r\n" % (e,))
+            continue
         if nxt == "reboot":
             break
         mode = nxt

@@ -1,0 +1,88 @@
+# Fault records: the tick stores codes in preallocated arrays (no allocation); flush(), called
+# outside the tick, appends them to a bounded file on flash that survives reset.
+#
+# File format (text, one record per line, oldest first, at most KEEP lines):
+#   <ticks_ms> <loop name or "-"> <kind> <value>
+from array import array
+import time
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+EXCEPTION = const(1)    # a tick raised (latched until node.clear())
+SENSOR = const(2)       # sensor outside its valid range (value: the reading, milli-units)
+COMMS = const(3)        # comms timeout (value: ms since the last touch())
+INTERRUPT = const(4)    # Ctrl-C in run()/the background callback
+KINDS = {EXCEPTION: "exception", SENSOR: "sensor", COMMS: "comms", INTERRUPT: "interrupt"}
+KEEP = 32               # records kept on flash
+_Q = const(16)          # records buffered between flushes (older ones are dropped, counted)
+
+
+class FaultLog:
+    def __init__(self, path="/faults.log", names=()):
+        self.path = path
+        self.names = tuple(names)          # loop index -> name
+        self._t = array("i", [0] * _Q)
+        self._loop = array("b", [0] * _Q)
+        self._kind = array("b", [0] * _Q)
+        self._val = array("i", [0] * _Q)
+        self.n = 0                          # buffered, not yet flushed
+        self.dropped = 0
+
+    def record(self, loop, kind, value):
+        # Allocation-free (ticks_ms returns a small int). loop: index, or -1 for the node.
+        n = self.n
+        if n >= _Q:
+            self.dropped += 1
+            return
+        self._t[n] = time.ticks_ms()
+        self._loop[n] = loop
+        self._kind[n] = kind
+        self._val[n] = value
+        self.n = n + 1
+
+    def flush(self):
+        """Append the buffered records to the file, keeping the last KEEP (allocates)."""
+        n = self.n
+        if not n:
+            return 0
+        lines = self._read_lines()
+        for i in range(n):
+            li = self._loop[i]
+            name = self.names[li] if 0 <= li < len(self.names) else "-"
+            lines.append("%d %s %s %d" % (self._t[i], name,
+                                          KINDS.get(self._kind[i], "?"), self._val[i]))
+        lines = lines[-KEEP:]
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        import os
+        os.rename(tmp, self.path)
+        self.n = 0      # only once written: a failed flush keeps them for the next one
+        return n
+
+    def _read_lines(self):
+        try:
+            with open(self.path) as f:
+                return [ln for ln in f.read().split("\n") if ln]
+        except OSError:
+            return []
+
+    def records(self):
+        """[(ticks_ms, loop, kind, value), ...] from flash, oldest first (allocates)."""
+        out = []
+        for ln in self._read_lines():
+            p = ln.split()
+            if len(p) == 4:
+                out.append((int(p[0]), p[1], p[2], int(p[3])))
+        return out
+
+    def erase(self):
+        import os
+        try:
+            os.remove(self.path)
+        except OSError:
+            pass

@@ -1,0 +1,496 @@
+# The node runtime: IO channels and control loops from the config, run on the scheduler,
+# with the safety layer (fail-safe outputs, watchdog, fault records). docs/firmware.md,
+# "Runtime and safety".
+#
+# The tick (ControlLoop.tick) allocates nothing: ints in milli-units, preallocated state,
+# small methods (MicroPython heap-allocates the frame of a function needing more than 11
+# words of locals + stack). Everything else here (construction, REPL API, fault flush) may
+# allocate.
+import time
+
+from .io import Input, Output
+from .sched import Scheduler
+from .blocks import LowPass, OnOff, Alarm
+from .pid import PID, CLAMP, CONDITIONAL
+from .fixed import to_fixed
+from . import faults as _f
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+# fault bits of a loop
+F_SENSOR = const(1)
+F_EXC = const(2)        # latched until clear()
+F_COMMS = const(4)
+F_STOP = const(8)       # node stopped / interrupted
+
+_OUT_KINDS = ("pwm", "dac", "dout")
+
+
+class ControlLoop:
+    """sensor -> optional low-pass -> PID or on/off -> actuator, alarms; one per config loop."""
+
+    def __init__(self, idx, lc, inp, act, log):
+        self.idx = idx
+        self.name = lc.name
+        self.rate_hz = lc.rate_hz
+        self.inp = inp
+        self.act = act
+        self.log = log
+        self.period_us = (1000000 + lc.rate_hz // 2) // lc.rate_hz
+        dt = self.period_us / 1000000
+        self.filt = LowPass(tau=lc.filter.tau_s, dt=dt) if lc.filter is not None else None
+        c = lc.controller
+        self.pid = None
+        self.onoff = None
+        if c.type == "pid":
+            self.pid = PID(c.kp, c.ki, c.kd, dt, out_min=c.out_min, out_max=c.out_max,
+                           setpoint=c.setpoint, reverse=c.direction == "reverse",
+                           p_on_m=c.p_on == "measurement", d_on_error=c.d_on == "error",
+                           d_filter=c.d_filter_tau_s, sp_rate=c.ramp_per_s or 0.0,
+                           anti_windup=CLAMP if c.anti_windup == "clamp" else CONDITIONAL,
+                           deadband=c.deadband or None, avg=c.out_avg)
+        else:
+            h = c.hysteresis / 2
+            self.onoff = OnOff(c.setpoint, h, h, c.direction == "reverse",
+                               on=act.hi / 1000, off=act.lo / 1000)
+        a = lc.alarms
+        self.alarm = None if a is None else Alarm(a.high, a.low, a.hysteresis)
+        self.alarms = 0          # active alarm bits (blocks.LOW = 1, HIGH = 2)
+        self.y = 0               # measurement after the filter, milli-units
+        self.u = act.failsafe    # last output written, milli-units
+        self.fault = 0           # F_* bits
+        self.busy = 0            # 1 while a tick runs (set when it raised)
+        self.ran = 0             # set by every tick; the node clears it when it feeds the WDT
+        self.ticks = 0
+        self.last_exc = None
+        self.auto = True         # the operator's mode (a fault overrides it)
+        self.manual_out = act.failsafe
+        self._held = False       # outputs held at fail-safe by a fault
+
+    # ---- the tick (allocation-free) ----
+
+    def tick(self):
+        # No try block here: it would grow the frame past the 11 words MicroPython keeps on
+        # the C stack (a bigger frame is heap-allocated on every call). An exception leaves
+        # `busy` set and propagates through the scheduler to Node._pass, which latches it.
+        self.ran = 1
+        self.busy = 1
+        if self.fault & F_EXC:
+            self._hold()
+        else:
+            self._step()
+        self.busy = 0
+
+    def _step(self):
+        self.ticks += 1
+        self._read()
+        self._control()
+
+    def _read(self):
+        y = self.inp.read()
+        if self.inp.ok(y):
+            if self.fault & F_SENSOR:
+                self.fault &= ~F_SENSOR
+            if self.filt is not None:
+                y = self.filt.update(y)
+            self.y = y
+            if self.alarm is not None:
+                self.alarms = self.alarm.check(y)
+        elif not self.fault & F_SENSOR:
+            self.fault |= F_SENSOR
+            self.log.record(self.idx, _f.SENSOR, y)
+
+    def _control(self):
+        if self.fault:
+            self._hold()
+            return
+        if self._held:
+            self._release()
+            return
+        if self.pid is not None:
+            u = self.pid.update(self.y)
+        else:
+            u = self.onoff.update(self.y)
+        self.u = u
+        self.act.write(u)
+
+    def _hold(self):
+        # Outputs at fail-safe; the PID tracks a valid measurement in manual (bumpless return).
+        if not self._held:
+            self._held = True
+            if self.pid is not None:
+                self.pid.set_manual(self.act.failsafe)
+            if self.filt is not None and self.fault & F_SENSOR:
+                self.filt.reset()
+        if self.pid is not None and not self.fault & F_SENSOR:
+            self.pid.update(self.y)
+        self.u = self.act.failsafe
+        self.act.write(self.u)
+
+    def _release(self):
+        # The fault has cleared: track this sample, hold fail-safe one more period, then
+        # resume in the operator's mode from the held output (bumpless).
+        if self.pid is not None:
+            self.pid.update(self.y)
+            if self.auto:
+                self.pid.set_auto()
+            else:
+                self.pid.set_manual(self.manual_out)
+        self._held = False
+        self.act.write(self.u)
+
+    def _exc(self, e):
+        self.last_exc = e
+        if not self.fault & F_EXC:
+            self.fault |= F_EXC
+            self.log.record(self.idx, _f.EXCEPTION, 0)
+        self.safe()
+
+    def safe(self):
+        """Actuator to its fail-safe value now (allocation-free)."""
+        self.u = self.act.failsafe
+        self.act.write(self.u)
+        if self.pid is not None and not self._held:
+            self.pid.set_manual(self.u)
+        self._held = True
+
+    # ---- REPL API (allocates) ----
+
+    @property
+    def setpoint(self):
+        c = self.pid or self.onoff
+        return c.setpoint / 1000
+
+    @setpoint.setter
+    def setpoint(self, v):
+        m = to_fixed(v, self.inp.vmin, self.inp.vmax, "setpoint")
+        (self.pid or self.onoff).set_setpoint(m)
+
+    @property
+    def measurement(self):
+        return self.y / 1000
+
+    @property
+    def output(self):
+        return self.u / 1000
+
+    @output.setter
+    def output(self, v):
+        """Manual output (switches the loop to manual)."""
+        self.manual_out = to_fixed(v, self.act.lo, self.act.hi, "output")
+        self.mode = "manual"
+
+    @property
+    def mode(self):
+        if self.fault:
+            return "failsafe"
+        return "auto" if self.auto else "manual"
+
+    @mode.setter
+    def mode(self, m):
+        if m not in ("auto", "manual"):
+            raise ValueError('mode must be "auto" or "manual"')
+        self.auto = m == "auto"
+        if self.pid is None or self._held:
+            return          # applied when the fault clears
+        if self.auto:
+            self.pid.set_auto()
+        else:
+            self.pid.set_manual(self.manual_out)
+
+    def set_tunings(self, kp, ki, kd):
+        self.pid.set_tunings(kp, ki, kd)
+
+    def state(self):
+        d = {"setpoint": self.setpoint, "measurement": self.measurement,
+             "output": self.output, "mode": self.mode,
+             "alarms": [n for b, n in ((1, "low"), (2, "high")) if self.alarms & b],
+             "faults": [n for b, n in ((F_SENSOR, "sensor"), (F_EXC, "exception"),
+                                       (F_COMMS, "comms"), (F_STOP, "stopped"))
+                        if self.fault & b],
+             "ticks": self.ticks}
+        if self.pid is not None:
+            d["working_setpoint"] = self.pid.sp / 1000
+            d["kp"], d["ki"], d["kd"] = self.pid.get_tunings()
+        return d
+
+
+class Node:
+    """Node(config, board): outputs at fail-safe at once, loops ready; start() or run()."""
+
+    def __init__(self, config, board, watchdog_ms=None, fault_path="/faults.log"):
+        self.config = config
+        self.board = board
+        ch = {}
+        # Outputs first: every actuator is at its fail-safe value before anything else.
+        for c in config.channels:
+            if c.kind in _OUT_KINDS:
+                ch[c.name] = Output(c, board)
+        for c in config.channels:
+            if c.kind not in _OUT_KINDS:
+                ch[c.name] = Input(c, board)
+        self.channels = ch
+        self._outs = tuple([c for c in ch.values() if isinstance(c, Output)])
+        self.log = _f.FaultLog(fault_path, [lc.name for lc in config.loops])
+        self.sched = Scheduler(board)
+        self.loops = []
+        for i in range(len(config.loops)):
+            lc = config.loops[i]
+            lp = ControlLoop(i, lc, ch[lc.sensor], ch[lc.actuator], self.log)
+            lp.sloop = self.sched.add(lp, lc.rate_hz, lc.name)
+            self.loops.append(lp)
+        fastest = min([lp.period_us for lp in self.loops] or [100000])
+        slowest = max([lp.period_us for lp in self.loops] or [100000])
+        # board.periodic takes whole ms or an integer rate in Hz
+        p = fastest if 1000000 % fastest == 0 else max(1000, fastest // 1000 * 1000)
+        self.period_us = max(1000, p)
+        self.sched.early_us = self.period_us // 2   # timer phase vs. deadlines
+        if watchdog_ms is None:
+            watchdog_ms = max(2000, 3 * slowest // 1000)
+        self.watchdog_ms = watchdog_ms
+        self.wdt = None
+        self.comms_timeout_ms = config.comms_timeout_ms
+        self._touched = time.ticks_ms()
+        self._comms_lost = False
+        self._clear_req = False
+        self._timer = None
+        self._running = False
+        self._on_timer_cb = self._on_timer      # bound once: the timer call allocates nothing
+        self.fed = 0
+
+    # ---- driving ----
+
+    def run_once(self):
+        """One pass: comms check, every due loop, watchdog, fault flush; returns the us to
+        wait. A tick's exception is latched on its loop (fail-safe), never raised."""
+        try:
+            return self._once()
+        except Exception as e:
+            self._tick_failed(e)
+            return 0
+
+    def _once(self):
+        self._comms()
+        if self._clear_req:
+            self._do_clear()
+        w = self.sched.run_once()
+        self._health()
+        if self.log.n:
+            self._flush()
+        return w
+
+    def _tick_failed(self, e):
+        # The loop whose tick raised is the one still marked busy: latch it at fail-safe.
+        # (Its deadline is unchanged, so it runs again at once, now only holding fail-safe.)
+        hit = False
+        for lp in self.loops:
+            if lp.busy:
+                lp.busy = 0
+                lp._exc(e)
+                hit = True
+        if not hit:
+            self._fail(e)           # not from a tick: a bug in the node itself, all safe
+
+    def _comms(self):
+        t = self.comms_timeout_ms
+        if not t:
+            return
+        age = time.ticks_diff(time.ticks_ms(), self._touched)
+        if age > t:
+            if not self._comms_lost:
+                self._comms_lost = True
+                self.log.record(-1, _f.COMMS, age)
+                for lp in self.loops:
+                    lp.fault |= F_COMMS
+        elif self._comms_lost:
+            self._comms_lost = False
+            for lp in self.loops:
+                lp.fault &= ~F_COMMS
+
+    def _health(self):
+        # Feed the watchdog only when every loop has ticked since the last feed and none has
+        # a latched exception. Handled faults (sensor, comms) still feed: the loop is alive
+        # and holding its outputs at fail-safe, and a reset would not fix a broken sensor.
+        for lp in self.loops:
+            if not lp.ran or lp.fault & F_EXC:
+                return
+        for lp in self.loops:
+            lp.ran = 0
+        if self.wdt is not None:
+            self.wdt.feed()
+        self.fed += 1
+
+    def _flush(self):
+        try:
+            self.log.flush()
+        except (OSError, MemoryError):
+            pass        # flash trouble (or a heap locked by an interrupt) must not stop the
+                        # control loops; the records stay buffered and are retried next pass
+
+    def _prepare(self):
+        if self.watchdog_ms and self.wdt is None:
+            self.wdt = self.board.watchdog(self.watchdog_ms)
+        self._touched = time.ticks_ms()
+        self._comms_lost = False
+        b = self.board
+        now = b.ticks_us()
+        for lp in self.loops:
+            lp.fault &= ~(F_STOP | F_COMMS)
+            lp.sloop.deadline = now        # no backlog from the time since construction
+
+    def start(self):
+        """Run in the background (board.periodic at the fastest loop's period); the REPL
+        stays usable."""
+        if self._timer is not None:
+            return
+        self._prepare()
+        self._running = True
+        self._timer = self.board.periodic(self.period_us, self._on_timer_cb)
+
+    def _on_timer(self, _h):
+        # one try block for the whole background pass (a frame with one is heap-allocated)
+        try:
+            self._once()
+        except KeyboardInterrupt:
+            self._interrupt()
+            self.stop()
+        except Exception as e:
+            self._tick_failed(e)
+
+    def run(self, seconds=None):
+        """Run in the foreground for `seconds` (None: forever). Ctrl-C: every output to
+        fail-safe, a fault record, then KeyboardInterrupt is re-raised. On return the
+        outputs are at fail-safe (the loops have stopped)."""
+        if self._timer is not None:
+            raise RuntimeError("running in the background; stop() first")
+        b = self.board
+        self._prepare()
+        self._running = True
+        left = None if seconds is None else int(seconds * 1000000)
+        last = b.ticks_us()
+        try:
+            while self._running:
+                try:
+                    wait = self._once()
+                except Exception as e:
+                    self._tick_failed(e)
+                    wait = 0
+                if left is not None:
+                    now = b.ticks_us()
+                    left -= b.ticks_diff(now, last)
+                    last = now
+                    if left <= 0:
+                        break
+                    if wait > left:
+                        wait = left
+                if wait > 0:
+                    self._sleep(wait)
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise
+        finally:
+            self._running = False
+            self.safe_all(F_STOP)
+            self._flush()
+
+    def _sleep(self, us):
+        if us >= 2000:
+            time.sleep_ms(us // 1000)        # yields (ESP32: to FreeRTOS)
+            us = us % 1000
+        if us > 0:
+            self.board.sleep_us(us)
+
+    def stop(self):
+        """Stop the loops; every output to fail-safe. (A running watchdog cannot be stopped:
+        start() or run() again before it expires.)"""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._running = False
+        self.safe_all(F_STOP)
+        self._flush()
+
+    def safe_all(self, bit=0):
+        for lp in self.loops:
+            lp.fault |= bit
+            lp.safe()
+        for o in self._outs:       # allocation-free: usable even where the heap is locked
+            o.safe()
+
+    def _interrupt(self):
+        self.safe_all(F_STOP)
+        self.log.record(-1, _f.INTERRUPT, 0)
+        self._flush()
+
+    def _fail(self, e):
+        # an exception outside the loop ticks (a bug in the node itself): all safe
+        for lp in self.loops:
+            lp.last_exc = e
+            lp.fault |= F_EXC
+        self.safe_all()
+        self.log.record(-1, _f.EXCEPTION, 0)
+        self._flush()
+
+    # ---- REPL API ----
+
+    def touch(self):
+        """Comms alive (the host protocol calls this on every message)."""
+        self._touched = time.ticks_ms()
+
+    def clear(self):
+        """Clear latched exception faults; the loops resume (bumpless) on their next tick."""
+        if self._running:
+            self._clear_req = True
+        else:
+            self._do_clear()
+
+    def _do_clear(self):
+        self._clear_req = False
+        for lp in self.loops:
+            lp.fault &= ~F_EXC
+            lp.last_exc = None
+
+    def loop(self, name):
+        for lp in self.loops:
+            if lp.name == name:
+                return lp
+        raise KeyError(name)
+
+    def set(self, path, value):
+        """node.set("heater.setpoint", 60.0); also output, mode, kp, ki, kd."""
+        name, attr = path.split(".", 1)
+        lp = self.loop(name)
+        if attr in ("kp", "ki", "kd"):
+            g = list(lp.pid.get_tunings())
+            g[("kp", "ki", "kd").index(attr)] = float(value)
+            lp.set_tunings(*g)
+        elif attr in ("setpoint", "output", "mode"):
+            setattr(lp, attr, value)
+        else:
+            raise KeyError(path)
+
+    def get(self, path):
+        """node.get("heater.measurement"), or node.get("heater") for the loop's state."""
+        if "." not in path:
+            return self.loop(path).state()
+        name, attr = path.split(".", 1)
+        return self.loop(name).state()[attr]
+
+    def state(self):
+        return {lp.name: lp.state() for lp in self.loops}
+
+    def stats(self):
+        return self.sched.stats()
+
+    def faults(self):
+        """Fault records on flash (after flushing pending ones), oldest first:
+        [(ticks_ms, loop or "-", kind, value)]."""
+        self._flush()
+        return self.log.records()
+
+    def running(self):
+        return self._running
