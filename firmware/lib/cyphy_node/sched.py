@@ -171,6 +171,7 @@ class Loop:
         # for rates that do not divide 10**6 the true rate is 10**6 / period_us (< 0.05 % off).
         self.period_us = (1000000 + rate_hz // 2) // rate_hz
         self.deadline = deadline
+        self._clock = None  # the scheduler's clock, set by Scheduler.add()
         self.fn = fn
         self._st = array("i", [0] * _NSLOTS)
         self._hist = array("i", [0] * _NBUCKETS)
@@ -186,27 +187,44 @@ class Loop:
         for i in range(_NBUCKETS):
             h[i] = 0
 
-    def _run(self, c, start, jitter):
+    def _due(self, early):
+        # Run this loop if its deadline has come (or is within `early` us).
+        now = self._clock.ticks_us()
+        late = self._clock.ticks_diff(now, self.deadline)
+        if late < -(self.period_us + early):
+            # A deadline more than one period ahead is impossible unless the thread stalled
+            # for over half the ticks period (~9 min on ESP32) and ticks_diff wrapped.
+            # Resync to now rather than wait for a deadline that is really in the past.
+            _acc(self._st, _OVR, 1)
+            self.deadline = now
+            late = 0
+        if late >= -early:
+            self._run(now, late)
+
+    def _run(self, start, jitter):
         # Run one tick that started `jitter` us after its deadline; then pick the next deadline.
         self.fn()
-        end = c.ticks_us()
-        comp = c.ticks_diff(end, start)
-        p = self.period_us
-        nxt = c.ticks_add(self.deadline, p)
-        late = c.ticks_diff(end, nxt)
-        st = self._st
-        if late > 0:
-            # Overrun: the next deadline passed while this tick ran. Skip every deadline that is
-            # already in the past (ceil(late / p) of them); one that equals `end` still runs.
-            _acc(st, _OVR, 1)
-            n = (late + p - 1) // p
-            if late <= _STALL_US:
-                nxt = c.ticks_add(nxt, n * p)      # n * p < late + p: a legal ticks delta
-            else:
-                nxt = c.ticks_add(end, p)          # very long stall: resync, phase is lost
-            _acc(st, _SKIP, n)
-        self.deadline = nxt
+        end = self._clock.ticks_us()
+        comp = self._clock.ticks_diff(end, start)
+        self._advance(end)
         self._record(jitter, comp)
+
+    def _advance(self, end):
+        nxt = self._clock.ticks_add(self.deadline, self.period_us)
+        late = self._clock.ticks_diff(end, nxt)
+        if late > 0:
+            nxt = self._overrun(end, nxt, late)
+        self.deadline = nxt
+
+    def _overrun(self, end, nxt, late):
+        # The next deadline passed while this tick ran. Skip every deadline that is already
+        # in the past (ceil(late / p) of them); one that equals `end` still runs.
+        _acc(self._st, _OVR, 1)
+        n = (late + self.period_us - 1) // self.period_us
+        _acc(self._st, _SKIP, n)
+        if late <= _STALL_US:
+            return self._clock.ticks_add(nxt, n * self.period_us)  # < late + p: a legal delta
+        return self._clock.ticks_add(end, self.period_us)  # very long stall: resync
 
     def _record(self, jitter, comp):
         st = self._st
@@ -223,14 +241,19 @@ class Loop:
             st[_CMIN] = comp
         if comp > st[_CMAX]:
             st[_CMAX] = comp
-        h = self._hist
         b = _bucket(jitter)
-        h[b] += 1
-        if h[b] >= _HMAX:
-            # Keep counts small ints: halve all buckets (the shape, hence p99, is kept; old
-            # samples weigh less). Happens at most once per 2**28 ticks (3 days at 1 kHz).
-            for i in range(_NBUCKETS):
-                h[i] >>= 1
+        self._hist[b] += 1
+        if self._hist[b] >= _HMAX:
+            self._halve()
+
+    def _halve(self):
+        # Keep counts small ints: halve all buckets (the shape, hence p99, is kept; old
+        # samples weigh less). Happens at most once per 2**28 ticks (3 days at 1 kHz).
+        h = self._hist
+        i = 0
+        while i < _NBUCKETS:
+            h[i] >>= 1
+            i += 1
 
     def jitter_percentile(self, pct=99):
         # Upper bound of the bucket holding the pct-th percentile of jitter (never
@@ -293,6 +316,7 @@ class Scheduler:
         self._sleep_ms = getattr(clock, "sleep_ms", None)
         self.early_us = early_us
         self.loops = []
+        self._n = 0
         self._stop = False
 
     def add(self, tick, rate_hz, name=None, phase_us=0):
@@ -303,7 +327,9 @@ class Scheduler:
         if not 0 <= phase_us < lp.period_us:
             raise ValueError("phase_us must be in [0, period_us)")
         lp.deadline = c.ticks_add(lp.deadline, phase_us)
+        lp._clock = c
         self.loops.append(lp)
+        self._n = len(self.loops)
         return lp
 
     def loop(self, name):
@@ -312,30 +338,29 @@ class Scheduler:
                 return lp
         raise KeyError(name)
 
+    # The pass below is split into small methods on purpose: MicroPython heap-allocates
+    # the frame of any function needing more than about 11 words of locals and stack (and
+    # heap_lock() hides it by falling back to the C stack), so each of these stays under
+    # that; tests/sim/test_node_runtime.py counts the bytes with micropython.mem_total().
     def run_once(self):
         """Run every loop that is due (each at most once); return us until the next deadline
         (0: something is already due). Exceptions from a tick propagate; that loop's deadline
         is left as it was, so the caller (the safety layer) decides what happens next."""
-        c = self.clock
-        early = self.early_us
-        for lp in self.loops:
-            now = c.ticks_us()
-            late = c.ticks_diff(now, lp.deadline)
-            if late < -(lp.period_us + early):
-                # A deadline more than one period ahead is impossible unless the thread stalled
-                # for over half the ticks period (~9 min on ESP32) and ticks_diff wrapped.
-                # Resync to now rather than wait for a deadline that is really in the past.
-                _acc(lp._st, _OVR, 1)
-                lp.deadline = now
-                late = 0
-            if late >= -early:
-                lp._run(c, now, late)
-        now = c.ticks_us()
+        i = 0
+        while i < self._n:
+            self.loops[i]._due(self.early_us)
+            i += 1
+        return self._until_next()
+
+    def _until_next(self):
+        now = self.clock.ticks_us()
         wait = _HALF
-        for lp in self.loops:
-            w = c.ticks_diff(lp.deadline, now)
+        i = 0
+        while i < self._n:
+            w = self.clock.ticks_diff(self.loops[i].deadline, now)
             if w < wait:
                 wait = w
+            i += 1
         return wait if wait > 0 else 0
 
     def on_timer(self, _timer=None):
