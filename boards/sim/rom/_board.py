@@ -127,24 +127,40 @@ class Watchdog:
 
     def __init__(self, board):
         self.board = board
+        self.clock = board.clock
+        self.real = not board.clock.virtual  # only real time needs the supervisor's check
         self.timeout_us = 0
+        self.quarter_us = 0
         self.fed = 0
         self.told = 0  # when the supervisor last heard a feed
 
     def arm_or_feed(self, timeout_ms):
-        clock = self.board.clock
-        now = clock.ticks_us()
-        self.fed = now
         if timeout_ms:
-            if self.timeout_us == 0:
-                clock.watchdog = self
-            self.timeout_us = timeout_ms * 1000
-            if not clock.virtual:
-                self.board.link.frame(87, bytes((timeout_ms & 255, timeout_ms >> 8 & 255, timeout_ms >> 16 & 255, 0)))
-                self.told = now
-        elif not clock.virtual and clock.ticks_diff(now, self.told) > self.timeout_us >> 2:
-            self.board.link._out.write(Watchdog._FEED)  # preallocated: feed() allocates nothing
+            self.arm(timeout_ms)
+        else:
+            self.feed()
+
+    def arm(self, timeout_ms):
+        now = self.clock.ticks_us()
+        self.fed = now
+        if self.timeout_us == 0:
+            self.clock.watchdog = self
+        self.timeout_us = timeout_ms * 1000
+        self.quarter_us = self.timeout_us >> 2
+        if self.real:
+            self.board.link.frame(87, bytes((timeout_ms & 255, timeout_ms >> 8 & 255, timeout_ms >> 16 & 255, 0)))
             self.told = now
+
+    def feed(self):
+        # Small on purpose: a bigger frame would be heap-allocated on every feed.
+        now = self.clock.ticks_us()
+        self.fed = now
+        if self.real and self.clock.ticks_diff(now, self.told) > self.quarter_us:
+            self._tell(now)
+
+    def _tell(self, now):
+        self.board.link._out.write(Watchdog._FEED)  # preallocated bytes: no allocation
+        self.told = now
 
     def check(self):
         clock = self.board.clock

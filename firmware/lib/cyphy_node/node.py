@@ -6,6 +6,7 @@
 # small methods (MicroPython heap-allocates the frame of a function needing more than 11
 # words of locals + stack). Everything else here (construction, REPL API, fault flush) may
 # allocate.
+import sys
 import time
 
 from .io import Input, Output
@@ -219,6 +220,13 @@ class ControlLoop:
         return d
 
 
+def _handled_exception():
+    """The exception being handled (sys.exc_info() where the port has it)."""
+    info = getattr(sys, "exc_info", None)
+    e = info()[1] if info is not None else None
+    return e if e is not None else RuntimeError("a control pass failed")
+
+
 class Node:
     """Node(config, board): outputs at fail-safe at once, loops ready; start() or run()."""
 
@@ -268,10 +276,15 @@ class Node:
         """One pass: comms check, every due loop, watchdog, fault flush; returns the us to
         wait. A tick's exception is latched on its loop (fail-safe), never raised."""
         try:
-            return self._once()
-        except Exception as e:
-            self._tick_failed(e)
-            return 0
+            w = self._once()
+        except Exception:  # no `as e`: that would make this frame heap-allocated every pass
+            w = self._pass_failed()
+        return w
+
+    def _pass_failed(self):
+        # Only on a failure, so it may allocate: fetch the exception being handled.
+        self._tick_failed(_handled_exception())
+        return 0
 
     def _once(self):
         self._comms()
@@ -352,14 +365,15 @@ class Node:
         self._timer = self.board.periodic(self.period_us, self._on_timer_cb)
 
     def _on_timer(self, _h):
-        # one try block for the whole background pass (a frame with one is heap-allocated)
+        # The background pass. No `except ... as e` here: binding the exception makes
+        # MicroPython heap-allocate this frame on every call.
         try:
             self._once()
         except KeyboardInterrupt:
             self._interrupt()
             self.stop()
-        except Exception as e:
-            self._tick_failed(e)
+        except Exception:
+            self._pass_failed()
 
     def run(self, seconds=None):
         """Run in the foreground for `seconds` (None: forever). Ctrl-C: every output to
