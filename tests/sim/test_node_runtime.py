@@ -393,3 +393,25 @@ def test_invalid_config_names_the_field_and_keeps_the_repl(sim_nodes):
     assert msg in lines[1]
     assert lines[2] == "2"
     con.close()
+
+
+def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
+    out = run(oven, (
+        "import time, json\n"
+        "node.autotune('oven', high=100, low=0, hyst=0.5)\n"
+        "time.sleep(4000)\n"
+        "st = node.tune_status('oven')\n"
+        "r = st['result']\n"
+        "print(json.dumps([st['running'], r['ok'], r['applied'], round(r['ku'], 2), round(r['pu'], 1),"
+        " node.loop('oven').pid.get_tunings()[0]]))\n"
+    ), timeout=120)
+    running, ok, applied, ku, pu, kp = json.loads(out)
+    assert (running, ok, applied) == (False, True, True)
+    # FOPDT gain 0.9, tau 160 s, dead time 12 s: analytic ultimate gain 24 %/degC, period
+    # 46.6 s; a relay test reads Ku a little low (describing-function approximation)
+    assert 18 < ku < 30 and 40 < pu < 65  # (an asymmetric relay lengthens the period)
+    assert kp == pytest.approx(ku / 2.2, rel=1e-3)  # Tyreus-Luyben
+    boot = reset(oven)  # a hard reset: main.py builds the node again from flash
+    assert "running 1 loop(s)" in boot
+    kp_after = json.loads(run(oven, "import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
+    assert kp_after == pytest.approx(kp, rel=1e-6)

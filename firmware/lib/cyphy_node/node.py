@@ -71,6 +71,7 @@ class ControlLoop:
         self.auto = True         # the operator's mode (a fault overrides it)
         self.manual_out = act.failsafe
         self._held = False       # outputs held at fail-safe by a fault
+        self.tuner = None        # a RelayTune while an autotune runs (it drives the output)
 
     # ---- the tick (allocation-free) ----
 
@@ -112,7 +113,9 @@ class ControlLoop:
         if self._held:
             self._release()
             return
-        if self.pid is not None:
+        if self.tuner is not None:
+            u = self.tuner.update(self.y)
+        elif self.pid is not None:
             u = self.pid.update(self.y)
         else:
             u = self.onoff.update(self.y)
@@ -230,7 +233,8 @@ def _handled_exception():
 class Node:
     """Node(config, board): outputs at fail-safe at once, loops ready; start() or run()."""
 
-    def __init__(self, config, board, watchdog_ms=None, fault_path="/faults.log"):
+    def __init__(self, config, board, watchdog_ms=None, fault_path="/faults.log",
+                 tune_path="/autotune.json"):
         self.config = config
         self.board = board
         ch = {}
@@ -268,6 +272,9 @@ class Node:
         self._timer = None
         self._running = False
         self._on_timer_cb = self._on_timer      # bound once: the timer call allocates nothing
+        self._tuning = 0                        # autotunes running
+        self.tune_path = tune_path
+        self.tuned = self._load_tunings()       # results kept on flash, applied at every boot
         self.fed = 0
 
     # ---- driving ----
@@ -287,6 +294,8 @@ class Node:
         return 0
 
     def _once(self):
+        if self._tuning:
+            self._check_tuners()
         self._comms()
         if self._clear_req:
             self._do_clear()
@@ -467,6 +476,87 @@ class Node:
         for lp in self.loops:
             lp.fault &= ~F_EXC
             lp.last_exc = None
+
+    # ---- relay autotune (Astrom-Hagglund), result kept on flash ----
+
+    def autotune(self, name, high, low, hyst=0.0, rule="tyreus_luyben", cycles=4, settle=2,
+                 timeout_s=None):
+        """Replace loop `name`'s PID by a relay (output high/low around its setpoint) until
+        `cycles` oscillations are measured; then the PID gets the gains of `rule` (see
+        autotune.rules) and the result is written to /autotune.json, applied at every boot."""
+        from .autotune import RelayTune, rules
+
+        lp = self.loop(name)
+        if lp.pid is None:
+            raise ValueError("%s: autotune needs a PID loop" % name)
+        if rule not in rules(1.0, 1.0):
+            raise ValueError("rule must be one of " + ", ".join(sorted(rules(1.0, 1.0))))
+        lp.tune_rule = rule
+        lp.tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
+                             reverse=lp.pid.reverse, cycles=cycles, settle=settle,
+                             timeout=timeout_s)
+        self._tuning += 1
+
+    def tune_status(self, name):
+        lp = self.loop(name)
+        if lp.tuner is not None:
+            return {"running": True, "cycles": lp.tuner.progress()}
+        return {"running": False, "result": self.tuned.get(name)}
+
+    def _check_tuners(self):
+        for lp in self.loops:
+            if lp.tuner is not None and lp.tuner.status:  # DONE or FAILED
+                self._finish_tune(lp)
+
+    def _finish_tune(self, lp):
+        # Runs once per autotune (may allocate): keep the result, apply the gains.
+        r = lp.tuner.result()
+        lp.tuner = None
+        self._tuning -= 1
+        r["rule"] = lp.tune_rule
+        self.tuned[lp.name] = r
+        if r["ok"]:
+            self._apply_tuning(lp, r)
+        self._save_tunings()
+        lp.pid.set_manual(lp.u)  # continue from the relay's last output (milli-units): bumpless
+        if lp.auto:
+            lp.pid.set_auto()
+
+    def _apply_tuning(self, lp, r):
+        g = r["rules"][r["rule"]]
+        try:
+            lp.pid.set_tunings(g["kp"], g["ki"], g["kd"])
+        except ValueError as e:  # gains the fixed-point PID cannot hold: keep the old ones
+            r["applied"] = False
+            r["error"] = str(e)
+            return
+        r["applied"] = True
+
+    def _load_tunings(self):
+        import json
+
+        try:
+            with open(self.tune_path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        for lp in self.loops:
+            r = saved.get(lp.name)
+            if r and r.get("ok") and lp.pid is not None and r.get("rule") in r.get("rules", {}):
+                self._apply_tuning(lp, r)
+        return saved
+
+    def _save_tunings(self):
+        import json
+        import os
+
+        tmp = self.tune_path + ".tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump(self.tuned, f)
+            os.rename(tmp, self.tune_path)  # atomic: a reset keeps the old or the new file
+        except OSError:
+            pass
 
     def loop(self, name):
         for lp in self.loops:
