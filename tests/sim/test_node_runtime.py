@@ -117,8 +117,8 @@ def reset(con: Console) -> str:
     return boot.decode(errors="replace")
 
 
-def node_for(sim_nodes, name, bench, config, main=True):
-    n = sim_nodes(name, virtual_time=True, bench=bench)
+def node_for(sim_nodes, name, bench, config, main=True, virtual=True):
+    n = sim_nodes(name, virtual_time=virtual, bench=bench)
     con = Console(n.port)
     con.raw()
     deploy(con, config, main)
@@ -415,3 +415,28 @@ def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
     assert "running 1 loop(s)" in boot
     kp_after = json.loads(run(oven, "import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
     assert kp_after == pytest.approx(kp, rel=1e-6)
+
+
+def test_repl_tools_work_while_the_loop_runs_in_real_time(sim_nodes):
+    """mpremote without a soft reset (`resume`) reads and changes a running node."""
+    import subprocess
+    import time
+
+    con = node_for(sim_nodes, "live", THERMAL, CONFIG, virtual=False)
+    reset(con)
+    port = con.s.port
+    con.close()
+    mpremote = str(Path(sys.executable).with_name("mpremote"))
+
+    def remote(code):
+        r = subprocess.run([mpremote, "connect", port, "resume", "exec", code],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    first = int(remote("print(node.loop('oven').ticks)"))
+    time.sleep(1.0)
+    second = int(remote("print(node.loop('oven').ticks)"))
+    assert second > first  # the loop kept ticking while nobody was connected
+    remote("node.set('oven.setpoint', 55.0)")
+    assert remote("print(node.get('oven.setpoint'))") == "55.0"
