@@ -31,8 +31,10 @@ def _boot():
         os.remove(ERROR_FILE)
     except OSError:
         pass
+    import gc
     from board import Board
     from cyphy_node.node import Node
+    gc.collect()  # the node's buffers want contiguous heap (~150 KB free on an ESP32)
     b = Board()
     try:
         n = Node(cfg, b)

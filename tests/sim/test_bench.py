@@ -104,3 +104,12 @@ def test_the_plant_pauses_while_user_code_holds_the_heap_locked(thermal):
         "print('ok')\n"
     ))
     assert out.strip() == "ok"
+
+
+def test_a_pin_wired_to_a_signal_the_plant_lacks_is_refused(cyphy_home):
+    from cyphy.sim import control
+    from cyphy.sim.nodes import SimError
+
+    bad = {"plant": {"type": "fotd"}, "wiring": [{"pin": 27, "kind": "pwm", "signal": "fan"}]}
+    with pytest.raises(SimError, match="wiring\\[0\\].signal: 'fan' is not one of the plant's inputs"):
+        control.start("x", bench=bad, home=cyphy_home)

@@ -440,3 +440,48 @@ def test_repl_tools_work_while_the_loop_runs_in_real_time(sim_nodes):
     assert second > first  # the loop kept ticking while nobody was connected
     remote("node.set('oven.setpoint', 55.0)")
     assert remote("print(node.get('oven.setpoint'))") == "55.0"
+
+
+# Two loops on one node: the oven's sensor sticks from 60 s to 90 s (as STUCK); a fan loop
+# reads the same temperature through a second ADC channel whose range still covers the
+# stuck value, so only the oven loop has a fault of its own.
+TWO_LOOPS_BENCH = {
+    "plant": STUCK["plant"],
+    "wiring": STUCK["wiring"] + [
+        {"pin": 35, "kind": "adc", "signal": "temperature", "range": [-50, 150], "volts": [0.0, 2.45]}],
+}
+TWO_LOOPS = json.loads(json.dumps(CONFIG))
+TWO_LOOPS["channels"] += [
+    {"name": "temp2", "pin": 35, "kind": "adc",
+     "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": -50, "eng_max": 150},
+     "units": "degC", "valid": [-49, 149]},
+    {"name": "fan", "pin": 27, "kind": "pwm", "freq_hz": 1000, "range": [0, 100], "units": "%",
+     "failsafe": 100},
+]
+TWO_LOOPS["loops"].append(
+    {"name": "fan", "rate_hz": 5, "sensor": "temp2", "actuator": "fan",
+     "controller": {"type": "onoff", "setpoint": 80.0, "hysteresis": 2.0, "direction": "reverse"}})
+
+
+def test_one_loops_sensor_fault_takes_every_output_safe(sim_nodes):
+    con = node_for(sim_nodes, "two", TWO_LOOPS_BENCH, TWO_LOOPS)
+    boot = reset(con)
+    assert "running 2 loop(s)" in boot, boot
+    out = run(con, (
+        "import time\n"
+        "fan = node.loop('fan')\n"
+        "def duty():\n"
+        "    return fan.act.hw._pwm.duty_u16()\n"
+        "time.sleep(59)\n"
+        "a = (fan.mode, duty())\n"
+        "time.sleep_ms(1100)\n"       # the oven's sensor is stuck: both loops hold fail-safe
+        "b = (fan.mode, duty(), node.loop('oven').mode, fan.state()['faults'])\n"
+        "time.sleep(35)\n"            # cleared at 90 s: both resume
+        "c = (fan.mode, node.loop('oven').mode)\n"
+        "print([a, b, c])\n"
+    ))
+    a, b, c = eval(out)  # noqa: S307 (tuples printed by MicroPython)
+    assert a == ("auto", 0)  # below 80 degC the reverse on/off fan is off
+    assert b == ("failsafe", 65535, "failsafe", ["peer"])
+    assert c == ("auto", "auto")
+    con.close()

@@ -16,13 +16,38 @@
 # next at once, stepping the plant and running callbacks on the way, so ten minutes of
 # a 1 kHz loop take seconds and give the same result on every run. The REPL waiting for
 # input does not move virtual time.
+import gc
 import time as _t
+import micropython
 from micropython import const
 
 _PERIOD = const(1 << 30)
 _MASK = const((1 << 30) - 1)
 _HALF = const(1 << 29)
 _MAX_TIMERS = const(4)  # ESP32 has four hardware timer channels: Timer(0)..Timer(3)
+
+
+def repair_heap():
+    """Unlock the heap if user code, or a Ctrl-C landing inside the allocator or the
+    collector, left it locked. The Unix port raises KeyboardInterrupt from its signal
+    handler wherever the process is (ESP32 raises it between bytecodes), so this undoes
+    what that can break; ESP32's REPL also forces the lock off."""
+    for _ in range(64):
+        try:
+            bytearray(8)
+            return
+        except MemoryError:
+            pass
+        # An interrupted collection leaves its "collecting" flag set; a full collection
+        # clears it. A lock left by heap_lock() needs heap_unlock().
+        gc.collect()
+        try:
+            bytearray(8)
+            return
+        except MemoryError:
+            if micropython.heap_unlock() == 32767:  # it was not locked: a real OOM
+                micropython.heap_lock()
+                return
 
 
 class Clock:
@@ -115,6 +140,15 @@ class Clock:
 
     def sleep_us(self, us):
         """Sleep, running due timers meanwhile (as ESP32's scheduler does)."""
+        try:
+            self._sleep(us)
+        except KeyboardInterrupt:
+            # Ctrl-C while sleeping is normal; but here it may have landed inside the
+            # plant's arithmetic, i.e. inside the allocator: heal before user code goes on.
+            repair_heap()
+            raise
+
+    def _sleep(self, us):
         if self.virtual:
             self._sleep_virtual(us)
             return

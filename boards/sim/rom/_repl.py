@@ -3,9 +3,8 @@
 # pyexec/readline on an ESP32, so that mpremote, ampy and terminal users cannot tell.
 import sys
 import io
-import gc
-import micropython
 from _board import BANNER, SoftReset
+from _clock import repair_heap
 
 CTRL_A = 1
 CTRL_B = 2
@@ -65,28 +64,6 @@ def continue_with_input(s):
     if s[-1] == 0x5C:
         return True
     return compound and s[-1] != 0x0A
-
-
-def repair_heap():
-    """Unlock the heap if user code, or a Ctrl-C landing inside the allocator or the
-    collector, left it locked (ESP32's REPL forces the lock off too: nothing else could
-    recover)."""
-    for _ in range(64):
-        try:
-            bytearray(8)
-            return
-        except MemoryError:
-            pass
-        # An interrupted collection leaves its "collecting" flag set; a full collection
-        # clears it. A lock left by heap_lock() needs heap_unlock().
-        gc.collect()
-        try:
-            bytearray(8)
-            return
-        except MemoryError:
-            if micropython.heap_unlock() == 32767:  # it was not locked: a real OOM
-                micropython.heap_lock()
-                return
 
 
 def _isident(c):

@@ -93,11 +93,11 @@ def main():
             nxt = repl.raw() if mode == "raw" else repl.friendly()
         except MemoryError:
             # e.g. a paste larger than the heap: ESP32 reports it and restarts the REPL
-            _repl.repair_heap()
+            _clock.repair_heap()
             board.stdout.write("MemoryError: input too large for the heap\n")
             continue
         except Exception as e:  # noqa: BLE001 - the REPL itself must survive anything
-            _repl.repair_heap()
+            _clock.repair_heap()
             board.stdout.write("REPL error, restarting it: %r\n" % (e,))
             continue
         if nxt == "reboot":

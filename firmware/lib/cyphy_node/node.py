@@ -27,6 +27,8 @@ F_SENSOR = const(1)
 F_EXC = const(2)        # latched until clear()
 F_COMMS = const(4)
 F_STOP = const(8)       # node stopped / interrupted
+F_PEER = const(16)      # held safe because another loop has a sensor or exception fault
+_OWN = const(3)         # F_SENSOR | F_EXC: the faults that take the whole node safe
 
 _OUT_KINDS = ("pwm", "dac", "dout")
 
@@ -154,6 +156,16 @@ class ControlLoop:
             self.log.record(self.idx, _f.EXCEPTION, 0)
         self.safe()
 
+    def peer(self, bad):
+        # Another loop's sensor or exception fault holds this one at fail-safe too: every
+        # output goes safe (issue 3). Cleared, the loop resumes bumplessly like any fault.
+        if bad and not self.fault & _OWN:
+            if not self.fault & F_PEER:
+                self.fault |= F_PEER
+                self.safe()
+        elif self.fault & F_PEER and not bad:
+            self.fault &= ~F_PEER
+
     def safe(self):
         """Actuator to its fail-safe value now (allocation-free)."""
         self.u = self.act.failsafe
@@ -214,7 +226,8 @@ class ControlLoop:
              "output": self.output, "mode": self.mode,
              "alarms": [n for b, n in ((1, "low"), (2, "high")) if self.alarms & b],
              "faults": [n for b, n in ((F_SENSOR, "sensor"), (F_EXC, "exception"),
-                                       (F_COMMS, "comms"), (F_STOP, "stopped"))
+                                       (F_COMMS, "comms"), (F_STOP, "stopped"),
+                                       (F_PEER, "peer"))
                         if self.fault & b],
              "ticks": self.ticks}
         if self.pid is not None:
@@ -255,6 +268,7 @@ class Node:
             lp = ControlLoop(i, lc, ch[lc.sensor], ch[lc.actuator], self.log)
             lp.sloop = self.sched.add(lp, lc.rate_hz, lc.name)
             self.loops.append(lp)
+        self._nloops = len(self.loops)
         fastest = min([lp.period_us for lp in self.loops] or [100000])
         slowest = max([lp.period_us for lp in self.loops] or [100000])
         # board.periodic takes whole ms or an integer rate in Hz
@@ -300,10 +314,27 @@ class Node:
         if self._clear_req:
             self._do_clear()
         w = self.sched.run_once()
+        self._peers()
         self._health()
         if self.log.n:
             self._flush()
         return w
+
+    def _peers(self):
+        # Small frames, index loops: this runs every pass and must not allocate.
+        bad = self._own_faults()
+        i = 0
+        while i < self._nloops:
+            self.loops[i].peer(bad)
+            i += 1
+
+    def _own_faults(self):
+        bad = 0
+        i = 0
+        while i < self._nloops:
+            bad |= self.loops[i].fault & _OWN
+            i += 1
+        return bad
 
     def _tick_failed(self, e):
         # The loop whose tick raised is the one still marked busy: latch it at fail-safe.

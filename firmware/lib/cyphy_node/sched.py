@@ -173,8 +173,9 @@ class Loop:
         self.deadline = deadline
         self._clock = None  # the scheduler's clock, set by Scheduler.add()
         self.fn = fn
-        self._st = array("i", [0] * _NSLOTS)
-        self._hist = array("i", [0] * _NBUCKETS)
+        # zero-filled from bytes: no temporary list of _NBUCKETS objects (3 KB) on the heap
+        self._st = array("i", bytes(4 * _NSLOTS))
+        self._hist = array("i", bytes(4 * _NBUCKETS))
         self.reset_stats()
 
     def reset_stats(self):

@@ -90,9 +90,32 @@ def _install_bench(node: Node, bench: Path | dict) -> None:
             raise SimError(f'bench wiring[{i}] needs "pin", "kind" and "signal"')
         if w["kind"] not in ("adc", "din", "pwm", "dac", "dout"):
             raise SimError(f'bench wiring[{i}].kind must be adc, din, pwm, dac or dout, not {w["kind"]!r}')
+    _check_bench_signals(data)
     tmp = node.bench.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, node.bench)
+
+
+def _check_bench_signals(data: dict) -> None:
+    """Build the plant on the host (the ROM's _plant.py runs on CPython too) so a bad
+    parameter or a pin wired to a signal the plant does not have fails here, clearly."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_cyphy_sim_plant", rom_dir() / "_plant.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    try:
+        plant = mod.make(data["plant"], data.get("seed", 1))
+    except ValueError as e:
+        raise SimError(f"bench plant: {e}") from None
+    readable = set(plant.outputs)
+    drivable = set(plant.inputs) | set(getattr(plant, "loads", ()))
+    for i, w in enumerate(data.get("wiring", [])):
+        ok = readable if w["kind"] in ("adc", "din") else drivable
+        if w["signal"] not in ok:
+            raise SimError(f'bench wiring[{i}].signal: {w["signal"]!r} is not one of the plant\'s '
+                           f'{"outputs" if w["kind"] in ("adc", "din") else "inputs"}: {", ".join(sorted(ok))}')
 
 
 def erase(name: str, home: Path | None = None) -> None:
