@@ -66,7 +66,8 @@ FILES += [(REPO / "boards/hal.py", "/lib/boards/hal.py"),
           (REPO / "boards/esp32/pins.py", "/lib/boards/esp32/pins.py"),
           (REPO / "boards/sim/board.py", "/lib/boards/sim/board.py"),
           (REPO / "boards/sim/board.py", "/lib/board.py"),
-          (REPO / "firmware/main.py", "/main.py")]
+          (REPO / "firmware/main.py", "/main.py"),
+          (REPO / "firmware/boot.py", "/boot.py")]
 
 
 def run(con: Console, src: str, timeout: float = 60) -> str:
@@ -103,6 +104,8 @@ def deploy(con: Console, config: dict | str, main: bool = True) -> None:
             if dst == "/main.py":
                 if main:
                     put(con, dst, src.read_bytes())
+            elif dst == "/boot.py":  # run by name at boot: stays source
+                put(con, dst, src.read_bytes())
             else:
                 put(con, dst[:-3] + ".mpy", compiled(src, Path(tmp)))
     text = config if isinstance(config, str) else json.dumps(config)
@@ -484,4 +487,17 @@ def test_one_loops_sensor_fault_takes_every_output_safe(sim_nodes):
     assert a == ("auto", 0)  # below 80 degC the reverse on/off fan is off
     assert b == ("failsafe", 65535, "failsafe", ["peer"])
     assert c == ("auto", "auto")
+    con.close()
+
+
+def test_a_soft_reset_from_the_raw_repl_leaves_every_output_safe(sim_nodes):
+    """mpremote and ampy soft-reset into the raw REPL, where main.py does not run; boot.py
+    still puts every declared output at its fail-safe value."""
+    con = node_for(sim_nodes, "soft", TWO_LOOPS_BENCH, TWO_LOOPS)
+    boot = reset(con)
+    assert "running 2 loop(s)" in boot, boot
+    con.write(b"\x04")  # soft reset from the raw REPL, as mpremote does
+    con.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    out = run(con, "print([(o.name, o.hw._pwm.duty_u16()) for o in failsafe_outputs], 'node' in globals())")
+    assert out.strip() == "[('heater', 0), ('fan', 65535)] False"
     con.close()
