@@ -440,7 +440,7 @@ def test_channel_io_allocates_nothing(mpy):
 
 # The fotd plant's defaults are the figures used below (gain 0.9 degC/%, tau 160 s, dead
 # time 12 s, ambient 20 degC; docs/plants.md) and an adc pin's default volts are
-# [0, 2.45]: spelled out, the bench would pass 255 bytes, which the sim cannot boot with.
+# [0, 2.45]; pin 35 adds a digital "over 50 degC" input.
 THERMAL = {
     "plant": {"type": "fotd"},
     "wiring": [

@@ -7,15 +7,8 @@ import math
 import pytest
 
 from serial_console import Console
+from benches import THERMAL
 
-THERMAL = {
-    "plant": {"type": "fotd", "gain": 0.9, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
-    "wiring": [
-        {"pin": 34, "kind": "adc", "signal": "temperature", "range": [0, 150], "volts": [0.0, 2.45]},
-        {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]},
-    ],
-    "seed": 1,
-}
 
 
 def run(con: Console, src: str) -> str:

@@ -19,15 +19,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from serial_console import Console  # noqa: E402
+from benches import THERMAL
 
-THERMAL = {
-    "plant": {"type": "fotd", "gain": 0.9, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
-    "wiring": [
-        {"pin": 34, "kind": "adc", "signal": "temperature", "range": [0, 150], "volts": [0.0, 2.45]},
-        {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]},
-    ],
-    "seed": 1,
-}
 # The same plant (fotd defaults) whose temperature sensor gets stuck at -10 degC (the ADC
 # reads 0: below the valid range) from t = 60 s to t = 90 s.
 STUCK = {
