@@ -461,22 +461,18 @@ UV_PER_DEGC = 2_450_000 / 150
 def install_hal(con: Console) -> None:
     """Copy the HAL to the node's /lib through the raw REPL (mpremote fs cp does the
     same, at a second per node)."""
-    exec_ok(con, "import os\nfor d in ('/lib', '/lib/boards', '/lib/boards/esp32', '/lib/boards/sim'):\n"
+    con.run("import os\nfor d in ('/lib', '/lib/boards', '/lib/boards/esp32', '/lib/boards/sim'):\n"
                  "    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n")
     for src, dst in HAL_FILES:
         data = (REPO / src).read_bytes()
         for i in range(0, len(data), 2048):  # small pieces: the raw REPL buffers each one
             mode = "ab" if i else "wb"
-            exec_ok(con, f"with open({'/' + dst!r}, {mode!r}) as f:\n    f.write({data[i:i + 2048]!r})\n")
+            con.run(f"with open({'/' + dst!r}, {mode!r}) as f:\n    f.write({data[i:i + 2048]!r})\n")
     # Import once, on a freshly collected heap, as firmware does at boot: compiling the
     # sources needs contiguous blocks, and a bench node's plant shares the node's heap.
-    exec_ok(con, "import gc\ngc.collect()\nfrom boards.esp32.board import detect\ndetect()\n")
+    con.run("import gc\ngc.collect()\nfrom boards.esp32.board import detect\ndetect()\n")
 
 
-def exec_ok(con: Console, src: str, timeout: float = 60) -> str:
-    out, err = con.raw_exec(src.encode(), timeout=timeout)
-    assert err == b"", err.decode()
-    return out.decode()
 
 
 @pytest.fixture
@@ -490,7 +486,7 @@ def oven(sim_nodes):
 
 
 def test_sim_board_is_an_esp32_devkitc_on_virtual_time(oven):
-    out = exec_ok(oven, SETUP + (
+    out = oven.run(SETUP + (
         "import json, machine\n"
         "assert detect() is b\n"
         "print(json.dumps([b.name, b.variant, b.mcu, b.virtual_time(), b.unique_id() == machine.unique_id(),\n"
@@ -504,7 +500,7 @@ def test_sim_board_is_an_esp32_devkitc_on_virtual_time(oven):
 
 
 def test_sensor_and_heater_through_the_hal_move_the_plant(oven):
-    out = exec_ok(oven, SETUP + (
+    out = oven.run(SETUP + (
         "import time\n"
         "t = b.analog_in(34, max_mv=2450)\n"
         "hot = b.digital_in(35)\n"
@@ -533,7 +529,7 @@ def bare(sim_nodes):
 
 
 def test_periodic_runs_n_times_in_t_virtual_seconds(bare):
-    out = exec_ok(bare, SETUP + (
+    out = bare.run(SETUP + (
         "import micropython, time\n"
         "t0 = b.ticks_us()\n"
         "slow = b.periodic(10_000, lambda h: None)\n"
@@ -571,7 +567,7 @@ def test_periodic_runs_n_times_in_t_virtual_seconds(bare):
 
 def test_on_off_control_from_a_periodic_callback_holds_the_setpoint(oven):
     # A thermostat at 5 Hz: the periodic callback reads the sensor and drives the heater.
-    out = exec_ok(oven, SETUP + (
+    out = oven.run(SETUP + (
         "import time\n"
         "t = b.analog_in(34)\n"
         "heater = b.pwm_out(25)\n"
@@ -597,7 +593,7 @@ def test_on_off_control_from_a_periodic_callback_holds_the_setpoint(oven):
 def test_tick_io_allocates_nothing_on_the_sim(oven):
     # Channel IO under heap_lock, in the main loop and inside periodic callbacks. (The
     # sleep itself is outside the lock here: stepping the sim's plant allocates.)
-    out = exec_ok(oven, SETUP + (
+    out = oven.run(SETUP + (
         "import micropython, time\n"
         "a = b.analog_in(34); i = b.digital_in(35); o = b.digital_out(27)\n"
         "p = b.pwm_out(25); d = b.dac_out(26)\n"
@@ -649,7 +645,7 @@ def test_watchdog_resets_a_hung_loop_in_virtual_time(oven):
     oven.read_until(b"healthy 1000", timeout=30)
     oven.read_until(b"TG0WDT_SYS_RESET", timeout=30)
     oven.raw()
-    assert exec_ok(oven, "import machine\nprint(machine.reset_cause())").strip() == "3"
+    assert oven.run("import machine\nprint(machine.reset_cause())").strip() == "3"
 
 
 def test_watchdog_resets_a_busy_hang_in_real_time(sim_nodes):
@@ -659,11 +655,11 @@ def test_watchdog_resets_a_busy_hang_in_real_time(sim_nodes):
     with Console(node.port) as con:
         con.raw()
         install_hal(con)
-        out = exec_ok(con, SETUP + "print(b.virtual_time())\n")
+        out = con.run(SETUP + "print(b.virtual_time())\n")
         assert out.strip() == "False"
         hang = SETUP + "w = b.watchdog(1000)\nw.feed()\nprint('spinning')\nwhile True:\n    pass\n"
         con.write(hang.encode() + b"\x04")
         con.read_until(b"spinning", timeout=30)
         con.read_until(b"TG0WDT_SYS_RESET", timeout=30)
         con.raw()
-        assert exec_ok(con, "import machine\nprint(machine.reset_cause())").strip() == "3"
+        assert con.run("import machine\nprint(machine.reset_cause())").strip() == "3"

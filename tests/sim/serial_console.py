@@ -64,6 +64,12 @@ class Console:
         self.read_until(b">", timeout)
         return out, err
 
+    def run(self, src: str, timeout: float = 60.0) -> str:
+        """Run src in the raw REPL; the test fails with the node's traceback on an error."""
+        out, err = self.raw_exec(src.encode(), timeout)
+        assert err == b"", err.decode()
+        return out.decode()
+
     def line(self, text: bytes, timeout: float = 10.0) -> bytes:
         """Type a line into the friendly REPL; returns the output up to the next prompt."""
         self.write(text + b"\r")

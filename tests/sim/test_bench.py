@@ -11,10 +11,6 @@ from benches import THERMAL
 
 
 
-def run(con: Console, src: str) -> str:
-    out, err = con.raw_exec(src.encode(), timeout=60)
-    assert err == b"", err.decode()
-    return out.decode()
 
 
 @pytest.fixture
@@ -26,7 +22,7 @@ def thermal(sim_nodes):
 
 
 def test_open_loop_step_follows_the_plant(thermal):
-    out = run(thermal, (
+    out = thermal.run((
         "import machine, time\n"
         "adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
         "pwm = machine.PWM(machine.Pin(25), freq=1000, duty_u16=0)\n"
@@ -44,7 +40,7 @@ def test_open_loop_step_follows_the_plant(thermal):
 
 
 def test_reads_and_writes_in_a_tick_allocate_nothing(thermal):
-    out = run(thermal, (
+    out = thermal.run((
         "import machine, micropython, time\n"
         "adc = machine.ADC(machine.Pin(34), atten=machine.ADC.ATTN_11DB)\n"
         "pwm = machine.PWM(machine.Pin(25), freq=1000, duty_u16=0)\n"
@@ -87,7 +83,7 @@ def test_a_bad_bench_is_refused_with_a_clear_error(cyphy_home, tmp_path):
 
 
 def test_the_plant_pauses_while_user_code_holds_the_heap_locked(thermal):
-    out = run(thermal, (
+    out = thermal.run((
         "import micropython, time\n"
         "micropython.heap_lock()\n"
         "try:\n"

