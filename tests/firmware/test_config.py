@@ -84,17 +84,21 @@ NAN = "__nan__"     # the script turns this into float('nan'): JSON cannot carry
 CASES = [
     ([["root", [1]]], "config: must be an object, got a list"),
     ([["set", ["nmae"], "x"]],
-     "nmae: unknown key; allowed: name, comms_timeout_ms, channels, loops, schema, plant"),
+     "nmae: unknown key; allowed: name, comms_timeout_ms, channels, loops, schema, node_id, comms, plant"),
     ([["del", ["name"]]], "name: is required"),
     ([["set", ["loops", 0, "alarms", "high limit"], 1]],
      'loops[0].alarms["high limit"]: unknown key; allowed: high, low, hysteresis'),
     ([["set", [""], 1]],
-     '[""]: unknown key; allowed: name, comms_timeout_ms, channels, loops, schema, plant'),
+     '[""]: unknown key; allowed: name, comms_timeout_ms, channels, loops, schema, node_id, comms, plant'),
     ([["set", ["name"], "1oven"]], 'name: must be a name of 1 to 32 ASCII letters, digits, _ '
                                    'or -, starting with a letter; got "1oven"'),
     ([["set", ["name"], "ofen-\u00e4"]], 'name: must be a name of 1 to 32 ASCII letters, '
                                         'digits, _ or -, starting with a letter; got "ofen-\u00e4"'),
     ([["set", ["schema"], 2]], "schema: must be 1 (the only version so far), got 2"),
+    ([["set", ["node_id"], 255]], "node_id: must be an integer from 1 to 254, got 255"),
+    ([["set", ["comms"], {"udp": 1}]], "comms.udp: must be true or false, got 1"),
+    ([["set", ["comms"], {"udp_port": 0}]], "comms.udp_port: must be an integer from 1 to 65535, got 0"),
+    ([["set", ["comms"], {"tcp": True}]], "comms.tcp: unknown key; allowed: udp, udp_port"),
     ([["set", ["comms_timeout_ms"], 10]],
      "comms_timeout_ms: must be 0 (no timeout) or an integer from 50 to 3600000, got 10"),
     ([["set", ["comms_timeout_ms"], "5s"]],

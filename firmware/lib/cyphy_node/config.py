@@ -442,9 +442,18 @@ def _plant(d, path):
     return p
 
 
+def _comms(d, path):
+    # How the node talks to hosts (docs/protocol.md): the serial console always; UDP when
+    # "udp" is true (needs Wi-Fi credentials from provisioning, /secrets.json).
+    _fields(d, path, (), ("udp", "udp_port"))
+    return {"udp": _bool(_opt(d, "udp", False), path + ".udp"),
+            "udp_port": _int(_opt(d, "udp_port", 5477), path + ".udp_port", 1, 65535)}
+
+
 def validate(d):
     """Check a config dict (as parsed from JSON); return a Config or raise ConfigError."""
-    _fields(d, "", ("name", "comms_timeout_ms", "channels", "loops"), ("schema", "plant"))
+    _fields(d, "", ("name", "comms_timeout_ms", "channels", "loops"),
+            ("schema", "node_id", "comms", "plant"))
     v = _opt(d, "schema", 1)
     if v != 1 or isinstance(v, (bool, float)):
         raise ConfigError("schema", "must be 1 (the only version so far), got " + _show(v))
@@ -457,6 +466,8 @@ def validate(d):
             raise ConfigError("comms_timeout_ms", "must be 0 (no timeout) or an integer from "
                                                   "50 to 3600000, got " + _show(t))
     cfg["comms_timeout_ms"] = t
+    cfg["node_id"] = _int(_opt(d, "node_id", 1), "node_id", 1, 254)
+    cfg["comms"] = _comms(_opt(d, "comms", {}), "comms")
     chans = {}
     pins = {}
     out = []

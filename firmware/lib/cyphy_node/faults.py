@@ -31,6 +31,7 @@ class FaultLog:
         self._val = array("i", [0] * _Q)
         self.n = 0                          # buffered, not yet flushed
         self.dropped = 0
+        self.listener = None                # called by flush(): (t_ms, loop, kind, value, text)
 
     def record(self, loop, kind, value):
         # Allocation-free (ticks_ms returns a small int). loop: index, or -1 for the node.
@@ -62,6 +63,11 @@ class FaultLog:
         import os
         os.rename(tmp, self.path)
         self.n = 0      # only once written: a failed flush keeps them for the next one
+        if self.listener is not None:   # e.g. the protocol's fault events
+            for i in range(n):
+                li = self._loop[i]
+                self.listener(self._t[i], li, self._kind[i], self._val[i],
+                              KINDS.get(self._kind[i], "?"))
         return n
 
     def _read_lines(self):

@@ -290,6 +290,10 @@ class Node:
         self.tune_path = tune_path
         self.tuned = self._load_tunings()       # results kept on flash, applied at every boot
         self.fed = 0
+        self.comms = None                       # a comms.Endpoint once attach()ed
+        self.comms_errors = 0                   # failures in comms work (never stop loops)
+        self.comms_last_error = None
+        self._reboot_at = None
 
     # ---- driving ----
 
@@ -314,6 +318,8 @@ class Node:
         if self._clear_req:
             self._do_clear()
         w = self.sched.run_once()
+        if self.comms is not None:
+            self.comms.sample(time.ticks_ms())  # allocation-free: into a preallocated batch
         self._peers()
         self._health()
         if self.log.n:
@@ -414,6 +420,27 @@ class Node:
             self.stop()
         except Exception:
             self._pass_failed()
+        if self.comms is not None or self._reboot_at is not None:
+            self._service()
+
+    def _service(self):
+        # Comms work outside the ticks (it may allocate). A failure here must never stop
+        # the loops: the comms timeout takes the outputs safe if the link stays down.
+        # (No `except ... as e`: it would heap-allocate this frame on every pass.)
+        try:
+            if self.comms is not None:
+                self.comms.service()
+            if self._reboot_at is not None:
+                self._reboot_due()
+        except Exception:
+            self.comms_errors += 1
+            self.comms_last_error = _handled_exception()
+
+    def _reboot_due(self):
+        if time.ticks_diff(time.ticks_ms(), self._reboot_at) >= 0:
+            self.safe_all(F_STOP)
+            self._flush()
+            self.board.reset()
 
     def run(self, seconds=None):
         """Run in the foreground for `seconds` (None: forever). Ctrl-C: every output to
@@ -433,6 +460,8 @@ class Node:
                 except Exception as e:
                     self._tick_failed(e)
                     wait = 0
+                if self.comms is not None or self._reboot_at is not None:
+                    self._service()
                 if left is not None:
                     now = b.ticks_us()
                     left -= b.ticks_diff(now, last)
@@ -490,6 +519,23 @@ class Node:
         self._flush()
 
     # ---- REPL API ----
+
+    def attach(self, endpoint):
+        """Use a comms.Endpoint: telemetry is sampled in the pass, hosts are served."""
+        self.comms = endpoint
+
+    def serve(self):
+        """Speak the protocol on this serial console (the host tools call this from the
+        REPL); returns when the host leaves or a person types. The loops keep running."""
+        from .comms import serve
+        if self.comms is None:
+            raise RuntimeError("no comms endpoint: main.py attaches one at boot")
+        why = serve(self.comms)
+        print("\ncyphy: protocol session ended (%s); the loops keep running" % why)
+
+    def reboot_after(self, ms):
+        """Outputs safe, then a hard reset of the board in ms milliseconds."""
+        self._reboot_at = time.ticks_add(time.ticks_ms(), ms)
 
     def touch(self):
         """Comms alive (the host protocol calls this on every message)."""

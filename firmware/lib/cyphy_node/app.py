@@ -1,0 +1,121 @@
+# The node application: what main.py runs at every reset (main.py stays a few lines of
+# source because the node compiles it at boot; this module ships compiled, as .mpy).
+#
+# Loads /config.json, builds the board (/lib/board.py: boards/esp32/board.py or
+# boards/sim/board.py deployed under that name) and starts the node's loops in the
+# background; `node` is then available in the REPL:
+#     node.state(), node.set("oven.setpoint", 60.0), node.stats(), node.faults(), node.stop()
+# An invalid config leaves every output untouched (at its reset state), prints the message
+# naming the bad field, keeps it in /config_error.txt and returns: the REPL stays usable.
+ERROR_FILE = "/config_error.txt"
+SECRETS_FILE = "/secrets.json"
+
+
+def _keep_error(msg):
+    try:
+        with open(ERROR_FILE, "w") as f:
+            f.write(msg + "\n")
+    except OSError:
+        pass
+
+
+def _boot():
+    # Every module first, while the heap is still in one piece: loading a module interns
+    # its names, and MicroPython grows its name table in blocks that double in size and
+    # must be contiguous; once the node's objects are spread over the heap, a late import
+    # can fail for want of one such block though plenty of memory is free.
+    from . import config, node, comms, proto  # noqa: F401
+    import board  # noqa: F401
+    try:
+        cfg = config.load("/config.json")
+    except config.ConfigError as e:
+        msg = "cyphy: config error: %s" % (e,)
+        print(msg)
+        _keep_error(msg)
+        return None
+    try:
+        import os
+        os.remove(ERROR_FILE)
+    except OSError:
+        pass
+    import gc
+    from board import Board
+    from .node import Node
+    gc.collect()  # the node's buffers want contiguous heap (~150 KB free on an ESP32)
+    b = Board()
+    try:
+        n = Node(cfg, b)
+    except ValueError as e:          # a pin the board cannot do, a gain out of range...
+        msg = "cyphy: config error: %s" % (e,)
+        print(msg)
+        _keep_error(msg)
+        return None
+    n.start()
+    print("cyphy: node %s running %d loop(s); `node` in the REPL" % (cfg.name, len(n.loops)))
+    try:
+        _comms(n, cfg, b)
+    except Exception as e:  # the loops run on without a protocol endpoint
+        print("cyphy: comms not started: %r" % (e,))
+    return n
+
+
+def _forget(name):
+    import sys
+    import gc
+    sys.modules.pop(name, None)
+    pkg, _, mod = name.rpartition(".")
+    p = sys.modules.get(pkg)
+    try:
+        delattr(p, mod)
+    except (AttributeError, TypeError):
+        pass
+    gc.collect()
+
+
+def _secrets():
+    # /secrets.json (written by `cyphy provision`): {"key": hex, "wifi": {"ssid", "password"}}.
+    # Never printed: only whether each part is there.
+    import json
+    try:
+        with open(SECRETS_FILE) as f:
+            s = json.load(f)
+        return s if isinstance(s, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _comms(n, cfg, b):
+    """The protocol endpoint (docs/protocol.md): serial always, UDP when configured."""
+    import gc
+    gc.collect()
+    from . import VERSION, proto
+    from .comms import Endpoint, UdpPort
+    s = _secrets()
+    key = None
+    if s.get("key"):
+        try:
+            key = proto.key_from_hex(s["key"])
+        except ValueError as e:
+            print("cyphy: %s: the key is unusable (%s); provision the node again" % (SECRETS_FILE, e))
+    if key is None:
+        print("cyphy: no key: the protocol runs without authentication (provision a key)")
+    ep = Endpoint(n, key, cfg.node_id, cfg.name, VERSION)
+    n.attach(ep)
+    if not cfg.comms.udp:
+        return
+    w = s.get("wifi") or {}
+    if not w.get("ssid"):
+        print("cyphy: comms.udp is on but no Wi-Fi credentials were provisioned")
+        return
+    if not b.wifi_connect(w["ssid"], w.get("password", "")):
+        print("cyphy: Wi-Fi: %s; UDP is off until the next boot" % b.wifi_status())
+        return
+    ep.add_port(UdpPort(b.udp(cfg.comms.udp_port)))
+    print("cyphy: UDP on %s:%d" % (b.wifi_ip(), cfg.comms.udp_port))
+
+
+def boot():
+    """Build and start the node from /config.json; returns it, or None (config error)."""
+    n = _boot()
+    _forget("cyphy_node.config")  # ~25 KB of bytecode needed only at boot (and by a config patch)
+    return n

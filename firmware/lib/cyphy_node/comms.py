@@ -1,0 +1,591 @@
+# The node's end of the cyphy protocol (docs/protocol.md): sessions with hosts over the
+# serial console and UDP, telemetry, commands applied exactly once, events.
+#
+# The control pass calls sample() (allocation-free: values go into a preallocated batch);
+# service() and the serial serve() loop run outside the ticks and may allocate (sealing a
+# frame builds hashlib objects: MicroPython's sha256 cannot be reset or copied).
+import time
+
+from . import proto as P
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_MAX_SESSIONS = const(4)
+_SESSION_IDLE_MS = const(5000)   # a session no host frame has renewed for this long ends
+_HEARTBEAT_MS = const(1000)
+_SERVICE_MS = const(2)           # service() does its checks at most this often
+_RECENT = const(8)               # replies kept for duplicate requests (exactly-once)
+_MAX_BATCH = const(16)
+
+
+def _urandom(n):
+    try:
+        import os
+        return os.urandom(n)
+    except (ImportError, AttributeError):
+        import random
+        return bytes([random.getrandbits(8) for _ in range(n)])
+
+
+class Session:
+    """One host on one port (the serial console, or a UDP address)."""
+
+    def __init__(self, port, addr, nonce):
+        self.port = port
+        self.addr = addr
+        self.nonce = nonce
+        self.epoch = _urandom(4)     # fresh per session: frames of older sessions fail
+        self.seq = 0                 # our SEQ (16 bits) ...
+        self.roc = 0                 # ... and its rollover count: 32 bits in all
+        self.hi = -1                 # highest host SEQ accepted
+        self.recent = []             # [(host seq, reply frame)], newest last
+        self.authed = False          # a valid frame from the host since HELLO
+        self.heard = time.ticks_ms()
+        self.period_ms = 0           # telemetry subscription (0: none)
+        self.batch = 1
+        self.stats_ms = 0
+        self.next_stats = 0
+        self.next_hb = 0
+
+
+class Endpoint:
+    """Node-side protocol endpoint. node: a cyphy_node.node.Node; key: proto.Key or None
+    (no key: plain frames with a CRC, for bench work before provisioning)."""
+
+    def __init__(self, node, key=None, node_id=1, name="node", firmware="?"):
+        self.node = node
+        self.key = key
+        self.node_id = node_id
+        self.name = name
+        self.firmware = firmware
+        self.ports = []
+        self.sessions = []
+        self.counters = [0] * len(P.COUNTERS)  # bad_frame, bad_tag, stale, unknown, dropped
+        self.caps = P.CAP_SERIAL | P.CAP_AUTOTUNE | P.CAP_CONFIG | (P.CAP_AUTH if key else 0)
+        self.nloops = len(node.loops)
+        self.loops = node.loops
+        # telemetry batches: the pass fills one while service() sends the other
+        self._per = self.nloops * P.VALUES_PER_LOOP * 4
+        n = 4 + _MAX_BATCH * self._per
+        self._fill = bytearray(n)
+        self._ready = bytearray(n)
+        self._ready_len = 0
+        self._k = 0                  # samples in _fill
+        self._batch = 1
+        self._period = 0             # ms between samples (0: telemetry off)
+        self._next = 0
+        self._next_service = 0
+        self._events = []
+        self._frame = bytearray(P.MAX_FRAME + P.TAG_LEN)
+        self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
+        node.log.listener = self._fault_event
+
+    def add_port(self, port):
+        self.ports.append(port)
+        if isinstance(port, UdpPort):
+            self.caps |= P.CAP_UDP
+
+    # ---- sampling: runs in the control pass, allocation-free ----
+
+    # Each function here is kept small: MicroPython heap-allocates the frame of a function
+    # needing more than about 11 words of locals and stack, on every call.
+
+    def sample(self, now_ms):
+        if self._period and time.ticks_diff(now_ms, self._next) >= 0:
+            self._take(now_ms)
+
+    def _take(self, now):
+        nxt = time.ticks_add(self._next, self._period)
+        self._next = now if time.ticks_diff(now, nxt) > 0 else nxt  # late: no burst
+        k = self._k
+        if k == 0:
+            P.put_u32(self._fill, 0, now)
+        self._put_all(4 + k * self._per)
+        k += 1
+        if k >= self._batch:
+            self._swap(4 + k * self._per)
+            k = 0
+        self._k = k
+
+    def _put_all(self, o):
+        i = 0
+        while i < self.nloops:
+            self._put_loop(o, self.loops[i])
+            o += 16
+            i += 1
+
+    def _swap(self, n):
+        if self._ready_len:
+            self.counters[4] += 1        # the previous batch was never sent: dropped
+        b = self._fill
+        self._fill = self._ready
+        self._ready = b
+        self._ready_len = n
+
+    def _put_loop(self, o, lp):
+        self._w(o, (lp.pid or lp.onoff).setpoint)
+        self._w(o + 4, lp.y)
+        self._w(o + 8, lp.u)
+        self._w(o + 12, self._status(lp))
+
+    def _w(self, o, v):
+        P.put_i32(self._fill, o, v)
+
+    def _status(self, lp):
+        s = lp.alarms | (lp.fault << P.ST_FAULT_SHIFT)
+        if lp.auto:
+            s |= P.ST_AUTO
+        if lp.tuner is not None:
+            s |= P.ST_TUNING
+        return s
+
+    # ---- outside the ticks ----
+
+    def service(self, now_ms=None):
+        """Poll the ports, send telemetry, statistics, heartbeats and events, end idle
+        sessions. Called by the node after every pass (cheap when there is nothing to do)."""
+        now = time.ticks_ms() if now_ms is None else now_ms
+        if time.ticks_diff(now, self._next_service) < 0:
+            return
+        self._next_service = time.ticks_add(now, _SERVICE_MS)
+        for port in self.ports:
+            port.poll(self)
+        if self._ready_len:
+            self._send_telemetry()
+        if self._events:
+            ev = self._events
+            self._events = []
+            for p in ev:
+                self._to_all(P.EVENT, p)
+        for s in self.sessions[:]:
+            if time.ticks_diff(now, s.heard) > _SESSION_IDLE_MS:
+                self.end(s)
+                continue
+            if s.authed and time.ticks_diff(now, s.next_hb) >= 0:
+                s.next_hb = time.ticks_add(now, _HEARTBEAT_MS)
+                self.send(s, P.HEARTBEAT, self._heartbeat(now))
+            if s.stats_ms and time.ticks_diff(now, s.next_stats) >= 0:
+                s.next_stats = time.ticks_add(now, s.stats_ms)
+                self.send(s, P.STATS, P.stats(now, self._stats()))
+
+    def _stats(self):
+        st = self.node.stats()
+        return [st.get(lp.name, {}) for lp in self.loops]
+
+    def _heartbeat(self, now):
+        state = 1 if self.node.running() else 0
+        for lp in self.loops:
+            if lp.fault:
+                state |= 2
+        return P.heartbeat(now, state, self.counters)
+
+    def _send_telemetry(self):
+        n = self._ready_len
+        self._ready_len = 0
+        payload = memoryview(self._ready)[:n]
+        for s in self.sessions:
+            if s.period_ms:
+                self.send(s, P.TELEMETRY, payload)
+
+    def _to_all(self, ftype, payload):
+        for s in self.sessions:
+            if s.authed:
+                self.send(s, ftype, payload)
+
+    def _fault_event(self, t_ms, loop, kind, value, text):
+        # FaultLog.flush() reports each record here (outside the tick)
+        if self.sessions:
+            self._events.append(P.event(P.EV_FAULT, t_ms, loop, kind, value, text))
+
+    def log(self, text, level=0):
+        """Send a log line to every host in session (user code may call it)."""
+        self._events.append(P.event(P.EV_LOG, time.ticks_ms(), 255, level, 0, text))
+
+    def send(self, s, ftype, payload, epoch=None):
+        """Build, seal and send one frame to session s; returns the frame."""
+        b = self._frame
+        n = P.put_header(b, 0, ftype, self.node_id, s.seq)
+        m = len(payload)
+        b[n:n + m] = payload
+        n = P.seal(b, n + m, self.key, epoch or s.epoch, s.roc)
+        frame = bytes(b[:n])
+        s.seq += 1
+        if s.seq > 0xFFFF:
+            s.seq = 0
+            s.roc += 1
+            if s.roc > 0xFFFF:       # 2**32 frames: start over under a new epoch
+                s.roc = 0
+                s.epoch = _urandom(4)
+        s.port.send(frame, s.addr)
+        return frame
+
+    def end(self, s):
+        if s in self.sessions:
+            self.sessions.remove(s)
+            self._update_period()
+        s.port.ended(s)
+
+    # ---- receiving ----
+
+    def receive(self, port, addr, data):
+        """One frame (bytes, serial chunks already COBS-decoded) from a host."""
+        c = self.counters
+        try:
+            f = P.parse(data)
+        except P.ProtoError:
+            c[0] += 1
+            return
+        if not f.from_host or (f.node != self.node_id and f.node != P.NODE_ANY):
+            return                       # another node's or a node's frame: not for us
+        if f.type == P.HELLO_REQ:
+            self._hello(port, addr, f)
+            return
+        s = self._session(port, addr)
+        if s is None:
+            c[2] += 1                    # no session (node rebooted?): the host says HELLO again
+            return
+        if not self._authentic(f, s):
+            return
+        ref = bytes(f.data[3:9]) if f.hdr == P.HDR_LONG else None
+        if ref is None:
+            c[0] += 1
+            return
+        for seq, reply in s.recent:
+            if seq == f.seq:             # a retry of a request we answered: same answer
+                port.send(reply, addr)
+                s.heard = time.ticks_ms()
+                self.node.touch()
+                return
+        if f.seq <= s.hi:
+            c[2] += 1
+            self._reply(s, f, P.NACK, P.nack(ref, P.R_STALE, "sequence %d <= %d" % (f.seq, s.hi)))
+            return
+        s.hi = f.seq
+        s.authed = True
+        s.heard = time.ticks_ms()
+        self.node.touch()
+        if f.type == P.HEARTBEAT:
+            return
+        if f.type == P.BYE:
+            self.end(s)
+            return
+        try:
+            body = P.parse_payload(f.type, f.payload)
+            ftype, result = self._apply(s, f.type, body)
+        except P.ProtoError as e:
+            if e.reason == P.R_UNKNOWN_COMMAND and f.type not in P.TYPE_NAMES:
+                c[3] += 1
+            ftype, result = P.NACK, (e.reason, str(e))
+        except (ValueError, KeyError, TypeError) as e:
+            ftype, result = P.NACK, (P.R_OUT_OF_RANGE, _msg(e))
+        except Exception as e:
+            ftype, result = P.NACK, (P.R_INTERNAL, _msg(e))
+        if ftype == P.NACK:
+            self._reply(s, f, P.NACK, P.nack(ref, result[0], result[1]))
+        else:
+            self._reply(s, f, P.ACK, P.ack(ref, result))
+
+    def _authentic(self, f, s):
+        c = self.counters
+        if self.key is None:
+            ok = not f.auth and f.check()
+        else:
+            ok = f.auth and f.check(self.key, s.epoch, 0)
+        if not ok:
+            c[1 if f.auth or self.key is not None else 0] += 1
+        return ok
+
+    def _reply(self, s, f, ftype, payload):
+        frame = self.send(s, ftype, payload)
+        s.recent.append((f.seq, frame))
+        if len(s.recent) > _RECENT:
+            s.recent.pop(0)
+
+    def _session(self, port, addr):
+        for s in self.sessions:
+            if s.port is port and s.addr == addr:
+                return s
+        return None
+
+    def _hello(self, port, addr, f):
+        # Anyone may ask (discovery): HELLO_REQ needs no key; the answer is authenticated.
+        if f.auth or not f.check():      # HELLO_REQ is a plain frame (no session yet)
+            self.counters[0] += 1
+            return
+        try:
+            nonce = P.parse_hello_req(f.payload)["nonce"]
+        except P.ProtoError:
+            self.counters[0] += 1
+            return
+        old = self._session(port, addr)
+        if old is not None:
+            self.sessions.remove(old)
+        while len(self.sessions) >= _MAX_SESSIONS:
+            # make room: the oldest session no host has authenticated, else the oldest
+            idle = [x for x in self.sessions if not x.authed] or self.sessions
+            self.end(idle[0])
+        s = Session(port, addr, nonce)
+        self.sessions.append(s)
+        self._update_period()
+        b = self.node.board
+        uid = b.unique_id() if hasattr(b, "unique_id") else b""
+        p = P.hello(s.epoch, nonce, s.roc, self.caps, uid, [lp.name for lp in self.loops],
+                    self.name, getattr(b, "name", "?"), self.firmware)
+        self.send(s, P.HELLO, p)
+
+    # ---- requests ----
+
+    def _apply(self, s, ftype, body):
+        if ftype == P.COMMAND:
+            return self._command(s, body)
+        if ftype == P.TIME:
+            now = time.ticks_ms()
+            self.wall_offset_ms = body["host_ms"] - now
+            r = bytearray(4)
+            P.put_u32(r, 0, now)
+            return P.ACK, bytes(r)
+        if ftype == P.READ:
+            import json
+            return P.ACK, json.dumps(self._read(body["path"])).encode()
+        raise P.ProtoError("%s is not a request" % P.TYPE_NAMES.get(ftype, ftype),
+                           P.R_UNKNOWN_COMMAND)
+
+    def _read(self, path):
+        n = self.node
+        if path == "state":
+            return n.state()
+        if path == "stats":
+            return n.stats()
+        if path == "faults":
+            return n.faults()
+        if path == "info":
+            return {"name": self.name, "node_id": self.node_id, "firmware": self.firmware,
+                    "loops": [lp.name for lp in self.loops], "counters": self.counters_dict(),
+                    "board": n.board.info() if hasattr(n.board, "info") else {}}
+        try:
+            return n.get(path)
+        except KeyError:
+            raise P.ProtoError("no parameter %s (try a loop name, loop.key, state, stats, "
+                               "faults or info)" % path, P.R_UNKNOWN_TARGET)
+
+    def _command(self, s, body):
+        c = body["cmd"]
+        n = self.node
+        if c == P.CMD_SET:
+            if not 0 <= body["loop"] < self.nloops:
+                raise P.ProtoError("no loop %d (the node has %d)" % (body["loop"], self.nloops),
+                                   P.R_UNKNOWN_TARGET)
+            if body["key"] >= len(P.KEYS):
+                raise P.ProtoError("no key %d" % body["key"], P.R_UNKNOWN_TARGET)
+            lp = self.loops[body["loop"]]
+            key = P.KEYS[body["key"]]
+            v = body["value"]
+            if key == "mode":
+                n.set(lp.name + ".mode", "auto" if v else "manual")
+            elif key in ("kp", "ki", "kd") and lp.pid is None:
+                raise P.ProtoError("%s is an on/off loop: no gains" % lp.name, P.R_UNKNOWN_TARGET)
+            else:
+                n.set(lp.name + "." + key, v)
+            return P.ACK, b""
+        if c == P.CMD_CLEAR:
+            n.clear()
+            return P.ACK, b""
+        if c == P.CMD_SUBSCRIBE:
+            period = body["period_ms"]
+            fastest = min([lp.period_us for lp in self.loops] or [1000000]) // 1000
+            if period and period < max(1, fastest):
+                period = max(1, fastest)     # no faster than the fastest loop
+            batch = body["batch"]
+            if not 1 <= batch <= _MAX_BATCH or 4 + batch * self._per + 5 + P.TAG_LEN > P.MAX_FRAME:
+                raise P.ProtoError("batch %d does not fit a frame" % batch, P.R_OUT_OF_RANGE)
+            s.period_ms = period
+            s.batch = batch
+            s.stats_ms = body["stats_s"] * 1000
+            s.next_stats = time.ticks_add(time.ticks_ms(), s.stats_ms)
+            self._update_period()
+            r = bytearray(2)
+            P.put_u16(r, 0, period)
+            return P.ACK, bytes(r)
+        if c == P.CMD_REBOOT:
+            if not hasattr(n.board, "reset"):
+                raise P.ProtoError("this board cannot reboot on command", P.R_STATE)
+            n.reboot_after(body["delay_ms"])
+            return P.ACK, b""
+        if c == P.CMD_CONFIG:
+            return P.ACK, self._patch_config(body["patch"])
+        raise P.ProtoError("unknown command %d" % c, P.R_UNKNOWN_COMMAND)
+
+    def _patch_config(self, text):
+        import json
+        import os
+        from .config import validate, ConfigError
+
+        try:
+            patch = json.loads(text)
+        except ValueError:
+            raise P.ProtoError("config patch is not JSON", P.R_MALFORMED)
+        if not isinstance(patch, dict):
+            raise P.ProtoError("config patch must be a JSON object", P.R_MALFORMED)
+        path = getattr(self.node, "config_path", "/config.json")
+        with open(path) as f:
+            cfg = json.load(f)
+        _merge(cfg, patch)
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise P.ProtoError(str(e), P.R_OUT_OF_RANGE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(cfg, f)
+        os.rename(tmp, path)             # atomic: a reset keeps the old or the new file
+        return b"applied at the next boot"
+
+    def _update_period(self):
+        # One sampling schedule for every subscriber: the fastest asked for.
+        ps = [s for s in self.sessions if s.period_ms]
+        if not ps:
+            self._period = 0
+            return
+        best = min(ps, key=lambda s: s.period_ms)
+        if best.period_ms != self._period or best.batch != self._batch:
+            self._period = best.period_ms
+            self._batch = best.batch
+            self._k = 0
+            self._ready_len = 0
+            self._next = time.ticks_ms()
+
+    def counters_dict(self):
+        return {k: self.counters[i] for i, k in enumerate(P.COUNTERS)}
+
+
+def _merge(dst, patch):
+    # RFC 7386 JSON merge patch: null deletes, objects merge, anything else replaces
+    for k, v in patch.items():
+        if v is None:
+            dst.pop(k, None)
+        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+            _merge(dst[k], v)
+        else:
+            dst[k] = v
+
+
+def _msg(e):
+    return str(e) or type(e).__name__
+
+
+# ---------------------------------------------------------------- ports
+
+class UdpPort:
+    """Sessions over UDP: board.udp(port) (Wi-Fi on ESP32, loopback on the sim)."""
+
+    def __init__(self, dgram):
+        self.dgram = dgram
+        self._buf = bytearray(P.MAX_FRAME + 2)
+        self._mv = memoryview(self._buf)
+
+    def poll(self, ep):
+        for _ in range(8):               # bounded work per pass
+            r = self.dgram.recv_into(self._buf)
+            if r is None:
+                return
+            n, addr = r
+            ep.receive(self, addr, bytes(self._mv[:n]))
+
+    def send(self, frame, addr):
+        self.dgram.sendto(frame, addr)
+
+    def ended(self, s):
+        pass
+
+
+class SerialPort:
+    """The session on the serial console, while serve() runs (docs/protocol.md, "Serial")."""
+
+    def __init__(self, out):
+        self.out = out
+        self.session_ended = False
+        self._buf = bytearray(2 * P.MAX_FRAME + 4)
+
+    def poll(self, ep):
+        pass                             # serve() reads the console itself
+
+    def send(self, frame, addr):
+        b = self._buf
+        b[0] = 0
+        o = P.cobs_encode(frame, len(frame), b, 1)
+        b[o] = 0
+        self.out.write(memoryview(b)[:o + 1])
+
+    def ended(self, s):
+        self.session_ended = True
+
+
+def serve(ep, idle_ms=3000):
+    """Run the protocol on the serial console until the host says BYE, a person types
+    (any byte outside a frame: Enter, Ctrl-C...), or no host frame came for idle_ms.
+    The control loops keep running meanwhile. Called by the host from the REPL."""
+    import sys
+    import select
+    import micropython
+
+    inp = sys.stdin.buffer
+    port = SerialPort(sys.stdout.buffer)
+    ep.add_port(port)
+    poll = select.poll()
+    poll.register(sys.stdin, select.POLLIN)
+    one = bytearray(1)
+    chunk = bytearray()
+    in_frame = False
+    why = "no host"
+    micropython.kbd_intr(-1)             # Ctrl-C is data here; serve() handles it
+    last = time.ticks_ms()
+    opened = last
+    try:
+        while True:
+            now = time.ticks_ms()
+            if not poll.poll(0):
+                if in_frame and time.ticks_diff(now, opened) > 100:
+                    in_frame = False     # a torn frame: what follows is console input
+                    chunk = bytearray()
+                if port.session_ended:
+                    why = "host said bye"
+                    break
+                if time.ticks_diff(now, last) > idle_ms:
+                    why = "no host for %d ms" % idle_ms
+                    break
+                time.sleep_ms(1)
+                continue
+            inp.readinto(one)
+            c = one[0]
+            if c == 0:
+                if in_frame and chunk:   # the 00 that closes a frame
+                    in_frame = False
+                    try:
+                        ep.receive(port, None, P.cobs_decode(chunk))
+                    except P.ProtoError:
+                        ep.counters[0] += 1
+                    chunk = bytearray()
+                    if ep._session(port, None) is not None:
+                        last = time.ticks_ms()
+                else:                    # the 00 that opens one
+                    in_frame = True
+                    opened = now
+            elif in_frame:
+                chunk.append(c)
+                if len(chunk) > P.MAX_FRAME + 2:
+                    in_frame = False
+                    chunk = bytearray()
+            else:
+                why = "console input"
+                break
+    finally:
+        micropython.kbd_intr(3)
+        s = ep._session(port, None)
+        if s is not None:
+            ep.end(s)
+        ep.ports.remove(port)
+    return why

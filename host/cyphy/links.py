@@ -1,0 +1,186 @@
+"""Links that carry protocol frames between the host and a node, chosen by URL:
+
+    serial:///dev/ttyUSB0[?baud=115200]   the node's USB serial console (shared with the REPL)
+    udp://192.168.1.40[:5477]             Wi-Fi (one frame per datagram)
+    sim://NAME                            a sim node's console (its PTY under $CYPHY_HOME)
+
+A link moves whole frames (bytes); the session logic is in cyphy.client.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Protocol
+from urllib.parse import parse_qs, urlparse
+
+from cyphy_node import proto as P
+
+
+class LinkError(Exception):
+    """The link cannot be opened or used; the message says what to do."""
+
+
+class Link(Protocol):
+    def send(self, frame: bytes) -> None: ...
+    def recv(self, timeout: float) -> bytes | None: ...
+    def close(self) -> None: ...
+    def describe(self) -> str: ...
+
+
+class UdpLink:
+    def __init__(self, host: str, port: int = P.UDP_PORT) -> None:
+        self.addr = (socket.gethostbyname(host), port)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        self.sock.bind(("", 0))
+
+    def send(self, frame: bytes) -> None:
+        self.sock.sendto(frame, self.addr)
+
+    def recv(self, timeout: float) -> bytes | None:
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                data, src = self.sock.recvfrom(2048)
+            except (socket.timeout, BlockingIOError):
+                return None
+            if src[0] == self.addr[0] or self.addr[0].endswith(".255"):
+                return data
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def describe(self) -> str:
+        return f"udp://{self.addr[0]}:{self.addr[1]}"
+
+
+class SerialLink:
+    """The protocol on a node's serial console. Opening it gets the REPL's attention
+    (Ctrl-C), returns it to the friendly prompt (Ctrl-B) and types `node.serve()`; from
+    then on the node sends only frames (COBS, 00-delimited) until the session ends, and
+    text outside frames (the REPL's) is kept in .console for error messages."""
+
+    ENTER = b"node.serve()"
+
+    def __init__(self, url: str, baud: int = 115200, enter: bool = True) -> None:
+        import serial
+
+        try:
+            self.ser = serial.serial_for_url(url, baud, timeout=0.05, exclusive=True)
+        except serial.SerialException as e:
+            raise LinkError(_serial_hint(url, e)) from None
+        except (OSError, ValueError) as e:
+            raise LinkError(f"{url}: {e}") from None
+        self.url = url
+        self.console = bytearray()
+        self._buf = bytearray()
+        self._frames: list[bytes] = []
+        self._wlock = threading.Lock()
+        if enter:
+            self._enter()
+
+    def _enter(self) -> None:
+        s = self.ser
+        s.write(b"\r\x03\x03")
+        time.sleep(0.05)
+        s.write(b"\x02")
+        self._expect(b">>> ", 5.0, "a REPL prompt")
+        s.reset_input_buffer()
+        self.console.clear()
+        s.write(self.ENTER + b"\r")
+        self._expect(self.ENTER + b"\r\n", 5.0, "the echo of node.serve()")
+        self.console.clear()
+
+    def _expect(self, marker: bytes, timeout: float, what: str) -> None:
+        end = time.monotonic() + timeout
+        seen = bytearray()
+        while marker not in seen:
+            if time.monotonic() > end:
+                tail = bytes(seen[-200:]).decode(errors="replace")
+                raise LinkError(f"{self.url}: no {what} from the device within {timeout:.0f} s "
+                                f"(is it a MicroPython board? last output: {tail!r})")
+            seen += self.ser.read(self.ser.in_waiting or 1)
+
+    def send(self, frame: bytes) -> None:
+        with self._wlock:
+            self.ser.write(P.serial_encode(frame, lead=True))
+
+    def recv(self, timeout: float) -> bytes | None:
+        end = time.monotonic() + timeout
+        while not self._frames:
+            if time.monotonic() > end:
+                return None
+            data = self.ser.read(self.ser.in_waiting or 1)
+            if data:
+                self._split(data)
+        return self._frames.pop(0)
+
+    def _split(self, data: bytes) -> None:
+        # 00 ends a chunk; a chunk that is not a frame is console text (the REPL's)
+        self._buf += data
+        while True:
+            i = self._buf.find(0)
+            if i < 0:
+                if len(self._buf) > 4 * P.MAX_FRAME:  # long text: console, not a frame
+                    self.console += self._buf
+                    self._buf.clear()
+                return
+            chunk = bytes(self._buf[:i])
+            del self._buf[:i + 1]
+            if not chunk:
+                continue
+            try:
+                self._frames.append(P.cobs_decode(chunk))
+            except P.ProtoError:
+                self.console += chunk
+            del self.console[:-4096]
+
+    def close(self) -> None:
+        try:
+            # BYE was sent by the session; a Ctrl-B leaves the friendly prompt for a person
+            self.ser.write(b"\r")
+            self.ser.flush()
+        except Exception:  # noqa: BLE001 - closing must not fail
+            pass
+        self.ser.close()
+
+    def describe(self) -> str:
+        return self.url
+
+
+def _serial_hint(url: str, e: Exception) -> str:
+    msg = str(e)
+    if "No such file" in msg or "could not open port" in msg and "2]" in msg:
+        return f"{url}: no such serial port (cyphy discover lists the ports it sees)"
+    if "busy" in msg.lower() or "lock" in msg.lower() or "Errno 16" in msg:
+        return f"{url}: the port is busy: another program (mpremote, a terminal) has it open"
+    return f"{url}: cannot open: {msg}"
+
+
+def open_link(url: str) -> Link:
+    """A Link for a URL (see the module docstring)."""
+    u = urlparse(url)
+    q = parse_qs(u.query)
+    if u.scheme == "udp":
+        if not u.hostname:
+            raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
+        return UdpLink(u.hostname, u.port or P.UDP_PORT)
+    if u.scheme == "serial":
+        baud = int(q.get("baud", ["115200"])[0])
+        return SerialLink(u.path or u.netloc, baud)
+    if u.scheme == "sim":
+        from .sim.nodes import Node, SimError
+
+        try:
+            node = Node.named(u.netloc or u.path.strip("/"))
+        except SimError as e:
+            raise LinkError(str(e)) from None
+        if node.state() is None:
+            raise LinkError(f"{url}: sim node {node.name!r} is not running "
+                            f"(start it: cyphy sim start {node.name})")
+        return SerialLink(str(node.tty))
+    if not u.scheme and url.startswith("/dev/"):
+        return SerialLink(url)
+    raise LinkError(f"{url}: unknown link; use serial:///dev/ttyUSB0, udp://HOST[:PORT] or sim://NAME")
