@@ -9,7 +9,8 @@
 # - ints only: microvolts, duty fractions num/den, microseconds. No floats.
 # - reads and writes on channels, Periodic.count, Watchdog.feed() and the clock allocate
 #   nothing (tests prove it under micropython.heap_lock()). Setup (the factory methods,
-#   periodic(), watchdog(), wifi_*) may allocate and may raise.
+#   periodic(), watchdog(), wifi_*) may allocate and may raise; so may UDP (udp(),
+#   Datagram), which is for the main loop around the control tick.
 # - factory methods check the pin against the board's capabilities and raise ValueError
 #   naming the pin, what it can do instead, and which pins can do what was asked.
 
@@ -100,6 +101,40 @@ class Watchdog:
 
     def feed(self):
         """Restart the countdown. Feed only from a loop that has proven itself healthy."""
+        raise NotImplementedError
+
+
+class Datagram:
+    """A UDP endpoint from Board.udp(port): non-blocking, one port, IPv4.
+
+    Attribute local: (ip, port), the station's address and the bound port. Addresses
+    are (ip, port) tuples with a dotted IPv4 string, as MicroPython's socket module on
+    ESP32 gives and takes them; names are not resolved. All calls may allocate (the
+    socket layer does), so use them around the control tick, not inside it."""
+
+    def recv_into(self, buf):
+        """Take the next waiting datagram into buf (a bytearray or memoryview):
+        (nbytes, addr), or None when nothing is waiting. Never blocks and never raises
+        for "nothing waiting". A datagram longer than buf is truncated to len(buf) bytes
+        and the rest is lost (UDP semantics): size buf for the largest datagram expected.
+        addr is the sender's (ip, port), fit for sendto()."""
+        raise NotImplementedError
+
+    def sendto(self, data, addr):
+        """Send data (bytes-like) as one datagram to addr (ip, port). True when handed to
+        the network stack; False when the stack has no room right now (would block, out
+        of buffers): the datagram is dropped, as UDP may drop it anyway, so retry later
+        or not at all. Other errors (no route, Wi-Fi down...) raise OSError. True does
+        not mean delivered."""
+        raise NotImplementedError
+
+    def broadcast(self, data, port):
+        """Send data to every host on the subnet at port, from this endpoint's port;
+        True/False/OSError as sendto(). The sender does not receive its own broadcast."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release the port. Idempotent; the endpoint cannot be used afterwards."""
         raise NotImplementedError
 
 
@@ -222,6 +257,13 @@ class Board:
 
     def wifi_ip(self):
         """The station's IPv4 address as a string, or None when not connected."""
+        raise NotImplementedError
+
+    def udp(self, port):
+        """A Datagram bound to UDP port (1..65535) on the station's address, receiving
+        unicast datagrams to it and broadcasts to the port. Wi-Fi must be connected
+        (wifi_connect() first), else OSError; a port already open on this board:
+        ValueError. Non-blocking only: poll recv_into() from the main loop."""
         raise NotImplementedError
 
     def info(self):

@@ -1,6 +1,6 @@
 # The HAL (boards/hal.py) on ESP32-family boards, written against MicroPython's ESP32
-# port: machine.ADC/PWM/DAC/Pin/Timer/WDT and network.WLAN. Pin maps are data in
-# pins.py. Board(variant) for a given board, detect() for the one we run on.
+# port: machine.ADC/PWM/DAC/Pin/Timer/WDT, network.WLAN and socket (UDP). Pin maps are
+# data in pins.py. Board(variant) for a given board, detect() for the one we run on.
 #
 # Only exercised so far on the sim board (boards/sim), whose machine module follows
 # ESP32's API, and against a recording fake machine in tests/firmware/test_hal.py.
@@ -136,6 +136,81 @@ class Watchdog(hal.Watchdog):
         self._wdt.feed()
 
 
+# sendto() errors that mean "no room right now": the datagram is dropped (False).
+# EAGAIN 11, ENOMEM 12 (lwIP out of pbufs), ENOBUFS 105, ETIMEDOUT 110 (ESP32's socket
+# module reports a would-block sendto() on a non-blocking socket as ETIMEDOUT).
+_SEND_DROPPED = (11, 12, 105, 110)
+_EAGAIN = 11  # recvfrom() on a non-blocking socket with nothing waiting (also EWOULDBLOCK)
+
+
+def _udp_socket(socket, bind_addr, reuse=True):
+    """A non-blocking UDP socket bound to bind_addr (what the port's bind() takes)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        so_broadcast = getattr(socket, "SO_BROADCAST", None)  # not in older ESP32 ports
+        if so_broadcast is not None:
+            s.setsockopt(socket.SOL_SOCKET, so_broadcast, 1)
+        s.bind(bind_addr)
+        s.setblocking(False)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class Datagram(hal.Datagram):
+    """One socket bound to 0.0.0.0:port: unicasts to the station and broadcasts."""
+
+    BROADCAST = "255.255.255.255"  # limited broadcast: the whole subnet of a station
+
+    def __init__(self, board, ip, port):
+        import socket
+
+        self.local = (ip, port)
+        self._board = board
+        self._s = _udp_socket(socket, ("0.0.0.0", port))
+
+    def _recv(self, sock, buf):
+        # MicroPython's socket has no recvfrom_into (readinto() loses the sender), so
+        # recvfrom() allocates the datagram and it is copied into buf.
+        try:
+            data, addr = sock.recvfrom(len(buf))
+        except OSError as e:
+            if e.errno == _EAGAIN:
+                return None
+            raise
+        n = len(data)
+        buf[:n] = data
+        return n, addr
+
+    def recv_into(self, buf):
+        return self._recv(self._s, buf)
+
+    def _to(self, addr):
+        return addr  # ESP32's sendto() takes (ip, port) and parses a dotted IPv4 itself
+
+    def sendto(self, data, addr):
+        try:
+            self._s.sendto(data, self._to(addr))
+        except OSError as e:
+            if e.errno in _SEND_DROPPED:
+                return False
+            raise
+        return True
+
+    def broadcast(self, data, port):
+        return self.sendto(data, (self.BROADCAST, port))
+
+    def close(self):
+        if self._s is not None:
+            self._s.close()
+            self._s = None
+        if self._board._udp.get(self.local[1]) is self:
+            del self._board._udp[self.local[1]]
+
+
 def wdt_timeout_ms(timeout_ms):
     """What ESP32 can do: at least 1000 ms, in whole seconds (older ports truncate the
     timeout to seconds; rounding up here makes every port behave the same)."""
@@ -166,6 +241,7 @@ class Board(hal.Board):
         self._wifi_on = False  # the radio has been started (ADC2 is then unusable)
         self._wlan = None
         self._wifi_fail = None  # why the last wifi_connect gave up
+        self._udp = {}  # port -> open Datagram
 
     # ---- capabilities ----
     def caps(self, pin):
@@ -334,6 +410,21 @@ class Board(hal.Board):
         if w is None or not w.isconnected():
             return None
         return w.ifconfig()[0]
+
+    Datagram = Datagram  # the class udp() makes (the sim board has its own)
+
+    def udp(self, port):
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError("udp port must be an int 1..65535, not %r" % (port,))
+        st = self.wifi_status()
+        if st != "connected":
+            raise OSError("udp(%d): Wi-Fi is not connected (status %r); call board.wifi_connect(ssid, key) first"
+                          % (port, st))
+        if port in self._udp:
+            raise ValueError("udp port %d is already open on this board; close() it first" % port)
+        d = self.Datagram(self, self.wifi_ip(), port)
+        self._udp[port] = d
+        return d
 
     def info(self):
         i = hal.Board.info(self)

@@ -1,16 +1,89 @@
 # The sim board's HAL: a sim node is an ESP32 DevKitC as far as user code can tell (its
-# ROM's machine module follows ESP32's API and pin rules, boards/sim/rom/_hw.py), so the
-# HAL is the ESP32 one with the DevKitC pin map. What differs:
-# - Wi-Fi: the sim has no radio and no `network` module; its network is the host's
-#   loopback, always up. wifi_connect() succeeds at once and the address is 127.0.0.1.
-#   It still counts as starting the radio, so the ADC2 rule stays as on an ESP32.
+# ROM's machine and network modules follow ESP32's API, boards/sim/rom/_hw.py and
+# _network.py), so the HAL is the ESP32 one with the DevKitC pin map. What differs:
+# - Wi-Fi is ESP32's code path against the ROM's network module: one access point that
+#   any SSID joins at once; the node's address is its own loopback IP from node.json
+#   (127.1.x.y). The ADC2 rule stays as on an ESP32.
+# - UDP (udp()): every node has its own loopback address, but broadcasts to
+#   127.255.255.255 reach only sockets bound to that address (or to the wildcard, which
+#   would also catch unicasts meant for other nodes). So each endpoint has two sockets:
+#   one bound to (node ip, port) that sends (replies come from the node's own address)
+#   and receives unicasts, and one bound to ("127.255.255.255", port) with SO_REUSEADDR
+#   that receives broadcasts (every node binds one; Linux gives each a copy).
 # - virtual_time(): whether the node runs on the virtual clock (--virtual-time).
 import time
 
 from boards.esp32 import board as _esp32
 
 
+class Datagram(_esp32.Datagram):
+    BROADCAST = "127.255.255.255"  # loopback's subnet broadcast
+
+    def __init__(self, board, ip, port):
+        import socket
+
+        self.local = (ip, port)
+        self._board = board
+        self._socket = socket
+        self._peers = {}  # (ip, port) -> the Unix port's raw sockaddr, for sendto()
+        self._s = self._b = None
+        try:
+            # Without SO_REUSEADDR: a second node with this address and port (another
+            # $CYPHY_HOME's) gets EADDRINUSE rather than half of this one's traffic.
+            self._s = _esp32._udp_socket(socket, self._sockaddr((ip, port)), False)
+            self._b = _esp32._udp_socket(socket, self._sockaddr((self.BROADCAST, port)))
+        except BaseException:
+            self.close()
+            raise
+
+    def _sockaddr(self, addr):
+        # The Unix port's sockets take and give raw struct sockaddr bytes; ESP32's take
+        # (ip, port). Like ESP32, accept only a dotted IPv4 (no name lookups).
+        sa = self._peers.get(addr) if isinstance(addr, tuple) else None
+        if sa is None:
+            socket = self._socket
+            try:
+                ip, port = addr
+                socket.inet_pton(socket.AF_INET, ip)
+                sa = socket.getaddrinfo(ip, port)[0][-1]
+            except (OSError, TypeError, ValueError):
+                raise ValueError("addr must be (dotted IPv4 string, port), not %r" % (addr,))
+            if len(self._peers) >= 16:
+                self._peers.clear()
+            self._peers[(ip, port)] = sa
+        return sa
+
+    def _to(self, addr):
+        return self._sockaddr(addr)
+
+    def _recv(self, sock, buf):
+        r = _esp32.Datagram._recv(self, sock, buf)
+        if r is None:
+            return None
+        socket = self._socket
+        _family, ip, port = socket.sockaddr(r[1])
+        return r[0], (socket.inet_ntop(socket.AF_INET, ip), port)
+
+    def recv_into(self, buf):
+        r = self._recv(self._s, buf)
+        if r is not None:
+            return r
+        while True:
+            r = self._recv(self._b, buf)
+            # Skip our own broadcasts, which the host loops back: an ESP32 never sees its own.
+            if r is None or r[1][0] != self.local[0]:
+                return r
+
+    def close(self):
+        if self._b is not None:
+            self._b.close()
+            self._b = None
+        _esp32.Datagram.close(self)
+
+
 class Board(_esp32.Board):
+    Datagram = Datagram
+
     def __init__(self):
         _esp32.Board.__init__(self, "devkitc")
         self.name = "cyphy-sim"  # with ESP32-DevKitC pins (self.variant == "devkitc")
@@ -29,16 +102,6 @@ class Board(_esp32.Board):
                     return True
             self._virtual = False
         return self._virtual
-
-    def wifi_connect(self, ssid, key, timeout_ms=15000):
-        self._radio_on()
-        return True
-
-    def wifi_status(self):
-        return "connected"
-
-    def wifi_ip(self):
-        return "127.0.0.1"
 
     def info(self):
         i = _esp32.Board.info(self)

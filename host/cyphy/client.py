@@ -242,8 +242,15 @@ class Session:
         self.command(P.cmd_set(self.loop_index(loop), P.KEYS.index(key), float(value)))
 
     def read(self, path: str) -> Any:
+        """A parameter's value ("loop.key", a loop name, "state", "stats", "faults", "info")."""
         import json
-        return json.loads(self.request(P.READ, P.read_req(path)))
+        text = b""
+        while True:
+            r = self.request(P.READ, P.read_req(path, len(text)))
+            total = P.get_u16(r, 0)
+            text += r[2:]
+            if len(text) >= total or len(r) <= 2:
+                return json.loads(text)
 
     def subscribe(self, period_ms: int, batch: int = 1, stats_s: int = 1) -> int:
         r = self.command(P.cmd_subscribe(period_ms, batch, stats_s))

@@ -376,6 +376,84 @@ def test_wifi_station_and_the_adc2_rule(mpy):
     assert r[5] == [False, "no_ap_found", None]  # after its timeout
 
 
+# A fake socket module for the ESP32 Datagram: records calls; recvfrom() pops a queue
+# (EAGAIN when empty) and sendto() raises what FAIL holds.
+FAKE_SOCKET = r"""
+socket = _Mod()
+socket.AF_INET = 2
+socket.SOCK_DGRAM = 2
+socket.SOL_SOCKET = 4095
+socket.SO_REUSEADDR = 4
+socket.SO_BROADCAST = 32
+QUEUE = []
+FAIL = []
+
+class _Sock:
+    def __init__(self, af, kind):
+        CALLS.append(["socket", af, kind])
+    def setsockopt(self, level, opt, v):
+        CALLS.append(["setsockopt", level, opt, v])
+    def bind(self, addr):
+        CALLS.append(["bind", addr])
+    def setblocking(self, flag):
+        CALLS.append(["setblocking", flag])
+    def recvfrom(self, n):
+        if not QUEUE:
+            raise OSError(11)
+        data, addr = QUEUE.pop(0)
+        return data[:n], addr
+    def sendto(self, data, addr):
+        if FAIL:
+            raise OSError(FAIL.pop(0))
+        CALLS.append(["sendto", bytes(data), addr])
+        return len(data)
+    def close(self):
+        CALLS.append(["close"])
+
+socket.socket = _Sock
+sys.modules["socket"] = socket
+"""
+
+
+def test_udp_datagram_on_esp32_sockets(mpy):
+    r = run(mpy, FAKE_SOCKET + (
+        "out = []\n"
+        "def err(f, *a):\n"
+        "    try:\n        f(*a)\n    except (OSError, ValueError) as e:\n        return str(e)\n"
+        "b = Board()\n"
+        "out.append(err(b.udp, 5477))\n"
+        "b.wifi_connect('lab', 'good', 2000)\n"
+        "del CALLS[:]\n"
+        "d = b.udp(5477)\n"
+        "out.append([d.local, CALLS[:]])\n"
+        "buf = bytearray(8)\n"
+        "out.append(d.recv_into(buf))\n"
+        "QUEUE.append((b'hello', ('192.168.4.7', 4000)))\n"
+        "QUEUE.append((b'0123456789', ('192.168.4.8', 4001)))\n"
+        "out.append([d.recv_into(buf), bytes(buf[:5])])\n"
+        "out.append([d.recv_into(buf), bytes(buf), d.recv_into(buf)])\n"
+        "out.append([d.sendto(b'pong', ('192.168.4.7', 4000)), d.broadcast(b'hi', 5477), last('sendto')])\n"
+        "FAIL.extend([110, 12, 11])\n"
+        "out.append([d.sendto(b'x', ('192.168.4.7', 4000)) for _ in range(3)])\n"
+        "FAIL.append(113)\n"
+        "out.append([err(d.sendto, b'x', ('10.0.0.1', 1)), err(b.udp, 5477), err(b.udp, 70000)])\n"
+        "d.close(); d.close()\n"
+        "out.append([len([c for c in CALLS if c[0] == 'close']), b.udp(5477).local])\n"
+        "print(json.dumps(out))\n"
+    ))
+    assert "Wi-Fi is not connected" in r[0] and "'off'" in r[0] and "wifi_connect" in r[0]
+    assert r[1] == [["192.168.4.2", 5477], [
+        ["socket", 2, 2], ["setsockopt", 4095, 4, 1], ["setsockopt", 4095, 32, 1],
+        ["bind", ["0.0.0.0", 5477]], ["setblocking", False]]]
+    assert r[2] is None  # EAGAIN: nothing waiting
+    assert r[3] == [[5, ["192.168.4.7", 4000]], "hello"]
+    assert r[4] == [[8, ["192.168.4.8", 4001]], "01234567", None]  # truncated to the buffer
+    assert r[5] == [True, True, ["sendto", "hi", ["255.255.255.255", 5477]]]
+    assert r[6] == [False, False, False]  # ETIMEDOUT (ESP32's would-block), ENOMEM, EAGAIN: dropped
+    assert "EHOSTUNREACH" in r[7][0] and "already open" in r[7][1] and "1..65535" in r[7][2]
+    assert r[8] == [1, ["192.168.4.2", 5477]]
+
+
 def test_detect_picks_the_variant_from_uname(mpy):
     r = run(mpy, (
         "out = [[detect(m).variant, detect(m).name] for m in (\n"
@@ -398,7 +476,8 @@ def test_the_interface_only_declares(mpy):
         "out = []\n"
         "b = hal.Board()\n"
         "for name, args in (('analog_in', (1,)), ('pwm_out', (1,)), ('periodic', (1000, print)),\n"
-        "                   ('watchdog', (1000,)), ('ticks_us', ()), ('wifi_connect', ('a', 'b'))):\n"
+        "                   ('watchdog', (1000,)), ('ticks_us', ()), ('wifi_connect', ('a', 'b')),\n"
+        "                   ('udp', (5477,))):\n"
         "    try:\n"
         "        getattr(b, name)(*args)\n"
         "        out.append(name)\n"
@@ -494,9 +573,10 @@ def test_sim_board_is_an_esp32_devkitc_on_virtual_time(oven):
         "print(json.dumps([b.wifi_connect('any', 'thing'), b.caps(34), b.caps(25)]))\n"
     ))
     before, after = (json.loads(line) for line in out.splitlines())
-    assert before == ["cyphy-sim", "devkitc", "ESP32", True, True, "connected", "127.0.0.1",
+    assert before == ["cyphy-sim", "devkitc", "ESP32", True, True, "off", None,
                       ["din", "adc"], ["din", "dout", "pwm", "adc", "dac"]]
     assert after == [True, ["din", "adc"], ["din", "dout", "pwm", "dac"]]  # ADC2 goes with Wi-Fi
+    assert oven.run("print(b.wifi_status(), b.wifi_ip())").split() == ["connected", "127.1.0.1"]
 
 
 def test_sensor_and_heater_through_the_hal_move_the_plant(oven):

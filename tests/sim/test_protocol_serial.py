@@ -13,27 +13,17 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
-from benches import THERMAL  # noqa: E402
-from test_node_runtime import CONFIG, node_for, put, reset  # noqa: E402
 
 from cyphy.client import CommandRejected, Session, status_names  # noqa: E402
 from cyphy.links import SerialLink  # noqa: E402
 from cyphy_node import proto as P  # noqa: E402
 
-KEY_HEX = "5f" * 32
+from protonode import KEY_HEX, boot  # noqa: E402
 
 
 @pytest.fixture
 def node(sim_nodes):
-    con = node_for(sim_nodes, "proto", THERMAL, CONFIG, virtual=False)
-    put(con, "/secrets.json", json.dumps({"key": KEY_HEX}).encode())
-    boot = reset(con)
-    assert "running 1 loop(s)" in boot, boot
-    assert KEY_HEX not in boot
-    con.friendly()
-    port = con.s.port
-    con.close()
-    return port
+    return boot(sim_nodes)
 
 
 def test_session_telemetry_and_commands(node):

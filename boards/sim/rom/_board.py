@@ -1,5 +1,5 @@
 # What user code sees of the sim board: the modules an ESP32 build of MicroPython has
-# (sys, os, vfs, micropython, machine), backed by the Unix port but without its
+# (sys, os, vfs, micropython, machine, network), backed by the Unix port but without its
 # host-only parts (os.system, os.getenv, vfs.VfsPosix), with the console going through
 # the supervisor link, and with ESP32's identity.
 import sys
@@ -11,6 +11,7 @@ import time as _time
 from collections import namedtuple
 import _clock
 import _hw
+import _network
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = "ESP32"
@@ -169,7 +170,7 @@ class Watchdog:
 
 
 class Board:
-    def __init__(self, link, uid, reset_cause, node_name, bench_spec=None):
+    def __init__(self, link, uid, reset_cause, node_name, bench_spec=None, ip="127.0.0.1"):
         self.link = link
         self.clock = link.clock
         self.bench = _hw.Bench(bench_spec, self.clock)
@@ -179,6 +180,7 @@ class Board:
         self.uid = uid
         self.reset_cause = reset_cause
         self.node_name = node_name
+        self.ip = ip  # the node's own loopback address: its "Wi-Fi" IP (node.json)
         self.stdout = ConsoleOut(link, False)
         self.stdin = ConsoleIn(link, False)
         self.mode = "friendly"  # REPL mode, survives soft reboots via the supervisor
@@ -353,6 +355,7 @@ def install(board):
     mods["umachine"] = mods["machine"]
     mods["time"] = _make_time(board)
     mods["utime"] = mods["time"]
+    mods["network"] = _network.make(board, Module)
 
     out = board.stdout
 

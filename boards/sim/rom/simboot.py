@@ -2,7 +2,7 @@
 # between reset and the REPL. Run by the supervisor as
 #   micropython simboot.py image=PATH vfs_offset=N vfs_size=N mode=friendly|raw
 #                          reset=power|soft|sw|wdt|panic|deepsleep uid=HEX name=NAME
-#                          [ticks_start=US] [time=virtual] [bench=PATH]
+#                          [ip=A.B.C.D] [ticks_start=US] [time=virtual] [bench=PATH]
 # Everything is imported before the host filesystem is unmounted: after that the node
 # sees only its own flash.
 import sys
@@ -71,7 +71,7 @@ def main():
     if a.get("bench"):  # a path: read now, while the host filesystem is still mounted
         with open(a["bench"]) as f:
             bench = json.load(f)
-    board = _board.Board(link, uid, cause, a.get("name", "sim"), bench)
+    board = _board.Board(link, uid, cause, a.get("name", "sim"), bench, a.get("ip") or "127.0.0.1")
     if rst_text:
         link.write_raw(
             "ets Jun  8 2016 00:22:57\r\n\r\nrst:%s,boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"

@@ -64,7 +64,7 @@ class Endpoint:
         self.firmware = firmware
         self.ports = []
         self.sessions = []
-        self.counters = [0] * len(P.COUNTERS)  # bad_frame, bad_tag, stale, unknown, dropped
+        self.counters = [0] * len(P.COUNTERS)  # indexed by P.C_*
         self.caps = P.CAP_SERIAL | P.CAP_AUTOTUNE | P.CAP_CONFIG | (P.CAP_AUTH if key else 0)
         self.nloops = len(node.loops)
         self.loops = node.loops
@@ -82,6 +82,7 @@ class Endpoint:
         self._events = []
         self._frame = bytearray(P.MAX_FRAME + P.TAG_LEN)
         self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
+        self._last_read = None       # (path, JSON text) of the last READ, for its pieces
         node.log.listener = self._fault_event
 
     def add_port(self, port):
@@ -120,7 +121,7 @@ class Endpoint:
 
     def _swap(self, n):
         if self._ready_len:
-            self.counters[4] += 1        # the previous batch was never sent: dropped
+            self.counters[P.C_DROPPED] += 1  # the previous batch was never sent
         b = self._fill
         self._fill = self._ready
         self._ready = b
@@ -210,6 +211,8 @@ class Endpoint:
         b = self._frame
         n = P.put_header(b, 0, ftype, self.node_id, s.seq)
         m = len(payload)
+        if n + m + P.TAG_LEN > P.MAX_FRAME:
+            raise P.ProtoError("a %d-byte payload does not fit a frame" % m, P.R_INTERNAL)
         b[n:n + m] = payload
         n = P.seal(b, n + m, self.key, epoch or s.epoch, s.roc)
         frame = bytes(b[:n])
@@ -232,61 +235,71 @@ class Endpoint:
     # ---- receiving ----
 
     def receive(self, port, addr, data):
-        """One frame (bytes, serial chunks already COBS-decoded) from a host."""
+        """One frame (bytes, serial chunks already COBS-decoded) from a host. Never
+        raises: whatever goes wrong is counted (node.comms_errors) and the node runs on."""
+        try:
+            self._receive(port, addr, data)
+        except Exception as e:  # noqa: BLE001
+            self.node.comms_errors += 1
+            self.node.comms_last_error = e
+
+    def _receive(self, port, addr, data):
         c = self.counters
         try:
             f = P.parse(data)
         except P.ProtoError:
-            c[0] += 1
+            c[P.C_BAD_FRAME] += 1
             return
         if not f.from_host or (f.node != self.node_id and f.node != P.NODE_ANY):
-            return                       # another node's or a node's frame: not for us
+            return                       # a node's frame, or another node's: not for us
         if f.type == P.HELLO_REQ:
             self._hello(port, addr, f)
             return
         s = self._session(port, addr)
         if s is None:
-            c[2] += 1                    # no session (node rebooted?): the host says HELLO again
+            c[P.C_STALE] += 1            # no session (the node rebooted?): the host says HELLO
+            return
+        if f.hdr != P.HDR_LONG:
+            c[P.C_BAD_FRAME] += 1        # host frames carry a 6-byte SEQ
             return
         if not self._authentic(f, s):
             return
-        ref = bytes(f.data[3:9]) if f.hdr == P.HDR_LONG else None
-        if ref is None:
-            c[0] += 1
-            return
+        s.heard = time.ticks_ms()
+        self.node.touch()
         for seq, reply in s.recent:
             if seq == f.seq:             # a retry of a request we answered: same answer
+                c[P.C_DUPLICATE] += 1
                 port.send(reply, addr)
-                s.heard = time.ticks_ms()
-                self.node.touch()
                 return
+        ref = bytes(f.data[3:9])
         if f.seq <= s.hi:
-            c[2] += 1
+            c[P.C_STALE] += 1
             self._reply(s, f, P.NACK, P.nack(ref, P.R_STALE, "sequence %d <= %d" % (f.seq, s.hi)))
             return
         s.hi = f.seq
         s.authed = True
-        s.heard = time.ticks_ms()
-        self.node.touch()
-        if f.type == P.HEARTBEAT:
-            return
         if f.type == P.BYE:
             self.end(s)
-            return
+        elif f.type != P.HEARTBEAT:
+            self._request(s, f, ref)
+
+    def _request(self, s, f, ref):
+        # Apply a request once and answer ACK (with its result) or NACK (with the reason).
         try:
             body = P.parse_payload(f.type, f.payload)
             ftype, result = self._apply(s, f.type, body)
         except P.ProtoError as e:
             if e.reason == P.R_UNKNOWN_COMMAND and f.type not in P.TYPE_NAMES:
-                c[3] += 1
+                self.counters[P.C_UNKNOWN] += 1
             ftype, result = P.NACK, (e.reason, str(e))
         except (ValueError, KeyError, TypeError) as e:
             ftype, result = P.NACK, (P.R_OUT_OF_RANGE, _msg(e))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the host gets the reason, the node runs on
             ftype, result = P.NACK, (P.R_INTERNAL, _msg(e))
         if ftype == P.NACK:
             self._reply(s, f, P.NACK, P.nack(ref, result[0], result[1]))
         else:
+            self.counters[P.C_APPLIED] += 1
             self._reply(s, f, P.ACK, P.ack(ref, result))
 
     def _authentic(self, f, s):
@@ -296,7 +309,7 @@ class Endpoint:
         else:
             ok = f.auth and f.check(self.key, s.epoch, 0)
         if not ok:
-            c[1 if f.auth or self.key is not None else 0] += 1
+            c[P.C_BAD_TAG if f.auth or self.key is not None else P.C_BAD_FRAME] += 1
         return ok
 
     def _reply(self, s, f, ftype, payload):
@@ -314,12 +327,12 @@ class Endpoint:
     def _hello(self, port, addr, f):
         # Anyone may ask (discovery): HELLO_REQ needs no key; the answer is authenticated.
         if f.auth or not f.check():      # HELLO_REQ is a plain frame (no session yet)
-            self.counters[0] += 1
+            self.counters[P.C_BAD_FRAME] += 1
             return
         try:
             nonce = P.parse_hello_req(f.payload)["nonce"]
         except P.ProtoError:
-            self.counters[0] += 1
+            self.counters[P.C_BAD_FRAME] += 1
             return
         old = self._session(port, addr)
         if old is not None:
@@ -349,10 +362,25 @@ class Endpoint:
             P.put_u32(r, 0, now)
             return P.ACK, bytes(r)
         if ftype == P.READ:
-            import json
-            return P.ACK, json.dumps(self._read(body["path"])).encode()
+            return P.ACK, self._read_chunk(body["path"], body["offset"])
         raise P.ProtoError("%s is not a request" % P.TYPE_NAMES.get(ftype, ftype),
                            P.R_UNKNOWN_COMMAND)
+
+    def _read_chunk(self, path, offset):
+        if offset == 0 or self._last_read is None or self._last_read[0] != path:
+            import json
+            text = json.dumps(self._read(path)).encode()
+            if len(text) > 0xFFFF:
+                raise P.ProtoError("%s is too large to read (%d bytes)" % (path, len(text)),
+                                   P.R_STATE)
+            self._last_read = (path, text)
+        text = self._last_read[1]
+        if offset > len(text):
+            raise P.ProtoError("offset %d is past the end (%d)" % (offset, len(text)),
+                               P.R_OUT_OF_RANGE)
+        r = bytearray(2)
+        P.put_u16(r, 0, len(text))
+        return bytes(r) + text[offset:offset + P.READ_CHUNK]
 
     def _read(self, path):
         n = self.node
@@ -363,9 +391,11 @@ class Endpoint:
         if path == "faults":
             return n.faults()
         if path == "info":
+            b = n.board
             return {"name": self.name, "node_id": self.node_id, "firmware": self.firmware,
+                    "board": getattr(b, "name", "?"), "mcu": getattr(b, "mcu", "?"),
                     "loops": [lp.name for lp in self.loops], "counters": self.counters_dict(),
-                    "board": n.board.info() if hasattr(n.board, "info") else {}}
+                    "uptime_ms": time.ticks_ms(), "comms_errors": n.comms_errors}
         try:
             return n.get(path)
         except KeyError:
@@ -524,26 +554,52 @@ class SerialPort:
         self.session_ended = True
 
 
+class _Console:
+    """What a person (or a tool) types while serve() runs: the line so far, echoed as the
+    REPL would. Enter ends the session and the line then runs at the prompt; any other
+    control character (Ctrl-C, Ctrl-A...) just ends the session."""
+
+    def __init__(self, out):
+        self.out = out
+        self.line = bytearray()
+
+    def feed(self, c):
+        """True when the session must end."""
+        if c in (8, 127):
+            if self.line:
+                self.line.pop()
+                self.out.write(b"\x08 \x08")
+            return False
+        if c >= 32:
+            self.line.append(c)
+            self.out.write(bytes((c,)))
+            return False
+        if c not in (10, 13):
+            self.line = bytearray()      # Ctrl-C & co: the line is dropped, as at the REPL
+        return True
+
+
 def serve(ep, idle_ms=3000):
     """Run the protocol on the serial console until the host says BYE, a person types
-    (any byte outside a frame: Enter, Ctrl-C...), or no host frame came for idle_ms.
-    The control loops keep running meanwhile. Called by the host from the REPL."""
+    (any byte outside a frame), or no valid host frame came for idle_ms. The control
+    loops keep running meanwhile. Called by the host from the REPL (node.serve()).
+    Returns (why it ended, the line typed if it was ended by Enter)."""
     import sys
     import select
     import micropython
 
     inp = sys.stdin.buffer
     port = SerialPort(sys.stdout.buffer)
+    con = _Console(sys.stdout.buffer)
     ep.add_port(port)
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     one = bytearray(1)
     chunk = bytearray()
     in_frame = False
-    why = "no host"
-    micropython.kbd_intr(-1)             # Ctrl-C is data here; serve() handles it
-    last = time.ticks_ms()
-    opened = last
+    start = time.ticks_ms()
+    opened = start
+    micropython.kbd_intr(-1)             # Ctrl-C is data here: _Console handles it
     try:
         while True:
             now = time.ticks_ms()
@@ -551,26 +607,32 @@ def serve(ep, idle_ms=3000):
                 if in_frame and time.ticks_diff(now, opened) > 100:
                     in_frame = False     # a torn frame: what follows is console input
                     chunk = bytearray()
+                if con.line:
+                    time.sleep_ms(1)
+                    continue
                 if port.session_ended:
                     why = "host said bye"
                     break
-                if time.ticks_diff(now, last) > idle_ms:
+                s = ep._session(port, None)
+                if time.ticks_diff(now, s.heard if s else start) > idle_ms:
                     why = "no host for %d ms" % idle_ms
                     break
-                time.sleep_ms(1)
+                time.sleep_ms(1)         # the loops run meanwhile (ESP32: other tasks too)
                 continue
             inp.readinto(one)
             c = one[0]
-            if c == 0:
+            if con.line:                 # a person is typing a line: no frames any more
+                if con.feed(c):
+                    why = "console input"
+                    break
+            elif c == 0:
                 if in_frame and chunk:   # the 00 that closes a frame
                     in_frame = False
                     try:
                         ep.receive(port, None, P.cobs_decode(chunk))
                     except P.ProtoError:
-                        ep.counters[0] += 1
+                        ep.counters[P.C_BAD_FRAME] += 1
                     chunk = bytearray()
-                    if ep._session(port, None) is not None:
-                        last = time.ticks_ms()
                 else:                    # the 00 that opens one
                     in_frame = True
                     opened = now
@@ -579,13 +641,18 @@ def serve(ep, idle_ms=3000):
                 if len(chunk) > P.MAX_FRAME + 2:
                     in_frame = False
                     chunk = bytearray()
-            else:
+            elif con.feed(c):
                 why = "console input"
                 break
+            elif con.line:               # the first character of a line: stop streaming
+                s = ep._session(port, None)
+                if s is not None:
+                    ep.end(s)
+                port.session_ended = False
     finally:
         micropython.kbd_intr(3)
         s = ep._session(port, None)
         if s is not None:
             ep.end(s)
         ep.ports.remove(port)
-    return why
+    return why, bytes(con.line).decode()

@@ -243,6 +243,16 @@ def _handled_exception():
     return e if e is not None else RuntimeError("a control pass failed")
 
 
+def _run_line(line):
+    # The line a person (or pytest-embedded's dut.write) typed into a streaming console:
+    # run it as the REPL would have, so that no input is lost.
+    import __main__
+    try:
+        exec(compile(line, "<stdin>", "single"), __main__.__dict__)
+    except Exception as e:  # noqa: BLE001 - shown like the REPL shows it
+        sys.print_exception(e)
+
+
 class Node:
     """Node(config, board): outputs at fail-safe at once, loops ready; start() or run()."""
 
@@ -530,8 +540,10 @@ class Node:
         from .comms import serve
         if self.comms is None:
             raise RuntimeError("no comms endpoint: main.py attaches one at boot")
-        why = serve(self.comms)
+        why, line = serve(self.comms)
         print("\ncyphy: protocol session ended (%s); the loops keep running" % why)
+        if line:
+            _run_line(line)
 
     def reboot_after(self, ms):
         """Outputs safe, then a hard reset of the board in ms milliseconds."""

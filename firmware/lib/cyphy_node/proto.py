@@ -379,8 +379,17 @@ def serial_encode(frame, lead=True):
 # Strings are a length byte + UTF-8. Decoders ignore bytes after the fields they know
 # (newer versions may append fields), except TELEMETRY, whose length is its sample count.
 
+def _cut(b, n):
+    """UTF-8 bytes b cut to at most n bytes, at a character boundary (so they decode)."""
+    if len(b) <= n:
+        return b
+    while n > 0 and b[n] & 0xC0 == 0x80:
+        n -= 1
+    return b[:n]
+
+
 def _str(s):
-    b = s.encode()[:255]
+    b = _cut(s.encode(), 255)
     return bytes((len(b),)) + b
 
 
@@ -498,8 +507,7 @@ def parse_stats(p):
 
 
 def heartbeat(uptime_ms, state, counters):
-    """uptime(4) state(1) then u16 counters: bad frames, bad tags, stale/replayed, unknown
-    types, lost (telemetry not sent: link busy)."""
+    """uptime(4) state(1) then the COUNTERS as u16 (saturating)."""
     b = bytearray(5 + 2 * len(counters))
     put_u32(b, 0, uptime_ms)
     b[4] = state
@@ -508,7 +516,17 @@ def heartbeat(uptime_ms, state, counters):
     return bytes(b)
 
 
-COUNTERS = ("bad_frame", "bad_tag", "stale", "unknown", "dropped")
+# The node's counters, in HEARTBEAT order: frames that were not frames (or not for it),
+# tags that did not verify, stale or replayed requests, unknown types, telemetry batches
+# dropped (link too slow), duplicate requests answered again, requests applied.
+COUNTERS = ("bad_frame", "bad_tag", "stale", "unknown", "dropped", "duplicate", "applied")
+C_BAD_FRAME = const(0)
+C_BAD_TAG = const(1)
+C_STALE = const(2)
+C_UNKNOWN = const(3)
+C_DROPPED = const(4)
+C_DUPLICATE = const(5)
+C_APPLIED = const(6)
 
 
 def parse_heartbeat(p):
@@ -581,7 +599,7 @@ def parse_ack(p):
 
 
 def nack(ref, reason, text=""):
-    return bytes(ref) + bytes((reason,)) + text.encode()[:120]
+    return bytes(ref) + bytes((reason,)) + _cut(text.encode(), 120)
 
 
 def parse_nack(p):
@@ -601,7 +619,7 @@ def event(kind, t_ms, loop, code, value, text=""):
     put_u32(b, 1, t_ms)
     b[5], b[6] = loop & 0xFF, code
     put_i32(b, 7, value)
-    return bytes(b) + text.encode()[:160]
+    return bytes(b) + _cut(text.encode(), 160)
 
 
 def parse_event(p):
@@ -623,15 +641,26 @@ def parse_time_req(p):
     return {"host_ms": get_u48(_Reader(p).take(6), 0)}
 
 
-def read_req(path):
-    return path.encode()[:200]
+READ_CHUNK = const(200)     # result bytes per READ answer (a frame holds 254)
+
+
+def read_req(path, offset=0):
+    """offset(u16) + path. The ACK result is total(u16) + up to READ_CHUNK bytes of the
+    value's JSON text from offset: the host asks again from the next offset until it has
+    the total (the node keeps the text of its last READ, so the pieces agree)."""
+    b = bytearray(2)
+    put_u16(b, 0, offset)
+    return bytes(b) + _cut(path.encode(), 200)
 
 
 def parse_read_req(p):
+    r = _Reader(p)
+    d = {"offset": r.u16()}
     try:
-        return {"path": bytes(p).decode()}
+        d["path"] = bytes(r.rest()).decode()
     except UnicodeError:
         raise ProtoError("read path is not UTF-8")
+    return d
 
 
 _PAYLOAD_PARSERS = {HELLO_REQ: parse_hello_req, HELLO: parse_hello, STATS: parse_stats,

@@ -149,6 +149,7 @@ def listing(home: Path | None = None) -> list[dict]:
             "bench": node.bench.exists(),
             "sandbox": st.get("sandbox") if st else None,
             "mac": cfg["mac"],
+            "ip": cfg.get("ip"),
             "image": str(node.image),
         })
     return rows

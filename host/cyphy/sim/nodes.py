@@ -1,7 +1,7 @@
 """Where sim nodes live on the host, and what identifies each one.
 
     $CYPHY_HOME/sim/NAME/
-        node.json       identity, made once: MAC (machine.unique_id), flash size
+        node.json       identity, made once: MAC (machine.unique_id), loopback IP, flash size
         flash.bin       the 4 MB flash image (partition table + LittleFS vfs)
         bench.json      optional: the plant and how the board's pins are wired to it
         state.json      while running: supervisor pid, serial port, line rate
@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +28,11 @@ import platformdirs
 from cyphy import flashimage
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Each node's "Wi-Fi" address: one of 127.1.0.1 .. 127.1.255.254 (Linux routes all of
+# 127/8 to lo, so a node binds its own address without any setup). Unique within one
+# $CYPHY_HOME; nodes of different homes may share addresses.
+IP_PREFIX = "127.1."
 
 
 class SimError(Exception):
@@ -98,19 +104,46 @@ class Node:
         return self.config_path.exists()
 
     def create(self) -> dict:
-        """Make the node's identity and a blank flash image (first start only)."""
+        """Make the node's identity and a blank flash image (first start only). A node
+        made before nodes had IPs gets its IP here, at its next start."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if not self.config_path.exists():
-            # Locally administered unicast MAC, unique per node: machine.unique_id().
-            raw = hashlib.sha256(self.name.encode() + secrets.token_bytes(16)).digest()
-            mac = bytes([(raw[0] & 0xFC) | 0x02]) + raw[1:6]
-            _write_json_atomic(
-                self.config_path,
-                {"name": self.name, "mac": mac.hex(), "flash_size": flashimage.FLASH_SIZE_4MB, "created": time.time()},
-            )
+        # The lock makes choosing an IP and writing it one step for concurrent starts.
+        with open(self.root.parent / ".ip.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.config_path.exists():
+                # Locally administered unicast MAC, unique per node: machine.unique_id().
+                raw = hashlib.sha256(self.name.encode() + secrets.token_bytes(16)).digest()
+                mac = bytes([(raw[0] & 0xFC) | 0x02]) + raw[1:6]
+                _write_json_atomic(
+                    self.config_path,
+                    {"name": self.name, "mac": mac.hex(), "ip": self._free_ip(),
+                     "flash_size": flashimage.FLASH_SIZE_4MB, "created": time.time()},
+                )
+            else:
+                cfg = self.config()
+                if "ip" not in cfg:
+                    cfg["ip"] = self._free_ip()
+                    _write_json_atomic(self.config_path, cfg)
         if not self.image.exists():
             flashimage.create_flash_image(self.image)
         return self.config()
+
+    def _free_ip(self) -> str:
+        """The first loopback address no other node of this $CYPHY_HOME has."""
+        taken = set()
+        for other in self.root.parent.iterdir():
+            if other.name == self.name:
+                continue
+            try:
+                taken.add(json.loads((other / "node.json").read_text()).get("ip"))
+            except (OSError, ValueError, AttributeError):
+                continue
+        for third in range(256):
+            for fourth in range(1, 255):  # .0 and .255 look like network/broadcast addresses
+                ip = f"{IP_PREFIX}{third}.{fourth}"
+                if ip not in taken:
+                    return ip
+        raise SimError(f"no free node IP left in {IP_PREFIX}0.0/16 under {self.root.parent}")
 
     def config(self) -> dict:
         return json.loads(self.config_path.read_text())

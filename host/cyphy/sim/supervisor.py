@@ -111,6 +111,7 @@ class Child:
             f"reset={reset}",
             f"uid={cfg['mac']}",
             f"name={node.name}",
+            f"ip={cfg.get('ip', '127.0.0.1')}",
             f"ticks_start={ticks_start}",
         ]
         if virtual_time:
@@ -167,6 +168,17 @@ class Child:
             f.close()
 
 
+BENCH_HEAP = 64 * 1024  # what the plant models take (about 33 KB), with room to spare
+
+
+def _heap_plus(heap: str, extra: int) -> str:
+    """MicroPython's -X heapsize value (e.g. "256K") plus extra bytes."""
+    units = {"K": 1024, "M": 1024 * 1024}
+    h = heap.strip().upper()
+    n = int(h[:-1]) * units[h[-1]] if h[-1] in units else int(h)
+    return str(n + extra)
+
+
 class Supervisor:
     def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0,
                  virtual_time: bool = False) -> None:
@@ -178,7 +190,9 @@ class Supervisor:
         self.ticks_start = ticks_start
         self.ticks_epoch: tuple[float, int] | None = None
         self.baud = baud
-        self.heap = heap
+        # A bench's plant model lives in the node's heap, but on a real board the plant is
+        # physical: the sim adds its cost on top, so firmware sees the heap it was given.
+        self.heap = _heap_plus(heap, BENCH_HEAP) if self.bench else heap
         self.ready_fd = ready_fd
         self.tx = Pacer(baud)
         self.rx = Pacer(baud)
