@@ -576,7 +576,8 @@ def test_sim_board_is_an_esp32_devkitc_on_virtual_time(oven):
     assert before == ["cyphy-sim", "devkitc", "ESP32", True, True, "off", None,
                       ["din", "adc"], ["din", "dout", "pwm", "adc", "dac"]]
     assert after == [True, ["din", "adc"], ["din", "dout", "pwm", "dac"]]  # ADC2 goes with Wi-Fi
-    assert oven.run("print(b.wifi_status(), b.wifi_ip())").split() == ["connected", "127.1.0.1"]
+    status, ip = oven.run("print(b.wifi_status(), b.wifi_ip())").split()
+    assert status == "connected" and ip.startswith("127.") and ip.endswith(".0.1")
 
 
 def test_sensor_and_heater_through_the_hal_move_the_plant(oven):

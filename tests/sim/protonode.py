@@ -22,8 +22,8 @@ def boot(sim_nodes, name: str = "proto", config: dict | None = None, key_hex: st
         put(con, "/secrets.json", json.dumps(s).encode())
     out = reset(con)
     assert "running 1 loop(s)" in out, out
-    if key_hex:
-        assert key_hex not in out
+    for secret in (key_hex, (s.get("wifi") or {}).get("password")):
+        assert not secret or secret not in out, "a secret in the boot output"
     con.friendly()
     port = con.s.port
     con.close()

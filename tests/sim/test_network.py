@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cyphy.sim.nodes import ip_prefix
 from helpers import cyphy
 from serial_console import Console
 from test_node_runtime import FILES, compiled, put
@@ -70,14 +71,15 @@ def udp_node(sim_nodes):
 def test_each_node_has_its_own_ip(sim_nodes, cyphy_home):
     a, b = sim_nodes("a"), sim_nodes("b")
     ips = [a.node.config()["ip"], b.node.config()["ip"]]
-    assert ips == ["127.1.0.1", "127.1.0.2"]
+    pre = ip_prefix(cyphy_home / "sim")
+    assert ips == [pre + "0.1", pre + "0.2"]
     rows = {r["name"]: r for r in json.loads(cyphy("sim", "list", "--json").stdout)}
     assert [rows["a"]["ip"], rows["b"]["ip"]] == ips
     with Console(b.port) as con:
         con.raw()
         out = con.run("import network\nw = network.WLAN(network.STA_IF)\nw.active(True)\n"
                       "w.connect('lab', 'secret')\nprint(w.ifconfig()[0])\n")
-    assert out.strip() == "127.1.0.2"
+    assert out.strip() == pre + "0.2"
 
     # a node made before nodes had IPs gets a free one at its next start, written back
     a.stop()
@@ -85,9 +87,9 @@ def test_each_node_has_its_own_ip(sim_nodes, cyphy_home):
     del cfg["ip"]
     a.node.config_path.write_text(json.dumps(cfg))
     c = sim_nodes("c")
-    assert c.node.config()["ip"] == "127.1.0.1"  # free while a has none
+    assert c.node.config()["ip"] == pre + "0.1"  # free while a has none
     a.restart()
-    assert a.node.config()["ip"] == "127.1.0.3"
+    assert a.node.config()["ip"] == pre + "0.3"
     assert {k: v for k, v in a.node.config().items() if k != "ip"} == cfg
 
 

@@ -110,7 +110,7 @@ def _comms(n, cfg, b):
     if not b.wifi_connect(w["ssid"], w.get("password", "")):
         print("cyphy: Wi-Fi: %s; UDP is off until the next boot" % b.wifi_status())
         return
-    ep.add_port(UdpPort(b.udp(cfg.comms.udp_port)))
+    ep.add_port(UdpPort(b.udp(cfg.comms.udp_port), cfg.comms.udp_port))
     print("cyphy: UDP on %s:%d" % (b.wifi_ip(), cfg.comms.udp_port))
 
 

@@ -20,6 +20,7 @@ _HEARTBEAT_MS = const(1000)
 _SERVICE_MS = const(2)           # service() does its checks at most this often
 _RECENT = const(8)               # replies kept for duplicate requests (exactly-once)
 _MAX_BATCH = const(16)
+_ANNOUNCE_MS = const(10000)
 
 
 def _urandom(n):
@@ -83,6 +84,7 @@ class Endpoint:
         self._frame = bytearray(P.MAX_FRAME + P.TAG_LEN)
         self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
         self._last_read = None       # (path, JSON text) of the last READ, for its pieces
+        self._announce = None        # the Session-like counter of our announcements
         node.log.listener = self._fault_event
 
     def add_port(self, port):
@@ -206,15 +208,20 @@ class Endpoint:
         """Send a log line to every host in session (user code may call it)."""
         self._events.append(P.event(P.EV_LOG, time.ticks_ms(), 255, level, 0, text))
 
-    def send(self, s, ftype, payload, epoch=None):
+    def send(self, s, ftype, payload):
         """Build, seal and send one frame to session s; returns the frame."""
+        frame = self._seal(s, ftype, payload)
+        s.port.send(frame, s.addr)
+        return frame
+
+    def _seal(self, s, ftype, payload):
         b = self._frame
         n = P.put_header(b, 0, ftype, self.node_id, s.seq)
         m = len(payload)
         if n + m + P.TAG_LEN > P.MAX_FRAME:
             raise P.ProtoError("a %d-byte payload does not fit a frame" % m, P.R_INTERNAL)
         b[n:n + m] = payload
-        n = P.seal(b, n + m, self.key, epoch or s.epoch, s.roc)
+        n = P.seal(b, n + m, self.key, s.epoch, s.roc)
         frame = bytes(b[:n])
         s.seq += 1
         if s.seq > 0xFFFF:
@@ -223,7 +230,6 @@ class Endpoint:
             if s.roc > 0xFFFF:       # 2**32 frames: start over under a new epoch
                 s.roc = 0
                 s.epoch = _urandom(4)
-        s.port.send(frame, s.addr)
         return frame
 
     def end(self, s):
@@ -349,6 +355,18 @@ class Endpoint:
         p = P.hello(s.epoch, nonce, s.roc, self.caps, uid, [lp.name for lp in self.loops],
                     self.name, getattr(b, "name", "?"), self.firmware)
         self.send(s, P.HELLO, p)
+
+    def announcement(self):
+        """A HELLO nobody asked for (zero nonce), under the node's announce EPOCH: it
+        tells who is there; a host still asks (HELLO_REQ) before it trusts a session."""
+        a = self._announce
+        if a is None:
+            a = self._announce = Session(None, None, bytes(P.NONCE_LEN))
+        b = self.node.board
+        uid = b.unique_id() if hasattr(b, "unique_id") else b""
+        p = P.hello(a.epoch, a.nonce, a.roc, self.caps, uid, [lp.name for lp in self.loops],
+                    self.name, getattr(b, "name", "?"), self.firmware)
+        return self._seal(a, P.HELLO, p)
 
     # ---- requests ----
 
@@ -510,20 +528,28 @@ def _msg(e):
 # ---------------------------------------------------------------- ports
 
 class UdpPort:
-    """Sessions over UDP: board.udp(port) (Wi-Fi on ESP32, loopback on the sim)."""
+    """Sessions over UDP: board.udp(port) (Wi-Fi on ESP32, loopback on the sim). The node
+    also announces itself (a HELLO with a zero nonce) to the subnet's broadcast address
+    at start and every _ANNOUNCE_MS, for hosts that listen rather than ask."""
 
-    def __init__(self, dgram):
+    def __init__(self, dgram, port_no=P.UDP_PORT):
         self.dgram = dgram
+        self.port_no = port_no
         self._buf = bytearray(P.MAX_FRAME + 2)
         self._mv = memoryview(self._buf)
+        self._next_announce = time.ticks_ms()
 
     def poll(self, ep):
         for _ in range(8):               # bounded work per pass
             r = self.dgram.recv_into(self._buf)
             if r is None:
-                return
+                break
             n, addr = r
             ep.receive(self, addr, bytes(self._mv[:n]))
+        now = time.ticks_ms()
+        if time.ticks_diff(now, self._next_announce) >= 0:
+            self._next_announce = time.ticks_add(now, _ANNOUNCE_MS)
+            self.dgram.broadcast(ep.announcement(), self.port_no)
 
     def send(self, frame, addr):
         self.dgram.sendto(frame, addr)

@@ -29,10 +29,14 @@ from cyphy import flashimage
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-# Each node's "Wi-Fi" address: one of 127.1.0.1 .. 127.1.255.254 (Linux routes all of
-# 127/8 to lo, so a node binds its own address without any setup). Unique within one
-# $CYPHY_HOME; nodes of different homes may share addresses.
-IP_PREFIX = "127.1."
+# Each node's "Wi-Fi" address: 127.H.X.Y (Linux routes all of 127/8 to lo, so a node binds
+# its own address without any setup). Unique within one $CYPHY_HOME; H comes from the
+# home's path, so that separate homes (parallel test runs) rarely share addresses.
+
+
+def ip_prefix(home: Path) -> str:
+    h = int.from_bytes(hashlib.sha256(str(home.resolve()).encode()).digest()[:2], "big")
+    return f"127.{2 + h % 250}."
 
 
 class SimError(Exception):
@@ -138,12 +142,13 @@ class Node:
                 taken.add(json.loads((other / "node.json").read_text()).get("ip"))
             except (OSError, ValueError, AttributeError):
                 continue
+        prefix = ip_prefix(self.root.parent)
         for third in range(256):
             for fourth in range(1, 255):  # .0 and .255 look like network/broadcast addresses
-                ip = f"{IP_PREFIX}{third}.{fourth}"
+                ip = f"{prefix}{third}.{fourth}"
                 if ip not in taken:
                     return ip
-        raise SimError(f"no free node IP left in {IP_PREFIX}0.0/16 under {self.root.parent}")
+        raise SimError(f"no free node IP left in {prefix}0.0/16 under {self.root.parent}")
 
     def config(self) -> dict:
         return json.loads(self.config_path.read_text())

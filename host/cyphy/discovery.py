@@ -1,0 +1,111 @@
+"""Finding nodes: on UDP by broadcast (HELLO_REQ to every node, each answers HELLO) and by
+listening for the HELLOs nodes announce by themselves; serial ports with ESP32 USB-UART
+bridges; running sim nodes. docs/protocol.md, "Discovery"."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+from cyphy_node import proto as P
+
+# Sim nodes live on loopback, where a broadcast to 255.255.255.255 does not go.
+BROADCASTS = ("255.255.255.255", "127.255.255.255")
+
+
+@dataclass
+class Found:
+    """A node that answered (or announced itself) on UDP."""
+
+    url: str
+    ip: str
+    port: int
+    node_id: int
+    name: str
+    board: str
+    firmware: str
+    uid: str
+    loops: list[str]
+    authenticated: bool           # the node signs its frames (it has a key)
+    verified: bool | None = None  # the tag checked out with the key we hold (None: no key)
+    how: str = "answer"           # "answer" to our HELLO_REQ, or "announce"
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _found(data: bytes, src: tuple[str, int], nonce: bytes | None, key: P.Key | None) -> Found | None:
+    try:
+        f = P.parse(data)
+        if f.from_host or f.type != P.HELLO:
+            return None
+        h = P.parse_payload(P.HELLO, f.payload)
+    except P.ProtoError:
+        return None
+    zero = bytes(P.NONCE_LEN)
+    if h["nonce"] != zero and h["nonce"] != nonce:
+        return None  # an answer to somebody else's HELLO_REQ
+    if f.auth:
+        verified = f.check(key, h["epoch"], h["roc"]) if key is not None else None
+    elif not f.check():
+        return None  # corrupt
+    else:
+        verified = None if key is None else False  # we hold a key; this node has none
+    return Found(url=f"udp://{src[0]}:{src[1]}", ip=src[0], port=src[1], node_id=f.node,
+                 name=h["name"], board=h["board"], firmware=h["firmware"], uid=h["uid"].hex(),
+                 loops=h["loops"], authenticated=f.auth, verified=verified,
+                 how="announce" if h["nonce"] == zero else "answer")
+
+
+def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None = None,
+                 broadcasts: tuple[str, ...] = BROADCASTS) -> list[Found]:
+    """Broadcast a HELLO_REQ and collect the HELLOs that answer it for `timeout` seconds.
+    Each node answers once per request; duplicates (several broadcast addresses) are
+    merged by address."""
+    nonce = os.urandom(P.NONCE_LEN)
+    req = P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, time.time_ns() // 10_000,
+                  P.hello_req(nonce))
+    found: dict[tuple[str, int], Found] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.bind(("", 0))
+        for addr in broadcasts:
+            try:
+                s.sendto(req, (addr, port))
+            except OSError:
+                pass  # no route for this broadcast address here: the others may do
+        end = time.monotonic() + timeout
+        while (left := end - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, src = s.recvfrom(2048)
+            except (socket.timeout, BlockingIOError):
+                break
+            n = _found(data, src, nonce, key)
+            if n is not None:
+                found[(n.ip, n.port)] = n
+    return sorted(found.values(), key=lambda n: (n.ip, n.port))
+
+
+def listen_announces(seconds: float, port: int = P.UDP_PORT, key: P.Key | None = None,
+                     address: str = "") -> list[Found]:
+    """The nodes that announce themselves within `seconds` (every node does at start and
+    every 10 s). address: "" for Wi-Fi, "127.255.255.255" for sim nodes on loopback."""
+    found: dict[tuple[str, int], Found] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, src = s.recvfrom(2048)
+            except (socket.timeout, BlockingIOError):
+                break
+            n = _found(data, src, None, key)
+            if n is not None:
+                found[(n.ip, n.port)] = n
+    return sorted(found.values(), key=lambda n: (n.ip, n.port))
