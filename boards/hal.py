@@ -240,6 +240,11 @@ class Board:
         """True when time only moves while the node sleeps (the sim's test mode)."""
         return False
 
+    def reset(self):
+        """Hard-reset the chip now (machine.reset()); does not return. Callers first take
+        every output to its fail-safe value."""
+        raise NotImplementedError
+
     # ---- identity and network ----
     def unique_id(self):
         """The chip's unique id, bytes (ESP32: the base MAC address, 6 bytes)."""

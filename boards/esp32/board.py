@@ -354,6 +354,9 @@ class Board(hal.Board):
                              % self._wdt.timeout_ms)
         return self._wdt
 
+    def reset(self):
+        machine.reset()
+
     # ---- identity and network ----
     def unique_id(self):
         return machine.unique_id()

@@ -459,8 +459,6 @@ class Endpoint:
             P.put_u16(r, 0, period)
             return P.ACK, bytes(r)
         if c == P.CMD_REBOOT:
-            if not hasattr(n.board, "reset"):
-                raise P.ProtoError("this board cannot reboot on command", P.R_STATE)
             n.reboot_after(body["delay_ms"])
             return P.ACK, b""
         if c == P.CMD_CONFIG:
