@@ -252,11 +252,8 @@ def test_table_lists_every_encoding() -> None:
 
 
 def test_doc_table_is_current() -> None:
-    """docs/protocol.md's table is the computed one. Until that doc exists, the table
-    waiting to be pasted into it (docs/_wire_sizes_table.md) is checked instead."""
+    """docs/protocol.md's table is the computed one."""
     doc = REPO / "docs" / "protocol.md"
-    if not doc.exists():
-        doc = REPO / "docs" / "_wire_sizes_table.md"
     r = subprocess.run([sys.executable, str(TOOL), "--check", str(doc)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import socket
+import time
 import sys
 from pathlib import Path
 
@@ -78,3 +79,23 @@ def test_discovery_by_broadcast_and_announce(udp_nodes):
     heard = listen_announces(11.0, port=port, key=KEY, address="127.255.255.255")
     assert sorted(f.name for f in heard) == ["oven-a", "oven-b"]
     assert all(f.how == "announce" and f.verified for f in heard)
+
+
+def test_log_events_while_a_person_uses_the_repl(udp_nodes):
+    # UDP carries the session while the serial console is a person's REPL, in which user
+    # code sends a log line to every host in session.
+    from serial_console import Console
+
+    (ip,) = udp_nodes("oven-a")
+    with Session(UdpLink(ip, udp_nodes.port), KEY) as s:
+        s.open()
+        s.subscribe(100)
+        next(s.samples())
+        with Console(str(Node.named("oven-a").tty)) as con:
+            con.raw()
+            con.run("node.comms.log('hello from the REPL', 2)")
+        deadline = time.monotonic() + 3
+        while not s.events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (ev,) = list(s.events)
+        assert ev["kind"] == P.EV_LOG and ev["code"] == 2 and ev["text"] == "hello from the REPL"
