@@ -68,7 +68,6 @@ def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None
     nonce = os.urandom(P.NONCE_LEN)
     req = P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, time.time_ns() // 10_000,
                   P.hello_req(nonce))
-    found: dict[tuple[str, int], Found] = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.bind(("", 0))
@@ -77,35 +76,30 @@ def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None
                 s.sendto(req, (addr, port))
             except OSError:
                 pass  # no route for this broadcast address here: the others may do
-        end = time.monotonic() + timeout
-        while (left := end - time.monotonic()) > 0:
-            s.settimeout(left)
-            try:
-                data, src = s.recvfrom(2048)
-            except (socket.timeout, BlockingIOError):
-                break
-            n = _found(data, src, nonce, key)
-            if n is not None:
-                found[(n.ip, n.port)] = n
-    return sorted(found.values(), key=lambda n: (n.ip, n.port))
+        return _collect(s, timeout, nonce, key)
 
 
 def listen_announces(seconds: float, port: int = P.UDP_PORT, key: P.Key | None = None,
                      address: str = "") -> list[Found]:
     """The nodes that announce themselves within `seconds` (every node does at start and
     every 10 s). address: "" for Wi-Fi, "127.255.255.255" for sim nodes on loopback."""
-    found: dict[tuple[str, int], Found] = {}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((address, port))
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            s.settimeout(left)
-            try:
-                data, src = s.recvfrom(2048)
-            except (socket.timeout, BlockingIOError):
-                break
-            n = _found(data, src, None, key)
-            if n is not None:
-                found[(n.ip, n.port)] = n
+        return _collect(s, seconds, None, key)
+
+
+def _collect(s: socket.socket, seconds: float, nonce: bytes | None, key: P.Key | None) -> list[Found]:
+    """The nodes heard on s within `seconds`, one per address, sorted."""
+    found: dict[tuple[str, int], Found] = {}
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        s.settimeout(left)
+        try:
+            data, src = s.recvfrom(2048)
+        except (socket.timeout, BlockingIOError):
+            break
+        n = _found(data, src, nonce, key)
+        if n is not None:
+            found[(n.ip, n.port)] = n
     return sorted(found.values(), key=lambda n: (n.ip, n.port))

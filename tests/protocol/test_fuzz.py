@@ -17,7 +17,6 @@ The fuzz engine is one source (FUZZ_SRC) run by both runtimes, with its own xors
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 import time
@@ -28,21 +27,7 @@ from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from cyphy_node import proto as P
 
-REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(__file__).with_name("vectors.json")
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_fw = _load("_cyphy_fw_conftest", REPO / "tests" / "firmware" / "conftest.py")
-run_micropython = _fw.run_micropython
-
-ALL = json.loads(VECTORS.read_text(encoding="utf-8"))
+from protocol_vectors import ALL, REPO, VECTORS, run_micropython  # noqa: E402
 
 # ---------------------------------------------------------------- the fuzz engine (both runtimes)
 FUZZ_SRC = r'''

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import importlib.util
 import json
 import struct
 import zlib
@@ -28,22 +27,7 @@ import pytest
 
 from cyphy_node import proto as P
 
-REPO = Path(__file__).resolve().parents[2]
-VECTORS = Path(__file__).with_name("vectors.json")
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-# run_micropython (MICROPYPATH=firmware/lib, a small heap, a timeout) from the firmware tests
-_fw = _load("_cyphy_fw_conftest", REPO / "tests" / "firmware" / "conftest.py")
-run_micropython = _fw.run_micropython
-
-ALL = json.loads(VECTORS.read_text(encoding="utf-8"))
+from protocol_vectors import ALL, REPO, VECTORS, load_module, run_micropython  # noqa: E402
 IDS = [v["name"] for v in ALL]
 
 # ---------------------------------------------------------------- the checker (both runtimes)
@@ -321,6 +305,6 @@ def test_vectors_cover_the_protocol():
 
 def test_vectors_file_is_current():
     """vectors.json is what tools/gen_vectors.py writes (deterministic, nothing hand-edited)."""
-    gen = _load("_cyphy_gen_vectors", REPO / "tools" / "gen_vectors.py")
+    gen = load_module("_cyphy_gen_vectors", REPO / "tools" / "gen_vectors.py")
     assert gen.render(gen.vectors()) == VECTORS.read_text(encoding="utf-8"), \
         "tests/protocol/vectors.json is stale: run tools/gen_vectors.py"

@@ -174,13 +174,7 @@ def test_udp_unicast_with_a_host_program(udp_node):
         h.sendto(b"ping", (ip, port))
         h.sendto(b"x" * 100, (ip, port))  # longer than the node's 64-byte buffer
         out = con.run(
-            "import time\n"
-            "r = None\n"
-            "for _ in range(200):\n"
-            "    r = d.recv_into(buf)\n"
-            "    if r:\n        break\n"
-            "    time.sleep_ms(5)\n"
-            "n, addr = r\n"
+            RECV +
             "sent = d.sendto(b'pong:' + buf[:n], addr)\n"
             "r2 = d.recv_into(buf)\n"
             "print(json.dumps([n, addr, sent, r2[0], bytes(buf[:r2[0]]).decode(), d.recv_into(buf)]))\n")
@@ -208,19 +202,23 @@ def test_udp_unicast_with_a_host_program(udp_node):
         assert reopened == str(port)
 
 
+# node code: wait (up to 1 s) for a datagram into buf: n, addr
+RECV = ("import time\n"
+        "r = None\n"
+        "for _ in range(200):\n"
+        "    r = d.recv_into(buf)\n"
+        "    if r:\n        break\n"
+        "    time.sleep_ms(5)\n"
+        "n, addr = r\n")
+
+
 def test_udp_broadcast_reaches_every_node(udp_node):
     port = free_port()
     (na, a), (nb, b) = udp_node("a", port), udp_node("b", port)
     ips = {"a": na.node.config()["ip"], "b": nb.node.config()["ip"]}
     assert ips["a"] != ips["b"]
     answer = (
-        "import time\n"
-        "r = None\n"
-        "for _ in range(200):\n"
-        "    r = d.recv_into(buf)\n"
-        "    if r:\n        break\n"
-        "    time.sleep_ms(5)\n"
-        "n, addr = r\n"
+        RECV +
         "print(d.sendto(b'%s:' + buf[:n], addr))\n"
     )
     with host_socket(broadcast=True) as h:
