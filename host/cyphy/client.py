@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from cyphy_node import proto as P
 
@@ -101,9 +101,10 @@ class Session:
     """A protocol session with one node. Use as a context manager, or call close()."""
 
     def __init__(self, link: Link, key: P.Key | None = None, node: int = P.NODE_ANY,
-                 timeout: float = 2.0) -> None:
+                 timeout: float = 2.0, key_for: Callable[[str], P.Key | None] | None = None) -> None:
         self.link = link
         self.key = key
+        self.key_for = key_for  # finds a key by the node's name (from its HELLO) when key is None
         self.node = node
         self.timeout = timeout
         self.stats = LinkStats()
@@ -143,6 +144,20 @@ class Session:
         self._closed.set()
         self.link.close()
         self._reader.join(timeout=2)
+
+    def close_session(self) -> None:
+        """End the session (BYE) but keep the link, e.g. to use the REPL on it."""
+        if self.hello is not None:
+            self._send(P.BYE, b"")
+            self.hello = None
+            time.sleep(0.1)
+
+    def reopen(self) -> Hello:
+        """A new session on the same link (after close_session())."""
+        enter = getattr(self.link, "enter", None)
+        if enter is not None:
+            enter()
+        return self.open()
 
     def open(self, attempts: int = 5) -> Hello:
         """HELLO with a fresh nonce: the node's answer proves it holds the key and starts a
@@ -327,9 +342,12 @@ class Session:
         q = self._hello_wait.get(body["nonce"])
         if q is None:
             return  # not an answer to our HELLO_REQ (an announce, a replay): ignored
+        if f.auth and self.key is None and self.key_for is not None:
+            self.key = self.key_for(body["name"])
         if f.auth and self.key is None:
-            q.put(ProtocolError("the node authenticates its frames: give its key "
-                                "(--key-file, or CYPHY_KEY_FILE)"))
+            q.put(ProtocolError(f"node {body['name']!r} authenticates its frames and no key "
+                                f"for it was found: give it with --key-file or CYPHY_KEY, or "
+                                f"provision the node from this machine (cyphy provision)"))
             return
         if not f.auth and self.key is not None:
             q.put(ProtocolError("the node has no key (its frames are unauthenticated): "

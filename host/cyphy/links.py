@@ -78,7 +78,13 @@ class SerialLink:
         self._buf = bytearray()
         self._frames: list[bytes] = []
         self._wlock = threading.Lock()
+        self._rlock = threading.Lock()  # exec() holds it: the session's reader keeps off
         if enter:
+            self.enter()
+
+    def enter(self) -> None:
+        """Get the REPL's attention and start node.serve()."""
+        with self._rlock:
             self._enter()
 
     def _enter(self) -> None:
@@ -109,13 +115,41 @@ class SerialLink:
 
     def recv(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
-        while not self._frames:
+        with self._rlock:
+            while not self._frames:
+                if time.monotonic() > end:
+                    return None
+                data = self.ser.read(self.ser.in_waiting or 1)
+                if data:
+                    self._split(data)
+            return self._frames.pop(0)
+
+    def exec(self, code: str, timeout: float = 10.0) -> str:
+        """Run code in the raw REPL (no session may be open: see Session.close_session);
+        returns its output, or raises LinkError with the node's traceback. The node's
+        loops keep running: the raw REPL is entered without a soft reset."""
+        with self._rlock:
+            s = self.ser
+            s.write(b"\r\x03\x01")
+            self._expect(b"raw REPL; CTRL-B to exit\r\n>", 5.0, "the raw REPL")
+            s.write(code.encode() + b"\x04")
+            self._expect(b"OK", timeout, "an OK from the raw REPL")
+            out = self._until(b"\x04", timeout)
+            err = self._until(b"\x04", timeout)
+            s.write(b"\x02")  # back to the friendly REPL, where a person expects it
+            self._expect(b">>> ", 5.0, "the friendly prompt")
+        if err:
+            raise LinkError(f"{self.url}: the code raised:\n{err.decode(errors='replace').strip()}")
+        return out.decode(errors="replace")
+
+    def _until(self, marker: bytes, timeout: float) -> bytes:
+        end = time.monotonic() + timeout
+        got = bytearray()
+        while not got.endswith(marker):
             if time.monotonic() > end:
-                return None
-            data = self.ser.read(self.ser.in_waiting or 1)
-            if data:
-                self._split(data)
-        return self._frames.pop(0)
+                raise LinkError(f"{self.url}: the node did not finish within {timeout:.0f} s")
+            got += self.ser.read(1)
+        return bytes(got[:-len(marker)])
 
     def _split(self, data: bytes) -> None:
         # 00 ends a chunk; a chunk that is not a frame is console text (the REPL's)

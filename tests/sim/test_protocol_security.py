@@ -141,7 +141,7 @@ def test_wrong_key_and_no_key_are_clear_errors(node):
     with pytest.raises(ProtocolError, match="does not verify with this key"):
         with Session(SerialLink(node), P.Key(b"y" * 32)) as s:
             s.open()
-    with pytest.raises(ProtocolError, match="give its key"):
+    with pytest.raises(ProtocolError, match="no key for it was found"):
         with Session(SerialLink(node), None) as s:
             s.open()
 

@@ -1,0 +1,144 @@
+"""The Python API: `cyphy.connect(url)` gives a Node to read telemetry from, set and get
+parameters on, and (over serial) run code on. Links are chosen by URL scheme, like
+pyserial's serial_for_url:
+
+    with cyphy.connect("sim://oven") as node:          # or serial:///dev/ttyUSB0, udp://10.0.0.7
+        node.set("oven.setpoint", 60)
+        for sample in node.telemetry(period_ms=100):
+            print(sample["loops"]["oven"]["measurement"])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from cyphy_node import proto as P
+
+from .client import CommandRejected, LinkStats, ProtocolError, Session
+from .links import LinkError, open_link
+
+__all__ = ["connect", "Node", "CommandRejected", "ProtocolError", "LinkError", "resolve_key"]
+
+
+def resolve_key(key: P.Key | bytes | str | None = None, key_file: str | os.PathLike | None = None) -> P.Key | None:
+    """The key to use, from (in order) the argument, a key file, $CYPHY_KEY (hex) or
+    $CYPHY_KEY_FILE; None: look it up by node name in $CYPHY_HOME/keys after HELLO."""
+    if isinstance(key, P.Key):
+        return key
+    if isinstance(key, (bytes, bytearray)):
+        return P.Key(bytes(key))
+    if isinstance(key, str):
+        return _key_text(key, "the key given")
+    path = key_file or os.environ.get("CYPHY_KEY_FILE")
+    if path:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise LinkError(f"key file {path}: {e.strerror}") from None
+        return _key_text(text, f"key file {path}")
+    if os.environ.get("CYPHY_KEY"):
+        return _key_text(os.environ["CYPHY_KEY"], "$CYPHY_KEY")
+    return None
+
+
+def _key_text(text: str, where: str) -> P.Key:
+    try:
+        return P.key_from_hex(text)
+    except ValueError as e:
+        raise LinkError(f"{where}: {e}") from None
+
+
+def _stored_key(name: str) -> P.Key | None:
+    """The key `cyphy provision` kept for a node of this name, if any."""
+    try:
+        from .keys import load_key
+    except ImportError:
+        return None
+    return load_key(name)
+
+
+class Node:
+    """A connected node (see connect())."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.hello = session.open()
+
+    def __enter__(self) -> "Node":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.session.close()
+
+    @property
+    def name(self) -> str:
+        return self.hello.name
+
+    @property
+    def loops(self) -> list[str]:
+        return list(self.hello.loops)
+
+    @property
+    def link_stats(self) -> LinkStats:
+        return self.session.stats
+
+    def set(self, path: str, value: float | str) -> None:
+        """node.set("oven.setpoint", 60); keys: setpoint, mode ("auto"/"manual"), kp, ki,
+        kd, output (manual). Acknowledged by the node; CommandRejected says why not."""
+        loop, key = _split(path)
+        self.session.set(loop, key, value)
+
+    def get(self, path: str) -> Any:
+        """node.get("oven.measurement"), node.get("oven") (the loop's state), or "state",
+        "stats", "faults", "info"."""
+        return self.session.read(path)
+
+    def telemetry(self, period_ms: int = 100, batch: int = 1, stats_s: int = 1,
+                  timeout: float = 5.0) -> Iterator[dict]:
+        """Samples as they come: {"t_ms", "loops": {name: {setpoint, measurement, output,
+        status}}}. Gaps (lost frames) are counted in link_stats.lost."""
+        self.session.subscribe(period_ms, batch, stats_s)
+        return self.session.samples(timeout)
+
+    def stats(self) -> dict[str, Any] | None:
+        """The loops' statistics from the last STATS frame (while subscribed)."""
+        return self.session.node_stats
+
+    def exec(self, code: str, timeout: float = 10.0) -> str:
+        """Run Python on the node (serial links only: the REPL is there); its output."""
+        run = getattr(self.session.link, "exec", None)
+        if run is None:
+            raise LinkError(f"{self.session.link.describe()}: exec needs the node's serial "
+                            f"console (serial:// or sim://)")
+        self.session.close_session()
+        try:
+            return run(code, timeout)
+        finally:
+            self.session.reopen()
+            self.hello = self.session.hello
+
+
+def _split(path: str) -> tuple[str, str]:
+    loop, dot, key = path.partition(".")
+    if not dot or not loop or not key:
+        raise CommandRejected(P.R_UNKNOWN_TARGET, f"{path!r}: write loop.key, e.g. oven.setpoint")
+    return loop, key
+
+
+def connect(url: str, key: P.Key | bytes | str | None = None, key_file: str | None = None,
+            timeout: float = 2.0) -> Node:
+    """Open a session with the node at url (serial:///dev/ttyUSB0, udp://host[:port],
+    sim://NAME). The key comes from key/key_file, $CYPHY_KEY/$CYPHY_KEY_FILE, or the
+    keys kept by `cyphy provision` (found by the node's name)."""
+    k = resolve_key(key, key_file)
+    link = open_link(url)
+    try:
+        return Node(Session(link, k, timeout=timeout, key_for=_stored_key))
+    except Exception:
+        link.close()
+        raise
