@@ -103,3 +103,48 @@ def _collect(s: socket.socket, seconds: float, nonce: bytes | None, key: P.Key |
         if n is not None:
             found[(n.ip, n.port)] = n
     return sorted(found.values(), key=lambda n: (n.ip, n.port))
+
+
+# USB-UART bridges found on ESP32 boards, and Espressif's own USB (S2/S3/C3/C6 USB-Serial/JTAG
+# and TinyUSB CDC): (VID, PID) -> name.
+ESP_BRIDGES = {
+    (0x10C4, 0xEA60): "Silicon Labs CP210x",
+    (0x1A86, 0x7523): "WCH CH340",
+    (0x1A86, 0x55D4): "WCH CH9102",
+    (0x1A86, 0x55D3): "WCH CH343",
+    (0x0403, 0x6001): "FTDI FT232R",
+    (0x0403, 0x6010): "FTDI FT2232H",
+    (0x0403, 0x6014): "FTDI FT232H",
+    (0x0403, 0x6015): "FTDI FT231X",
+    (0x303A, 0x1001): "Espressif USB-Serial/JTAG",
+    (0x303A, 0x0002): "Espressif USB CDC",
+    (0x303A, 0x4001): "Espressif USB CDC (MicroPython)",
+}
+
+
+def serial_ports() -> list[dict]:
+    """Serial ports whose USB VID:PID is a bridge used on ESP32 boards."""
+    from serial.tools import list_ports
+
+    out = []
+    for p in list_ports.comports():
+        name = ESP_BRIDGES.get((p.vid, p.pid)) if p.vid is not None else None
+        if name:
+            out.append({"url": f"serial://{p.device}", "device": p.device, "bridge": name,
+                        "vid_pid": f"{p.vid:04x}:{p.pid:04x}", "serial_number": p.serial_number,
+                        "description": p.description})
+    return out
+
+
+def sim_nodes() -> list[dict]:
+    """Running sim nodes of this $CYPHY_HOME."""
+    from cyphy.sim.nodes import all_nodes
+
+    out = []
+    for n in all_nodes():
+        st = n.state()
+        if st is not None:
+            cfg = n.config()
+            out.append({"url": f"sim://{n.name}", "name": n.name, "tty": str(n.tty),
+                        "ip": cfg.get("ip"), "mac": cfg.get("mac")})
+    return out

@@ -193,17 +193,11 @@ def _serial_hint(url: str, e: Exception) -> str:
     return f"{url}: cannot open: {msg}"
 
 
-def open_link(url: str) -> Link:
-    """A Link for a URL (see the module docstring)."""
+def serial_device(url: str) -> str:
+    """The device path (or pyserial URL) behind serial://..., sim://NAME or a bare path."""
     u = urlparse(url)
-    q = parse_qs(u.query)
-    if u.scheme == "udp":
-        if not u.hostname:
-            raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
-        return UdpLink(u.hostname, u.port or P.UDP_PORT)
     if u.scheme == "serial":
-        baud = int(q.get("baud", ["115200"])[0])
-        return SerialLink(u.path or u.netloc, baud)
+        return u.path or u.netloc
     if u.scheme == "sim":
         from .sim.nodes import Node, SimError
 
@@ -214,7 +208,20 @@ def open_link(url: str) -> Link:
         if node.state() is None:
             raise LinkError(f"{url}: sim node {node.name!r} is not running "
                             f"(start it: cyphy sim start {node.name})")
-        return SerialLink(str(node.tty))
-    if not u.scheme and url.startswith("/dev/"):
-        return SerialLink(url)
+        return str(node.tty)
+    if u.scheme in ("", "rfc2217", "socket", "loop"):
+        return url
+    raise LinkError(f"{url}: not a serial port; use /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
+
+
+def open_link(url: str) -> Link:
+    """A Link for a URL (see the module docstring)."""
+    u = urlparse(url)
+    q = parse_qs(u.query)
+    if u.scheme == "udp":
+        if not u.hostname:
+            raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
+        return UdpLink(u.hostname, u.port or P.UDP_PORT)
+    if u.scheme in ("serial", "sim") or (not u.scheme and url.startswith("/dev/")):
+        return SerialLink(serial_device(url), int(q.get("baud", ["115200"])[0]))
     raise LinkError(f"{url}: unknown link; use serial:///dev/ttyUSB0, udp://HOST[:PORT] or sim://NAME")

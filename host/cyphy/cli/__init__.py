@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cyphy import __version__
+from cyphy.cli.node import discover, get, monitor, plot, repl, set_
 from cyphy.cli.sim import sim
 
 
@@ -15,6 +16,20 @@ def cli() -> None:
 
 
 cli.add_command(sim)
+for _cmd in (set_, get, monitor, plot, discover, repl):
+    cli.add_command(_cmd)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. `eval "$(cyphy completion bash)"` in
+    ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+
+    comp = get_completion_class(shell)
+    assert comp is not None
+    click.echo(comp(cli, {}, "cyphy", "_CYPHY_COMPLETE").source())
 
 
 def main() -> None:

@@ -1,0 +1,90 @@
+"""`cyphy monitor`'s live view: one row per loop, redrawn as telemetry arrives (rich on a
+terminal; one line per loop per second otherwise, so that logs stay readable)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from .client import status_names
+
+
+class LiveTable:
+    def __init__(self, node: Any, refresh_s: float = 0.25) -> None:
+        self.node = node
+        self.tty = sys.stdout.isatty()
+        self.console = Console()
+        self.refresh_s = refresh_s if self.tty else 1.0
+        self._last = 0.0
+        self._sample: dict | None = None
+        self._live: Live | None = None
+
+    def __enter__(self) -> "LiveTable":
+        if self.tty:
+            self._live = Live(self._table(), console=self.console, auto_refresh=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._table(), refresh=True)
+            self._live.__exit__(None, None, None)
+
+    def update(self, sample: dict) -> None:
+        self._sample = sample
+        now = time.monotonic()
+        if now - self._last < self.refresh_s:
+            return
+        self._last = now
+        if self._live is not None:
+            self._live.update(self._table(), refresh=True)
+        else:
+            for line in self.lines():
+                print(line, flush=True)
+
+    def _rows(self) -> list[list[str]]:
+        s = self._sample
+        stats = self.node.stats() or {}
+        rows = []
+        for name in self.node.loops:
+            v = (s or {"loops": {}})["loops"].get(name)
+            if v is None:
+                rows.append([name] + ["-"] * 7)
+                continue
+            st = status_names(v["status"])
+            jit = stats.get(name, {}).get("jitter_p99_us")
+            rows.append([name, f"{v['setpoint']:g}", f"{v['measurement']:g}", f"{v['output']:g}",
+                         st["mode"] + (" (tuning)" if st["tuning"] else ""),
+                         ",".join(st["alarms"]) or "-", ",".join(st["faults"]) or "-",
+                         "-" if jit is None else f"{jit} us"])
+        return rows
+
+    def link_quality(self) -> str:
+        ls = self.node.link_stats
+        total = ls.frames + ls.lost
+        loss = 100.0 * ls.lost / total if total else 0.0
+        return (f"frames {ls.frames}, lost {ls.lost} ({loss:.1f} %), rejected "
+                f"{ls.bad_tag + ls.replayed + ls.malformed}, retries {ls.retries}")
+
+    def _table(self) -> Table:
+        t = Table(title=f"{self.node.name}: {self.link_quality()}", title_justify="left")
+        for col in ("loop", "setpoint", "measurement", "output", "mode", "alarms", "faults",
+                    "jitter p99"):
+            t.add_column(col, justify="right" if col in ("setpoint", "measurement", "output",
+                                                          "jitter p99") else "left")
+        for r in self._rows():
+            t.add_row(*r)
+        return t
+
+    def lines(self) -> list[str]:
+        out = []
+        for r in self._rows():
+            out.append(f"{r[0]}: sp {r[1]} y {r[2]} u {r[3]} {r[4]} alarms {r[5]} faults {r[6]} "
+                       f"jitter {r[7]}")
+        out.append("link: " + self.link_quality())
+        return out
