@@ -133,18 +133,10 @@ class Endpoint:
         self._w(o, (lp.pid or lp.onoff).setpoint)
         self._w(o + 4, lp.y)
         self._w(o + 8, lp.u)
-        self._w(o + 12, self._status(lp))
+        self._w(o + 12, P.loop_status(lp))
 
     def _w(self, o, v):
         P.put_i32(self._fill, o, v)
-
-    def _status(self, lp):
-        s = lp.alarms | (lp.fault << P.ST_FAULT_SHIFT)
-        if lp.auto:
-            s |= P.ST_AUTO
-        if lp.tuner is not None:
-            s |= P.ST_TUNING
-        return s
 
     # ---- outside the ticks ----
 

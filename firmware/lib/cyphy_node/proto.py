@@ -96,6 +96,18 @@ ST_FAULT_SHIFT = const(2)  # loop fault bits (sensor 1, exception 2, comms 4, st
 ST_AUTO = const(0x80)
 ST_TUNING = const(0x100)
 
+
+
+def loop_status(lp):
+    """A control loop's telemetry status word (ST_* bits); allocation-free."""
+    s = lp.alarms | (lp.fault << ST_FAULT_SHIFT)
+    if lp.auto:
+        s |= ST_AUTO
+    if lp.tuner is not None:
+        s |= ST_TUNING
+    return s
+
+
 # HELLO capability bits
 CAP_AUTH = const(1)       # the node has a key and authenticates every frame
 CAP_SERIAL = const(2)
