@@ -13,6 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
+from benches import THERMAL  # noqa: E402
 from protonode import KEY_HEX, boot  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 
@@ -99,3 +100,30 @@ def test_log_events_while_a_person_uses_the_repl(udp_nodes):
             time.sleep(0.05)
         (ev,) = list(s.events)
         assert ev["kind"] == P.EV_LOG and ev["code"] == 2 and ev["text"] == "hello from the REPL"
+
+
+def test_a_loop_follows_another_node(udp_nodes, sim_nodes):
+    # Node b's oven setpoint follows node a's oven measurement + 5 degC, node to node over
+    # UDP, authenticated with a's key; a is a fast oven heated from 20 degC, so its
+    # measurement moves within seconds of real time.
+    port = udp_nodes.port
+    fast = copy.deepcopy(THERMAL)
+    fast["plant"].update(tau_s=3, dead_time_s=0.2)
+    boot(sim_nodes, "oven-a", config=udp_config("oven-a", port), secrets=WIFI, bench=fast)
+    ip_a = Node.named("oven-a").config()["ip"]
+    cfg = udp_config("oven-b", port)
+    cfg["comms"]["follow"] = [{"loop": "oven", "peer": ip_a, "port": port, "peer_loop": "oven",
+                               "value": "measurement", "offset": 5.0, "period_ms": 100}]
+    boot(sim_nodes, "oven-b", config=cfg, secrets={**WIFI, "peer_keys": {ip_a: KEY_HEX}})
+    ip_b = Node.named("oven-b").config()["ip"]
+    with Session(UdpLink(ip_a, port), KEY) as a, Session(UdpLink(ip_b, port), KEY) as b:
+        a.open()
+        b.open()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ya = a.read("oven.measurement")
+            spb = b.read("oven.setpoint")
+            if ya > 25 and abs(spb - (ya + 5)) < 1.0:
+                break
+            time.sleep(0.3)
+        assert ya > 25 and abs(spb - (ya + 5)) < 1.0, (ya, spb)

@@ -110,7 +110,14 @@ def _comms(n, cfg, b):
     if not b.wifi_connect(w["ssid"], w.get("password", "")):
         print("cyphy: Wi-Fi: %s; UDP is off until the next boot" % b.wifi_status())
         return
-    ep.add_port(UdpPort(b.udp(cfg.comms.udp_port), cfg.comms.udp_port))
+    udp = UdpPort(b.udp(cfg.comms.udp_port), cfg.comms.udp_port)
+    ep.add_port(udp)
+    if cfg.comms.follow:
+        from .peer import Follower
+        keys = s.get("peer_keys") or {}
+        for spec in cfg.comms.follow:
+            k = keys.get(spec.peer)
+            ep.followers.append(Follower(ep, udp, spec, proto.key_from_hex(k) if k else None))
     print("cyphy: UDP on %s:%d" % (b.wifi_ip(), cfg.comms.udp_port))
 
 

@@ -85,6 +85,7 @@ class Endpoint:
         self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
         self._last_read = None       # (path, JSON text) of the last READ, for its pieces
         self._announce = None        # the Session-like counter of our announcements
+        self.followers = []          # peer.Follower: loops following another node (UDP)
         node.log.listener = self._fault_event
 
     def add_port(self, port):
@@ -149,6 +150,8 @@ class Endpoint:
         self._next_service = time.ticks_add(now, _SERVICE_MS)
         for port in self.ports:
             port.poll(self)
+        for fl in self.followers:
+            fl.service(now)
         if self._ready_len:
             self._send_telemetry()
         if self._events:
@@ -248,8 +251,13 @@ class Endpoint:
         except P.ProtoError:
             c[P.C_BAD_FRAME] += 1
             return
-        if not f.from_host or (f.node != self.node_id and f.node != P.NODE_ANY):
-            return                       # a node's frame, or another node's: not for us
+        if not f.from_host:
+            for fl in self.followers:    # a peer we follow answering us
+                if fl.addr == addr:
+                    fl.receive(f)
+            return
+        if f.node != self.node_id and f.node != P.NODE_ANY:
+            return                       # another node's frame: not for us
         if f.type == P.HELLO_REQ:
             self._hello(port, addr, f)
             return

@@ -444,10 +444,33 @@ def _plant(d, path):
 
 def _comms(d, path):
     # How the node talks to hosts (docs/protocol.md): the serial console always; UDP when
-    # "udp" is true (needs Wi-Fi credentials from provisioning, /secrets.json).
-    _fields(d, path, (), ("udp", "udp_port"))
-    return {"udp": _bool(_opt(d, "udp", False), path + ".udp"),
-            "udp_port": _int(_opt(d, "udp_port", 5477), path + ".udp_port", 1, 65535)}
+    # "udp" is true (needs Wi-Fi credentials from provisioning, /secrets.json). "follow":
+    # loops whose setpoint follows another node's loop over UDP (docs/config.md).
+    _fields(d, path, (), ("udp", "udp_port", "follow"))
+    c = {"udp": _bool(_opt(d, "udp", False), path + ".udp"),
+         "udp_port": _int(_opt(d, "udp_port", 5477), path + ".udp_port", 1, 65535)}
+    fl = _list(_opt(d, "follow", []), path + ".follow", MAX_LOOPS)
+    if fl and not c["udp"]:
+        raise ConfigError(path + ".follow", "needs udp: true (followers talk UDP)")
+    c["follow"] = [_follow(fl[i], "%s.follow[%d]" % (path, i)) for i in range(len(fl))]
+    return c
+
+
+def _follow(d, path):
+    _fields(d, path, ("loop", "peer", "peer_loop"),
+            ("port", "value", "gain", "offset", "period_ms"))
+    peer = d["peer"]
+    parts = peer.split(".") if isinstance(peer, str) else []
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        raise ConfigError(path + ".peer", "must be the other node's IPv4 address, got " + _show(peer))
+    return {"loop": _name(d["loop"], path + ".loop"), "peer": peer,
+            "port": _int(_opt(d, "port", 5477), path + ".port", 1, 65535),
+            "peer_loop": _name(d["peer_loop"], path + ".peer_loop"),
+            "value": _choice(_opt(d, "value", "measurement"), path + ".value",
+                             ("setpoint", "measurement", "output")),
+            "gain": _num(_opt(d, "gain", 1.0), path + ".gain", -1000, 1000),
+            "offset": _num(_opt(d, "offset", 0.0), path + ".offset"),
+            "period_ms": _int(_opt(d, "period_ms", 100), path + ".period_ms", 10, 60000)}
 
 
 def validate(d):
@@ -496,6 +519,14 @@ def validate(d):
         names[lp["name"]] = i
         loops.append(lp)
     cfg["loops"] = loops
+    for i in range(len(cfg["comms"]["follow"])):
+        f = cfg["comms"]["follow"][i]
+        if f["loop"] not in names:
+            raise ConfigError("comms.follow[%d].loop" % i, 'no loop "%s" (loops: %s)'
+                              % (f["loop"], ", ".join([lp["name"] for lp in loops])))
+        if f["loop"] in [g["loop"] for g in cfg["comms"]["follow"][:i]]:
+            raise ConfigError("comms.follow[%d].loop" % i, 'loop "%s" already follows '
+                              'another node' % f["loop"])
     cfg["plant"] = _plant(d["plant"], "plant") if d.get("plant") is not None else None
     return Config(cfg)
 

@@ -1,0 +1,108 @@
+# Following another node over UDP: a loop's setpoint tracks a value of a loop on another
+# node (config comms.follow; docs/config.md). The node plays the host's part of the
+# protocol towards its peer with the same codec: HELLO_REQ, a SUBSCRIBE, HEARTBEATs, and
+# it checks the peer's telemetry as a host does (tag, EPOCH, sequence). If the peer goes
+# quiet, the setpoint keeps its last value and the follower says HELLO again every second.
+# Runs in Endpoint.service(), outside the ticks.
+import time
+
+from . import proto as P
+
+_QUIET_MS = 3000      # no valid frame from the peer for this long: start over
+_RETRY_MS = 1000
+_HEARTBEAT_MS = 1000
+_VALUES = ("setpoint", "measurement", "output")
+
+
+class Follower:
+    def __init__(self, ep, port, spec, key):
+        self.ep = ep
+        self.port = port                 # the UdpPort the node's comms use
+        self.addr = (spec.peer, spec.port)
+        self.loop = ep.node.loop(spec.loop)
+        self.peer_loop = spec.peer_loop
+        self.value = _VALUES.index(spec.value)
+        self.gain = spec.gain
+        self.offset = spec.offset
+        self.period_ms = spec.period_ms
+        self.key = key
+        self.epoch = None
+        self.nonce = None
+        self.index = -1                  # the peer loop's index in its telemetry
+        self.nloops = 0
+        self.hi = -1                     # highest 32-bit sequence taken from the peer
+        self.seq = 0                     # our (host) SEQ within the session
+        self.heard = time.ticks_ms()
+        self.next_try = self.heard
+        self.next_hb = self.heard
+        self.updates = 0                 # setpoints applied
+        self.rejected = 0                # frames or values refused
+
+    def service(self, now):
+        if self.epoch is None or time.ticks_diff(now, self.heard) > _QUIET_MS:
+            if time.ticks_diff(now, self.next_try) >= 0:
+                self._hello(now)
+        elif time.ticks_diff(now, self.next_hb) >= 0:
+            self.next_hb = time.ticks_add(now, _HEARTBEAT_MS)
+            self._send(P.HEARTBEAT, b"")
+
+    def _hello(self, now):
+        import os
+        self.epoch = None
+        self.next_try = time.ticks_add(now, _RETRY_MS)
+        self.nonce = os.urandom(P.NONCE_LEN)
+        self.seq += 1
+        self.port.send(P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, self.seq,
+                               P.hello_req(self.nonce)), self.addr)
+
+    def _send(self, ftype, payload):
+        self.seq += 1
+        self.port.send(P.build(P.HOST | P.LONG, ftype, self.node_id, self.seq, payload,
+                               self.key, self.epoch or b"\0\0\0\0"), self.addr)
+
+    def receive(self, f):
+        try:
+            if f.type == P.HELLO:
+                self._on_hello(f)
+            elif self.epoch is not None and self._fresh(f) and f.type == P.TELEMETRY:
+                self._on_telemetry(f)
+        except (P.ProtoError, ValueError):
+            self.rejected += 1
+
+    def _on_hello(self, f):
+        h = P.parse_hello(f.payload)
+        if h["nonce"] != self.nonce:
+            return                       # an announce, or an answer to someone else
+        ok = f.check(self.key, h["epoch"], h["roc"]) if self.key else (not f.auth and f.check())
+        if not ok or self.peer_loop not in h["loops"]:
+            self.rejected += 1
+            return
+        self.epoch = h["epoch"]
+        self.node_id = f.node
+        self.hi = (h["roc"] << 16) | f.seq
+        self.index = h["loops"].index(self.peer_loop)
+        self.nloops = len(h["loops"])
+        self.heard = time.ticks_ms()
+        self.seq = 1
+        self._send(P.COMMAND, P.cmd_subscribe(self.period_ms, 1, 0))
+
+    def _fresh(self, f):
+        # the peer's 32-bit sequence from its 16 bits (as cyphy.client does), then the tag
+        ext = (self.hi & ~0xFFFF) | f.seq
+        if ext - self.hi > 0x8000:
+            ext -= 0x10000
+        elif self.hi - ext > 0x8000:
+            ext += 0x10000
+        ok = f.check(self.key, self.epoch, ext >> 16) if self.key else (not f.auth and f.check())
+        if not ok or ext <= self.hi:
+            self.rejected += 1
+            return False
+        self.hi = ext
+        self.heard = time.ticks_ms()
+        return True
+
+    def _on_telemetry(self, f):
+        t = P.parse_telemetry(f.payload, self.nloops)
+        v = t["samples"][-1][self.index][self.value] / 1000
+        self.loop.setpoint = self.gain * v + self.offset   # ValueError: outside the range
+        self.updates += 1
