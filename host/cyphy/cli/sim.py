@@ -36,16 +36,25 @@ def sim() -> None:
 @click.option("--bench", type=click.Path(dir_okay=False, path_type=Path),
               help="JSON file: the plant and how the board's pins are wired to it (kept "
                    "with the node for later starts).")
+@click.option("--download", is_flag=True,
+              help="Power on in ESP32's serial download mode (as with GPIO0 held low): the ROM "
+                   "loader answers esptool (write-flash, read-flash, erase-flash, ...) on the "
+                   "node's flash image instead of booting MicroPython. The port has no DTR/RTS: "
+                   "run esptool with --before no-reset (and --after no-reset, or --no-stub "
+                   "--after soft-reset to boot the new flash).")
 def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
-          bench: Path | None) -> None:
+          bench: Path | None, download: bool) -> None:
     """Power on node NAME in the background; prints its serial port last."""
     try:
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
-                           virtual_time=virtual_time, bench=bench)
+                           virtual_time=virtual_time, bench=bench, download=download)
     except SimError as e:
         _fail(e)
     if st.get("already_running"):
         click.echo(f"node {name} is already running (pid {st['pid']})")
+    elif download:
+        click.echo(f"node {name} is in download mode (ESP32 ROM loader), pid {st['pid']}, "
+                   f"{st['baud'] or 'unlimited'} baud; esptool needs --before no-reset")
     else:
         click.echo(f"node {name} booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
                    f"{st['baud'] or 'unlimited'} baud")

@@ -17,8 +17,12 @@ START_TIMEOUT_S = 20.0
 
 def start(name: str, baud: int = 115200, heap: str = "256K", timeout: float = START_TIMEOUT_S,
           home: Path | None = None, ticks_start: int = 0, virtual_time: bool = False,
-          bench: Path | dict | None = None) -> dict:
-    """Power a node on and wait until its REPL answers. Returns its state (port, pid...)."""
+          bench: Path | dict | None = None, download: bool = False) -> dict:
+    """Power a node on and wait until its REPL answers. Returns its state (port, pid...).
+
+    download=True powers it on in ESP32's serial download mode instead (GPIO0 held low):
+    the ROM loader answers esptool on the port (with --before no-reset) and no MicroPython
+    runs until the loader is told to run the app or the node is restarted normally."""
     if not 0 <= ticks_start < (1 << 30):
         raise SimError(f"--ticks-start must be 0..{(1 << 30) - 1} (ESP32 ticks wrap at 2**30), not {ticks_start}")
     if baud < 0:
@@ -27,6 +31,10 @@ def start(name: str, baud: int = 115200, heap: str = "256K", timeout: float = ST
     node = Node.named(name, home)
     st = node.state()
     if st is not None:
+        if bool(st.get("download")) != download:
+            now, want = ("in download mode", "normally") if st.get("download") else ("normally", "in download mode")
+            raise SimError(f"node {name} is running {now}: stop it first (cyphy sim stop {name}) "
+                           f"to start it {want}")
         st["already_running"] = True
         return st
     if not (rom_dir() / "simboot.py").exists():
@@ -39,7 +47,8 @@ def start(name: str, baud: int = 115200, heap: str = "256K", timeout: float = ST
         proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.supervisor", "--home", str(home), "--name", name,
              "--baud", str(baud), "--heap", heap, "--ticks-start", str(ticks_start),
-             *(["--virtual-time"] if virtual_time else []), "--ready-fd", str(w)],
+             *(["--virtual-time"] if virtual_time else []), *(["--download"] if download else []),
+             "--ready-fd", str(w)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
             start_new_session=True,  # a daemon: survives the shell that started it
         )
@@ -148,6 +157,7 @@ def listing(home: Path | None = None) -> list[dict]:
             "virtual_time": st.get("virtual_time") if st else None,
             "bench": node.bench.exists(),
             "sandbox": st.get("sandbox") if st else None,
+            "download": bool(st.get("download")) if st else None,
             "mac": cfg["mac"],
             "ip": cfg.get("ip"),
             "image": str(node.image),

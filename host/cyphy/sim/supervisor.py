@@ -32,7 +32,9 @@ import tty
 from pathlib import Path
 
 from cyphy import flashimage
+from cyphy.sim import romloader
 from cyphy.sim.nodes import Node, rom_dir
+from cyphy.sim.equipment import Equipment, skip_command
 
 TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART TX buffer)
 RX_BACKLOG = 4096  # host bytes buffered before we stop reading the PTY (host write blocks)
@@ -59,7 +61,7 @@ def unescape(data: bytes) -> bytes:
         if c == ESC and i + 1 < len(data):
             if data[i + 1] == 0xFF:
                 out.append(0)
-            i += 2
+            i += skip_command(data, i)
         else:
             out.append(c)
             i += 1
@@ -181,8 +183,9 @@ def _heap_plus(heap: str, extra: int) -> str:
 
 class Supervisor:
     def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0,
-                 virtual_time: bool = False) -> None:
+                 virtual_time: bool = False, download: bool = False) -> None:
         self.node = node
+        self.download = download  # power on in serial download mode (GPIO0 held low)
         self.virtual_time = virtual_time
         # the bench (plant + wiring): the node process reads it at boot, before its sandbox
         # hides the host filesystem (a long JSON argument would not survive MicroPython's argv)
@@ -207,6 +210,7 @@ class Supervisor:
         self.console = open(node.console_log, "ab", buffering=0)
         self.sandbox = "unknown"
         self.inspecting = False  # inside interrupt(): the node is stopped
+        self.gear = Equipment(self)  # control socket (plant requests) and serial-line faults
 
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
@@ -247,7 +251,9 @@ class Supervisor:
         if reset != "soft" or self.ticks_epoch is None:
             self.ticks_epoch = (time.monotonic(), self.ticks_start)
         t0, start = self.ticks_epoch
-        ticks = (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
+        # exactly ticks_start after a hard reset (virtual time must start at the same instant
+        # on every run, not a microsecond later now and then)
+        ticks = start if reset != "soft" else (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
         self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench)
         self.in_buf[0:0] = carry  # input typed before the reset is not lost
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
@@ -305,6 +311,8 @@ class Supervisor:
             if payload:
                 c.wdt_timeout = int.from_bytes(payload[:3], "little") / 1000
             c.wdt_fed = time.monotonic()
+        elif kind == ord("Q"):
+            self.gear.reply(payload)  # the answer to a plant request
         elif kind == ord("E"):
             ev = payload.decode(errors="replace")
             if ev.startswith("repl") and self.ready_fd is not None:
@@ -320,6 +328,7 @@ class Supervisor:
         carry = c.unread_input()
         c.close()
         self.child = None
+        self.gear.child_gone()
         if self.stopping:
             return
         if c.reboot and c.reboot.startswith(b"s"):
@@ -378,6 +387,23 @@ class Supervisor:
 
     def pump_tx(self) -> None:
         """Node -> host at line rate; bytes with no host listening are lost, as on a UART."""
+        wire = self.gear.from_node
+        if wire.active:  # faults on this direction (equipment.py), or bytes still delayed
+            n = self.tx.allow(min(len(self.out_buf), wire.room()))
+            if n > 0:
+                wire.push(bytes(self.out_buf[:n]), time.monotonic())
+                del self.out_buf[:n]
+            data = wire.ready(time.monotonic())
+            sent = len(data)
+            if data and self.host_open:
+                try:
+                    sent = os.write(self.master, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self.host_open = False
+            wire.consume(sent)
+            return
         n = self.tx.allow(len(self.out_buf))
         if n <= 0:
             return
@@ -400,10 +426,17 @@ class Supervisor:
         c = self.child
         if c is None or c.reboot is not None:
             return
-        n = self.rx.allow(len(self.in_buf))
+        want = len(self.in_buf)
+        if self.gear.to_node.active:
+            want = min(want, self.gear.to_node.room())
+        n = self.rx.allow(want)
+        chunk = b""
         if n > 0:
             chunk = bytes(self.in_buf[:n])
             del self.in_buf[:n]
+        if self.gear.to_node.active:  # faults on this direction (equipment.py)
+            chunk = self.gear.to_node.take(chunk, time.monotonic())
+        if chunk:
             for k, part in enumerate(chunk.split(bytes((c.intr,))) if c.intr is not None else [chunk]):
                 if k > 0:  # an interrupt char stood before this part
                     self.flush_stdin(c)
@@ -452,13 +485,13 @@ class Supervisor:
                 pass
 
     def flush_stdin(self, c: Child) -> None:
-        if not c.to_stdin:
-            return
-        try:
-            w = os.write(c.stdin_w, c.to_stdin)
-            del c.to_stdin[:w]
-        except (BlockingIOError, BrokenPipeError):
-            pass
+        if c.to_stdin:
+            try:
+                w = os.write(c.stdin_w, c.to_stdin)
+                del c.to_stdin[:w]
+            except (BlockingIOError, BrokenPipeError):
+                pass
+        self.gear.flush(c)  # plant requests, each written whole
 
     def check_host(self) -> None:
         """POLLHUP on the master means no process holds the port open."""
@@ -500,16 +533,21 @@ class Supervisor:
                 "bench": self.bench is not None,
                 "started": time.time(),
                 "sandbox": self.sandbox,
+                "download": self.download,
             }
         )
         self.log(f"power on: port {self.node.tty} -> {pts}, baud {self.baud or 'unlimited'}")
-        self.start_child("friendly", "power")
+        if self.download:
+            self.download_mode()
+        if not self.stopping:
+            self.start_child("friendly", "power")
         while not self.stopping:
             self.step()
         if self.child is not None:
             self.child.proc.kill()
             self.child.proc.wait()
             self.child.close()
+        self.gear.close()
         self.log("power off")
         self.node.state_path.unlink(missing_ok=True)
         self.node.tty.unlink(missing_ok=True)
@@ -539,7 +577,8 @@ class Supervisor:
             p.register(self.master, select.POLLIN)
         if c.to_stdin:
             p.register(c.stdin_w, select.POLLOUT)
-        timeout = 1.0
+        self.gear.register(p, c)
+        timeout = self.gear.timeout(now)  # 1 s, or until a delayed byte is due
         if self.out_buf:
             timeout = min(timeout, max(self.tx.wait_s(), 0.0005))
         if self.in_buf:
@@ -565,6 +604,8 @@ class Supervisor:
                     return
             elif fd == err_fd:
                 self.child_stderr()
+            elif self.gear.owns(fd):
+                self.gear.handle(fd, ev)
             elif fd == self.master:
                 if ev & select.POLLHUP:
                     self.host_open = False
@@ -580,6 +621,97 @@ class Supervisor:
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True
 
+    # ------------------------------------------------------------------ download mode
+    def download_mode(self) -> None:
+        """ESP32's serial download mode (GPIO0 low at power-on): no MicroPython process runs;
+        romloader answers esptool on the port, on flash.bin, until the loader is told to run
+        the app (then run() boots MicroPython as usual) or the node is stopped."""
+        mac = bytes.fromhex(self.node.config()["mac"])
+        loader = romloader.RomLoader(self.node.image, mac, self.baud or romloader.ROM_BAUD,
+                                     lambda: romloader.port_baud(self.master), self.log)
+        self.log("download mode: waiting for download")
+        self.console_out(romloader.banner("power"))
+        self.notify("ready download mode")
+        try:
+            while not self.stopping and self.download_step(loader):
+                pass
+        finally:
+            loader.close()
+        self.tx, self.rx = Pacer(self.baud), Pacer(self.baud)  # the app's UART: --baud again
+        self.in_buf.clear()  # what the host sent the loader is not the app's input
+        if not self.stopping:
+            self.log("download mode: the loader runs the app")
+            st = self.node.state() or {}
+            if st:
+                st["download"] = False
+                self.node.write_state(st)
+
+    def _bootable(self) -> bool:
+        """Whether the node process could start: flash.bin has a partition table with vfs."""
+        try:
+            flashimage.find_partition(flashimage.read_partition_table(self.node.image), "vfs")
+        except (flashimage.FlashImageError, OSError) as e:
+            self.log(f"download mode: cannot run the app: {e}")
+            return False
+        return True
+
+    def _line_rate(self, baud: int) -> None:
+        if self.baud:  # --baud 0: no line-rate emulation at any rate
+            # bursts of about 4 ms of bytes: at 921600 baud 16-byte bursts would cap the
+            # line at what one turn of the loop (>= 0.5 ms) moves
+            burst = max(16, baud // 2500)
+            self.tx, self.rx = Pacer(baud, burst), Pacer(baud, burst)
+
+    def download_step(self, loader: romloader.RomLoader) -> bool:
+        """One turn of the download-mode loop; False once the loader runs the app. Loader
+        traffic goes to the port only: console.log keeps just the ROM's banners."""
+        now = time.monotonic()
+        if not self.host_open and now >= self.next_host_check:
+            self.check_host()
+            self.next_host_check = now + HOST_POLL_S
+        p = select.poll()
+        if self.host_open and len(self.in_buf) < RX_BACKLOG:
+            p.register(self.master, select.POLLIN)
+        timeout = HOST_POLL_S if not self.host_open else 1.0
+        if self.out_buf:
+            timeout = min(timeout, max(self.tx.wait_s(), 0.0005))
+        if self.in_buf and loader.after is None:
+            timeout = min(timeout, max(self.rx.wait_s(), 0.0005))
+        try:
+            events = p.poll(timeout * 1000)
+        except InterruptedError:
+            events = []
+        for _fd, ev in events:
+            if ev & select.POLLIN:
+                self.read_host()
+            elif ev & select.POLLHUP:
+                self.host_open = False
+                self.log("host closed the port")
+        if loader.after is None:
+            n = self.rx.allow(len(self.in_buf))
+            if n > 0:
+                rate = loader.baud
+                self.out_buf += loader.feed(bytes(self.in_buf[:n]))
+                del self.in_buf[:n]
+                if loader.baud != rate:  # autobaud on SYNC: the reply goes at the new rate
+                    self._line_rate(loader.baud)
+        elif not self.out_buf:  # the reply has left the UART: now reset, re-clock or run
+            after = loader.act()
+            if after is not None and after.kind == "run":
+                if self._bootable():
+                    return False
+                # an erased flash has no bootloader to run: ESP32's ROM reports the failed
+                # read and resets; its boot straps still say download mode
+                self.console_out(b"flash read err, 1000\r\nets_main.c 371 \r\n")
+                loader.reset()
+                after = romloader.After("reset")
+            if after is not None and after.kind == "reset":
+                self.in_buf.clear()  # what arrives while the chip resets is lost
+                self.console_out(romloader.banner("software"))
+            self._line_rate(loader.baud)
+        self.pump_tx()
+        return True
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="cyphy-sim-supervisor")
@@ -590,9 +722,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ready-fd", type=int)
     ap.add_argument("--ticks-start", type=int, default=0)
     ap.add_argument("--virtual-time", action="store_true")
+    ap.add_argument("--download", action="store_true", help="power on in serial download mode")
     a = ap.parse_args(argv)
     node = Node.named(a.name, a.home)
-    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time)
+    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time, a.download)
     try:
         return sup.run()
     except Exception as e:  # report to the starter instead of dying silently
