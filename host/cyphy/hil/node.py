@@ -1,0 +1,165 @@
+"""A node under test: the same object whether it is a sim node or a board on a port.
+
+Setting one up is what a user does by hand: deploy the firmware (`cyphy deploy`), provision
+a name, config and key (`cyphy provision`), reset, and wait for main.py to report its
+loops running. Then tests talk to it through the protocol (connect()), the REPL (exec()),
+or record a run on the node itself (record(): exact on virtual time)."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .metrics import Response
+
+BOOTED = re.compile(rb"cyphy: node (\S+) running (\d+) loop")
+BANNER_END = b'Type "help()" for more information.'
+
+
+class HilError(Exception):
+    pass
+
+
+@dataclass
+class HilNode:
+    port: str                      # the serial device (a sim node's PTY symlink)
+    name: str                      # the node's config name
+    key_hex: str
+    config: dict
+    sim_name: str | None = None    # the sim node's name, None on hardware
+    home: Path | None = None       # the sim's CYPHY_HOME
+    virtual_time: bool = False
+    boot_log: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"serial://{self.port}"
+
+    @property
+    def sim(self) -> bool:
+        return self.sim_name is not None
+
+    @property
+    def ip(self) -> str | None:
+        """The sim node's UDP address (its Wi-Fi), None on hardware (ask the node)."""
+        if not self.sim:
+            return None
+        from cyphy.sim.nodes import Node
+
+        return Node.named(self.sim_name, self.home).config().get("ip")
+
+    # ---- setup ----
+
+    def install(self, wifi: tuple[str, str] | None = None, extra_secrets: dict | None = None) -> None:
+        """Deploy the firmware and provision name, config and key; then reset and wait
+        for the loops (what `cyphy deploy` and `cyphy provision` do). extra_secrets:
+        more of /secrets.json, e.g. {"peer_keys": {ip: hex}} for a follower."""
+        import json
+
+        from cyphy.deploy import deploy
+        from cyphy.device import Device
+        from cyphy.provision import provision
+
+        with Device.open(self.port, timeout=30) as dev:
+            deploy(dev)
+            provision(dev, self.name, self.config, wifi=wifi, key_hex=self.key_hex)
+            if extra_secrets:
+                s = json.loads(dev.read("/secrets.json") or b"{}")
+                s.update(extra_secrets)
+                dev.write_atomic("/secrets.json", json.dumps(s).encode())
+        self.reset()
+
+    def reset(self, timeout: float = 60.0) -> str:
+        """Hard reset (machine.reset()) and wait until main.py reports the loops running."""
+        import serial
+
+        s = serial.serial_for_url(self.port, 115200, timeout=0.05)
+        try:
+            s.write(b"\r\x03\x03\x02")      # whatever runs, back to the friendly prompt
+            _read_until(s, BANNER_END, 10.0, self.port)
+            time.sleep(0.05)
+            s.reset_input_buffer()
+            s.write(b"import machine; machine.reset()\r")
+            # the ESP32 ROM's first line after a reset ("rst:0xc (SW_CPU_RESET)..."), then
+            # main.py's output, then MicroPython's banner
+            seen = _read_until(s, b"rst:", timeout, self.port)
+            seen += _read_until(s, BANNER_END, timeout, self.port)
+        finally:
+            s.close()
+        text = bytes(seen)
+        self.boot_log = text.decode(errors="replace")
+        if not BOOTED.search(text):
+            raise HilError(f"{self.port}: the node booted without its loops running:\n"
+                           + self.boot_log[-600:])
+        return self.boot_log
+
+    # ---- use ----
+
+    def connect(self):
+        """A protocol session (cyphy.api.Node) over the serial console."""
+        from cyphy.api import connect
+
+        return connect(self.url, key=self.key_hex)
+
+    def exec(self, code: str, timeout: float = 60.0) -> str:
+        """Run code at the REPL (the loops keep running); its output."""
+        from cyphy.device import Device
+
+        with Device.open(self.port, timeout=timeout) as dev:
+            return dev.exec(code, timeout)
+
+    def record(self, seconds: float, period_ms: int = 1000, before: str = "") -> dict[str, Response]:
+        """Record every loop on the node itself for `seconds` of the node's time (exact
+        and repeatable on virtual time), after running `before` (e.g. a setpoint change)
+        at its start. {loop: Response}, times in s from the start."""
+        code = (before + "\n" if before else "") + (
+            "from cyphy_node.record import record\n"
+            f"record(node, {seconds!r}, {int(period_ms)})\n")
+        budget = 60.0 + (0 if self.virtual_time else seconds * 1.5)
+        out = self.exec(code, timeout=budget)
+        return parse_recording(out, self.loops())
+
+    def step(self, loop: str, setpoint: float, seconds: float, period_ms: int = 1000) -> Response:
+        """Step loop's setpoint and record its response."""
+        return self.record(seconds, period_ms, before=f"node.set({loop + '.setpoint'!r}, {setpoint!r})")[loop]
+
+    def loops(self) -> list[str]:
+        return [lp["name"] for lp in self.config["loops"]]
+
+    def state(self) -> dict[str, Any]:
+        import json
+
+        return json.loads(self.exec("import json\nprint(json.dumps(node.state()))"))
+
+
+def _read_until(s, marker: bytes, timeout: float, port: str) -> bytearray:
+    seen = bytearray()
+    end = time.monotonic() + timeout
+    while marker not in seen:
+        if time.monotonic() > end:
+            raise HilError(f"{port}: no {marker.decode()!r} from the node within {timeout:.0f} s; "
+                           f"it said: {bytes(seen[-400:]).decode(errors='replace')!r}")
+        seen += s.read(s.in_waiting or 1)
+    return seen
+
+
+def parse_recording(text: str, loops: list[str]) -> dict[str, Response]:
+    """cyphy_node.record's lines (t_ms, then sp y u status per loop) as Responses."""
+    rows = [ln.split() for ln in text.splitlines() if ln.strip()]
+    out: dict[str, Response] = {}
+    for i, name in enumerate(loops):
+        t, sp, y, u = [], [], [], []
+        for r in rows:
+            if len(r) != 1 + 4 * len(loops):
+                raise HilError(f"unexpected recording line: {' '.join(r)!r}")
+            t.append(int(r[0]) / 1000)
+            j = 1 + 4 * i
+            sp.append(int(r[j]) / 1000)
+            y.append(int(r[j + 1]) / 1000)
+            u.append(int(r[j + 2]) / 1000)
+        out[name] = Response(t, sp, y, u, loop=name)
+    return out
