@@ -1,0 +1,176 @@
+"""`cyphy flash`: MicroPython, the partition table and a filesystem holding the cyphy
+firmware (compiled .mpy) and the node's config, written with esptool (chip detection,
+erase, write, verify by MD5).
+
+On a sim node (sim://NAME) the same esptool path runs against the sim's ROM download mode
+(docs/boards.md): the node is restarted in download mode, written, and booted.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from . import flashimage as fi
+
+FW_OFFSET = 0x1000          # MicroPython's ESP32 .bin: bootloader, partitions, app, merged
+ESP_IMAGE_MAGIC = 0xE9
+APP_DESC_MAGIC = 0xABCD5432
+CHIP_ID_ESP32 = 0           # image extended header: which chip the image is for
+CHIP_NAMES = {0: "ESP32", 2: "ESP32-S2", 5: "ESP32-C3", 9: "ESP32-S3", 12: "ESP32-C2",
+              13: "ESP32-C6", 16: "ESP32-H2"}
+
+
+class FlashError(Exception):
+    """One line saying what went wrong and what to do."""
+
+
+@dataclass
+class FirmwareImage:
+    data: bytes
+    version: str | None      # MicroPython's version from the app description, if found
+
+
+def check_firmware(path: Path, limit: int) -> FirmwareImage:
+    """A MicroPython ESP32 .bin (as published, for offset 0x1000), or FlashError."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise FlashError(f"{path}: {e.strerror}") from None
+    if len(data) < 24 or data[0] != ESP_IMAGE_MAGIC:
+        raise FlashError(f"{path}: not an ESP32 firmware image (no 0xE9 image header); "
+                         f"use MicroPython's ESP32 .bin, e.g. ESP32_GENERIC-<date>-<version>.bin")
+    chip = struct.unpack_from("<H", data, 12)[0]
+    if chip != CHIP_ID_ESP32:
+        raise FlashError(f"{path}: this image is for {CHIP_NAMES.get(chip, f'chip id {chip}')}, "
+                         f"not ESP32")
+    if len(data) > limit:
+        raise FlashError(f"{path}: {len(data)} bytes do not fit below the filesystem at "
+                         f"{FW_OFFSET + limit:#x} ({limit} bytes at most)")
+    return FirmwareImage(data, _app_version(data))
+
+
+def _app_version(data: bytes) -> str | None:
+    # The app (at 0x10000, so 0xF000 into the file) starts with esp_app_desc_t right after
+    # its 24-byte image header and 8-byte segment header: magic, then the version string.
+    app = 0x10000 - FW_OFFSET
+    d = app + 24 + 8
+    if len(data) < d + 48 or data[app] != ESP_IMAGE_MAGIC:
+        return None
+    if struct.unpack_from("<I", data, d)[0] != APP_DESC_MAGIC:
+        return None
+    return data[d + 16:d + 48].split(b"\0")[0].decode(errors="replace") or None
+
+
+def filesystem(config: dict | None, target: str, size: int) -> tuple[bytes, int]:
+    """The vfs partition: the firmware tree (.mpy) and /config.json; (image, file count)."""
+    import json
+
+    from .firmware import build
+
+    files = {b.dst: b.data for b in build(target)}
+    if config is not None:
+        files["/config.json"] = json.dumps(config).encode()
+    return fi.build_vfs(files, size), len(files)
+
+
+def plan(firmware: Path | None, config: dict | None, target: str) -> list[tuple[int, bytes, str]]:
+    """(offset, bytes, what) to write: [MicroPython,] partition table, filesystem."""
+    layout = fi.MICROPYTHON_ESP32_4MB
+    vfs = fi.find_partition(layout, "vfs")
+    out = []
+    if firmware is not None:
+        fw = check_firmware(firmware, vfs.offset - FW_OFFSET)
+        out.append((FW_OFFSET, fw.data, f"MicroPython {fw.version or '(version unknown)'}"))
+    out.append((fi.PARTITION_TABLE_OFFSET, fi.encode_partition_table(layout), "partition table"))
+    image, n = filesystem(config, target, vfs.size)
+    out.append((vfs.offset, image, f"filesystem: {n} files"))
+    return out
+
+
+_PCT = re.compile(rb"(\d{1,3}(?:\.\d)?) ?%")
+_ERRORS = (
+    (re.compile(r"This chip is ([^,\s]+), not ([^.\s]+)"),
+     "the chip on {port} is {1}, not an ESP32: use cyphy with an ESP32 board (this "
+     "firmware and layout are for ESP32)"),
+    (re.compile(r"exclusively lock|Resource busy|Device or resource busy"),
+     "{port} is busy: another program (a terminal, mpremote, cyphy monitor) has it open"),
+    (re.compile(r"Failed to connect to|No serial data received"),
+     "no chip answered on {port}: put the board in download mode (hold BOOT/IO0, press EN) "
+     "or let esptool reset it (--before default-reset); a sim node: use sim://NAME"),
+    (re.compile(r"Errno 2\]|No such file or directory"),
+     "no such port: {port} (cyphy discover lists the ports it sees)"),
+)
+
+
+def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | None = None,
+                before: str = "default-reset", after: str = "hard-reset", baud: int = 460800) -> str:
+    """esptool --chip esp32 ... (a subprocess: esptool's own exit and output stay apart);
+    its output, or FlashError with a one-line reason."""
+    cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud",
+           str(baud), "--before", before, "--after", after, *args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = bytearray()
+    assert p.stdout is not None
+    while True:
+        chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
+        if not chunk:
+            break
+        out += chunk
+        if progress is not None:
+            for m in _PCT.finditer(chunk):
+                progress(float(m.group(1)))
+    rc = p.wait()
+    text = out.decode(errors="replace")
+    if rc != 0:
+        raise FlashError(_explain(text, port))
+    return text
+
+
+def _explain(text: str, port: str) -> str:
+    for pat, msg in _ERRORS:
+        m = pat.search(text)
+        if m:
+            return msg.format(m.group(0), *m.groups(), port=port)
+    last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+    return f"esptool failed on {port}: {last[0].strip()}"
+
+
+def flash(port: str, firmware: Path | None, config: dict | None, target: str = "esp32",
+          erase: bool = True, before: str = "default-reset", after: str = "hard-reset",
+          baud: int = 460800, progress: Callable[[str, float], None] | None = None) -> dict:
+    """Write [MicroPython,] the partition table and the filesystem; verified by esptool's
+    MD5 check. Returns a report."""
+    return write(port, plan(firmware, config, target), erase, before, after, baud, progress)
+
+
+def write(port: str, parts: list[tuple[int, bytes, str]], erase: bool = True,
+          before: str = "default-reset", after: str = "hard-reset", baud: int = 460800,
+          progress: Callable[[str, float], None] | None = None) -> dict:
+    """esptool write-flash of the planned regions, each verified by MD5."""
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["write-flash"]
+        if erase:
+            args.append("--erase-all")
+        for off, data, what in parts:
+            f = Path(tmp) / f"{off:#x}.bin"
+            f.write_bytes(data)
+            args += [f"{off:#x}", str(f)]
+        cb = (lambda pct: progress("writing", pct)) if progress else None
+        text = run_esptool(port, args, cb, before=before, after=after, baud=baud)
+    verified = text.count("Hash of data verified")
+    if verified < len(parts):
+        raise FlashError(f"esptool did not verify every region on {port} "
+                         f"({verified} of {len(parts)}); flash again")
+    mac = re.search(r"MAC:\s+([0-9a-f:]{17})", text)
+    chip = re.search(r"Chip (?:is|type:)\s+([^\n(]+)", text)
+    return {"port": port, "chip": chip.group(1).strip() if chip else None,
+            "mac": mac.group(1) if mac else None, "erased": erase,
+            "regions": [{"offset": off, "bytes": len(d), "what": w} for off, d, w in parts],
+            "verified": True}
