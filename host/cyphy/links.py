@@ -77,6 +77,7 @@ class SerialLink:
         self.console = bytearray()
         self._buf = bytearray()
         self._frames: list[bytes] = []
+        self._pending = bytearray()     # read while looking for a marker, not yet used
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()  # exec() holds it: the session's reader keeps off
         if enter:
@@ -94,20 +95,28 @@ class SerialLink:
         s.write(b"\x02")
         self._expect(b">>> ", 5.0, "a REPL prompt")
         s.reset_input_buffer()
+        self._pending = bytearray()
         self.console.clear()
         s.write(self.ENTER + b"\r")
         self._expect(self.ENTER + b"\r\n", 5.0, "the echo of node.serve()")
         self.console.clear()
+        rest, self._pending = bytes(self._pending), bytearray()
+        self._split(rest)  # the first frames may have come with the echo
 
-    def _expect(self, marker: bytes, timeout: float, what: str) -> None:
+    def _expect(self, marker: bytes, timeout: float, what: str) -> bytes:
+        """Input up to and including marker; what came after it stays in _pending."""
         end = time.monotonic() + timeout
-        seen = bytearray()
+        seen = self._pending
         while marker not in seen:
             if time.monotonic() > end:
                 tail = bytes(seen[-200:]).decode(errors="replace")
+                self._pending = bytearray()
                 raise LinkError(f"{self.url}: no {what} from the device within {timeout:.0f} s "
                                 f"(is it a MicroPython board? last output: {tail!r})")
             seen += self.ser.read(self.ser.in_waiting or 1)
+        i = seen.index(marker) + len(marker)
+        self._pending = seen[i:]
+        return bytes(seen[:i])
 
     def send(self, frame: bytes) -> None:
         with self._wlock:
@@ -138,18 +147,17 @@ class SerialLink:
             err = self._until(b"\x04", timeout)
             s.write(b"\x02")  # back to the friendly REPL, where a person expects it
             self._expect(b">>> ", 5.0, "the friendly prompt")
+            self._pending = bytearray()
         if err:
             raise LinkError(f"{self.url}: the code raised:\n{err.decode(errors='replace').strip()}")
         return out.decode(errors="replace")
 
     def _until(self, marker: bytes, timeout: float) -> bytes:
-        end = time.monotonic() + timeout
-        got = bytearray()
-        while not got.endswith(marker):
-            if time.monotonic() > end:
-                raise LinkError(f"{self.url}: the node did not finish within {timeout:.0f} s")
-            got += self.ser.read(1)
-        return bytes(got[:-len(marker)])
+        """Input up to marker (not included)."""
+        try:
+            return self._expect(marker, timeout, "end of output")[:-len(marker)]
+        except LinkError:
+            raise LinkError(f"{self.url}: the node did not finish within {timeout:.0f} s") from None
 
     def _split(self, data: bytes) -> None:
         # 00 ends a chunk; a chunk that is not a frame is console text (the REPL's)

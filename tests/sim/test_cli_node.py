@@ -57,7 +57,7 @@ def test_monitor_records_and_plot_draws(node, tmp_path):
     p = cyphy("monitor", node, "--seconds", "2", "--period-ms", "50", "--csv", str(rec))
     assert "oven: sp 60" in p.stdout and "link: frames" in p.stdout
     rows = list(csv.DictReader(rec.open()))
-    assert len(rows) > 20 and rows[0]["loop"] == "oven" and float(rows[-1]["setpoint"]) == 60.0
+    assert len(rows) > 10 and rows[0]["loop"] == "oven" and float(rows[-1]["setpoint"]) == 60.0
     p = cyphy("plot", str(rec))
     png = rec.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "1 loop(s): oven" in p.stdout
