@@ -176,6 +176,12 @@ class Board:
         self.bench = _hw.Bench(bench_spec, self.clock)
         if self.bench.plant is not None:
             self.clock.hardware = self.bench
+            import _gear  # the supervisor's control socket: only a bench needs it
+
+            gear = _gear.Gear(link, self.bench)
+            link.on_request = gear.answer
+            if not self.clock.virtual:
+                self.clock.waiter = gear.wait_us  # real-time sleeps serve those requests too
         self.watchdog = Watchdog(self)
         self.uid = uid
         self.reset_cause = reset_cause

@@ -13,7 +13,15 @@
 #       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), b'h' (hard reset) or
 #           b'd' (deep-sleep wake-up)
 #       'E' event for the supervisor's record (text)
-# Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF.
+#       'Q' answer to a 'P' request (JSON object, with the request's "id")
+# Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF, and
+#   00 T LL LL payload     a command, T an uppercase letter (commands a ROM does not know
+#                          are skipped whole); the supervisor writes each one atomically:
+#       'P' a request for the board's test equipment (JSON object with "id" and "op",
+#           e.g. plant.state): served while this process reads its input (the REPL
+#           waits, input(), sys.stdin) and, in real time, while user code sleeps; the
+#           answer is a 'Q' frame. Never mixed into the console input.
+#   00 + any other byte    two bytes ignored (reserved)
 #
 # Ctrl-C: running code can only be stopped by SIGINT, and this MicroPython build raises
 # KeyboardInterrupt from inside the signal handler, wherever the process is, even in the
@@ -31,10 +39,14 @@ _COMPILING = b"\x00S\x01\x00C"
 _RUNNING = b"\x00S\x01\x00R"
 _IDLE = b"\x00S\x01\x00I"
 _MAX_FRAME = 4000  # pipe writes below PIPE_BUF (4096) are atomic: a frame is never torn
+# the answer to a request that arrives before the board serves them (no id: the
+# supervisor takes it for the oldest request it is waiting on)
+_NOT_READY = b'\x00Q\x2d\x00{"ok": false, "error": "the node is booting"}'
 
 
-def _unescape(raw, i):
-    """Decode raw from the first escape at i; returns (bytes, how many raw bytes used)."""
+def _unescape(raw, i, cmds):
+    """Decode raw from the first escape at i; returns (bytes, how many raw bytes used).
+    Whole commands are appended to cmds as (letter, payload)."""
     out = bytearray(raw[:i])
     j = i
     n = len(raw)
@@ -48,8 +60,16 @@ def _unescape(raw, i):
         elif raw[j + 1] == 0xFF:
             out.append(0)
             j += 2
+        elif 65 <= raw[j + 1] <= 90:  # 'A'..'Z': a command with a payload
+            if j + 4 > n:
+                break
+            end = j + 4 + (raw[j + 2] | raw[j + 3] << 8)
+            if end > n:
+                break  # the rest is on its way
+            cmds.append((raw[j + 1], bytes(raw[j + 4 : end])))
+            j = end
         else:
-            j += 2  # a command from a newer supervisor: ignored
+            j += 2  # reserved: ignored
     return out, j
 
 
@@ -65,6 +85,10 @@ class Link:
         self._raw = bytearray()  # escaped bytes read from the pipe, not yet decoded
         self._q = bytearray()  # decoded console input, not yet consumed
         self._hdr = bytearray(4)
+        self._cmds = []  # commands decoded from the input, not yet served
+        # Test equipment (the supervisor's control socket): a bench board sets this to a
+        # function that takes a 'P' payload and writes the 'Q' answer (_gear.py).
+        self.on_request = None
 
     # ---- output ----
     def frame(self, kind, payload=b""):
@@ -148,11 +172,26 @@ class Link:
         if i < 0:
             out, j = raw, len(raw)
         else:
-            out, j = _unescape(raw, i)
+            cmds = self._cmds
+            del cmds[:]  # an interrupted decode left nothing committed: start over
+            out, j = _unescape(raw, i, cmds)
         # Commit with two statements and no jump between them: a KeyboardInterrupt can
         # only fire before (nothing moved) or after (everything moved), never halfway.
         self._q.extend(out)
         raw[:j] = b""
+        if i >= 0:
+            self._serve()
+
+    def _serve(self):
+        """Answer the decoded commands (requests for the test equipment)."""
+        cmds = self._cmds
+        while cmds:
+            kind, payload = cmds.pop(0)
+            if kind == 80:  # 'P'
+                if self.on_request is None:
+                    self._out.write(_NOT_READY)
+                else:
+                    self.on_request(payload)
 
     def _wait_input(self, timeout_ms):
         """True once decoded input is queued; False on timeout."""

@@ -55,7 +55,7 @@ _FOTD_MAX_BUF = 512  # ... and at most this many entries
 _EV_INPUT = 0
 _EV_PARAM = 1
 _EV_FAULT = 2
-_FAULTS = ("stuck", "noise", "none")
+_FAULTS = ("stuck", "noise", "offset", "none")
 
 
 def _bad(where, why):
@@ -219,12 +219,12 @@ class Plant:
         return self._out(self._o(name))
 
     def measure(self, name):
-        """Sensor reading: true value + Gaussian noise (seeded, one stream per sensor),
-        or the held value while the sensor is stuck."""
+        """Sensor reading: true value (+ offset) + Gaussian noise (seeded, one stream per
+        sensor), or the held value while the sensor is stuck."""
         i = self._o(name)
         if self._stuck[i]:
             return self._held[i]
-        v = self._out(i)
+        v = self._out(i) + self._off[i]
         s = self._std[i]
         if s > 0.0:
             v += s * self._rng[i].gauss()
@@ -265,6 +265,17 @@ class Plant:
             self._apply(e)
         else:
             self._schedule(e)
+
+    def fault(self, name):
+        """A sensor's fault now: ("none", 0.0), ("stuck", held value), ("noise", std) or
+        ("offset", offset)."""
+        i = self._o(name)
+        f = self._fault[i]
+        if f == "stuck":
+            return (f, self._held[i])
+        if f == "noise":
+            return (f, self._std[i])
+        return (f, self._off[i])
 
     def pending(self):
         """Number of scheduled disturbances not yet applied."""
@@ -309,6 +320,8 @@ class Plant:
         self._rng = [Rng(seed, i) for i in range(n)]
         self._stuck = [False] * n
         self._held = [0.0] * n
+        self._off = [0.0] * n  # offset fault: added to the true value
+        self._fault = ["none"] * n
         self._last = [None] * n
 
     def _event(self, ev, where, need_at):
@@ -363,6 +376,10 @@ class Plant:
         if fault == "stuck":
             v = _num(ev["value"], where + ".value'") if "value" in ev else None
             return (at, _EV_FAULT, name, v, -1.0)
+        if fault == "offset":
+            if "value" not in ev:
+                raise _bad(where + ".value'", "an 'offset' fault needs 'value' (added to the reading)")
+            return (at, _EV_FAULT, name, _num(ev["value"], where + ".value'"), -3.0)
         if "value" in ev:
             raise _bad(where + ".value'", "a 'none' fault takes no 'value'")
         return (at, _EV_FAULT, name, 0.0, -2.0)
@@ -393,9 +410,16 @@ class Plant:
         else:
             i = self._oidx[name]
             # a sensor has one fault at a time: a new fault replaces the old one
+            self._off[i] = 0.0
             if e[4] >= 0.0:  # noise: the sensor's noise becomes std
                 self._std[i] = e[4]
                 self._stuck[i] = False
+                self._fault[i] = "noise"
+            elif e[4] == -3.0:  # offset: the reading is off by value (noise as configured)
+                self._off[i] = e[3]
+                self._std[i] = self._std0[i]
+                self._stuck[i] = False
+                self._fault[i] = "offset"
             elif e[4] == -1.0:  # stuck: holds the given value, else its last reading
                 if e[3] is not None:
                     self._held[i] = e[3]
@@ -405,9 +429,11 @@ class Plant:
                     self._held[i] = self._out(i)
                 self._stuck[i] = True
                 self._std[i] = self._std0[i]
+                self._fault[i] = "stuck"
             else:  # none: the sensor is healthy again
                 self._std[i] = self._std0[i]
                 self._stuck[i] = False
+                self._fault[i] = "none"
 
     # model hooks
     def _setup(self):
