@@ -7,8 +7,11 @@ DEMO_SECONDS ?= 30
 # Parallel test workers; the suite is sized for 2 cores.
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+# make bench QUICK=1: the short run (under two minutes).
+QUICK ?=
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test venv lock clean
+.PHONY: demo test venv lock clean bench
 
 venv: $(STAMP)
 
@@ -23,6 +26,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+
+# Figures next to the anchors' (docs/benchmarks.md); never fails for a slow machine.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
+
+# The anchors' own libraries (pymavlink, protobuf), optional: without them their figures
+# are recorded as skipped.
+$(BENCH_STAMP): $(STAMP) bench/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r bench/requirements.txt && touch $@ \
+	  || echo "bench: could not install bench/requirements.txt; the anchors' codec rates will be skipped"
 
 # Re-pin every dependency to what is installed in .venv right now.
 lock: $(STAMP)

