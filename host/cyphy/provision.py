@@ -1,0 +1,261 @@
+"""Give a node its name, config, key and Wi-Fi credentials over the raw REPL.
+
+    with Device.open("sim://oven") as dev:
+        provision(dev, "oven-1", config=json.load(open("oven.json")),
+                  wifi=("lab", password), key_hex=None)   # key: the node's, the host's, or new
+
+What goes where (firmware/lib/cyphy_node/app.py reads both at boot):
+    /config.json    the config (docs/config.md), validated on the host first, with `name` set
+    /secrets.json   {"key": hex, "wifi": {"ssid", "password"}}
+
+Every write is atomic and verified: the file goes to PATH.tmp, is read back and hashed
+on the node, and only then renamed over PATH; a node that loses power at any point keeps
+its previous file whole. Provisioning twice changes nothing the second time: a file whose
+content would not change is not written.
+
+Secrets never leave the host in a form the node prints: /secrets.json is merged on the
+node (the existing key or Wi-Fi password is kept without the host ever reading it), and the
+node only answers whether it has a key and whether it equals the one the host offers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets as _secrets
+from typing import Callable
+
+from cyphy import keys
+from cyphy.device import Device, DeviceError
+
+CONFIG_PATH = "/config.json"
+SECRETS_PATH = "/secrets.json"
+
+
+class ProvisionError(Exception):
+    """Bad input for provisioning (a config error names the field); nothing was written."""
+
+
+# _cysec(path, key, wifi, cand, write): the node's side of /secrets.json. key (hex) and
+# wifi (dict) replace those parts when not None; cand is a key to compare with the
+# node's. Prints JSON: what the node has (never a secret), whether the merge changes the
+# file, and the new file's SHA-256 after a verified, atomic write.
+SEC_SRC = """\
+def _cysec(p, key, wifi, cand, write):
+ import json, os, hashlib, binascii
+ try:
+  with open(p) as f:
+   s = json.load(f)
+  if not isinstance(s, dict):
+   s = {}
+ except (OSError, ValueError):
+  s = {}
+ k = s.get('key')
+ k = k.strip().lower() if isinstance(k, str) and k.strip() else None
+ w = s.get('wifi') if isinstance(s.get('wifi'), dict) else {}
+ r = {'has_key': k is not None, 'same_key': cand is not None and k == cand,
+      'ssid': w.get('ssid'), 'has_password': bool(w.get('password'))}
+ n = dict(s)
+ if key is not None:
+  n['key'] = key
+ if wifi is not None:
+  n['wifi'] = wifi
+ r['changed'] = n != s
+ r['key_changed'] = n.get('key') != s.get('key')
+ r['wifi_changed'] = n.get('wifi') != s.get('wifi')
+ if write and n != s:
+  d = json.dumps(n).encode()
+  with open(p + '.tmp', 'wb') as f:
+   f.write(d)
+  h = hashlib.sha256()
+  with open(p + '.tmp', 'rb') as f:
+   h.update(f.read())
+  x = binascii.hexlify(h.digest()).decode()
+  if x != binascii.hexlify(hashlib.sha256(d).digest()).decode():
+   os.remove(p + '.tmp')
+   raise OSError('secrets: read back differs')
+  os.rename(p + '.tmp', p)
+  r['sha256'] = x
+ s = n = k = d = None
+ print(json.dumps(r))
+"""
+
+
+def minimal_config(name: str) -> dict:
+    """A config with no channels and no loops: the node boots, names itself, runs nothing."""
+    return {"schema": 1, "name": name, "comms_timeout_ms": 0, "channels": [], "loops": []}
+
+
+def check_config(cfg: dict, name: str | None) -> dict:
+    """cfg with `name` set (when given), validated by cyphy_node.config like the node
+    would; ProvisionError("config error: <field>: <why>") otherwise."""
+    from cyphy_node import config as C
+
+    if not isinstance(cfg, dict):
+        raise ProvisionError("config error: the config must be a JSON object")
+    cfg = dict(cfg)
+    if name is not None:
+        cfg["name"] = name
+    try:
+        C.validate(cfg)
+    except C.ConfigError as e:
+        raise ProvisionError(f"config error: {e}") from None
+    return cfg
+
+
+def config_bytes(cfg: dict) -> bytes:
+    return (json.dumps(cfg, indent=2) + "\n").encode()
+
+
+def load_config_file(path: str) -> dict:
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ProvisionError(f"{path}: {e.strerror or e}") from None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise ProvisionError(f"config error: {path}: is not valid JSON ({e})") from None
+
+
+def new_key_hex() -> str:
+    return _secrets.token_bytes(32).hex()
+
+
+def provision(dev: Device, name: str | None, config: dict | None = None,
+              wifi: tuple[str, str] | None = None, key_hex: str | None = None,
+              key_source: str = "given", new_key: bool = False, dry_run: bool = False,
+              progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Provision the node on dev. name: the node's name (None: keep the config's);
+    config: the config (None: keep the node's, renamed); wifi: (ssid, password) to set
+    (None: keep); key_hex: the key to set (None: keep the node's, else the host's stored
+    key for the name, else a new one; new_key=True: always a new one). Returns the report
+    (what changed; never a secret)."""
+    if config is not None:
+        config = check_config(config, name)
+    if key_hex is not None:
+        try:
+            key_hex = keys.normalise_hex(key_hex)
+        except ValueError as e:
+            raise ProvisionError(f"key ({key_source}): {e}") from None
+    if wifi is not None:
+        ssid, password = wifi
+        if not 1 <= len(ssid.encode()) <= 32:
+            raise ProvisionError("Wi-Fi SSID: must be 1 to 32 bytes")
+        if len(password.encode()) > 64:
+            raise ProvisionError("Wi-Fi password: must be at most 64 bytes")
+    warnings: list[str] = []
+
+    # ---- config (not a secret: read back whole, to compare and to learn the old name)
+    old = dev.read(CONFIG_PATH)
+    cur = None
+    if old is not None:
+        try:
+            cur = json.loads(old)
+        except ValueError:
+            cur = None
+    old_name = cur.get("name") if isinstance(cur, dict) and isinstance(cur.get("name"), str) else None
+    config_data = None
+    if config is None:
+        if old is None:
+            if name is None:
+                raise ProvisionError("the node has no /config.json: give --name (and --config)")
+            config = check_config(minimal_config(name), None)
+            warnings.append("the node had no config: wrote one with no channels and no loops")
+        elif not isinstance(cur, dict):
+            raise ProvisionError("the node's /config.json is not a valid JSON object: give --config")
+        else:
+            try:
+                config = check_config(cur, name)
+            except ProvisionError as e:
+                raise ProvisionError(f"the node's /config.json: {e}; give --config") from None
+            if config == cur:
+                config_data = old  # same content: keep the node's bytes (and formatting)
+    name = config["name"]
+    if config_data is None:
+        config_data = config_bytes(config)
+    cfg_sha = hashlib.sha256(config_data).hexdigest()
+    cfg_action = "unchanged" if old == config_data else "written"
+
+    # ---- key: given > the node's > the host's copy for this name > a new one
+    dev._helper("_cysec", SEC_SRC)
+    host_hex = keys.load_key_hex(name)
+    renamed_hex = None
+    if host_hex is None and old_name and old_name != name:
+        renamed_hex = keys.load_key_hex(old_name)  # a renamed node: its key may be kept here
+    cand = key_hex or host_hex or renamed_hex
+    q = _sec(dev, None, None, cand, False)
+    if new_key:
+        want, source = new_key_hex(), "generated"
+    elif key_hex is not None:
+        want, source = key_hex, key_source
+    elif q["has_key"] and renamed_hex is not None and q["same_key"]:
+        want, source = renamed_hex, "host"  # the host's copy follows the new name
+    elif q["has_key"]:
+        want, source = None, "node"  # kept on the node as it is
+        if host_hex is None:
+            warnings.append(f"kept the node's key, but this host has no copy of it: give --key-file "
+                            f"or --new-key so that cyphy set/get/monitor can talk to {name}")
+        elif not q["same_key"]:
+            warnings.append(f"kept the node's key, which differs from the one this host keeps for "
+                            f"{name}: give --key-file or --new-key to settle it")
+    elif host_hex is not None:
+        want, source = host_hex, "host"
+    else:
+        want, source = new_key_hex(), "generated"
+    set_key = None if want is None or (q["has_key"] and q["same_key"] and want == cand) else want
+    wifi_d = {"ssid": wifi[0], "password": wifi[1]} if wifi is not None else None
+
+    report = {
+        "port": dev.port,
+        "name": name,
+        "dry_run": dry_run,
+        "config": {"path": CONFIG_PATH, "action": cfg_action, "bytes": len(config_data)},
+        "secrets": {"path": SECRETS_PATH, "action": "unchanged"},
+        "key": {"source": source, "changed": False, "host_file": None, "host_file_changed": False},
+        "wifi": {"ssid": wifi[0] if wifi else q["ssid"], "changed": False,
+                 "password_set": bool(wifi[1]) if wifi else q["has_password"]},
+        "warnings": warnings,
+    }
+
+    # ---- write: config, then secrets (each atomic; a power loss between them leaves the
+    # new config with the old secrets, a valid node)
+    if cfg_action == "written":
+        if dry_run:
+            report["config"]["action"] = "would write"
+        else:
+            cb = None
+            if progress is not None:
+                def cb(n: int) -> None:
+                    progress(n, len(config_data), CONFIG_PATH)
+            dev.write_atomic(CONFIG_PATH, config_data, cb)
+            if dev.sha256(CONFIG_PATH) != cfg_sha:
+                raise DeviceError(f"{dev.port}: {CONFIG_PATH} does not read back as written")
+    w = _sec(dev, set_key, wifi_d, cand, not dry_run)
+    if w["changed"]:
+        if dry_run:
+            report["secrets"]["action"] = "would write"
+        else:
+            if dev.sha256(SECRETS_PATH) != w.get("sha256"):
+                raise DeviceError(f"{dev.port}: {SECRETS_PATH} does not read back as written")
+            report["secrets"]["action"] = "written"
+    report["key"]["changed"] = bool(w["key_changed"])
+    report["wifi"]["changed"] = bool(w["wifi_changed"])
+
+    # ---- the host's copy of the key (after the node has it: a rerun repairs either side)
+    if want is not None and host_hex != want:
+        if not dry_run:
+            keys.save_key(name, want)
+        report["key"]["host_file_changed"] = True
+    if want is not None or host_hex is not None:
+        report["key"]["host_file"] = str(keys.key_path(name))
+    return report
+
+
+def _sec(dev: Device, key: str | None, wifi: dict | None, cand: str | None, write: bool) -> dict:
+    out = dev.exec(f"_cysec({SECRETS_PATH!r}, {key!r}, {wifi!r}, {cand!r}, {write!r})")
+    try:
+        return json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise DeviceError(f"{dev.port}: unexpected answer from the node about {SECRETS_PATH}") from None
