@@ -27,6 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+from cyphy.hil.defaults import THERMAL_BENCH, THERMAL_CONFIG
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -151,36 +153,12 @@ def machine() -> dict:
 
 # ---------------------------------------------------------------------- firmware
 
-THERMAL = {
-    "plant": {"type": "fotd", "gain": 0.9, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
-    "wiring": [
-        {"pin": 34, "kind": "adc", "signal": "temperature", "range": [0, 150], "volts": [0.0, 2.45]},
-        {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]},
-    ],
-    "seed": 1,
-}
-
-# The tests' oven (tests/sim/test_node_runtime.py CONFIG): a heater PWM on pin 25, an ADC
-# temperature sensor on pin 34, one PID loop.
-CONFIG = {
-    "schema": 1,
-    "name": "bench",
-    "comms_timeout_ms": 0,
-    "channels": [
-        {"name": "temp", "pin": 34, "kind": "adc",
-         "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": 0, "eng_max": 150},
-         "units": "degC", "valid": [1, 149]},
-        {"name": "heater", "pin": 25, "kind": "pwm", "freq_hz": 1000,
-         "range": [0, 100], "units": "%", "failsafe": 0},
-    ],
-    "loops": [
-        {"name": "oven", "rate_hz": 10, "sensor": "temp", "actuator": "heater",
-         "filter": {"type": "lowpass", "tau_s": 0.5},
-         "controller": {"type": "pid", "kp": 4.9, "ki": 0.034, "kd": 0.0,
-                        "out_min": 0, "out_max": 100, "setpoint": 60.0},
-         "alarms": {"high": 90, "low": 5, "hysteresis": 1}},
-    ],
-}
+# The oven of the tests and the HIL plugin (cyphy.hil.defaults): a heater PWM on pin 25,
+# an ADC temperature sensor on pin 34, one PID loop, here with a 60 degC setpoint.
+THERMAL = copy.deepcopy(THERMAL_BENCH)
+CONFIG = copy.deepcopy(THERMAL_CONFIG)
+CONFIG["name"] = "bench"
+CONFIG["loops"][0]["controller"]["setpoint"] = 60.0
 
 KEY_HEX = "5f" * 32
 WIFI = {"ssid": "bench", "password": "bench-not-secret"}

@@ -9,6 +9,7 @@ that main.py boots it as in the field.
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from serial_console import Console  # noqa: E402
 from benches import THERMAL
+from cyphy.hil.defaults import THERMAL_CONFIG  # noqa: E402
 
 # The same plant (fotd defaults) whose temperature sensor gets stuck at -10 degC (the ADC
 # reads 0: below the valid range) from t = 60 s to t = 90 s.
@@ -34,25 +36,9 @@ STUCK = {
 
 # SIMC tuning of the FOTD model (K = 0.9, tau = 160 s, theta = 12 s) with tau_c = 2 theta:
 # kp = tau / (K (tau_c + theta)) = 4.9 %/degC, Ti = min(tau, 4 (tau_c + theta)) = 144 s.
-CONFIG = {
-    "schema": 1,
-    "name": "oven-1",
-    "comms_timeout_ms": 0,
-    "channels": [
-        {"name": "temp", "pin": 34, "kind": "adc",
-         "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": 0, "eng_max": 150},
-         "units": "degC", "valid": [1, 149]},
-        {"name": "heater", "pin": 25, "kind": "pwm", "freq_hz": 1000,
-         "range": [0, 100], "units": "%", "failsafe": 0},
-    ],
-    "loops": [
-        {"name": "oven", "rate_hz": 10, "sensor": "temp", "actuator": "heater",
-         "filter": {"type": "lowpass", "tau_s": 0.5},
-         "controller": {"type": "pid", "kp": 4.9, "ki": 0.034, "kd": 0.0,
-                        "out_min": 0, "out_max": 100, "setpoint": 60.0},
-         "alarms": {"high": 90, "low": 5, "hysteresis": 1}},
-    ],
-}
+CONFIG = copy.deepcopy(THERMAL_CONFIG)
+CONFIG["name"] = "oven-1"
+CONFIG["loops"][0]["controller"]["setpoint"] = 60.0
 
 # The firmware tree (which source goes where on a node) is cyphy.firmware's one list.
 FILES = firmware.source_pairs("sim")
