@@ -144,6 +144,10 @@ class Link:
                 due = clock.due_in_us()
                 if 0 <= due < 1000:
                     clock.sleep_us(due)  # sub-millisecond: poll() cannot wait that precisely
+                    if self._poll.poll(0):
+                        break            # input waiting: a 1 kHz timer must not starve it
+                    if timeout_ms == 0:
+                        return False
                     continue
                 if clock.hardware is not None and not clock.virtual and (due < 0 or due > 20_000):
                     due = 20_000  # keep the plant moving while the node idles
