@@ -108,3 +108,16 @@ def test_wrong_chip_and_busy_port_messages_from_esptools_own_words(sim_nodes):
         r = subprocess.run([*esptool, "--chip", "esp32", "chip-id"], capture_output=True, text=True)
     out = r.stdout + r.stderr
     assert _explain(out, "P").startswith("P is busy: another program")
+
+
+def test_a_node_without_a_bench_boots_the_firmware(sim_nodes, tmp_path):
+    # The sim's default heap is an ESP32 with PSRAM's: the firmware's ~150 KB of bytecode
+    # fits (docs/boards.md). No plant here: the sensor reads 0 V, out of its valid range.
+    n = sim_nodes("plain", baud=0)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(CONFIG))
+    log = n.node.console_log
+    before = log.stat().st_size if log.exists() else 0
+    cyphy("flash", "--port", "sim://plain", "--config", str(cfg))
+    out = wait_for_log(log, b"cyphy: node oven-1 running 1 loop(s)", after=before, timeout=30)
+    assert b"MemoryError" not in out

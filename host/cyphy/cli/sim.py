@@ -24,7 +24,7 @@ def sim() -> None:
 @click.argument("name")
 @click.option("--baud", type=int, default=115200, show_default=True,
               help="Emulated UART line rate (8N1); 0 turns line-rate emulation off.")
-@click.option("--heap", default="256K", show_default=True, help="MicroPython heap; the default leaves about what an ESP32-WROOM without PSRAM has free.")
+@click.option("--heap", default="512K", show_default=True, help="MicroPython heap. The default is an ESP32 with PSRAM's (the cyphy firmware needs one, or frozen modules); 192K is about an ESP32-WROOM without PSRAM.")
 @click.option("--timeout", type=float, default=control.START_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the node's REPL.")
 @click.option("--ticks-start", type=int, default=0, show_default=True,

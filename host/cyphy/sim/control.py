@@ -15,7 +15,7 @@ from cyphy.sim.nodes import Node, SimError, all_nodes, cyphy_home, rom_dir
 START_TIMEOUT_S = 20.0
 
 
-def start(name: str, baud: int = 115200, heap: str = "256K", timeout: float = START_TIMEOUT_S,
+def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = START_TIMEOUT_S,
           home: Path | None = None, ticks_start: int = 0, virtual_time: bool = False,
           bench: Path | dict | None = None, download: bool = False) -> dict:
     """Power a node on and wait until its REPL answers. Returns its state (port, pid...).
