@@ -127,3 +127,16 @@ def test_a_loop_follows_another_node(udp_nodes, sim_nodes):
                 break
             time.sleep(0.3)
         assert ya > 25 and abs(spb - (ya + 5)) < 1.0, (ya, spb)
+
+
+def test_python_api_over_udp(udp_nodes):
+    import cyphy
+
+    (ip,) = udp_nodes("oven-a")
+    with cyphy.connect(f"udp://{ip}:{udp_nodes.port}", key=KEY_HEX) as n:
+        assert n.name == "oven-a"
+        n.set("oven.setpoint", 33.0)
+        assert n.get("oven.setpoint") == 33.0
+        assert next(n.telemetry(period_ms=50))["loops"]["oven"]["setpoint"] == 33.0
+        with pytest.raises(cyphy.api.LinkError, match="exec needs the node's serial console"):
+            n.exec("print(1)")
