@@ -245,6 +245,77 @@ def _make_vfs():
     return Module("vfs", **_copy(_vfs, skip=("VfsPosix",)))
 
 
+def _make_select(board):
+    # The Unix port's select.poll() on a Python stream (our console) spends about a
+    # millisecond per call even with input waiting, where ESP32's is immediate. When only
+    # console streams are registered, answer from the link's queue instead; anything else
+    # registered (a socket) goes to the real poll, as before.
+    import select as _sel
+
+    link = board.link
+    IN, OUT = _sel.POLLIN, _sel.POLLOUT
+
+    class Poll:
+        def __init__(self):
+            self._real = _sel.poll()
+            self._con = []               # [stream, mask] of console streams
+            self._others = 0
+
+        def register(self, obj, mask=IN | OUT):
+            self._real.register(obj, mask)
+            if isinstance(obj, (ConsoleIn, ConsoleOut)):
+                self.unregister_con(obj)
+                self._con.append([obj, mask])
+            else:
+                self._others += 1
+
+        def modify(self, obj, mask):
+            self._real.modify(obj, mask)
+            for e in self._con:
+                if e[0] is obj:
+                    e[1] = mask
+
+        def unregister_con(self, obj):
+            for i in range(len(self._con)):
+                if self._con[i][0] is obj:
+                    self._con.pop(i)
+                    return True
+            return False
+
+        def unregister(self, obj):
+            self._real.unregister(obj)
+            if not self.unregister_con(obj):
+                self._others -= 1
+
+        def _ready(self):
+            r = []
+            for obj, mask in self._con:
+                ev = 0
+                if mask & IN and isinstance(obj, ConsoleIn) and link.available():
+                    ev |= IN
+                if mask & OUT and isinstance(obj, ConsoleOut):
+                    ev |= OUT
+                if ev:
+                    r.append((obj, ev))
+            return r
+
+        def poll(self, timeout=-1):
+            if self._others or not self._con:
+                return self._real.poll(timeout)
+            r = self._ready()
+            if r or timeout == 0:
+                return r
+            link.wait_input(-1 if timeout is None or timeout < 0 else timeout)
+            return self._ready()
+
+        def ipoll(self, timeout=-1, flags=0):
+            return iter(self.poll(timeout))
+
+    attrs = _copy(_sel)
+    attrs["poll"] = Poll
+    return Module("select", **attrs)
+
+
 def _make_time(board):
     clock = board.clock
     attrs = _copy(_time)
@@ -362,6 +433,8 @@ def install(board):
     mods["time"] = _make_time(board)
     mods["utime"] = mods["time"]
     mods["network"] = _network.make(board, Module)
+    mods["select"] = _make_select(board)
+    mods["uselect"] = mods["select"]
 
     out = board.stdout
 

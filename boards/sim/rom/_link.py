@@ -209,6 +209,11 @@ class Link:
             self._decode()
         return True
 
+    def wait_input(self, timeout_ms):
+        """True once input is queued, False after timeout_ms (-1: no limit); the board's
+        timers run meanwhile."""
+        return self._wait_input(timeout_ms)
+
     def available(self):
         """Number of input bytes readable without blocking."""
         self._wait_input(0)
