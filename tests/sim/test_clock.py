@@ -170,3 +170,54 @@ def test_a_1khz_timer_does_not_starve_the_repl(raw):
     assert raw.run("print(n[0] > 0)", timeout=5).strip() == "True"
     assert time.monotonic() - t0 < 2
     raw.run("tm.deinit()")
+
+
+# ---- soft interrupts as on ESP32 (ports/esp32/machine_timer.c schedules the callback) ----
+
+def test_timer_callback_lands_inside_busy_main_thread_code(raw):
+    # No sleep, no wait: only ESP32's "run at the next jump" semantics can run the callback.
+    out = raw.run((
+        "import machine, time\n"
+        "seen = []\n"
+        "it = [0]\n"
+        "def cb(t):\n"
+        "    seen.append(it[0])\n"
+        "tm = machine.Timer(0, period=10, callback=cb)\n"
+        "t0 = time.ticks_ms()\n"
+        "while time.ticks_diff(time.ticks_ms(), t0) < 400:\n"
+        "    it[0] += 1\n"
+        "tm.deinit()\n"
+        "print(len(seen), len(set(seen)), it[0])\n"
+    ))
+    n, distinct, iters = (int(x) for x in out.split())
+    assert n >= 10  # ~40 at 100 Hz; a loaded machine delays some
+    assert distinct == n  # each landed at a different point of the loop
+    assert iters > 1000
+
+
+def test_schedule_queue_is_eight_deep_and_drops_when_full(raw):
+    # A 1 ms timer whose callback takes 30 ms: fires pile up behind it, at most 8 wait
+    # (ESP32's MICROPY_SCHEDULER_DEPTH), the rest are dropped and counted.
+    out = raw.run((
+        "import machine, time, _clock\n"
+        "n = [0]\n"
+        "def slow(t):\n"
+        "    n[0] += 1\n"
+        "    t1 = time.ticks_us()\n"
+        "    while time.ticks_diff(time.ticks_us(), t1) < 30000:\n"
+        "        pass\n"
+        "f0, d0 = _clock.current.stats()\n"
+        "tm = machine.Timer(1, period=1, callback=slow)\n"
+        "t0 = time.ticks_ms()\n"
+        "while time.ticks_diff(time.ticks_ms(), t0) < 300:\n"
+        "    pass\n"
+        "tm.deinit()\n"
+        "f1, d1 = _clock.current.stats()\n"
+        "k = n[0]\n"
+        "time.sleep_ms(400)\n"
+        "print(k, n[0], f1 - f0, d1 - d0)\n"
+    ))
+    ran_busy, ran_all, queued, dropped = (int(x) for x in out.split())
+    assert dropped > 100  # ~300 fires in 300 ms, one callback per 30 ms
+    assert ran_all - ran_busy <= 8  # after deinit only what was queued still runs: <= 8
+    assert ran_all == queued  # every queued fire ran, back to back

@@ -5,11 +5,18 @@
 # would hide wrap-around bugs; here they wrap as on the chip. `ticks_start=` (boot
 # argument) starts the counter elsewhere, e.g. just before the wrap, to flush out bugs.
 #
-# Timers: ESP32 timer callbacks are "soft": the interrupt only schedules them and they run
-# between bytecodes of whatever Python code is running. The sim runs them whenever the
-# node waits: while the REPL waits for input, in time.sleep*(), machine.idle() and
-# lightsleep(). Busy user code without sleeps holds them off (ESP32 would run them).
-# Servicing allocates nothing, so it is safe under micropython.heap_lock().
+# Timers: ESP32 timer callbacks are "soft". The timer's ISR only calls mp_sched_schedule()
+# (ports/esp32/machine_timer.c, machine_timer_handler), and the VM runs the callback at the
+# next jump of whatever bytecode the main thread executes, or while it waits; callbacks
+# never nest; the schedule queue holds MICROPY_SCHEDULER_DEPTH = 8 entries
+# (ports/esp32/mpconfigport.h) and a fire that finds it full is lost (mp_sched_schedule
+# returns false). The sim does the same in real time: a second thread plays the timer
+# hardware (it only touches preallocated int arrays), queues each fire in an 8-entry ring
+# (full: dropped and counted) and calls micropython.schedule(), so the callbacks run
+# between bytecodes of busy main-thread code, and back to back when several are late.
+# While the node waits (REPL input, sleeps), the waits end at the next deadline so the
+# callbacks also run on time there. Draining the ring allocates nothing, so it is safe
+# under micropython.heap_lock(), as on the chip (a callback then runs with the heap locked).
 #
 # Virtual time (boot argument time=virtual): the clock only moves while the node sleeps
 # (time.sleep*, machine.idle/lightsleep). A sleep jumps from one timer deadline to the
@@ -19,12 +26,26 @@
 import gc
 import time as _t
 import micropython
+from array import array
 from micropython import const
+
+try:
+    import _thread
+except ImportError:  # a Unix port built without threads: timers run only in waits
+    _thread = None
 
 _PERIOD = const(1 << 30)
 _MASK = const((1 << 30) - 1)
 _HALF = const(1 << 29)
 _MAX_TIMERS = const(4)  # ESP32 has four hardware timer channels: Timer(0)..Timer(3)
+_DEPTH = const(8)  # ESP32's MICROPY_SCHEDULER_DEPTH (ports/esp32/mpconfigport.h)
+_QMASK = const(0xFFFF)
+_ISR_IDLE_US = const(2000)  # the timer thread looks for newly armed timers this often
+# indices into Clock._q (written by one side each: no locks needed)
+_HEAD = const(0)  # fires queued (timer thread)
+_TAIL = const(1)  # fires taken (main thread)
+_DROPPED = const(2)  # fires lost to a full queue (timer thread)
+_FIRED = const(3)  # fires queued in all (timer thread)
 
 
 def repair_heap():
@@ -50,14 +71,29 @@ def repair_heap():
                 return
 
 
+current = None  # the board's clock (tests read its stats(): `import _clock`)
+
+
 class Clock:
     def __init__(self, ticks_start=0, virtual=False):
+        global current
+        current = self
         self.virtual = virtual
         # offset so that ticks_us() is ticks_start right now
         self._us0 = _t.ticks_us() - ticks_start
         self._vnow = ticks_start  # virtual time, microseconds since "boot" (not wrapped)
         self._timers = [None] * _MAX_TIMERS
         self._busy = False  # a callback is running: no nested servicing
+        # Shared with the timer thread: ints in arrays, each slot written by one side.
+        # ('i', not 'q': reading a 'q' item allocates a long int on this port)
+        self._dl = array("i", [0] * _MAX_TIMERS)  # deadline, in ticks_us (wraps at 2**30)
+        self._per = array("i", [0] * _MAX_TIMERS)  # period us (0: one-shot)
+        self._armed = bytearray(_MAX_TIMERS)  # main arms; the thread disarms a one-shot
+        self._ring = [None] * _DEPTH  # the Timer of each queued fire (as mp_sched_schedule
+        # keeps the callback: a fire queued before deinit() still runs)
+        self._q = array("i", [0, 0, 0, 0])  # _HEAD, _TAIL, _DROPPED, _FIRED
+        self._isr = False  # the timer thread runs
+        self._dispatch_cb = self._dispatch  # bound once: scheduling it allocates nothing
         self.hardware = None  # object with advance(): the plant, stepped before timers run
         self.watchdog = None  # object with check(): may reset the node
         self.waiter = None  # real-time sleeps call waiter(us) instead of sleeping blindly
@@ -95,12 +131,111 @@ class Clock:
         object with the same id replaces the old one, as on ESP32."""
         if not 0 <= timer.id < _MAX_TIMERS:
             raise ValueError("timer id must be 0-%d" % (_MAX_TIMERS - 1))
-        self._timers[timer.id] = timer
+        i = timer.id
+        self._armed[i] = 0
+        self._timers[i] = timer
+        self._dl[i] = (self._now_us() + timer.period_us) & _MASK
+        self._per[i] = timer.period_us if timer.mode == Timer.PERIODIC else 0
+        self._armed[i] = 1
+        if not self.virtual and not self._isr and _thread is not None:
+            self._isr = True
+            _thread.start_new_thread(self._isr_main, ())
 
     def remove(self, timer):
-        if 0 <= timer.id < _MAX_TIMERS and self._timers[timer.id] is not None:
-            if self._timers[timer.id].id == timer.id:
-                self._timers[timer.id] = None
+        i = timer.id  # any Timer object of that channel stops it, as on ESP32
+        if 0 <= i < _MAX_TIMERS:
+            self._armed[i] = 0
+            self._timers[i] = None
+
+    def remaining_us(self, timer):
+        return self.ticks_diff(self._dl[timer.id], self.ticks_us())
+
+    def stats(self):
+        """(fires queued, fires dropped because the 8-entry queue was full)."""
+        return self._q[_FIRED], self._q[_DROPPED]
+
+    # ---- the timer hardware (real time): its own thread ----
+    def _isr_main(self):
+        while True:
+            try:
+                self._isr_loop()
+            except BaseException:  # noqa: B036 - a stray signal must not stop the timers
+                pass
+
+    def _isr_loop(self):
+        # Runs beside the main thread with no GIL: it touches only the arrays above and
+        # calls micropython.schedule(), which is safe from another thread. No allocation.
+        dl = self._dl
+        per = self._per
+        armed = self._armed
+        sched = micropython.schedule
+        cb = self._dispatch_cb
+        us0 = self._us0
+        while True:
+            now = (_t.ticks_us() - us0) & _MASK
+            wait = _ISR_IDLE_US
+            i = 0
+            while i < _MAX_TIMERS:
+                if armed[i]:
+                    late = ((now - dl[i] + _HALF) & _MASK) - _HALF
+                    if late >= 0:
+                        self._queue(i)
+                        try:
+                            sched(cb, None)
+                        except RuntimeError:
+                            pass  # the port's own queue is full: a queued dispatch drains ours
+                        p = per[i]
+                        if p:
+                            # the alarm reloads in hardware: one fire per wake, missed
+                            # periods are not replayed
+                            late = late % p - p
+                            dl[i] = (now - late) & _MASK
+                        else:
+                            armed[i] = 0
+                            i += 1
+                            continue
+                    if -late < wait:
+                        wait = -late
+                i += 1
+            if wait > 0:
+                _t.sleep_us(wait)
+
+    def _queue(self, i):
+        q = self._q
+        h = q[_HEAD]
+        if (h - q[_TAIL]) & _QMASK >= _DEPTH:
+            q[_DROPPED] += 1
+            return
+        self._ring[h % _DEPTH] = self._timers[i]
+        q[_FIRED] += 1
+        q[_HEAD] = (h + 1) & _QMASK
+
+    def _dispatch(self, _arg=None):
+        """The scheduled side (main thread): run every queued fire, back to back."""
+        if self._busy:
+            return  # callbacks never nest; the running dispatch takes the rest
+        self._busy = True
+        try:
+            if self.hardware is not None:
+                self.hardware.advance()
+            if self.watchdog is not None:
+                self.watchdog.check()
+            self._drain()
+        finally:
+            self._busy = False
+
+    def _drain(self):
+        # Only the fires queued before it began, as ESP32's scheduler runs one callback per
+        # pending check: the code that was interrupted makes progress between them.
+        q = self._q
+        h = q[_HEAD]
+        while q[_TAIL] != h:
+            t = q[_TAIL]
+            tm = self._ring[t % _DEPTH]
+            self._ring[t % _DEPTH] = None
+            q[_TAIL] = (t + 1) & _QMASK
+            if tm is not None:
+                tm.fire(self)
 
     def due_in_us(self):
         """Microseconds until the next timer is due (-1: none armed, or virtual time,
@@ -110,34 +245,41 @@ class Clock:
         return self._next_due_us()
 
     def _next_due_us(self):
+        if self._q[_TAIL] != self._q[_HEAD]:
+            return 0  # fires are waiting to run
         now = self.ticks_us()
         best = -1
-        for i in range(_MAX_TIMERS):
-            tm = self._timers[i]
-            if tm is not None:
-                d = self.ticks_diff(tm.deadline, now)
+        i = 0
+        while i < _MAX_TIMERS:
+            if self._armed[i]:
+                d = self.ticks_diff(self._dl[i], now)
                 if d < 0:
                     d = 0
                 if best < 0 or d < best:
                     best = d
+            i += 1
         return best
 
     def service(self):
         """Run every timer callback that is due (soft-timer semantics)."""
-        if self._busy:
-            return
-        self._busy = True
-        try:
-            if self.hardware is not None:
-                self.hardware.advance()
-            if self.watchdog is not None:
-                self.watchdog.check()
-            for i in range(_MAX_TIMERS):
-                tm = self._timers[i]
-                if tm is not None and self.ticks_diff(self.ticks_us(), tm.deadline) >= 0:
-                    tm.fire(self)
-        finally:
-            self._busy = False
+        if self.virtual or not self._isr:
+            self._fire_due()  # virtual time: this thread plays the hardware itself
+        self._dispatch()
+
+    def _fire_due(self):
+        now = self.ticks_us()
+        i = 0
+        while i < _MAX_TIMERS:
+            late = self.ticks_diff(now, self._dl[i])
+            if self._armed[i] and late >= 0:
+                p = self._per[i]
+                if p:
+                    late = late % p - p  # missed periods are skipped, never burst
+                    self._dl[i] = (now - late) & _MASK
+                else:
+                    self._armed[i] = 0
+                self._queue(i)
+            i += 1
 
     def sleep_us(self, us):
         """Sleep, running due timers meanwhile (as ESP32's scheduler does)."""
@@ -161,7 +303,7 @@ class Clock:
                 return
             nxt = self.due_in_us()
             if 0 <= nxt < left:
-                left = nxt
+                left = nxt if nxt > 0 else 50  # the timer thread is about to queue it
             if self.waiter is not None:
                 self.waiter(left)  # the link: serves test-equipment requests meanwhile
             else:
@@ -211,25 +353,18 @@ class Timer:
         self.mode = mode
         self.period_us = period_us
         self.callback = callback
-        self.deadline = self._clock.ticks_add(self._clock.ticks_us(), period_us)
         self._clock.add(self)
 
     def deinit(self):
         self._clock.remove(self)
 
     def value(self):
-        return self._clock.ticks_diff(self.deadline, self._clock.ticks_us()) // 1000
+        return self._clock.remaining_us(self) // 1000
 
     def fire(self, clock):
-        if self.mode == Timer.PERIODIC:
-            # next deadline on the period grid; missed periods are skipped, never burst
-            nxt = clock.ticks_add(self.deadline, self.period_us)
-            now = clock.ticks_us()
-            while clock.ticks_diff(nxt, now) <= 0:
-                nxt = clock.ticks_add(nxt, self.period_us)
-            self.deadline = nxt
-        else:
-            clock.remove(self)
+        i = self.id
+        if self.mode != Timer.PERIODIC and clock._timers[i] is self and not clock._armed[i]:
+            clock._timers[i] = None  # a one-shot is done (unless it was armed again)
         cb = self.callback
         if cb is not None:
             try:
