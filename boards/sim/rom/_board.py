@@ -12,6 +12,7 @@ from collections import namedtuple
 import _clock
 import _hw
 import _network
+import _esp32  # before the host filesystem goes: ROM modules load only then
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = "ESP32"
@@ -433,6 +434,7 @@ def install(board):
     mods["time"] = _make_time(board)
     mods["utime"] = mods["time"]
     mods["network"] = _network.make(board, Module)
+    mods["esp32"] = _esp32.make(board, Module)  # flash image, partition table, NVS
     mods["select"] = _make_select(board)
     mods["uselect"] = mods["select"]
 
