@@ -1,9 +1,12 @@
 # The node's end of the cyphy protocol (docs/protocol.md): sessions with hosts over the
 # serial console and UDP, telemetry, commands applied exactly once, events.
 #
-# The control pass calls sample() (allocation-free: values go into a preallocated batch);
-# service() and the serial serve() loop run outside the ticks and may allocate (sealing a
-# frame builds hashlib objects: MicroPython's sha256 cannot be reset or copied).
+# The control pass calls sample() (allocation-free: values go into a preallocated batch).
+# Everything else here (sessions, counters, the reply cache, the frame buffers, writing to
+# the ports) belongs to the node's service, a soft callback of its own that never runs
+# inside a control pass (node.py, "Contexts and owners"); it may allocate (sealing a frame
+# builds hashlib objects: MicroPython's sha256 cannot be reset or copied). serve() runs in
+# the main thread: it only reads the console and hands each whole frame to the service.
 import time
 
 from . import proto as P
@@ -141,14 +144,15 @@ class Endpoint:
 
     # ---- outside the ticks ----
 
-    def service(self, now_ms=None):
+    def service(self, now_ms=None, urgent=0):
         """Poll the ports, send telemetry, statistics, heartbeats and events, end idle
-        sessions. Called by the node after every pass (cheap when there is nothing to do)."""
+        sessions. The node's service runs it after every pass (cheap when there is nothing
+        to do), and at once (urgent) when serve() hands over a frame."""
         now = time.ticks_ms() if now_ms is None else now_ms
-        if time.ticks_diff(now, self._next_service) < 0:
+        if not urgent and time.ticks_diff(now, self._next_service) < 0:
             return
         self._next_service = time.ticks_add(now, _SERVICE_MS)
-        for port in self.ports:
+        for port in self.ports[:]:       # a port may leave while polled
             port.poll(self)
         for fl in self.followers:
             fl.service(now)
@@ -271,6 +275,7 @@ class Endpoint:
         if not self._authentic(f, s):
             return
         s.heard = time.ticks_ms()
+        port.heard = s.heard
         self.node.touch()
         for seq, reply in s.recent:
             if seq == f.seq:             # a retry of a request we answered: same answer
@@ -536,6 +541,7 @@ class UdpPort:
         self._buf = bytearray(P.MAX_FRAME + 2)
         self._mv = memoryview(self._buf)
         self._next_announce = time.ticks_ms()
+        self.heard = 0
 
     def poll(self, ep):
         for _ in range(8):               # bounded work per pass
@@ -557,17 +563,46 @@ class UdpPort:
 
 
 class SerialPort:
-    """The session on the serial console, while serve() runs (docs/protocol.md, "Serial")."""
+    """The session on the serial console, while serve() runs (docs/protocol.md, "Serial").
+
+    Two owners, one field each: serve() (main thread) puts a received frame, still COBS-
+    encoded, in `inbox` when it is empty and sets `closing`; the service (soft context)
+    takes the inbox, answers on the console, and sets `heard`, `session_ended` and
+    `closed`. Nothing else is shared."""
 
     def __init__(self, out):
         self.out = out
-        self.session_ended = False
+        self.inbox = None                # main -> service: one frame (bytes), None: taken
+        self.closing = False             # main: end the session, stop writing
+        self.closed = False              # service: done, the port is gone
+        self.session_ended = False       # service: the host said BYE (or went idle)
+        self.heard = time.ticks_ms()     # service: the last authentic frame here
         self._buf = bytearray(2 * P.MAX_FRAME + 4)
 
     def poll(self, ep):
-        pass                             # serve() reads the console itself
+        if self.closing:
+            if not self.closed:
+                s = ep._session(self, None)
+                if s is not None:
+                    ep.end(s)
+                if self in ep.ports:
+                    ep.ports.remove(self)
+                self.closed = True
+            return
+        f = self.inbox
+        if f is None:
+            return
+        self.inbox = None
+        try:
+            data = P.cobs_decode(f)
+        except P.ProtoError:
+            ep.counters[P.C_BAD_FRAME] += 1
+            return
+        ep.receive(self, None, data)
 
     def send(self, frame, addr):
+        if self.closing:
+            return                       # a person is typing: nothing more on the console
         b = self._buf
         b[0] = 0
         o = P.cobs_encode(frame, len(frame), b, 1)
@@ -603,11 +638,14 @@ class _Console:
         return True
 
 
-def serve(ep, idle_ms=3000):
+def serve(ep, node, idle_ms=3000):
     """Run the protocol on the serial console until the host says BYE, a person types
     (any byte outside a frame), or no valid host frame came for idle_ms. The control
     loops keep running meanwhile. Called by the host from the REPL (node.serve()).
-    Returns (why it ended, the line typed if it was ended by Enter)."""
+    Returns (why it ended, the line typed if it was ended by Enter).
+
+    This loop (main thread) only reads the console: each whole frame goes to the node's
+    service (soft context), which owns the session and writes every answer."""
     import sys
     import select
     import micropython
@@ -615,14 +653,13 @@ def serve(ep, idle_ms=3000):
     inp = sys.stdin.buffer
     port = SerialPort(sys.stdout.buffer)
     con = _Console(sys.stdout.buffer)
-    ep.add_port(port)
+    node.soft_call(ep.add_port, port)
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     one = bytearray(1)
     chunk = bytearray()
     in_frame = False
-    start = time.ticks_ms()
-    opened = start
+    opened = time.ticks_ms()
     micropython.kbd_intr(-1)             # Ctrl-C is data here: _Console handles it
     try:
         while True:
@@ -637,8 +674,7 @@ def serve(ep, idle_ms=3000):
                 if port.session_ended:
                     why = "host said bye"
                     break
-                s = ep._session(port, None)
-                if time.ticks_diff(now, s.heard if s else start) > idle_ms:
+                if time.ticks_diff(now, port.heard) > idle_ms:
                     why = "no host for %d ms" % idle_ms
                     break
                 time.sleep_ms(1)         # the loops run meanwhile (ESP32: other tasks too)
@@ -652,10 +688,10 @@ def serve(ep, idle_ms=3000):
             elif c == 0:
                 if in_frame and chunk:   # the 00 that closes a frame
                     in_frame = False
-                    try:
-                        ep.receive(port, None, P.cobs_decode(chunk))
-                    except P.ProtoError:
-                        ep.counters[P.C_BAD_FRAME] += 1
+                    while port.inbox is not None:
+                        time.sleep_ms(1)  # the service takes one frame at a time
+                    port.inbox = bytes(chunk)
+                    node.wake_service()
                     chunk = bytearray()
                 else:                    # the 00 that opens one
                     in_frame = True
@@ -665,18 +701,22 @@ def serve(ep, idle_ms=3000):
                 if len(chunk) > P.MAX_FRAME + 2:
                     in_frame = False
                     chunk = bytearray()
-            elif con.feed(c):
-                why = "console input"
-                break
-            elif con.line:               # the first character of a line: stop streaming
-                s = ep._session(port, None)
-                if s is not None:
-                    ep.end(s)
-                port.session_ended = False
+            else:
+                _close(node, port)       # the session ends before anything is echoed
+                if con.feed(c):
+                    why = "console input"
+                    break
     finally:
         micropython.kbd_intr(3)
-        s = ep._session(port, None)
-        if s is not None:
-            ep.end(s)
-        ep.ports.remove(port)
+        _close(node, port)
     return why, bytes(con.line).decode()
+
+
+def _close(node, port):
+    # Ask the service to end the session and drop the port; wait until it has.
+    if port.closed:
+        return
+    port.closing = True
+    node.wake_service()
+    while not port.closed:
+        time.sleep_ms(1)

@@ -6,8 +6,24 @@
 # small methods (MicroPython heap-allocates the frame of a function needing more than 11
 # words of locals + stack). Everything else here (construction, REPL API, fault flush) may
 # allocate.
+#
+# Contexts and owners (docs/firmware.md, "Who owns what"). In the background (start()) two
+# soft callbacks do all the work: the timer's control pass (only control: ticks, telemetry
+# sampling into preallocated buffers, fault records into preallocated arrays, the watchdog)
+# and the service (micropython.schedule()d after a pass, or by serve(): protocol I/O, fault
+# log flush, autotune results, reboot). MicroPython runs soft callbacks one at a time,
+# never one inside another (py/scheduler.c), so everything they share has one owner: the
+# soft context. The main thread (REPL, node.serve()) may be interrupted by them between any
+# two bytecodes, so it changes nothing they own: its requests run in the soft context
+# through soft_call(), and serve() hands received frames to the service one at a time.
 import sys
 import time
+
+try:
+    from micropython import schedule as _schedule
+except ImportError:  # CPython (host-side tests): no scheduler, call at once
+    def _schedule(fn, arg):
+        fn(arg)
 
 from .io import Input, Output
 from .sched import Scheduler
@@ -236,11 +252,33 @@ class ControlLoop:
         return d
 
 
-def _handled_exception():
-    """The exception being handled (sys.exc_info() where the port has it)."""
-    info = getattr(sys, "exc_info", None)
-    e = info()[1] if info is not None else None
-    return e if e is not None else RuntimeError("a control pass failed")
+def _passes(node):
+    # The guarded control pass, one per next(). A generator's frame is allocated once, when
+    # it is made, so `except ... as e` here costs nothing per pass (in a function it would
+    # make MicroPython heap-allocate the frame on every call), and the exception itself is
+    # kept without sys.exc_info, which ESP32 builds do not have (MICROPY_PY_SYS_EXC_INFO
+    # is off there). node._w: the us to wait, or -1 after a KeyboardInterrupt.
+    while True:
+        try:
+            node._w = node._once()
+        except KeyboardInterrupt:
+            node._w = -1
+        except Exception as e:  # noqa: BLE001 - latched on the loop that raised
+            node._tick_failed(e)
+            node._w = 0
+        yield
+
+
+def _run_boxed(box):
+    # soft_call's side: box = [fn, args, result, exception, done, node]
+    node = box[5]
+    node._soft = 1
+    try:
+        box[2] = box[0](*box[1])
+    except Exception as e:  # noqa: BLE001 - handed to the caller
+        box[3] = e
+    node._soft = 0
+    box[4] = True
 
 
 def _run_line(line):
@@ -296,6 +334,12 @@ class Node:
         self._timer = None
         self._running = False
         self._on_timer_cb = self._on_timer      # bound once: the timer call allocates nothing
+        self._service_cb = self._service_soft   # the same for scheduling the service
+        self._soft = 0                          # 1 while a soft callback of ours runs
+        self._svc_queued = 0                    # a service callback is scheduled (soft-owned)
+        self.service_misses = 0                 # service requests the full queue refused
+        self._w = 0                             # the last pass's wait (us), -1: Ctrl-C
+        self._gen = _passes(self)               # the guarded pass (see _passes)
         self._tuning = 0                        # autotunes running
         self.tune_path = tune_path
         self.tuned = self._load_tunings()       # results kept on flash, applied at every boot
@@ -308,22 +352,25 @@ class Node:
     # ---- driving ----
 
     def run_once(self):
-        """One pass: comms check, every due loop, watchdog, fault flush; returns the us to
-        wait. A tick's exception is latched on its loop (fail-safe), never raised."""
-        try:
-            w = self._once()
-        except Exception:  # no `as e`: that would make this frame heap-allocated every pass
-            w = self._pass_failed()
+        """One control pass: comms timeout check, every due loop, telemetry sampling,
+        watchdog; returns the us to wait. A tick's exception is latched on its loop
+        (fail-safe), never raised. The rest (protocol, fault log flush, autotune results)
+        is the service's: run() calls both; by hand, call service() now and then."""
+        w = self._pass()
+        if w < 0:
+            raise KeyboardInterrupt
         return w
 
-    def _pass_failed(self):
-        # Only on a failure, so it may allocate: fetch the exception being handled.
-        self._tick_failed(_handled_exception())
-        return 0
+    def _pass(self):
+        try:
+            next(self._gen)
+        except StopIteration:   # the generator died (an exception inside its handler)
+            self._gen = _passes(self)
+            next(self._gen)
+        return self._w
 
     def _once(self):
-        if self._tuning:
-            self._check_tuners()
+        # The control pass: only control (no flash, no protocol, no allocation).
         self._comms()
         if self._clear_req:
             self._do_clear()
@@ -332,9 +379,11 @@ class Node:
             self.comms.sample(time.ticks_ms())  # allocation-free: into a preallocated batch
         self._peers()
         self._health()
-        if self.log.n:
-            self._flush()
         return w
+
+    def _wants_service(self):
+        return (self.comms is not None or self._reboot_at is not None or self.log.n
+                or self._tuning)
 
     def _peers(self):
         # Small frames, index loops: this runs every pass and must not allocate.
@@ -400,51 +449,105 @@ class Node:
             pass        # flash trouble (or a heap locked by an interrupt) must not stop the
                         # control loops; the records stay buffered and are retried next pass
 
-    def _prepare(self):
+    def _prepare(self, first_in_us=0):
         if self.watchdog_ms and self.wdt is None:
             self.wdt = self.board.watchdog(self.watchdog_ms)
         self._touched = time.ticks_ms()
         self._comms_lost = False
         b = self.board
-        now = b.ticks_us()
+        # The first deadline is when the first pass comes: at once in the foreground, one
+        # timer period after start() in the background (a periodic timer first fires one
+        # period after it is armed, on ESP32 too). So the first tick is on time.
+        first = b.ticks_add(b.ticks_us(), first_in_us)
         for lp in self.loops:
             lp.fault &= ~(F_STOP | F_COMMS)
-            lp.sloop.deadline = now        # no backlog from the time since construction
+            lp.sloop.deadline = first      # no backlog from the time since construction
 
     def start(self):
         """Run in the background (board.periodic at the fastest loop's period); the REPL
         stays usable."""
         if self._timer is not None:
             return
-        self._prepare()
+        self._prepare(self.period_us)
         self._running = True
         self._timer = self.board.periodic(self.period_us, self._on_timer_cb)
 
     def _on_timer(self, _h):
-        # The background pass. No `except ... as e` here: binding the exception makes
-        # MicroPython heap-allocate this frame on every call.
-        try:
-            self._once()
-        except KeyboardInterrupt:
+        # The control pass (soft callback). No `except ... as e` here: binding the
+        # exception makes MicroPython heap-allocate this frame on every call.
+        if not self._running:
+            return              # a fire queued before stop() (ESP32 runs those too)
+        self._soft = 1
+        if self._pass() < 0:    # Ctrl-C landed in the pass
             self._interrupt()
             self.stop()
-        except Exception:
-            self._pass_failed()
-        if self.comms is not None or self._reboot_at is not None:
-            self._service()
+        self._soft = 0
+        if not self._svc_queued and self._wants_service():
+            self._svc_queued = 1
+            self._wake(0)
 
-    def _service(self):
-        # Comms work outside the ticks (it may allocate). A failure here must never stop
-        # the loops: the comms timeout takes the outputs safe if the link stays down.
-        # (No `except ... as e`: it would heap-allocate this frame on every pass.)
+    def _wake(self, urgent):
+        # Schedule the service as its own soft callback: it runs after this pass, never
+        # inside it, and never interleaved with another pass.
         try:
+            _schedule(self._service_cb, urgent)
+        except RuntimeError:    # the schedule queue is full: the next pass asks again
+            self._svc_queued = 0
+            self.service_misses += 1
+
+    def wake_service(self):
+        """Ask for a service pass now (serve() calls it when a frame came)."""
+        if self._timer is None:
+            self._service_soft(1)   # no background loops: this is the only context
+        else:
+            self._wake(1)
+
+    def _service_soft(self, urgent):
+        self._svc_queued = 0
+        self._soft = 1
+        self._service(urgent)
+        self._soft = 0
+
+    def _service(self, urgent=0):
+        # Everything but control, outside the control pass (it may allocate, write flash
+        # and take milliseconds). A failure here never stops the loops: the comms timeout
+        # takes the outputs safe if the link stays down. (No `except ... as e`: it would
+        # heap-allocate this frame.)
+        try:
+            if self._tuning:
+                self._check_tuners()
             if self.comms is not None:
-                self.comms.service()
+                self.comms.service(None, urgent)
             if self._reboot_at is not None:
                 self._reboot_due()
-        except Exception:
+        except Exception as e:  # noqa: BLE001 - counted; the loops run on
             self.comms_errors += 1
-            self.comms_last_error = _handled_exception()
+            self.comms_last_error = e
+        if self.log.n and (self._running or self._timer is None):
+            self._flush()
+
+    def service(self):
+        """One service pass by hand (foreground use of run_once())."""
+        self._service(1)
+
+    def soft_call(self, fn, *args):
+        """Run fn(*args) in the soft context (between control passes, never inside one)
+        and return its result or raise its exception. The REPL API uses it for every
+        change to the loops, so a control pass never sees half of one."""
+        if self._soft or self._timer is None:
+            return fn(*args)
+        box = [fn, args, None, None, False, self]
+        while True:
+            try:
+                _schedule(_run_boxed, box)
+                break
+            except RuntimeError:
+                time.sleep_ms(1)    # the queue is full: wait for a slot
+        while not box[4]:
+            time.sleep_ms(1)        # soft callbacks run meanwhile
+        if box[3] is not None:
+            raise box[3]
+        return box[2]
 
     def _reboot_due(self):
         if time.ticks_diff(time.ticks_ms(), self._reboot_at) >= 0:
@@ -470,8 +573,8 @@ class Node:
                 except Exception as e:
                     self._tick_failed(e)
                     wait = 0
-                if self.comms is not None or self._reboot_at is not None:
-                    self._service()
+                if self._wants_service():
+                    self._service(0)
                 if left is not None:
                     now = b.ticks_us()
                     left -= b.ticks_diff(now, last)
@@ -500,10 +603,10 @@ class Node:
     def stop(self):
         """Stop the loops; every output to fail-safe. (A running watchdog cannot be stopped:
         start() or run() again before it expires.)"""
+        self._running = False       # a control pass still queued does nothing now
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        self._running = False
         self.safe_all(F_STOP)
         self._flush()
 
@@ -517,7 +620,8 @@ class Node:
     def _interrupt(self):
         self.safe_all(F_STOP)
         self.log.record(-1, _f.INTERRUPT, 0)
-        self._flush()
+        if not self._soft:
+            self._flush()           # in the control pass the service (or stop()) flushes
 
     def _fail(self, e):
         # an exception outside the loop ticks (a bug in the node itself): all safe
@@ -526,7 +630,8 @@ class Node:
             lp.fault |= F_EXC
         self.safe_all()
         self.log.record(-1, _f.EXCEPTION, 0)
-        self._flush()
+        if not self._soft:
+            self._flush()
 
     # ---- REPL API ----
 
@@ -540,7 +645,7 @@ class Node:
         from .comms import serve
         if self.comms is None:
             raise RuntimeError("no comms endpoint: main.py attaches one at boot")
-        why, line = serve(self.comms)
+        why, line = serve(self.comms, self)
         print("\ncyphy: protocol session ended (%s); the loops keep running" % why)
         if line:
             _run_line(line)
@@ -555,10 +660,7 @@ class Node:
 
     def clear(self):
         """Clear latched exception faults; the loops resume (bumpless) on their next tick."""
-        if self._running:
-            self._clear_req = True
-        else:
-            self._do_clear()
+        self.soft_call(self._do_clear)
 
     def _do_clear(self):
         self._clear_req = False
@@ -573,6 +675,10 @@ class Node:
         """Replace loop `name`'s PID by a relay (output high/low around its setpoint) until
         `cycles` oscillations are measured; then the PID gets the gains of `rule` (see
         autotune.rules) and the result is written to /autotune.json, applied at every boot."""
+        return self.soft_call(self._autotune, name, high, low, hyst, rule, cycles, settle,
+                              timeout_s)
+
+    def _autotune(self, name, high, low, hyst, rule, cycles, settle, timeout_s):
         from .autotune import RelayTune, rules
 
         lp = self.loop(name)
@@ -654,7 +760,11 @@ class Node:
         raise KeyError(name)
 
     def set(self, path, value):
-        """node.set("heater.setpoint", 60.0); also output, mode, kp, ki, kd."""
+        """node.set("heater.setpoint", 60.0); also output, mode, kp, ki, kd. Applied in the
+        soft context, between two control passes."""
+        return self.soft_call(self._set, path, value)
+
+    def _set(self, path, value):
         name, attr = path.split(".", 1)
         lp = self.loop(name)
         if attr in ("kp", "ki", "kd"):
@@ -682,7 +792,7 @@ class Node:
     def faults(self):
         """Fault records on flash (after flushing pending ones), oldest first:
         [(ticks_ms, loop or "-", kind, value)]."""
-        self._flush()
+        self.soft_call(self._flush)
         return self.log.records()
 
     def running(self):
