@@ -435,6 +435,7 @@ def install(board):
     mods["utime"] = mods["time"]
     mods["network"] = _network.make(board, Module)
     mods["esp32"] = _esp32.make(board, Module)  # flash image, partition table, NVS
+    mods["socket"] = _network.make_socket(Module)  # AF_INET only while the Wi-Fi carries
     mods["select"] = _make_select(board)
     mods["uselect"] = mods["select"]
 

@@ -226,3 +226,56 @@ class SerialLinkFaults:
         the line), "dropped", "corrupted", "delayed", "delivered" and the current settings.
         reset=True zeroes the counters after reading them."""
         return self.channel.request("link.stats", reset=reset)
+
+
+class SimWifi:
+    """The radio environment of a running sim node (any node, bench or not): the access
+    point it sees, on the air or not. Kept by the node's supervisor across resets.
+
+        with SimWifi.connect("n1") as air:
+            air.ap("lab", "secret")      # the only AP: other SSIDs find none, other keys fail
+            air.drop()                   # the AP vanishes: the node notices after 6 s
+            air.drop(mode="deauth")      # ... or is told at once
+            air.restore()                # back on the air: the node reconnects by itself
+            air.state()                  # {"wifi": {"ssid", "up", "drop", "password_set"}, ...}
+
+    The password is never echoed back. Before any ap() call the node sees the default
+    AP, which any SSID and key join (except "cyphy-sim-noap" and "wrong-password")."""
+
+    def __init__(self, channel: ControlChannel) -> None:
+        self.channel = channel
+
+    @classmethod
+    def connect(cls, node_name: str, home: Path | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> "SimWifi":
+        return cls(ControlChannel(node_name, home, timeout))
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "SimWifi":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ap(self, ssid: str | None, password: str = "") -> dict:
+        """Define the access point (ssid None: back to the default one); it is on the air."""
+        if ssid is None:
+            return self.channel.request("wifi.ap")
+        return self.channel.request("wifi.ap", ssid=ssid, password=password)
+
+    def drop(self, mode: str = "beacon") -> dict:
+        """Take the AP off the air: "beacon" (the node notices after its 6 s beacon
+        timeout; datagrams are lost meanwhile) or "deauth" (the node is told at once)."""
+        return self.channel.request("wifi.drop", mode=mode)
+
+    def restore(self) -> dict:
+        """The AP is back on the air."""
+        return self.channel.request("wifi.restore")
+
+    def state(self) -> dict:
+        return self.channel.request("wifi.state")
+
+    def flash_stall(self, on: bool) -> dict:
+        """Whether flash erases and writes stall the node for the chip's time (default on)."""
+        return self.channel.request("flash.stall", on=on)

@@ -11,6 +11,12 @@ any, comes back in its answer. docs/boards.md ("Test equipment") describes the r
   answered with a `'Q'` frame on its stdout (boards/sim/rom/_link.py, _gear.py).
 * `link.*` requests configure `Wire`s: the serial line between the PTY and the node
   process, one per direction, which drop, corrupt and delay bytes with a seeded PRNG.
+* `wifi.*` requests set the radio environment the node sees (the access point: its SSID
+  and password, whether it is on the air), `flash.stall` whether flash writes stall the
+  node (boards/sim/rom/_flashdev.py). They belong to the board's surroundings, not to the
+  node process: the supervisor keeps them, answers at once, and sends them to the node
+  (a `sim.config` 'P' command, served by boards/sim/rom/_network.py) now and after every
+  reset. The node applies them when it next touches Wi-Fi or reads its console.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ MAX_REQUEST = 4000  # bytes of JSON sent to the node (one atomic pipe write)
 MAX_DELAY_MS = 60_000
 WIRE_MAX = 64 * 1024  # bytes a delaying wire holds before the line stops taking more
 DIRECTIONS = ("to_node", "from_node")
+# The access point a node sees until wifi.ap says otherwise: any SSID and key join it, but
+# for the test names "cyphy-sim-noap" and "wrong-password" (boards/sim/rom/_network.py).
+DEFAULT_WIFI = {"ssid": None, "password": None, "up": True, "drop": "beacon"}
 
 
 def socket_path(node_root: Path) -> Path:
@@ -178,6 +187,11 @@ class Equipment:
         self.waiting: dict[int, tuple[_Client, object]] = {}  # id -> (client, the client's own id)
         self.sent: deque[int] = deque()  # ids written to the node, oldest first
         self.failed = False
+        # the node's surroundings (wifi.*, flash.stall): survive resets, pushed to each process
+        self.wifi = dict(DEFAULT_WIFI)
+        self.flash_stall = True
+        self.pushes: set[int] = set()  # ids of sim.config pushes not answered yet
+        self.pushed_to: object = None  # the node process that has the current config
 
     # ------------------------------------------------------------------ socket
     def open(self) -> None:
@@ -223,6 +237,10 @@ class Equipment:
         import select
 
         self.open()
+        if child is not None and child is not self.pushed_to:
+            self.pushed_to = child
+            if self.wifi != DEFAULT_WIFI or not self.flash_stall:
+                self._push()  # a new node process starts with the defaults
         if self.listener is not None:
             poll.register(self.listener.fileno(), select.POLLIN)
         for fd, c in self.clients.items():
@@ -329,7 +347,10 @@ class Equipment:
             if op.startswith("plant."):
                 self._plant(c, cid, req)
                 return
-            ans = self._local(op, req)
+            if op.startswith("wifi.") or op.startswith("flash."):
+                ans = self._surroundings(op, req)
+            else:
+                ans = self._local(op, req)
         except ValueError as e:
             ans = {"ok": False, "error": str(e)}
         self._answer(c, ans, cid)
@@ -353,6 +374,62 @@ class Equipment:
                     w.stats = dict.fromkeys(w.stats, 0)
             return ans
         raise ValueError(f"unknown op {op!r}")
+
+    def _surroundings(self, op: str, req: dict) -> dict:
+        """wifi.ap / wifi.drop / wifi.restore / wifi.state / flash.stall."""
+        def keys(*known: str) -> None:
+            extra = sorted(set(req) - {"op", "id", *known})
+            if extra:
+                raise ValueError(f"{op}: unknown key {extra[0]!r}" + (f" (known: {', '.join(known)})" if known else ""))
+
+        w = dict(self.wifi)
+        if op == "wifi.ap":
+            keys("ssid", "password")
+            ssid, pw = req.get("ssid"), req.get("password", "")
+            if ssid is None and "password" not in req:
+                w.update(ssid=None, password=None)  # back to the default AP
+            else:
+                if not isinstance(ssid, str) or not 1 <= len(ssid.encode()) <= 32:
+                    raise ValueError("wifi.ap: 'ssid' must be a string of 1 to 32 bytes (802.11)")
+                if not isinstance(pw, str) or len(pw.encode()) > 64:
+                    raise ValueError("wifi.ap: 'password' must be a string of at most 64 bytes")
+                w.update(ssid=ssid, password=pw)
+            w["up"] = True
+        elif op == "wifi.drop":
+            keys("mode")
+            mode = req.get("mode", "beacon")
+            if mode not in ("beacon", "deauth"):
+                raise ValueError("wifi.drop: 'mode' must be beacon (the AP vanishes: the node notices "
+                                 f"after its 6 s beacon timeout) or deauth (at once), not {mode!r}")
+            w.update(up=False, drop=mode)
+        elif op == "wifi.restore":
+            keys()
+            w["up"] = True
+        elif op == "flash.stall":
+            keys("on")
+            on = req.get("on")
+            if not isinstance(on, bool):
+                raise ValueError("flash.stall: 'on' must be true or false")
+            self.flash_stall = on
+        elif op != "wifi.state":
+            raise ValueError(f"unknown op {op!r} (wifi.ap, wifi.drop, wifi.restore, wifi.state, flash.stall)")
+        if w != self.wifi or op == "flash.stall":
+            self.wifi = w
+            self._push()
+        pub = {k: v for k, v in self.wifi.items() if k != "password"}  # never echo a secret
+        pub["password_set"] = self.wifi["password"] is not None
+        return {"ok": True, "wifi": pub, "flash_stall": self.flash_stall}
+
+    def _push(self) -> None:
+        """Send the surroundings to the node process (answered there, the answer dropped)."""
+        rid = self.next_id
+        self.next_id += 1
+        body = {"op": "sim.config", "id": rid, "wifi": self.wifi, "flash_stall": self.flash_stall}
+        self.waiting[rid] = (None, None)
+        self.pushes.add(rid)
+        self.outbox.append((rid, command(b"P", json.dumps(body, ensure_ascii=True).encode())))
+        if self.sup.child is not None:
+            self.flush(self.sup.child)
 
     def _link_set(self, req: dict) -> dict:
         known = {"op", "id", "drop", "corrupt", "delay_ms", "seed", "direction"}
@@ -423,6 +500,13 @@ class Equipment:
             rid = self.sent[0]  # an answer without id is for the oldest request
         if rid in self.sent:
             self.sent.remove(rid)
+        if rid in self.pushes:
+            self.pushes.discard(rid)
+            if not ans.get("ok"):  # e.g. "the node is booting": send it again
+                self.sup.log(f"sim.config not taken ({ans.get('error')}); sending it again")
+                self.waiting.pop(rid, None)
+                self._push()
+                return
         c, cid = self.waiting.pop(rid, (None, None))
         self._answer(c, ans, cid)
 
