@@ -44,8 +44,8 @@ BENCH = {
 CONFIG = {
     "schema": 1, "name": "demo-oven", "comms_timeout_ms": 0,
     "channels": [
-        {"name": "temp", "pin": 34, "kind": "adc", "units": "degC", "valid": [1, 149],
-         "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": 0, "eng_max": 150}},
+        {"name": "temp", "pin": 34, "kind": "adc", "units": "degC", "valid": [10, 149],
+         "scale": {"mv_min": 0, "mv_max": 2450, "eng_min": 0, "eng_max": 150}},
         {"name": "heater", "pin": 25, "kind": "pwm", "freq_hz": 1000, "range": [0, 100],
          "units": "%", "failsafe": 0},
     ],
@@ -54,7 +54,7 @@ CONFIG = {
          "filter": {"type": "lowpass", "tau_s": 0.5},
          "controller": {"type": "pid", "kp": 4.0, "ki": 0.25, "kd": 0.0, "out_min": 0,
                         "out_max": 100, "setpoint": 20.0},
-         "alarms": {"high": 90, "low": 5, "hysteresis": 1}},
+         "alarms": {"high": 90, "low": 12, "hysteresis": 1}},
     ],
 }
 

@@ -1,6 +1,8 @@
 # The HAL (boards/hal.py) on ESP32-family boards, written against MicroPython's ESP32
-# port: machine.ADC/PWM/DAC/Pin/Timer/WDT, network.WLAN and socket (UDP). Pin maps are
-# data in pins.py. Board(variant) for a given board, detect() for the one we run on.
+# port: machine.ADC/PWM/DAC/Pin/Timer/WDT, network.WLAN and socket (UDP). The chips and
+# their DevKit pin maps are data in pins.py (the one description, shared with the sim
+# and the host). Board() is the board we run on (its chip from os.uname().machine),
+# Board(variant) a given DevKit, detect() the one Board object of this node.
 #
 # Only exercised so far on the sim board (boards/sim), whose machine module follows
 # ESP32's API, and against a recording fake machine in tests/firmware/test_hal.py.
@@ -32,8 +34,9 @@ def _check_den(den):
 
 
 class AnalogIn(hal.AnalogIn):
-    def __init__(self, pin, atten, range_mv):
+    def __init__(self, pin, atten, min_mv, range_mv):
         self.pin = pin
+        self.min_mv = min_mv
         self.range_mv = range_mv
         self.atten_db = _ATTN_DB[atten]
         self._adc = machine.ADC(machine.Pin(pin), atten=getattr(machine.ADC, _ATTN[atten]))
@@ -219,8 +222,26 @@ def wdt_timeout_ms(timeout_ms):
     return (timeout_ms + 999) // 1000 * 1000
 
 
+def _machine_name():
+    import os
+
+    return os.uname().machine
+
+
+def variant_of(machine_name):
+    """The DevKit variant for an os.uname().machine ("... with ESP32S3" -> "s3")."""
+    chip = _pins.chip_of_machine(machine_name)
+    if chip is None:
+        raise ValueError("no cyphy board for %r: supported are ESP32, ESP32-S3 and ESP32-C3" % (machine_name,))
+    return _pins.CHIP_BOARD[chip]
+
+
 class Board(hal.Board):
-    def __init__(self, variant="devkitc"):
+    def __init__(self, variant=None):
+        if variant is None:
+            # The chip we run on: MicroPython's os.uname().machine ends with " with ESP32",
+            # " with ESP32S3" or " with ESP32C3" (its board's MICROPY_HW_MCU_NAME).
+            variant = variant_of(_machine_name())
         if variant not in _pins.VARIANTS:
             raise ValueError("unknown ESP32 board variant %r; known: %s" % (variant, ", ".join(sorted(_pins.VARIANTS))))
         d = _pins.VARIANTS[variant]
@@ -228,6 +249,7 @@ class Board(hal.Board):
         self.variant = variant
         self.name = d["name"]
         self.mcu = d["mcu"]
+        self.chip = d["chip"]  # "esp32", "esp32s3", "esp32c3": pins.CHIPS
         # The clock is the time module's: instance attributes, so that calling
         # board.ticks_us() costs no bound-method allocation.
         self.ticks_us = time.ticks_us
@@ -278,18 +300,25 @@ class Board(hal.Board):
         return tuple([p for p in sorted(self._d["gpio"]) if kind in self.caps(p)])
 
     # ---- channels ----
-    def analog_in(self, pin, max_mv=None):
+    def analog_in(self, pin, max_mv=None, atten_db=None):
         self.check_pin(pin, hal.ADC)
         ranges = self._d["adc_mv"]
-        if max_mv is None:
-            max_mv = ranges[-1]
-        for atten in range(len(ranges)):
-            if max_mv <= ranges[atten]:
-                break
+        if atten_db is not None:
+            atten = _pins.atten_index(atten_db)
+            if max_mv is not None and max_mv > ranges[atten]:
+                raise ValueError("pin %d: %s at %s dB measures at most %d mV (calibrated), not %d"
+                                 % (pin, self.mcu, _ATTN_DB[atten], ranges[atten], max_mv))
         else:
-            raise ValueError("pin %d: %s measures at most %d mV (at 11 dB); %d mV needs a divider"
-                             % (pin, self.mcu, ranges[-1], max_mv))
-        ch = AnalogIn(pin, atten, ranges[atten])
+            if max_mv is None:
+                max_mv = ranges[-1]
+            for atten in range(len(ranges)):
+                if max_mv <= ranges[atten]:
+                    break
+            else:
+                raise ValueError("pin %d: %s measures at most %d mV (at 11 dB); %d mV needs a divider"
+                                 % (pin, self.mcu, ranges[-1], max_mv))
+        lo, hi = self._d["adc_range_mv"][atten]
+        ch = AnalogIn(pin, atten, lo, hi)
         self._adc.append(pin)
         return ch
 
@@ -309,6 +338,10 @@ class Board(hal.Board):
         self.check_pin(pin, hal.PWM)
         if not isinstance(freq_hz, int) or not 1 <= freq_hz <= 40_000_000:
             raise ValueError("pin %d: PWM frequency must be an int from 1 Hz to 40 MHz, not %r" % (pin, freq_hz))
+        why = _pins.pwm_error(self.chip, freq_hz)
+        if why is not None:
+            raise ValueError("pin %d: PWM at %d Hz: %s; %s PWM runs from %d Hz"
+                             % (pin, freq_hz, why, self.mcu, _pins.pwm_min_hz(self.chip)))
         if not 0 <= duty_u16 <= 65535:
             raise ValueError("duty_u16 must be 0..65535")
         used = dict(self._pwm)
@@ -432,8 +465,9 @@ class Board(hal.Board):
     def info(self):
         i = hal.Board.info(self)
         d = self._d
-        i.update(module=d["module"], timers=d["timers"], pwm_channels=d["pwm_channels"],
-                 adc_mv=d["adc_mv"], reserved=d["reserved"], notes=d["notes"])
+        i.update(module=d["module"], chip=self.chip, timers=d["timers"], pwm_channels=d["pwm_channels"],
+                 adc_mv=d["adc_mv"], adc_range_mv=d["adc_range_mv"], reserved=d["reserved"],
+                 notes=d["notes"])
         return i
 
 
@@ -469,8 +503,5 @@ def detect(machine_name=None):
     if machine_name.startswith("cyphy-sim"):
         from boards.sim.board import Board as SimBoard
 
-        return SimBoard()
-    for suffix, variant in ((" with ESP32S3", "s3"), (" with ESP32C3", "c3"), (" with ESP32", "devkitc")):
-        if machine_name.endswith(suffix):
-            return Board(variant)
-    raise ValueError("no cyphy board for %r: supported are ESP32, ESP32-S3 and ESP32-C3" % (machine_name,))
+        return SimBoard(_pins.chip_of_machine(machine_name))
+    return Board(variant_of(machine_name))

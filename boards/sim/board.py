@@ -1,6 +1,8 @@
-# The sim board's HAL: a sim node is an ESP32 DevKitC as far as user code can tell (its
+# The sim board's HAL: a sim node is an ESP32 DevKit as far as user code can tell (its
 # ROM's machine and network modules follow ESP32's API, boards/sim/rom/_hw.py and
-# _network.py), so the HAL is the ESP32 one with the DevKitC pin map. What differs:
+# _network.py), so the HAL is the ESP32 one with the DevKit pin map of the node's chip
+# (`cyphy sim start --chip esp32|esp32s3|esp32c3`: DevKitC, S3-DevKitC-1, C3-DevKitM-1).
+# What differs:
 # - Wi-Fi is ESP32's code path against the ROM's network module: one access point that
 #   any SSID joins at once; the node's address is its own loopback IP from node.json
 #   (127.1.x.y). The ADC2 rule stays as on an ESP32.
@@ -81,12 +83,28 @@ class Datagram(_esp32.Datagram):
         _esp32.Datagram.close(self)
 
 
+def sim_chip():
+    """The sim node's chip: os.uname().machine ("cyphy-sim with ESP32S3") as on hardware,
+    else the ROM's own record (boards/sim/rom/_hw.py, CHIP)."""
+    import os
+    import sys
+
+    chip = _esp32._pins.chip_of_machine(os.uname().machine)
+    hw = sys.modules.get("_hw")
+    rom_chip = getattr(hw, "CHIP", None)
+    if rom_chip and (chip is None or chip == "esp32"):
+        return rom_chip  # a ROM that names only "ESP32" in uname still knows its chip
+    return chip or "esp32"
+
+
 class Board(_esp32.Board):
     Datagram = Datagram
 
-    def __init__(self):
-        _esp32.Board.__init__(self, "devkitc")
-        self.name = "cyphy-sim"  # with ESP32-DevKitC pins (self.variant == "devkitc")
+    def __init__(self, chip=None):
+        if chip in (None, "esp32"):
+            chip = sim_chip()  # uname may say only "ESP32" where the ROM knows better
+        _esp32.Board.__init__(self, _esp32._pins.CHIP_BOARD[chip])
+        self.name = "cyphy-sim"  # with the chip's DevKit pins (self.variant)
         self._virtual = None
 
     def virtual_time(self):
@@ -105,5 +123,5 @@ class Board(_esp32.Board):
 
     def info(self):
         i = _esp32.Board.info(self)
-        i.update(virtual_time=self.virtual_time(), pin_map="ESP32-DevKitC")
+        i.update(virtual_time=self.virtual_time(), pin_map=self._d["name"])
         return i

@@ -99,6 +99,18 @@ for _k, _v in (("Pin", Pin), ("ADC", ADC), ("PWM", PWM), ("DAC", DAC), ("WDT", W
 machine.unique_id = lambda: b"\x24\x0a\xc4\x01\x02\x03"
 sys.modules["machine"] = machine
 
+# os.uname().machine names the chip, as MicroPython's ESP32 port does; Board() reads it
+import os as _real_os
+class _Os:
+    MACHINE = "Generic ESP32 module with ESP32"
+    def uname(self):
+        m = _Mod()
+        m.machine = _Os.MACHINE
+        return m
+    def __getattr__(self, name):
+        return getattr(_real_os, name)
+sys.modules["os"] = _Os()
+
 # network: "good" joins after three polls, "bad" is a wrong password, anything else never
 network = _Mod()
 network.STA_IF = 0

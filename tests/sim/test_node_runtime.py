@@ -419,8 +419,8 @@ TWO_LOOPS_BENCH = {
 TWO_LOOPS = json.loads(json.dumps(CONFIG))
 TWO_LOOPS["channels"] += [
     {"name": "temp2", "pin": 35, "kind": "adc",
-     "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": -50, "eng_max": 150},
-     "units": "degC", "valid": [-49, 149]},
+     "scale": {"mv_min": 0, "mv_max": 2450, "eng_min": -50, "eng_max": 150},
+     "units": "degC", "valid": [-37, 149]},
     {"name": "fan", "pin": 27, "kind": "pwm", "freq_hz": 1000, "range": [0, 100], "units": "%",
      "failsafe": 100},
 ]

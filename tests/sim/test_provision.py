@@ -170,14 +170,14 @@ def big_config(name: str) -> dict:
     for i, (adc, pwm) in enumerate([(32, 26), (33, 27), (35, 18), (36, 19)]):
         cfg["channels"] += [
             {"name": f"temp{i}", "pin": adc, "kind": "adc",
-             "scale": {"raw_min": 0, "raw_max": 65535, "eng_min": 0, "eng_max": 150 + i},
-             "units": "degC", "valid": [1, 149]},
+             "scale": {"mv_min": 0, "mv_max": 2450, "eng_min": 0, "eng_max": 150 + i},
+             "units": "degC", "valid": [10, 149]},
             {"name": f"heat{i}", "pin": pwm, "kind": "pwm", "range": [0, 100], "units": "%", "failsafe": 0}]
         cfg["loops"].append(
             {"name": f"zone{i}", "rate_hz": 5, "sensor": f"temp{i}", "actuator": f"heat{i}",
              "filter": {"type": "lowpass", "tau_s": 1.5 + i},
              "controller": {"type": "pid", "kp": 2.0 + i, "ki": 0.01 * (i + 1), "setpoint": 40.0 + i},
-             "alarms": {"high": 95, "low": 3, "hysteresis": 0.5}})
+             "alarms": {"high": 95, "low": 12, "hysteresis": 0.5}})
     cfg["plant"] = {"type": "fotd", "seed": 7,
                     "disturbances": [{"at_s": 60 * k, "input": "ambient", "value": 15 + k % 9}
                                      for k in range(1, 60)]}

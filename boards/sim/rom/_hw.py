@@ -16,18 +16,69 @@
 # The plant advances whenever the clock services the board (while the node waits), never
 # inside a read or write, so reading a sensor in the control tick allocates nothing: it
 # returns a value computed when the plant last stepped.
+#
+# The chip (`cyphy sim start --chip esp32|esp32s3|esp32c3`, boot argument chip=) decides
+# the pins and their functions, the DAC (ESP32 only), the ADC's response and the PWM
+# limits, all from boards/esp32/pins.py (CHIPS), the same description the HAL uses.
+#
+# The ADC is not a perfect line ([IDF-ADC] and [MP-ADC] in pins.py): read_u16() and read()
+# give the raw conversion, non-linear as on the chip (0 below about 50-75 mV on ESP32, a
+# toe up to the documented lower bound, compressed and saturating above the documented
+# upper bound, its gain off by the chip instance's Vref); read_uv() is the calibrated
+# value (ESP-IDF's eFuse calibration, in whole millivolts), within a small error of the
+# pin's voltage inside the documented range only. A chip instance's errors come from the
+# bench's seed (reproducible): raw gain from Vref 1040..1160 mV (ESP-IDF: 1000-1200
+# among chips; the sim stays inside so that every documented range stays below
+# saturation), and a residual calibration error of up to +-0.2 % and +-2 mV.
+import sys
+
 from micropython import const
 
-# ESP32-WROOM (DevKitC) pin capabilities, from the ESP32 datasheet
-_ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39, 0, 2, 4, 12, 13, 14, 15, 25, 26, 27)
-_DAC_PINS = (25, 26)
-_INPUT_ONLY = (34, 35, 36, 37, 38, 39)
-_FLASH_PINS = (6, 7, 8, 9, 10, 11)  # wired to the SPI flash on every module
-_NPINS = const(40)
-# ADC full scale per attenuation (mV), as ESP-IDF recommends for the ESP32
-_ATTN_MV = (950, 1250, 1750, 2450)
+
+def _boot_arg(key, default):
+    # simboot.py's arguments (key=value); _hw is imported before simboot reads them.
+    for kv in sys.argv[1:]:
+        if kv.startswith(key + "="):
+            return kv[len(key) + 1:]
+    return default
 
 
+def _load_chips():
+    """boards/esp32/pins.py, the one description of each chip (the firmware's HAL and the
+    host read the same file). The supervisor hands its text over in the environment
+    (CYPHY_SIM_CHIPS), since the node's sandbox lets it read only the ROM's directory;
+    without it (no sandbox) the file is read from the repository."""
+    import os
+
+    src = os.getenv("CYPHY_SIM_CHIPS")
+    if not src:
+        rom = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+        with open(rom + "/../../esp32/pins.py") as f:
+            src = f.read()
+    ns = {"__name__": "pins"}
+    exec(src, ns)
+    return ns
+
+
+_pins = _load_chips()
+CHIP = _boot_arg("chip", "esp32")
+if CHIP not in _pins["CHIPS"]:
+    raise SystemExit("sim: unknown chip %r" % (CHIP,))
+C = _pins["CHIPS"][CHIP]
+_adc_raw = _pins["adc_raw"]  # the raw response and the calibration (ints, allocation-free)
+_adc_cal_uv = _pins["adc_cal_uv"]
+MCU = C["mcu"]  # "ESP32", "ESP32-S3", "ESP32-C3"
+UNAME = C["uname"]  # os.uname().machine: "cyphy-sim with " + UNAME
+
+# The bare chip's pins (the HAL's DevKit maps refuse more, e.g. the console's UART pins).
+_GPIO = C["gpio"]
+_FLASH_PINS = C["flash"]  # wired to the SPI flash on every module: Pin() refuses them
+_INPUT_ONLY = C["input_only"]
+_ADC1 = C["adc1"]
+_ADC2 = C["adc2"]
+_ADC_PINS = _ADC1 + _ADC2
+_DAC_PINS = C["dac"]
+_NPINS = const(49)
 class Bench:
     """The plant and the wiring of the board's pins to its signals."""
 
@@ -41,6 +92,17 @@ class Bench:
             import _plant  # only a board with a bench needs the physics
 
             self.plant = _plant.make(spec["plant"], spec.get("seed", 1))
+        seed = (spec or {}).get("seed", 1)
+        # The chip instance (from the seed, so that two nodes on the same bench agree):
+        # raw gain error in ppm (Vref 1040..1160 mV for 1100 nominal), and per attenuation
+        # the calibration's residual gain (ppm) and offset (uV).
+        h = (seed * 2654435761 + 12345) & 0x7FFFFFFF
+        vref = 1040 + h % 121
+        self.adc_gain_ppm = 1100 * 1000000 // vref - 1000000
+        self.cal = []
+        for a in range(4):
+            h = (h * 1103515245 + 12345) & 0x7FFFFFFF
+            self.cal.append((h % 4001 - 2000, (h >> 12) % 4001 - 2000))
         self.inputs = {}  # pin -> wiring entry (adc, din)
         self.outputs = {}  # pin -> wiring entry (pwm, dac, dout)
         # Reads and writes in the control tick only touch these int lists (no allocation);
@@ -96,11 +158,12 @@ class Bench:
 
 
 def make_machine_classes(bench, on_wdt):
-    """Pin, ADC, PWM, DAC and WDT bound to this board's bench."""
+    """Pin, ADC, PWM, DAC and WDT of this board's chip, bound to its bench."""
+    pins = _pins
 
     def check_pin(n, ok, what):
-        if not isinstance(n, int) or not 0 <= n < _NPINS or n in _FLASH_PINS:
-            raise ValueError("invalid pin %r" % (n,))
+        if not isinstance(n, int) or n not in _GPIO or n in _FLASH_PINS:
+            raise ValueError("invalid pin")
         if ok is not None and n not in ok:
             raise ValueError("invalid Pin for %s" % what)
 
@@ -148,44 +211,69 @@ def make_machine_classes(bench, on_wdt):
     def pin_id(p):
         return p.id if isinstance(p, Pin) else p
 
+    wifi = None
+    try:
+        import _network
+
+        wifi = _network._state[0]  # the station interface's state (active or not)
+    except (ImportError, AttributeError, IndexError):
+        pass
+
     class ADC:
+        # [MP-ADC]: ADC_ATTEN_DB_0.. = 0..3; the default attenuation is ADC_ATTEN_MAX (11 dB)
         ATTN_0DB = 0
         ATTN_2_5DB = 1
         ATTN_6DB = 2
         ATTN_11DB = 3
-        WIDTH_9BIT = 9
-        WIDTH_10BIT = 10
-        WIDTH_11BIT = 11
+        if 9 in C["adc_widths"]:
+            WIDTH_9BIT = 9
+            WIDTH_10BIT = 10
+            WIDTH_11BIT = 11
         WIDTH_12BIT = 12
 
-        def __init__(self, pin, atten=0):
+        def __init__(self, pin, atten=3):
             self.pin = pin_id(pin)
-            check_pin(self.pin, _ADC_PINS, "ADC")
-            self._atten = atten
-            self._fs_uv = _ATTN_MV[atten] * 1000
+            if not isinstance(self.pin, int) or self.pin not in _ADC_PINS:
+                raise ValueError("invalid pin")
+            self._adc2 = self.pin in _ADC2
             self._bits = 12
+            self.atten(atten)
 
         def atten(self, a):
+            if not isinstance(a, int) or not 0 <= a <= 3:
+                raise ValueError("invalid attenuation")
             self._atten = a
-            self._fs_uv = _ATTN_MV[a] * 1000
+            # (zero, lo, hi, sat, den, gain): the raw curve of this chip instance
+            self._p = pins["adc_points"](CHIP, a, bench.adc_gain_ppm)
+            self._cal_ppm, self._cal_uv = bench.cal[a]
 
         def width(self, bits):
+            if bits not in C["adc_widths"]:
+                raise ValueError("invalid bit-width")
             self._bits = bits
 
+        def _raw12(self):
+            if self._adc2 and wifi is not None and wifi["active"]:
+                # ADC2 belongs to the Wi-Fi driver: adc_oneshot_read -> ESP_ERR_TIMEOUT
+                raise OSError(263)
+            return _adc_raw(self._p, bench.uv[self.pin])
+
         def read_uv(self):
-            uv = bench.uv[self.pin]
-            if uv > self._fs_uv:
-                return self._fs_uv
-            # 12-bit converter: the result is quantised to full scale / 4095
-            step = self._fs_uv // 4095
-            return uv // step * step
+            # adc_cali_raw_to_voltage on the 12-bit code: whole millivolts ([MP-ADC] adc.c)
+            uv = _adc_cal_uv(self._p, self._raw12() >> (12 - self._bits) << (12 - self._bits))
+            if uv:
+                uv += uv // 1000 * self._cal_ppm // 1000 + self._cal_uv
+                uv = (uv + 500) // 1000 * 1000
+            return uv if uv > 0 else 0
 
         def read_u16(self):
-            code = self.read_uv() * 4095 // self._fs_uv  # the 12-bit conversion result
-            return code * 65535 // 4095
+            # [MP-ADC]: raw << (16 - bits) | raw >> (2 * bits - 16)
+            b = self._bits
+            raw = self._raw12() >> (12 - b)
+            return (raw << (16 - b)) | (raw >> (2 * b - 16))
 
         def read(self):
-            return self.read_u16() >> (16 - self._bits)
+            return self._raw12() >> (12 - self._bits)
 
     class PWM:
         def __init__(self, pin, freq=5000, duty_u16=0, duty_ns=-1):
@@ -193,7 +281,8 @@ def make_machine_classes(bench, on_wdt):
             check_pin(self.pin, None, "PWM")
             if self.pin in _INPUT_ONLY:
                 raise ValueError("pin can only be input")
-            self._freq = freq
+            self._freq = 0
+            self.freq(freq)
             self._duty = 0
             if duty_ns >= 0:
                 self.duty_ns(duty_ns)
@@ -205,6 +294,10 @@ def make_machine_classes(bench, on_wdt):
                 return self._freq
             if not 1 <= f <= 40_000_000:
                 raise ValueError("frequency must be from 1Hz to 40MHz")
+            why = pins["pwm_error"](CHIP, f)
+            if why is not None:
+                # ledc_timer_config fails: MicroPython's check_esp_err raises OSError
+                raise OSError(-1, "ESP_FAIL: " + why)
             self._freq = f
 
         def duty_u16(self, d=None):
@@ -231,6 +324,9 @@ def make_machine_classes(bench, on_wdt):
 
     class DAC:
         def __init__(self, pin):
+            if not _DAC_PINS:
+                # no DAC on this chip: MicroPython's ESP32-S3/C3 builds have no machine.DAC
+                raise AttributeError("'module' object has no attribute 'DAC'")
             self.pin = pin_id(pin)
             check_pin(self.pin, _DAC_PINS, "DAC")
 

@@ -19,6 +19,7 @@ INPUTS = ("adc", "din")
 OUTPUTS = ("pwm", "dout", "dac")
 MAX_CHANNELS = 32
 MAX_LOOPS = 8       # each loop's scheduler statistics take ~1.8 KB of RAM
+MV_MAX = 3300      # millivolts: an ESP32-family pin takes at most its 3.3 V supply
 _INF = float("inf")
 
 # Sim plant parameters and loads per type; keep in step with boards/sim/rom/_plant.py
@@ -260,14 +261,21 @@ def _channel(d, path):
     if kind == "adc":
         s = d["scale"]
         sp = path + ".scale"
-        _fields(s, sp, ("raw_min", "raw_max", "eng_min", "eng_max"))
-        # raw: the board's reading in ADC.read_u16() counts (0-65535), as on every port
-        sc = {"raw_min": _int(s["raw_min"], sp + ".raw_min", 0, 65535),
-              "raw_max": _int(s["raw_max"], sp + ".raw_max", 0, 65535),
+        if isinstance(s, dict) and ("raw_min" in s or "raw_max" in s):
+            k = "raw_min" if "raw_min" in s else "raw_max"
+            raise ConfigError(sp + "." + k, "raw ADC counts are not accepted (ADC.read_u16() is the "
+                              "chip's uncalibrated, non-linear reading); give mv_min and mv_max, the "
+                              "pin's millivolts at eng_min and eng_max (read calibrated)")
+        _fields(s, sp, ("mv_min", "mv_max", "eng_min", "eng_max"))
+        # mv: millivolts at the pin, as the board's calibrated ADC.read_uv() measures them
+        # (the pins take at most 3.3 V; which range is measurable depends on the chip and
+        # atten_db, checked by the board and by cyphy provision)
+        sc = {"mv_min": _num(s["mv_min"], sp + ".mv_min", 0, MV_MAX),
+              "mv_max": _num(s["mv_max"], sp + ".mv_max", 0, MV_MAX),
               "eng_min": _num(s["eng_min"], sp + ".eng_min"),
               "eng_max": _num(s["eng_max"], sp + ".eng_max")}
-        if sc["raw_min"] == sc["raw_max"]:
-            raise ConfigError(sp + ".raw_max", "must differ from raw_min")
+        if sc["mv_min"] == sc["mv_max"]:
+            raise ConfigError(sp + ".mv_max", "must differ from mv_min")
         if sc["eng_min"] == sc["eng_max"]:
             raise ConfigError(sp + ".eng_max", "must differ from eng_min")
         c["scale"] = sc

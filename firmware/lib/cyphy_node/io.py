@@ -1,10 +1,17 @@
 # Node IO channels built from the config: engineering values as int milli-units.
 #
-# Inputs scale the board's raw reading (ADC.read_u16() counts, or a din level) to milli-units
-# with integer math and check the valid range; outputs scale milli-units to the board's
-# duty/level and are written at their fail-safe value when built, so a node starts SAFE.
-# read()/write() allocate nothing (ints only; Gain.mul is allocation-free).
+# Inputs scale the board's reading to milli-units with integer math and check the valid
+# range: an adc channel reads the calibrated voltage (AnalogIn.read_uv(), microvolts: on
+# ESP32 ADC.read_uv(), the eFuse calibration; read_u16() is the raw, non-linear reading and
+# is not used) at the config's attenuation, and maps the scale's [mv_min, mv_max] onto
+# [eng_min, eng_max]; a din channel reads its level. Outputs scale milli-units to the
+# board's duty/level and are written at their fail-safe value when built, so a node starts
+# SAFE. read()/write() allocate nothing (ints only; Gain.mul is allocation-free).
 from .fixed import Gain, to_fixed, VAL_MAX, VAL_MIN
+
+
+def _mv(s, e):
+    return s.mv_min + (e - s.eng_min) * (s.mv_max - s.mv_min) / float(s.eng_max - s.eng_min)
 
 
 class Input:
@@ -17,14 +24,29 @@ class Input:
         self.raw = 0
         if ch.kind == "adc":
             s = ch.scale
-            self.hw = board.analog_in(ch.pin)
-            self._r0 = s.raw_min
+            # atten_db decides the range the chip measures (calibrated): e.g. ESP32 at 11 dB
+            # 150..2450 mV (boards/esp32/pins.py)
+            self.hw = board.analog_in(ch.pin, atten_db=ch.atten_db)
+            self._u0 = int(round(s.mv_min * 1000))  # microvolts at eng_min
             self._e0 = to_fixed(s.eng_min)
-            slope = (s.eng_max - s.eng_min) * 1000.0 / (s.raw_max - s.raw_min)
+            # milli-units per microvolt
+            slope = (s.eng_max - s.eng_min) / float(s.mv_max - s.mv_min)
             self._neg = slope < 0
             self._g = Gain(abs(slope))
             self.read = self._read_adc
             v = ch.valid
+            # The valid range must lie where the chip's calibrated reading holds, so that a
+            # reading outside it (an open or shorted sensor, or a voltage the ADC cannot
+            # measure: ESP32 reads nothing useful below 100-150 mV) is a sensor fault.
+            lo_mv, hi_mv = self.hw.min_mv, self.hw.range_mv
+            for e in v:
+                mv = _mv(s, e)
+                if not lo_mv - 0.0005 <= mv <= hi_mv + 0.0005:
+                    raise ValueError(
+                        'channel "%s": valid [%s, %s] %s spans %.1f..%.1f mV at pin %d, but %s at %s dB '
+                        "measures %d..%d mV (calibrated); narrow valid, or change atten_db or the "
+                        "sensor's scale" % (ch.name, v[0], v[1], ch.units, _mv(s, v[0]), _mv(s, v[1]),
+                                            ch.pin, board.mcu, self.hw.atten_db, lo_mv, hi_mv))
         else:
             self.hw = board.digital_in(ch.pin, None if ch.pull == "none" else ch.pull)
             self._inv = 1 if ch.invert else 0
@@ -35,9 +57,9 @@ class Input:
         self.vmax = to_fixed(v[1])
 
     def _read_adc(self):
-        r = self.hw.read_u16()
+        r = self.hw.read_uv()  # a small int: microvolts, calibrated
         self.raw = r
-        d = self._g.mul(r - self._r0)
+        d = self._g.mul(r - self._u0)
         v = self._e0 - d if self._neg else self._e0 + d
         v = VAL_MIN if v < VAL_MIN else (VAL_MAX if v > VAL_MAX else v)
         self.value = v

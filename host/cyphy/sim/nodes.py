@@ -57,6 +57,27 @@ def rom_dir() -> Path:
     return repo_root() / "boards" / "sim" / "rom"
 
 
+def chips_path() -> Path:
+    """boards/esp32/pins.py: the one description of each chip (pins, ADC, PWM, timers,
+    esptool identity), read by the firmware's HAL, the sim ROM and the host."""
+    return repo_root() / "boards" / "esp32" / "pins.py"
+
+
+def chips_source() -> str:
+    return chips_path().read_text()
+
+
+def chips() -> dict:
+    """The chip description module's namespace (CHIPS, BOARDS, pwm_error, ...)."""
+    ns: dict = {"__name__": "pins"}
+    exec(compile(chips_source(), str(chips_path()), "exec"), ns)
+    return ns
+
+
+CHIP_NAMES = ("esp32", "esp32s3", "esp32c3")
+DEFAULT_CHIP = "esp32"
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise SimError(
@@ -131,6 +152,27 @@ class Node:
         if not self.image.exists():
             flashimage.create_flash_image(self.image)
         return self.config()
+
+    def chip(self) -> str:
+        """The node's chip ("esp32", "esp32s3", "esp32c3"): node.json's "chip", made at
+        first start (`cyphy sim start --chip`, default esp32)."""
+        try:
+            return self.config().get("chip", DEFAULT_CHIP)
+        except (OSError, ValueError):
+            return DEFAULT_CHIP
+
+    def set_chip(self, chip: str) -> None:
+        """Give a stopped node another chip (its flash image stays)."""
+        if chip not in CHIP_NAMES:
+            raise SimError(f"unknown chip {chip!r}; use one of: {', '.join(CHIP_NAMES)}")
+        cfg = self.config()
+        if cfg.get("chip", DEFAULT_CHIP) == chip:
+            return
+        if self.state() is not None:
+            raise SimError(f"node {self.name} is running as {cfg.get('chip', DEFAULT_CHIP)}: stop it first "
+                           f"(cyphy sim stop {self.name}) to start it as {chip}")
+        cfg["chip"] = chip
+        _write_json_atomic(self.config_path, cfg)
 
     def _free_ip(self) -> str:
         """The first loopback address no other node of this $CYPHY_HOME has."""

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from cyphy import flashimage
 from cyphy.sim import romloader
-from cyphy.sim.nodes import Node, rom_dir
+from cyphy.sim.nodes import Node, chips_source, rom_dir
 from cyphy.sim.equipment import Equipment, skip_command
 
 TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART TX buffer)
@@ -115,6 +115,7 @@ class Child:
             f"name={node.name}",
             f"ip={cfg.get('ip', '127.0.0.1')}",
             f"ticks_start={ticks_start}",
+            f"chip={node.chip()}",
         ]
         if virtual_time:
             args.append("time=virtual")
@@ -127,6 +128,9 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
+            # The chips' description (boards/esp32/pins.py) for the ROM's _hw.py: the node's
+            # sandbox lets it read only the ROM's own directory.
+            env={**os.environ, "CYPHY_SIM_CHIPS": chips_source()},
         )
         for fd in (self.stdin_w, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
