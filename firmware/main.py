@@ -1,7 +1,4 @@
-# cyphy node firmware entry point (runs after boot.py on every reset). The application is
-# cyphy_node/app.py (compiled): it loads /config.json, builds the board and starts the
-# loops in the background; `node` is then available in the REPL:
-#     node.state(), node.set("oven.setpoint", 60.0), node.stats(), node.faults(), node.stop()
-from cyphy_node.app import boot
-
-node = boot()
+# cyphy node: boot.py has started the node on this boot (`node` in the REPL:
+# node.state(), node.set("oven.setpoint", 60.0), node.stats(), node.faults(), node.stop()).
+# This file is for your own application code; it runs after boot.py on a hard reset and
+# on a soft reset in the friendly REPL, not after the raw REPL's soft reset.

@@ -453,14 +453,20 @@ def test_one_loops_sensor_fault_takes_every_output_safe(sim_nodes):
     con.close()
 
 
-def test_a_soft_reset_from_the_raw_repl_leaves_every_output_safe(sim_nodes):
-    """mpremote and ampy soft-reset into the raw REPL, where main.py does not run; boot.py
-    still puts every declared output at its fail-safe value."""
+def test_a_soft_reset_from_the_raw_repl_restarts_the_loops(sim_nodes):
+    """mpremote and ampy soft-reset into the raw REPL, where main.py does not run, and the
+    watchdog keeps running across a soft reset (as on ESP32). boot.py starts the node
+    again: outputs at fail-safe as it is built, then the loops run and feed the watchdog."""
     con = node_for(sim_nodes, "soft", TWO_LOOPS_BENCH, TWO_LOOPS)
     boot = reset(con)
     assert "running 2 loop(s)" in boot, boot
     con.write(b"\x04")  # soft reset from the raw REPL, as mpremote does
     con.read_until(b"raw REPL; CTRL-B to exit\r\n>")
-    out = con.run("print([(o.name, o.hw._pwm.duty_u16()) for o in failsafe_outputs], 'node' in globals())")
-    assert out.strip() == "[('heater', 0), ('fan', 65535)] False"
+    out = con.run("import machine, time\n"
+                  "t0 = [lp.ticks for lp in node.loops]\n"
+                  "time.sleep_ms(4000)\n"  # twice the watchdog's 2 s: it must be fed
+                  "t1 = [lp.ticks for lp in node.loops]\n"
+                  "print(node.running(), node.wdt is not None, all(b > a for a, b in zip(t0, t1)),"
+                  " machine.reset_cause())")
+    assert out.split() == ["True", "True", "True", "5"], out  # SOFT_RESET: no watchdog reset
     con.close()

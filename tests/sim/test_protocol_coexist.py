@@ -7,6 +7,7 @@ leaves at most idle_ms (3 s) of frames. The loops run on throughout."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -89,3 +90,27 @@ def test_mpremote_leaves_a_usable_session_path(node):
     with Session(SerialLink(node), P.key_from_hex(KEY_HEX)) as s:
         assert s.open().loops == ["oven"]
         assert s.read("oven.mode") == "auto"
+
+
+def test_stock_mpremote_and_ampy_soft_resets_leave_the_node_running(sim_nodes, tmp_path):
+    # mpremote and ampy soft-reset the node into the raw REPL. The watchdog survives that
+    # (as on ESP32) and main.py does not run: boot.py restarts the loops, which feed it.
+    # Afterwards `cyphy get` answers cleanly (it used to print the REPL's traceback bytes).
+    import subprocess
+    import time as _time
+
+    from helpers import ampy, mpremote, tool
+
+    port = boot(sim_nodes, "softreset")
+    assert "config.json" in mpremote(port, "fs", "ls")
+    assert "config.json" in ampy(port, "ls")
+    _time.sleep(3)  # longer than the node's 2 s watchdog: only a running node feeds it
+    cause = mpremote(port, "resume", "exec", "import machine; print(machine.reset_cause(), node.running())")
+    assert cause.split() == ["5", "True"], cause  # SOFT_RESET (the tools'), not WDT_RESET (3)
+    key = tmp_path / "k.hex"
+    key.write_text(KEY_HEX)
+    p = subprocess.run([tool("cyphy"), "get", f"serial://{port}", "oven", "--json", "--key-file", str(key)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    state = json.loads(p.stdout)
+    assert state["mode"] == "auto" and state["ticks"] > 0, state

@@ -1,5 +1,6 @@
-# The node application: what main.py runs at every reset (main.py stays a few lines of
-# source because the node compiles it at boot; this module ships compiled, as .mpy).
+# The node application: what boot.py runs at every reset, soft resets included (boot.py
+# stays a few lines of source because the node compiles it at boot; this module ships
+# compiled, as .mpy).
 #
 # Loads /config.json, builds the board (/lib/board.py: boards/esp32/board.py or
 # boards/sim/board.py deployed under that name) and starts the node's loops in the
@@ -121,8 +122,16 @@ def _comms(n, cfg, b):
     print("cyphy: UDP on %s:%d" % (b.wifi_ip(), cfg.comms.udp_port))
 
 
+_node = None
+
+
 def boot():
-    """Build and start the node from /config.json; returns it, or None (config error)."""
-    n = _boot()
+    """Build and start the node from /config.json; returns it, or None (config error).
+    boot.py calls it on every boot; a second call (an older main.py) returns the same
+    node."""
+    global _node
+    if _node is not None:
+        return _node
+    _node = _boot()
     _forget("cyphy_node.config")  # ~25 KB of bytecode needed only at boot (and by a config patch)
-    return n
+    return _node
