@@ -15,10 +15,13 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+# npm ci: the MicroPython WebAssembly port (a 32-bit MicroPython, pinned in package-lock.json)
+# into ./node_modules, for the firmware's 32-bit checks (cyphy.mp32, tests/firmware/test_32bit.py).
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	npm ci --silent --no-audit --no-fund
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -44,4 +47,4 @@ lock: $(STAMP)
 	  $(BIN)/pip freeze --exclude-editable; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache node_modules
