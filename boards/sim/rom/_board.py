@@ -43,80 +43,176 @@ def _copy(src, skip=()):
 
 
 # ---------------------------------------------------------------- console streams
-class ConsoleOut(io.IOBase):
-    """sys.stdout: text is cooked (\\n -> \\r\\n) as on ESP32; .buffer is raw bytes."""
+# sys.stdin/stdout/stderr as on a board: MicroPython's shared/runtime/sys_stdio_mphal.c,
+# used by ports/esp32 (MICROPY_PY_SYS_STDFILES and MICROPY_PY_SYS_STDIO_BUFFER are on at
+# its ROM level, py/mpconfig.h). One type, TextIOWrapper, printing as <io.TextIOWrapper
+# FD>; text reads turn '\r' into '\n' (stdio_read); writes return the byte count;
+# reading stdout or writing stdin is OSError EPERM. All three share ONE .buffer object,
+# a FileIO printing as <io.FileIO 0>, raw in both directions (stdin.buffer.write goes to
+# the console). The methods are the board's: buffer, read, readinto, readline, readlines,
+# write, close (returns the stream), __enter__/__exit__, iteration by lines; no flush.
+# (ioctl is here too: io.IOBase needs it for select.poll and print.)
+_EPERM = 1
+_EINVAL = 22
+_MP_STREAM_POLL = 3
+_MP_STREAM_CLOSE = 4
 
-    def __init__(self, link, raw):
+
+def _read_all_forever(stream):
+    # stream_readall (py/stream.c) stops only at EOF, and the console never has one:
+    # on a board sys.stdin.read() without a size never returns.
+    acc = bytearray()
+    while True:
+        acc.extend(stream._link.read(256))
+
+
+class _Stdio(io.IOBase):
+    """The methods both stdio types share (stdio_locals_dict)."""
+
+    def __init__(self, link, fd):
         self._link = link
-        self._raw = raw
-        self.buffer = self if raw else ConsoleOut(link, True)
+        self._fd = fd
 
-    def write(self, data, n=None):
-        if n is not None:
-            data = memoryview(data)[:n]
-        if self._raw:
-            return self._link.write_raw(data)
-        return self._link.write_text(data)
-
-    def flush(self):
-        pass
+    def __repr__(self):
+        return "<io.%s %d>" % (type(self).__name__, self._fd)
 
     def ioctl(self, req, arg):
-        if req == 10:  # MP_STREAM_GET_FILENO: not a host fd
-            return -1
-        if req == 3:  # MP_STREAM_POLL
-            return arg & 4  # always writable
-        return 0
+        if req == _MP_STREAM_POLL:  # mp_hal_stdio_poll: input waiting; always writable
+            return (arg & 1 if self._link.available() else 0) | (arg & 4)
+        if req == _MP_STREAM_CLOSE:
+            return 0
+        return -_EINVAL
+
+    def close(self):
+        return self  # mp_identity_obj
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def readlines(self):
+        lines = []
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+
+    @staticmethod
+    def _span(buf, a, b):
+        """stream.write(buf[, max_len]) / (buf, off, max_len), as py/stream.c takes them."""
+        if a is None:
+            return buf
+        if b is None:
+            return memoryview(buf)[: a]
+        n = len(buf)
+        off = a if a < n else n
+        return memoryview(buf)[off : off + b]
 
 
-class ConsoleIn(io.IOBase):
-    """sys.stdin: console input from the host (str), .buffer gives bytes."""
+class FileIO(_Stdio):
+    """sys.stdin.buffer (= sys.stdout.buffer = sys.stderr.buffer): raw console bytes."""
 
-    def __init__(self, link, raw):
-        self._link = link
-        self._raw = raw
-        self.buffer = self if raw else ConsoleIn(link, True)
+    def __init__(self, link):
+        super().__init__(link, 0)  # sys_stdio_mphal.c: "fd = 0, // fd unused"
+        self.buffer = self
 
-    def _out(self, b):
-        return b if self._raw else b.decode()
+    def write(self, buf, a=None, b=None):
+        return self._link.write_raw(buf if a is None else self._span(buf, a, b))
+
+    def readinto(self, buf, a=None):
+        n = len(buf) if a is None or a > len(buf) else a
+        return self._link.readinto(buf, n)
 
     def read(self, n=-1):
         if n is None or n < 0:
-            # ESP32 reads until EOF (Ctrl-D) in this case
-            acc = bytearray()
-            while True:
-                c = self._link.read_byte()
-                if c == 4:
-                    return self._out(bytes(acc))
-                acc.append(c)
-        acc = bytearray()
-        while len(acc) < n:
-            acc.extend(self._link.read(n - len(acc)))
-        return self._out(bytes(acc))
+            _read_all_forever(self)
+        b = bytearray(n)
+        self._link.readinto(b, n)
+        return bytes(b)
 
-    def readinto(self, buf, n=None):
-        n = len(buf) if n is None else n
-        got = 0
-        while got < n:
-            b = self._link.read(n - got)
-            buf[got : got + len(b)] = b
-            got += len(b)
-        return got
-
-    def readline(self):
+    def readline(self, size=-1):
         acc = bytearray()
-        while True:
+        while size < 0 or len(acc) < size:
             c = self._link.read_byte()
             acc.append(c)
-            if c == 10 or c == 13:
-                return self._out(bytes(acc))
+            if c == 10:
+                break
+        return bytes(acc)
 
-    def ioctl(self, req, arg):
-        if req == 10:
-            return -1
-        if req == 3:
-            return arg & 1 if self._link.available() else 0
-        return 0
+
+class TextIOWrapper(_Stdio):
+    """sys.stdin (fd 0), sys.stdout (1), sys.stderr (2)."""
+
+    def __init__(self, link, fd, buffer):
+        super().__init__(link, fd)
+        self.buffer = buffer
+
+    def write(self, buf, a=None, b=None):
+        if self._fd == 0:
+            raise OSError(_EPERM)
+        # print() arrives here with a bytearray on the C stack (py/modio.c iobase_read_write):
+        # the common path (no NUL, <= one frame) allocates nothing, as on a board.
+        return self._link.write_text(buf if a is None else self._span(buf, a, b))
+
+    def _text_bytes(self, buf, n):
+        if self._fd != 0:
+            raise OSError(_EPERM)
+        got = self._link.readinto(buf, n)
+        for i in range(got):  # stdio_read: a typed Enter reads as '\n'
+            if buf[i] == 13:
+                buf[i] = 10
+        return got
+
+    def readinto(self, buf, a=None):
+        return self._text_bytes(buf, len(buf) if a is None or a > len(buf) else a)
+
+    def read(self, n=-1):
+        if self._fd != 0:
+            raise OSError(_EPERM)
+        if n is None or n < 0:
+            _read_all_forever(self)
+        # n characters (UTF-8), as stream_read_generic counts them for a text stream
+        acc = bytearray()
+        chars = 0
+        one = bytearray(1)
+        need = 0
+        while chars < n or need:
+            self._text_bytes(one, 1)
+            c = one[0]
+            acc.append(c)
+            if need:
+                need -= 1
+                if not need:
+                    chars += 1
+            elif c < 0x80:
+                chars += 1
+            else:
+                need = 1 if c < 0xE0 else 2 if c < 0xF0 else 3
+        return acc.decode()
+
+    def readline(self, size=-1):
+        if self._fd != 0:
+            raise OSError(_EPERM)
+        acc = bytearray()
+        one = bytearray(1)
+        while size < 0 or len(acc) < size:
+            self._text_bytes(one, 1)
+            acc.append(one[0])
+            if one[0] == 10:
+                break
+        return acc.decode()
 
 
 # ---------------------------------------------------------------- board state
@@ -188,8 +284,10 @@ class Board:
         self.reset_cause = reset_cause
         self.node_name = node_name
         self.ip = ip  # the node's own loopback address: its "Wi-Fi" IP (node.json)
-        self.stdout = ConsoleOut(link, False)
-        self.stdin = ConsoleIn(link, False)
+        buf = FileIO(link)  # the one .buffer of all three
+        self.stdin = TextIOWrapper(link, 0, buf)
+        self.stdout = TextIOWrapper(link, 1, buf)
+        self.stderr = TextIOWrapper(link, 2, buf)
         self.mode = "friendly"  # REPL mode, survives soft reboots via the supervisor
 
     def hard_reset(self, kind=b"h"):
@@ -219,11 +317,13 @@ def _make_sys(board):
     def print_exception(exc, file=None):
         _real_sys.print_exception(exc, file or board.stdout)
 
-    attrs = _copy(_real_sys, skip=("stdin", "stdout", "stderr", "atexit", "executable"))
+    # exc_info: ESP32 builds have none (MICROPY_PY_SYS_EXC_INFO defaults to 0 in
+    # py/mpconfig.h and ports/esp32/mpconfigport.h does not enable it); the Unix port has it.
+    attrs = _copy(_real_sys, skip=("stdin", "stdout", "stderr", "atexit", "executable", "exc_info"))
     attrs.update(
         stdin=board.stdin,
         stdout=board.stdout,
-        stderr=board.stdout,
+        stderr=board.stderr,
         platform="esp32",
         implementation=impl,
         argv=[],
@@ -264,7 +364,7 @@ def _make_select(board):
 
         def register(self, obj, mask=IN | OUT):
             self._real.register(obj, mask)
-            if isinstance(obj, (ConsoleIn, ConsoleOut)):
+            if isinstance(obj, _Stdio):
                 self.unregister_con(obj)
                 self._con.append([obj, mask])
             else:
@@ -291,11 +391,11 @@ def _make_select(board):
         def _ready(self):
             r = []
             for obj, mask in self._con:
-                ev = 0
-                if mask & IN and isinstance(obj, ConsoleIn) and link.available():
+                # any stdio object: readable when console input waits, always writable
+                # (mp_hal_stdio_poll in ports/esp32/mphalport.c ignores which one it is)
+                ev = mask & OUT
+                if mask & IN and link.available():
                     ev |= IN
-                if mask & OUT and isinstance(obj, ConsoleOut):
-                    ev |= OUT
                 if ev:
                     r.append((obj, ev))
             return r
@@ -419,8 +519,40 @@ def _make_machine(board):
     )
 
 
+class _NoArg:
+    """print()'s marker for 'no argument here'."""
+
+
+_NO = _NoArg()
+_out = None  # sys.stdout, set by install()
+_print = print  # the Unix port's print
+
+
+# print() must reach the console through the link, never straight to fd 1, and, as on a
+# board, allocate nothing for str and small-int arguments (py/modbuiltins.c
+# mp_builtin_print writes each piece to the stream; py/objint.c mp_obj_int_print formats in
+# a stack buffer). So: the Unix port's own print with file= our stdout, which hands our
+# write() a bytearray on the C stack (py/modio.c iobase_read_write). A *args tuple would be
+# allocated, so up to four positional arguments come as plain parameters (*more is then
+# the empty tuple, a constant); and this is a module-level function, not a closure (a
+# closure's call copies its arguments to the heap past five, py/objclosure.c).
+def _print_(a=_NO, b=_NO, c=_NO, d=_NO, *more, sep=" ", end="\n", file=None):
+    f = _out if file is None else file
+    if a is _NO:
+        _print(sep=sep, end=end, file=f)
+    elif b is _NO:
+        _print(a, sep=sep, end=end, file=f)
+    elif c is _NO:
+        _print(a, b, sep=sep, end=end, file=f)
+    elif d is _NO:
+        _print(a, b, c, sep=sep, end=end, file=f)
+    else:
+        _print(a, b, c, d, *more, sep=sep, end=end, file=f)
+
+
 def install(board):
     """Replace the host-facing modules with the board's, for every later import."""
+    global _out, _print
     import builtins
 
     mods = _real_sys.modules
@@ -440,10 +572,8 @@ def install(board):
     mods["uselect"] = mods["select"]
 
     out = board.stdout
-
-    def print_(*args, sep=" ", end="\n", file=None):
-        # print() must reach the console through the link, never straight to fd 1.
-        (file or out).write(sep.join([str(a) for a in args]) + end)
+    _out = out
+    _print = builtins.print
 
     def input_(prompt=""):
         out.write(prompt)
@@ -466,5 +596,5 @@ def install(board):
                 acc.append(c)
                 board.link.write_raw(bytes((c,)))
 
-    builtins.print = print_
+    builtins.print = _print_
     builtins.input = input_

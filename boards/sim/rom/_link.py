@@ -12,8 +12,13 @@
 #       'L' leftover input: bytes this process read but never consumed (before 'B')
 #       'B' reboot: b's' + mode byte (b'f' friendly / b'r' raw), b'h' (hard reset) or
 #           b'd' (deep-sleep wake-up)
+#       'T' console text containing NUL: cooked like plain text (a NUL would start a frame)
 #       'E' event for the supervisor's record (text)
 #       'Q' answer to a 'P' request (JSON object, with the request's "id")
+#       'A' console input consumed: count (LE16) of bytes this process took from its input
+#           since the last 'A', then b'\x01' if it now blocks waiting for more input, else
+#           b'\x00'. Sent before any other output and before blocking, so the supervisor
+#           always knows how full the node's receive buffer is (see "Console RX" below).
 # Supervisor -> child (our stdin, fd 0): host bytes, with 00 escaped as 00 FF, and
 #   00 T LL LL payload     a command, T an uppercase letter (commands a ROM does not know
 #                          are skipped whole); the supervisor writes each one atomically:
@@ -30,6 +35,12 @@
 # written: if the 'I' frame is there, the code has ended and the byte is ordinary input.
 # The 'I' frame is the first thing written when user code returns, by a loop that neither
 # allocates nor reads, so an interrupt landing there is harmless.
+# Console RX: ESP32's REPL UART puts received bytes into a 260-byte ring buffer
+# (stdin_ringbuf, ports/esp32/mphalport.c; py/ringbuf.h keeps one slot free: 259 bytes)
+# from its RX interrupt (ports/esp32/uart.c uart_irq_handler), and ringbuf_put() drops a
+# byte when the buffer is full: no flow control. The supervisor models that buffer: it
+# counts the bytes it has delivered here against the 'A' reports of what was consumed,
+# and drops what arrives while the buffer is full and user code is not waiting for input.
 import sys
 import select
 
@@ -85,45 +96,72 @@ class Link:
         self._raw = bytearray()  # escaped bytes read from the pipe, not yet decoded
         self._q = bytearray()  # decoded console input, not yet consumed
         self._hdr = bytearray(4)
+        # one frame, built in place: frames of console output allocate nothing
+        self._fbuf = bytearray(4 + _MAX_FRAME)
+        self._ackb = bytearray(b"\x00A\x03\x00\x00\x00\x00")
+        self._consumed = 0  # console input bytes taken since the last 'A'
+        self._waiting = False  # the last 'A' said "blocked for input"
+        self._user = False  # user code runs (between enter_user and leave_user)
         self._cmds = []  # commands decoded from the input, not yet served
         # Test equipment (the supervisor's control socket): a bench board sets this to a
         # function that takes a 'P' payload and writes the 'Q' answer (_gear.py).
         self.on_request = None
 
     # ---- output ----
+    def _ack(self, waiting):
+        """Tell the supervisor what was consumed ('A'); allocation-free."""
+        n = self._consumed
+        if n < 0:
+            n = 0
+        elif n > 0xFFFF:
+            n = 0xFFFF
+        b = self._ackb
+        b[4] = n & 0xFF
+        b[5] = n >> 8
+        b[6] = 1 if waiting else 0
+        self._consumed -= n
+        self._waiting = waiting
+        self._out.write(b)
+
     def frame(self, kind, payload=b""):
+        """One frame, written at once (never torn); allocates nothing when payload is
+        a bytes-like object of at most _MAX_FRAME bytes."""
+        if self._consumed > 0 or self._waiting:
+            self._ack(False)
         n = len(payload)
-        h = self._hdr
-        h[0] = _ESC
-        h[1] = kind
-        h[2] = n & 0xFF
-        h[3] = n >> 8
-        self._out.write(bytes(h) + payload)
+        f = self._fbuf
+        f[0] = _ESC
+        f[1] = kind
+        f[2] = n & 0xFF
+        f[3] = n >> 8
+        if n:
+            f[4 : 4 + n] = payload  # a slice store on a bytearray allocates nothing (py/vm.c)
+        self._out.write(f, 4 + n)
+
+    def _frames(self, kind, data):
+        if isinstance(data, str):
+            data = data.encode()
+        n = len(data)
+        if n <= _MAX_FRAME:
+            self.frame(kind, data)
+            return n
+        mv = memoryview(data)
+        for i in range(0, n, _MAX_FRAME):
+            self.frame(kind, mv[i : i + _MAX_FRAME])
+        return n
 
     def write_raw(self, data):
-        """Console bytes exactly as given (no newline translation)."""
-        if isinstance(data, str):
-            data = data.encode()
-        elif isinstance(data, memoryview):
-            data = bytes(data)
-        mv = memoryview(data)
-        for i in range(0, len(data), _MAX_FRAME):
-            self.frame(82, mv[i : i + _MAX_FRAME])  # 'R'
-        return len(data)
+        """Console bytes exactly as given (no newline translation); returns the count."""
+        return self._frames(82, data)  # 'R'
 
     def write_text(self, data):
-        """Console text; newlines are cooked to \\r\\n on the way out."""
-        if isinstance(data, str):
-            data = data.encode()
-        elif isinstance(data, memoryview):
-            data = bytes(data)
-        if b"\x00" in data:
-            # A NUL would start a frame: cook it here and send it raw instead.
-            return self.write_raw(data.replace(b"\n", b"\r\n"))
-        mv = memoryview(data)
-        for i in range(0, len(data), _MAX_FRAME):
-            self._out.write(mv[i : i + _MAX_FRAME])
-        return len(data)
+        """Console text; newlines are cooked to \\r\\n on the way out (by the supervisor).
+        Returns the byte count. Plain text (no NUL) of any size allocates nothing."""
+        if self._consumed > 0 or self._waiting:
+            self._ack(False)
+        if ("\x00" in data) if isinstance(data, str) else (b"\x00" in data):
+            return self._frames(84, data)  # 'T': a NUL would start a frame
+        return self._out.write(data)  # the Unix port's stream writes it all (py/stream.c)
 
     def event(self, text):
         self.frame(69, text.encode())  # 'E'
@@ -158,10 +196,16 @@ class Link:
                         wait = left if left < due_ms else due_ms
                     elif wait < 0 or due_ms < wait:
                         wait = due_ms
+            if self._consumed > 0 or (wait != 0 and self._user and not self._waiting):
+                # what was read is gone from the buffer; about to block: the supervisor
+                # may deliver freely (_fill runs only once the queue is empty)
+                self._ack(wait != 0)
             if self._poll.poll(wait):
                 break
             if clock is None or wait == timeout_ms or (end >= 0 and clock.ticks_diff(end, clock.ticks_ms()) <= 0):
                 return False
+        if self._waiting and self._user:
+            self._ack(False)  # input came: user code is busy again until it next waits
         n = self._in.readinto(self._tmp)
         self._raw.extend(self._tmpv[:n])
         if n == 0:
@@ -225,6 +269,7 @@ class Link:
             return -1
         c = self._q[0]
         self._q[0:1] = b""
+        self._consumed += 1
         return c
 
     def read(self, n, timeout_ms=-1):
@@ -233,13 +278,53 @@ class Link:
             return b""
         r = bytes(self._q[:n])
         self._q[:n] = b""
+        self._consumed += len(r)
         return r
+
+    def readinto(self, buf, n):
+        """Exactly n bytes into buf (blocking), as a board's stdio read does."""
+        got = 0
+        q = self._q
+        while got < n:
+            self._wait_input(-1)
+            k = len(q)
+            if k > n - got:
+                k = n - got
+            buf[got : got + k] = q[:k]
+            q[:k] = b""
+            self._consumed += k
+            got += k
+        return got
+
+    def take_plain(self, line):
+        """Append queued input up to the next control byte (<= Ctrl-E) to line."""
+        q = self._q
+        if not q:
+            return
+        end = len(q)
+        for i in range(end):
+            if q[i] <= 5:
+                end = i
+                break
+        line.extend(q[:end])
+        q[:end] = b""
+        self._consumed += end
+
+    def unread(self, data):
+        """Put bytes taken from the input back in front of it."""
+        self._q[0:0] = data
+        self._consumed -= len(data)
 
     # ---- state ----
     def compiling(self):
+        if self._consumed > 0 or self._waiting:
+            self._ack(False)
         self._out.write(_COMPILING)
 
     def enter_user(self):
+        if self._consumed > 0 or self._waiting:
+            self._ack(False)
+        self._user = True
         self._out.write(_RUNNING)
 
     def leave_user(self):
@@ -250,6 +335,7 @@ class Link:
         while True:
             try:
                 out.write(frame)
+                self._user = False
                 return
             except KeyboardInterrupt:
                 pass

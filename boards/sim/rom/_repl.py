@@ -12,7 +12,10 @@ CTRL_C = 3
 CTRL_D = 4
 CTRL_E = 5
 HISTORY = 8
-RAW_PASTE_WINDOW = 128  # half of ESP32's 256-byte stdin buffer
+# raw-paste flow control: half of MICROPY_REPL_STDIN_BUFFER_MAX (256, not overridden by
+# ports/esp32), as shared/runtime/pyexec.c mp_reader_new_stdin announces it: two windows
+# (256 bytes) in flight fit ESP32's 259-byte console receive buffer
+RAW_PASTE_WINDOW = 128
 
 _COMPOUND = (b"if", b"while", b"for", b"try", b"with", b"def", b"class", b"async")
 
@@ -98,6 +101,11 @@ class Repl:
             try:
                 if not compiling_sent:
                     link.compiling()
+                if mode == "exec":
+                    # pyexec's parse_compile_execute stores __file__ (the source name:
+                    # '<stdin>', 'boot.py', 'main.py') in __main__ for file input; the
+                    # friendly REPL's single input leaves it alone
+                    self.g["__file__"] = filename
                 code = compile(src, filename, mode)
                 link.enter_user()
                 exec(code, self.g)
@@ -169,20 +177,7 @@ class Repl:
             else:
                 line.append(c)
                 # bulk-copy whatever else is already here, up to the next control byte
-                self._take_plain(line)
-
-    def _take_plain(self, line):
-        link = self.link
-        q = link._q
-        if not q:
-            return
-        end = len(q)
-        for i in range(end):
-            if q[i] <= CTRL_E:
-                end = i
-                break
-        line.extend(q[:end])
-        q[:end] = b""
+                self.link.take_plain(line)
 
     def raw_paste(self, cmd):
         if cmd != 0x41:  # 'A'
@@ -198,7 +193,7 @@ class Repl:
                 if chunk[i] == CTRL_C or chunk[i] == CTRL_D:
                     end = chunk[i]
                     # bytes after the end marker are not part of the program: give them back
-                    self.link._q[0:0] = chunk[i + 1 :]
+                    self.link.unread(chunk[i + 1 :])
                     chunk = chunk[:i]
                     break
             src.extend(chunk)

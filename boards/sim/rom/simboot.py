@@ -60,7 +60,16 @@ def _mount(board, a):
     os.chdir("/")
 
 
-def main():
+def main(g):
+    """Boot, then the REPL. g is the dict of the Unix port's __main__ module (py/runtime.c
+    mp_module___main__, whose globals are MP_STATE_VM(dict_main)): boot.py, main.py and
+    everything typed at the REPL run in it, as pyexec does on a board, so `import __main__`
+    (micropython-lib's unittest.main()) sees what user code defined. On a board it holds
+    only __name__ when the REPL starts; this file's own names are cleared from it."""
+    for k in list(g.keys()):
+        if k != "__name__":
+            del g[k]
+    g["__name__"] = "__main__"
     a = _args()
     rom_prefix = sys.argv[0].rsplit("/", 1)[0] + "/"
     clock = _clock.Clock(int(a.get("ticks_start", "0")), virtual=a.get("time") == "virtual")
@@ -81,7 +90,6 @@ def main():
     sys.path[:] = ["", ".frozen", "/lib"]
     _board.install(board)
 
-    g = {"__name__": "__main__"}
     repl = _repl.Repl(board, g, rom_prefix)
     mode = a.get("mode", "friendly")
     link.event("boot")
@@ -107,4 +115,9 @@ def main():
     link.reboot(b"s" + (b"r" if mode == "raw" else b"f"))
 
 
-main()
+if __name__ == "__main__":
+    # The Unix port runs this file in __main__; the boot code itself runs from this file
+    # imported again as the module `simboot`, so that __main__ can be the user's alone.
+    import simboot
+
+    simboot.main(globals())

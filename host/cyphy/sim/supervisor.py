@@ -38,6 +38,11 @@ from cyphy.sim.equipment import Equipment, skip_command
 
 TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART TX buffer)
 RX_BACKLOG = 4096  # host bytes buffered before we stop reading the PTY (host write blocks)
+# The node's console receive buffer: ESP32's stdin_ringbuf (ports/esp32/mphalport.c,
+# 260 bytes, one kept free by py/ringbuf.h), filled by the UART RX interrupt, which drops
+# a byte when it is full (ports/esp32/uart.c: ringbuf_put's result is ignored; the REPL
+# UART has no flow control). See pump_rx().
+RX_RING = 259
 HOST_POLL_S = 0.02  # how often to look for a host opening the port while none has it
 CRASH_BACKOFF_S = 1.0
 LOG_LIMIT = 1 << 20  # console.log and supervisor.log rotate at 1 MiB (one old file kept)
@@ -152,6 +157,8 @@ class Child:
         self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' / b'd' / b'w' once asked for
         self.wdt_timeout = 0.0  # seconds; 0: machine.WDT not started
         self.wdt_fed = 0.0
+        self.rx_fill = 0  # console bytes delivered and not yet reported consumed ('A')
+        self.rx_waiting = False  # the node said it blocks waiting for console input
 
     def unread_input(self) -> bytes:
         """After exit: input the process never consumed, in order, unescaped."""
@@ -208,6 +215,9 @@ class Supervisor:
         self.rx = Pacer(baud)
         self.out_buf = bytearray()  # node -> host, waiting for line time
         self.in_buf = bytearray()  # host -> node, waiting for line time
+        self.rx_arrived = bytearray()  # past the line, held: the node's buffer had no room
+        self.rx_dropped = 0  # bytes lost to a full RX buffer, not yet logged
+        self.rx_overflow_total = 0
         self.host_open = False
         self.next_host_check = 0.0
         self.stopping = False
@@ -218,6 +228,8 @@ class Supervisor:
         self.sandbox = "unknown"
         self.inspecting = False  # inside interrupt(): the node is stopped
         self.gear = Equipment(self)  # control socket (plant requests) and serial-line faults
+        # bytes lost to the node's full receive buffer (pump_rx), shown by link.stats
+        self.gear.to_node.stats.setdefault("overflow", 0)
 
     # ------------------------------------------------------------------ setup
     def log(self, msg: str) -> None:
@@ -262,7 +274,8 @@ class Supervisor:
         # on every run, not a microsecond later now and then)
         ticks = start if reset != "soft" else (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
         self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench)
-        self.in_buf[0:0] = carry  # input typed before the reset is not lost
+        self.in_buf[0:0] = carry + self.rx_arrived  # input typed before the reset is not lost
+        self.rx_arrived.clear()
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
 
     def child_output(self, data: bytes) -> None:
@@ -296,6 +309,13 @@ class Supervisor:
             self.log(f"frame {chr(kind)} {payload[:60]!r}")
         if kind == ord("R"):
             self.console_out(payload)
+        elif kind == ord("T"):
+            self.console_out(payload.replace(b"\n", b"\r\n"))
+        elif kind == ord("A"):
+            # console input consumed (LE16), then 1 if the node now waits for more
+            c.rx_fill = max(0, c.rx_fill - (payload[0] | payload[1] << 8))
+            c.rx_waiting = payload[2:3] == b"\x01"
+            self.log_overflow()
         elif kind == ord("S"):
             if payload == b"C":
                 c.state, c.intr, c.want_interrupt, c.interrupted = COMPILING, 3, False, False
@@ -304,6 +324,7 @@ class Supervisor:
             elif c.state != IDLE:
                 if c.want_interrupt:  # the code ended first: the byte is plain input
                     c.to_stdin += escape(bytes((c.intr or 3,)))
+                    c.rx_fill += 1
                 c.state, c.want_interrupt = IDLE, False
         elif kind == ord("K"):
             c.intr = payload[0] if payload else None
@@ -332,6 +353,7 @@ class Supervisor:
         assert c is not None
         rc = c.proc.wait()
         self.drain_child_output()
+        self.log_overflow()
         carry = c.unread_input()
         c.close()
         self.child = None
@@ -429,35 +451,91 @@ class Supervisor:
             self.tx.tokens += n - sent
 
     def pump_rx(self) -> None:
-        """Host -> node at line rate; the interrupt char becomes SIGINT while code runs."""
+        """Host -> node at line rate; the interrupt char becomes SIGINT while code runs.
+
+        The node's receive buffer holds RX_RING bytes, as ESP32's. Bytes that arrive while
+        it is full are dropped, as ESP32's UART interrupt drops them, when the node could
+        not have emptied it: user code runs (or is being compiled) and is not waiting for
+        console input. While the ROM's REPL reads, or user code waits for input, ESP32
+        would take each byte as it comes; the sim then holds the excess in the line
+        instead (a delay, never a loss), so that the host's CPU scheduling, not the node,
+        cannot cause a drop. With --baud 0 nothing is dropped (held instead). Drops are
+        counted in supervisor.log and in link.stats ("to_node": "overflow")."""
         c = self.child
         if c is None or c.reboot is not None:
             return
-        want = len(self.in_buf)
-        if self.gear.to_node.active:
-            want = min(want, self.gear.to_node.room())
-        n = self.rx.allow(want)
-        chunk = b""
-        if n > 0:
-            chunk = bytes(self.in_buf[:n])
-            del self.in_buf[:n]
-        if self.gear.to_node.active:  # faults on this direction (equipment.py)
-            chunk = self.gear.to_node.take(chunk, time.monotonic())
-        if chunk:
-            for k, part in enumerate(chunk.split(bytes((c.intr,))) if c.intr is not None else [chunk]):
-                if k > 0:  # an interrupt char stood before this part
-                    self.flush_stdin(c)
-                    self.interrupt_char(c)
-                c.to_stdin += escape(part)
+        if self.rx_arrived:  # bytes held at the UART's pins: the buffer had no room
+            chunk = bytes(self.rx_arrived)
+            self.rx_arrived.clear()
+        else:
+            want = len(self.in_buf)
+            if self.gear.to_node.active:
+                want = min(want, self.gear.to_node.room())
+            n = self.rx.allow(want)
+            chunk = b""
+            if n > 0:
+                chunk = bytes(self.in_buf[:n])
+                del self.in_buf[:n]
+            if self.gear.to_node.active:  # faults on this direction (equipment.py)
+                chunk = self.gear.to_node.take(chunk, time.monotonic())
+        i = 0
+        while i < len(chunk):
+            j = chunk.find(c.intr, i) if c.intr is not None else -1
+            part = chunk[i:] if j < 0 else chunk[i:j]
+            took = self.rx_deliver(c, part)
+            if took < len(part):  # no room, and the node reads: hold the rest at the pins
+                self.rx_arrived += chunk[i + took:]
+                break
+            if j < 0:
+                break
+            self.flush_stdin(c)
+            if not self.interrupt_char(c):
+                self.rx_arrived += chunk[j:]
+                break
+            i = j + 1
         self.flush_stdin(c)
 
-    def interrupt_char(self, c: Child) -> None:
+    def log_overflow(self) -> None:
+        """One line per overflow episode: when the node next takes input, or resets."""
+        if self.rx_dropped:
+            self.rx_overflow_total += self.rx_dropped
+            self.log(f"console RX buffer full ({RX_RING} bytes): {self.rx_dropped} bytes dropped "
+                     f"({self.rx_overflow_total} since power on)")
+            self.rx_dropped = 0
+
+    def rx_deliver(self, c: Child, part: bytes) -> int:
+        """Put part into the node's receive buffer: how many bytes were delivered or
+        dropped (fewer than len(part): the rest waits for room)."""
+        room = max(0, RX_RING - c.rx_fill)
+        n = min(room, len(part))
+        if n:
+            c.to_stdin += escape(part[:n])
+            c.rx_fill += n
+        if n == len(part):
+            return n
+        # user code busy: ESP32 drops them. Without line-rate emulation (--baud 0) bytes
+        # arrive in no time at all, which no UART does: whether the node had emptied its
+        # buffer would be up to the host's scheduler, so they are held instead.
+        if self.baud and c.state != IDLE and not c.rx_waiting:
+            lost = len(part) - n
+            self.rx_dropped += lost
+            stats = self.gear.to_node.stats
+            stats["overflow"] = stats.get("overflow", 0) + lost
+            return len(part)
+        return n
+
+    def interrupt_char(self, c: Child) -> bool:
+        """The interrupt char arrived; False if it must wait (the buffer is full)."""
         if c.state == IDLE:
+            if c.rx_fill >= RX_RING and not c.rx_waiting:
+                return False
             c.to_stdin += escape(bytes((c.intr,)))
+            c.rx_fill += 1
         elif not c.interrupted:
             c.want_interrupt = True  # while compiling: held for the code about to run
             if c.state == RUNNING:
                 self.interrupt(c)
+        return True
 
     def interrupt(self, c: Child) -> None:
         """Raise KeyboardInterrupt in user code, never in the ROM.
@@ -590,6 +668,8 @@ class Supervisor:
             timeout = min(timeout, max(self.tx.wait_s(), 0.0005))
         if self.in_buf:
             timeout = min(timeout, max(self.rx.wait_s(), 0.0005))
+        if self.rx_arrived:  # held for room in the node's buffer ('A' frames wake us too)
+            timeout = min(timeout, 0.005)
         if not self.host_open:
             timeout = min(timeout, HOST_POLL_S)
         if self.ready_fd is not None:
