@@ -95,10 +95,10 @@ CHIPS = {
         "pwm_ref_tick": False,
         "pwm_clk_hz": 80000000,
         "dac_mv": 0,
-        # [ESPTOOL] targets/esp32s3.py: IMAGE_CHIP_ID 9, the ROM answers GET_SECURITY_INFO
-        # with the chip id; CHIP_DETECT_MAGIC_VALUE [0x9]
+        # [ESPTOOL] targets/esp32s3.py: IMAGE_CHIP_ID 9; USES_MAGIC_VALUE False: the ROM
+        # answers GET_SECURITY_INFO with the chip id, which esptool reads instead
         "esptool_name": "ESP32-S3",
-        "magic": 0x00000009,
+        "magic": None,
         "chip_id": 9,
     },
     "esp32c3": {
@@ -124,9 +124,9 @@ CHIPS = {
         "pwm_ref_tick": False,
         "pwm_clk_hz": 80000000,
         "dac_mv": 0,
-        # [ESPTOOL] targets/esp32c3.py: IMAGE_CHIP_ID 5
+        # [ESPTOOL] targets/esp32c3.py: IMAGE_CHIP_ID 5 (USES_MAGIC_VALUE False, as the S3)
         "esptool_name": "ESP32-C3",
-        "magic": 0x1B31506F,
+        "magic": None,
         "chip_id": 5,
     },
 }

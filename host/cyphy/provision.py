@@ -21,6 +21,7 @@ node only answers whether it has a key and whether it equals the one the host of
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import secrets as _secrets
 from typing import Callable
@@ -103,6 +104,40 @@ def check_config(cfg: dict, name: str | None) -> dict:
     return cfg
 
 
+def target_chip(dev: Device) -> str | None:
+    """The node's chip ("esp32", "esp32s3", "esp32c3"): a sim node's from its node.json,
+    a board's from os.uname().machine ("... with ESP32S3"); None if unknown."""
+    from cyphy import chips
+    from cyphy.sim.nodes import all_nodes
+
+    port = getattr(dev, "device", None) or getattr(dev, "port", "")
+    try:
+        real = os.path.realpath(str(port))
+        for n in all_nodes():
+            if str(n.tty) == str(port) or (n.tty.exists() and os.path.realpath(n.tty) == real):
+                return n.chip()
+    except (OSError, ValueError):
+        pass
+    try:
+        return chips.chip_of_machine(dev.info().get("machine", ""))
+    except Exception:  # noqa: BLE001 - an unknown board: the node's own checks remain
+        return None
+
+
+def check_chip(cfg: dict, chip: str | None) -> None:
+    """ProvisionError("config error: <field>: <why> (ESP32-C3)") if the chip cannot run cfg:
+    pins and their functions, DAC, ADC2 with Wi-Fi, ADC ranges, PWM frequencies
+    (cyphy.chips.check_config)."""
+    if chip is None:
+        return
+    from cyphy import chips
+
+    try:
+        chips.check_config(cfg, chip)
+    except chips.ChipConfigError as e:
+        raise ProvisionError(f"config error: {e} (the node is an {chips.chip(chip)['mcu']})") from None
+
+
 def config_bytes(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=2) + "\n").encode()
 
@@ -134,6 +169,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     (what changed; never a secret)."""
     if config is not None:
         config = check_config(config, name)
+        check_chip(config, target_chip(dev))  # before anything is written
     if key_hex is not None:
         try:
             key_hex = keys.normalise_hex(key_hex)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cyphy.sim import control
-from cyphy.sim.nodes import SimError
+from cyphy.sim.nodes import CHIP_NAMES, Node, SimError
 
 
 def _fail(e: Exception) -> None:
@@ -42,10 +42,19 @@ def sim() -> None:
                    "node's flash image instead of booting MicroPython. The port has no DTR/RTS: "
                    "run esptool with --before no-reset (and --after no-reset, or --no-stub "
                    "--after soft-reset to boot the new flash).")
+@click.option("--chip", type=click.Choice(CHIP_NAMES), default=None, metavar="CHIP",
+              help="esp32, esp32s3 or esp32c3: the node's chip, its pins and their functions, ADC, DAC (esp32 only), PWM "
+                   "limits and timers (boards/esp32/pins.py), and what esptool detects. Kept "
+                   "with the node; a new node is an esp32.")
 def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
-          bench: Path | None, download: bool) -> None:
+          bench: Path | None, download: bool, chip: str | None) -> None:
     """Power on node NAME in the background; prints its serial port last."""
     try:
+        if chip is not None:
+            node = Node.named(name)
+            if node.state() is None:
+                node.create()
+            node.set_chip(chip)  # refused while it runs as another chip
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
                            virtual_time=virtual_time, bench=bench, download=download)
     except SimError as e:
@@ -53,12 +62,18 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
     if st.get("already_running"):
         click.echo(f"node {name} is already running (pid {st['pid']})")
     elif download:
-        click.echo(f"node {name} is in download mode (ESP32 ROM loader), pid {st['pid']}, "
+        click.echo(f"node {name} is in download mode ({_mcu(name)} ROM loader), pid {st['pid']}, "
                    f"{st['baud'] or 'unlimited'} baud; esptool needs --before no-reset")
     else:
-        click.echo(f"node {name} booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
+        click.echo(f"node {name} ({_mcu(name)}) booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
                    f"{st['baud'] or 'unlimited'} baud")
     click.echo(st["port"])
+
+
+def _mcu(name: str) -> str:
+    from cyphy import chips
+
+    return chips.chip(Node.named(name).chip())["mcu"]
 
 
 @sim.command()
@@ -88,6 +103,8 @@ def erase(name: str) -> None:
 def list_(as_json: bool) -> None:
     """List sim nodes and their serial ports."""
     rows = control.listing()
+    for r in rows:
+        r["chip"] = Node.named(r["name"]).chip()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -146,8 +146,21 @@ DOWNLOAD_BOOT = "boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))"
 RESETS = {"power": "rst:0x1 (POWERON_RESET)", "software": "rst:0x3 (SW_RESET)"}
 
 
-def banner(reset: str = "power") -> bytes:
-    """What ESP32's ROM prints on entering download mode (GPIO0 low at reset)."""
+# ESP32-S3 and C3 ROMs print their build, then rst/boot in their own words (from their
+# boot logs; not yet compared with hardware here).
+_NEW_ROMS = {
+    "esp32s3": ("ESP-ROM:esp32s3-20210327\r\nBuild:Mar 27 2021\r\n", "boot:0x0 (DOWNLOAD(USB/UART0))"),
+    "esp32c3": ("ESP-ROM:esp32c3-api1-20210207\r\nBuild:Feb  7 2021\r\n", "boot:0x5 (DOWNLOAD(USB/UART0/1))"),
+}
+_NEW_RESETS = {"power": "rst:0x1 (POWERON)", "software": "rst:0x3 (RTC_SW_SYS_RST)"}
+
+
+def banner(reset: str = "power", chip: str = "esp32") -> bytes:
+    """What the chip's ROM prints on entering download mode (GPIO0, or GPIO9 on a C3, low
+    at reset)."""
+    if chip in _NEW_ROMS:
+        head, boot = _NEW_ROMS[chip]
+        return f"{head}{_NEW_RESETS[reset]},{boot}\r\nwaiting for download\r\n".encode()
     return (f"ets Jun  8 2016 00:22:57\r\n\r\n{RESETS[reset]},{DOWNLOAD_BOOT}\r\n"
             "waiting for download\r\n").encode()
 
@@ -269,8 +282,14 @@ def mac_crc8(mac: bytes) -> int:
 class Esp32Registers:
     """The registers esptool touches, for an ESP32-D0WD-V3 revision v3.0 (ESP32-WROOM-32E)."""
 
+    chip = "esp32"
+    # esptool targets/esp32.py: SPI_REG_BASE and the user-command register offsets
+    SPI = {"base": SPI_BASE, "usr": 0x1C, "usr1": 0x20, "usr2": 0x24, "miso_dlen": 0x2C, "w0": 0x80}
+    UART_CLKDIV = UART_CLKDIV_REG
+
     def __init__(self, mac: bytes, uart_baud: Callable[[], int]) -> None:
         self.uart_baud = uart_baud
+        self._spi()
         efuse = [0] * 32
         # BLK0 word 1: MAC bytes 2..5; word 2: CRC in bits 16..23, MAC bytes 0..1 below it
         # (esptool's ESP32ROM.read_mac packs words 2 and 1 big-endian and drops 2 bytes).
@@ -288,29 +307,35 @@ class Esp32Registers:
             GPIO_STRAP_REG: 0x03,  # GPIO0 low: what the banner's boot:0x3 shows
         })
 
+    def _spi(self) -> None:
+        b = self.SPI["base"]
+        self.spi_cmd, self.spi_addr = b, b + 0x04
+        self.spi_usr, self.spi_usr1, self.spi_usr2 = b + self.SPI["usr"], b + self.SPI["usr1"], b + self.SPI["usr2"]
+        self.spi_miso_dlen, self.spi_w0 = b + self.SPI["miso_dlen"], b + self.SPI["w0"]
+
     def read(self, addr: int) -> int:
-        if addr == UART_CLKDIV_REG:  # the UART clock (the crystal) divided by the line rate
+        if addr == self.UART_CLKDIV:  # the UART clock (the crystal) divided by the line rate
             return XTAL_HZ // max(self.uart_baud(), 1) & 0xFFFFF
         return self.mem.get(addr, 0)
 
     def write(self, addr: int, value: int, mask: int) -> None:
         self.mem[addr] = (self.mem.get(addr, 0) & ~mask | value & mask) & 0xFFFFFFFF
-        if addr == SPI_CMD and self.mem[addr] & SPI_CMD_USR:
+        if addr == self.spi_cmd and self.mem[addr] & SPI_CMD_USR:
             self._spi_user_command()
             self.mem[addr] &= ~SPI_CMD_USR  # done at once: esptool polls for this bit
 
     def _spi_user_command(self) -> None:
         """Run the flash command set up in the SPI user registers (esptool's
         run_spiflash_command) and leave what the chip answered in W0..."""
-        usr = self.mem.get(SPI_USR, 0)
-        command = self.mem.get(SPI_USR2, 0) & 0xFF
+        usr = self.mem.get(self.spi_usr, 0)
+        command = self.mem.get(self.spi_usr2, 0) & 0xFF
         addr = 0
         if usr & SPI_USR_ADDR:
-            addr_bits = (self.mem.get(SPI_USR1, 0) >> 26 & 0x3F) + 1
-            addr = self.mem.get(SPI_ADDR, 0) >> (32 - addr_bits)
+            addr_bits = (self.mem.get(self.spi_usr1, 0) >> 26 & 0x3F) + 1
+            addr = self.mem.get(self.spi_addr, 0) >> (32 - addr_bits)
         if not usr & SPI_USR_MISO:
             return
-        nbytes = (self.mem.get(SPI_MISO_DLEN, 0) + 1 + 7) // 8
+        nbytes = (self.mem.get(self.spi_miso_dlen, 0) + 1 + 7) // 8
         if command == 0x9F:  # RDID
             answer = FLASH_RDID.ljust(nbytes, b"\x00")
         elif command == 0x5A:  # RDSFDP
@@ -319,7 +344,43 @@ class Esp32Registers:
             answer = bytes(nbytes)
         answer = answer.ljust(-(-nbytes // 4) * 4, b"\x00")  # whole W0.. words
         for i in range(0, len(answer), 4):
-            self.mem[SPI_W0 + i] = int.from_bytes(answer[i:i + 4], "little")
+            self.mem[self.spi_w0 + i] = int.from_bytes(answer[i:i + 4], "little")
+
+
+class Esp32S3Registers(Esp32Registers):
+    """An ESP32-S3 (QFN56) revision v0.2, as esptool's targets/esp32s3.py reads it: the MAC
+    in eFuse BLOCK1 (EFUSE_BASE + 0x44: bytes 2..5, then 0..1 in the next word's low half),
+    the revision and package in BLOCK1 word 3 (minor bits 18..20, package 21..23), the
+    40 MHz crystal (fixed on this chip), SPI1 at 0x60002000 with the newer offsets."""
+
+    chip = "esp32s3"
+    EFUSE = 0x60007000
+    SPI = {"base": 0x60002000, "usr": 0x18, "usr1": 0x1C, "usr2": 0x20, "miso_dlen": 0x28, "w0": 0x58}
+    UART_CLKDIV = 0x60000014
+    MINOR_REV = 2
+
+    def __init__(self, mac: bytes, uart_baud: Callable[[], int]) -> None:
+        self.uart_baud = uart_baud
+        self._spi()
+        blk1 = self.EFUSE + 0x44
+        self.mem: dict[int, int] = {
+            blk1: int.from_bytes(mac[2:6], "big"),
+            blk1 + 4: int.from_bytes(mac[0:2], "big"),
+            blk1 + 12: self.MINOR_REV << 18,  # package 0, minor revision
+        }
+
+
+class Esp32C3Registers(Esp32S3Registers):
+    """An ESP32-C3 (QFN32) revision v0.4 (esptool targets/esp32c3.py: eFuse at 0x60008800)."""
+
+    chip = "esp32c3"
+    EFUSE = 0x60008800
+    MINOR_REV = 4
+
+
+REGISTERS = {"esp32": Esp32Registers, "esp32s3": Esp32S3Registers, "esp32c3": Esp32C3Registers}
+# esptool targets/esp32s3.py, esp32c3.py: IMAGE_CHIP_ID, what GET_SECURITY_INFO reports
+CHIP_IDS = {"esp32s3": 9, "esp32c3": 5}
 
 
 # --------------------------------------------------------------------------- loader state
@@ -366,9 +427,10 @@ class RomLoader:
 
     def __init__(self, image: Path, mac: bytes, baud: int = ROM_BAUD,
                  host_baud: Callable[[], int | None] = lambda: None,
-                 log: Callable[[str], None] = lambda msg: None) -> None:
+                 log: Callable[[str], None] = lambda msg: None, chip: str = "esp32") -> None:
         self.flash = FlashChip(image)
-        self.regs = Esp32Registers(mac, lambda: self.baud)
+        self.chip = chip
+        self.regs = REGISTERS[chip](mac, lambda: self.baud)
         self.host_baud = host_baud
         self.log = log
         self.initial_baud = baud
@@ -448,6 +510,8 @@ class RomLoader:
 
     def _handler(self, op: int) -> Callable[[bytes, int], tuple[int, bytes]]:
         known = STUB_OPS if self.stub else ROM_OPS
+        if op == Op.GET_SECURITY_INFO and self.chip in CHIP_IDS:
+            return self._cmd_get_security_info  # ESP32-S3 and later answer it (ROM and stub)
         if op not in known:
             raise LoaderError(Fail.UNSUPPORTED)
         return getattr(self, "_cmd_" + Op(op).name.lower())
@@ -457,6 +521,11 @@ class RomLoader:
         if len(data) < 4 * n or (exact and len(data) != 4 * n):
             raise LoaderError(Fail.BAD_LEN)
         return struct.unpack_from(f"<{n}I", data)
+
+    def _cmd_get_security_info(self, data: bytes, chk: int) -> tuple[int, bytes]:
+        # flags, flash_crypt_cnt, 7 key purposes, chip id, API version (esptool
+        # ESPLoader.get_security_info): nothing secured, the chip's IMAGE_CHIP_ID
+        return 0, struct.pack("<IBBBBBBBBII", 0, 0, 0, 0, 0, 0, 0, 0, 0, CHIP_IDS[self.chip], 1)
 
     # ------------------------------------------------------------------ link and registers
     def _cmd_sync(self, data: bytes, chk: int) -> tuple[int, bytes]:

@@ -715,9 +715,10 @@ class Supervisor:
         the app (then run() boots MicroPython as usual) or the node is stopped."""
         mac = bytes.fromhex(self.node.config()["mac"])
         loader = romloader.RomLoader(self.node.image, mac, self.baud or romloader.ROM_BAUD,
-                                     lambda: romloader.port_baud(self.master), self.log)
+                                     lambda: romloader.port_baud(self.master), self.log,
+                                     chip=self.node.chip())
         self.log("download mode: waiting for download")
-        self.console_out(romloader.banner("power"))
+        self.console_out(romloader.banner("power", self.node.chip()))
         self.notify("ready download mode")
         try:
             while not self.stopping and self.download_step(loader):
@@ -794,7 +795,7 @@ class Supervisor:
                 after = romloader.After("reset")
             if after is not None and after.kind == "reset":
                 self.in_buf.clear()  # what arrives while the chip resets is lost
-                self.console_out(romloader.banner("software"))
+                self.console_out(romloader.banner("software", loader.chip))
             self._line_rate(loader.baud)
         self.pump_tx()
         return True
