@@ -32,6 +32,13 @@ class Input:
             # milli-units per microvolt
             slope = (s.eng_max - s.eng_min) / float(s.mv_max - s.mv_min)
             self._neg = slope < 0
+            # read() clamps d = slope * (raw - u0) to keep e0 +- d in the signal range: a
+            # reading far past the scale (an open input at the chip's full scale) would take
+            # e0 + d past the small-int range, a big int (an allocation on ESP32).
+            if self._neg:
+                self._dlo, self._dhi = self._e0 - VAL_MAX, self._e0 - VAL_MIN
+            else:
+                self._dlo, self._dhi = VAL_MIN - self._e0, VAL_MAX - self._e0
             self._g = Gain(abs(slope))
             self.read = self._read_adc
             v = ch.valid
@@ -60,8 +67,8 @@ class Input:
         r = self.hw.read_uv()  # a small int: microvolts, calibrated
         self.raw = r
         d = self._g.mul(r - self._u0)
+        d = self._dlo if d < self._dlo else (self._dhi if d > self._dhi else d)
         v = self._e0 - d if self._neg else self._e0 + d
-        v = VAL_MIN if v < VAL_MIN else (VAL_MAX if v > VAL_MAX else v)
         self.value = v
         return v
 
