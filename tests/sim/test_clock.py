@@ -116,7 +116,7 @@ def test_hard_timers_are_rejected_as_on_esp32(raw):
 def test_watchdog_resets_a_hung_loop(raw):
     raw.write(b"import machine\nwdt = machine.WDT(timeout=300)\nwhile True: pass\x04")
     got = raw.read_until(b">>> ", timeout=10)  # after the reset: friendly REPL
-    assert b"rst:0x7 (TG0WDT_SYS_RESET)" in got
+    assert b"task_wdt:  - mpy_machine_wdt" in got and b"rst:0xc (SW_CPU_RESET)" in got
     raw.write(b"\x01")
     raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
     assert raw.run("import machine; print(machine.reset_cause())").strip() == "3"
@@ -137,7 +137,7 @@ def test_watchdog_fed_in_time_does_not_fire(raw):
 def test_watchdog_fires_while_the_node_sleeps_unfed(raw):
     raw.write(b"import machine, time\nwdt = machine.WDT(timeout=200)\ntime.sleep_ms(1000)\x04")
     got = raw.read_until(b">>> ", timeout=10)
-    assert b"rst:0x7 (TG0WDT_SYS_RESET)" in got
+    assert b"task_wdt:  - mpy_machine_wdt" in got and b"rst:0xc (SW_CPU_RESET)" in got
 
 
 def test_virtual_time_is_fast_and_deterministic(sim_nodes):
@@ -168,7 +168,7 @@ def test_a_1khz_timer_does_not_starve_the_repl(raw):
             "tm = machine.Timer(0)\ntm.init(period=1, callback=cb)\n")
     t0 = time.monotonic()
     assert raw.run("print(n[0] > 0)", timeout=5).strip() == "True"
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 5  # starved, it would never answer
     raw.run("tm.deinit()")
 
 
@@ -221,3 +221,20 @@ def test_schedule_queue_is_eight_deep_and_drops_when_full(raw):
     assert dropped > 100  # ~300 fires in 300 ms, one callback per 30 ms
     assert ran_all - ran_busy <= 8  # after deinit only what was queued still runs: <= 8
     assert ran_all == queued  # every queued fire ran, back to back
+
+
+def test_watchdog_keeps_running_across_a_soft_reset(raw):
+    # ESP32's main.c stops timers and PWM at a soft reset, never the task watchdog: after
+    # the soft reset mpremote or ampy do, nobody feeds it unless boot.py starts something
+    # that does, and the board resets.
+    raw.run("import machine\nwdt = machine.WDT(timeout=1500)\n")
+    raw.write(b"\x04")  # soft reset from the raw REPL (what mpremote does)
+    raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    raw.write(b"import time\ntime.sleep_ms(3000)\x04")
+    got = raw.read_until(b">>> ", timeout=10)
+    assert b"task_wdt:  - mpy_machine_wdt" in got and b"rst:0xc (SW_CPU_RESET)" in got
+    raw.write(b"\x01")
+    raw.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+    assert raw.run("import machine; print(machine.reset_cause())").strip() == "3"
+    # a hard reset stops it: the node now lives on unfed
+    raw.run("import time; time.sleep_ms(2000)")

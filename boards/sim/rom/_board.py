@@ -216,6 +216,12 @@ class TextIOWrapper(_Stdio):
 
 
 # ---------------------------------------------------------------- board state
+# ESP-IDF's task watchdog text when machine.WDT bites (see the supervisor's WDT_PANIC)
+_WDT_PANIC = (b"E (0) task_wdt: Task watchdog got triggered. The following tasks/users did not "
+              b"reset the watchdog in time:\r\nE (0) task_wdt:  - mpy_machine_wdt\r\n"
+              b"E (0) task_wdt: Aborting.\r\n\r\nRebooting...\r\n")
+
+
 class Watchdog:
     """machine.WDT: once started it cannot be stopped. The node checks it whenever it
     waits; in real time the supervisor also checks it (fed through rate-limited 'W'
@@ -249,6 +255,15 @@ class Watchdog:
             self.board.link.frame(87, bytes((timeout_ms & 255, timeout_ms >> 8 & 255, timeout_ms >> 16 & 255, 0)))
             self.told = now
 
+    def resume(self, timeout_ms, left_ms):
+        """After a soft reset: the watchdog started before it, with left_ms to go."""
+        self.timeout_us = timeout_ms * 1000
+        self.quarter_us = self.timeout_us >> 2
+        now = self.clock.ticks_us()
+        self.fed = self.clock.ticks_add(now, left_ms * 1000 - self.timeout_us)
+        self.told = now
+        self.clock.watchdog = self
+
     def feed(self):
         # Small on purpose: a bigger frame would be heap-allocated on every feed.
         now = self.clock.ticks_us()
@@ -263,6 +278,7 @@ class Watchdog:
     def check(self):
         clock = self.board.clock
         if self.timeout_us and clock.ticks_diff(clock.ticks_us(), self.fed) > self.timeout_us:
+            self.board.link.write_raw(_WDT_PANIC)
             self.board.hard_reset(b"w")
 
 

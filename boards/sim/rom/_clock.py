@@ -93,6 +93,9 @@ class Clock:
         # keeps the callback: a fire queued before deinit() still runs)
         self._q = array("i", [0, 0, 0, 0])  # _HEAD, _TAIL, _DROPPED, _FIRED
         self._isr = False  # the timer thread runs
+        # > 0 while the ROM does what a board does in one C function (console I/O, _link.py):
+        # a soft callback never runs inside one there, so none runs inside one here either
+        self.hold = 0
         self._dispatch_cb = self._dispatch  # bound once: scheduling it allocates nothing
         self.hardware = None  # object with advance(): the plant, stepped before timers run
         self.watchdog = None  # object with check(): may reset the node
@@ -212,6 +215,18 @@ class Clock:
 
     def _dispatch(self, _arg=None):
         """The scheduled side (main thread): run every queued fire, back to back."""
+        if self.hold:
+            return  # inside a "C function" of the ROM: unlock() runs them
+        self._run()
+
+    def unlock(self):
+        """The end of a ROM section that a board does in C: fires queued meanwhile run now,
+        as they would right after that function returned."""
+        self.hold -= 1
+        if not self.hold and self._q[_TAIL] != self._q[_HEAD]:
+            self._run()
+
+    def _run(self):
         if self._busy:
             return  # callbacks never nest; the running dispatch takes the rest
         self._busy = True
@@ -264,7 +279,8 @@ class Clock:
         """Run every timer callback that is due (soft-timer semantics)."""
         if self.virtual or not self._isr:
             self._fire_due()  # virtual time: this thread plays the hardware itself
-        self._dispatch()
+        self._run()  # a wait is a safe point, even inside a held section (as
+        # MICROPY_EVENT_POLL_HOOK runs callbacks inside a board's blocking reads)
 
     def _fire_due(self):
         now = self.ticks_us()

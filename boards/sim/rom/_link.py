@@ -124,6 +124,14 @@ class Link:
         self._out.write(b)
 
     def frame(self, kind, payload=b""):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._frame(kind, payload)
+        finally:
+            c.unlock()
+
+    def _frame(self, kind, payload=b""):
         """One frame, written at once (never torn); allocates nothing when payload is
         a bytes-like object of at most _MAX_FRAME bytes."""
         if self._consumed > 0 or self._waiting:
@@ -155,6 +163,14 @@ class Link:
         return self._frames(82, data)  # 'R'
 
     def write_text(self, data):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._write_text(data)
+        finally:
+            c.unlock()
+
+    def _write_text(self, data):
         """Console text; newlines are cooked to \\r\\n on the way out (by the supervisor).
         Returns the byte count. Plain text (no NUL) of any size allocates nothing."""
         if self._consumed > 0 or self._waiting:
@@ -259,11 +275,27 @@ class Link:
         return self._wait_input(timeout_ms)
 
     def available(self):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._available()
+        finally:
+            c.unlock()
+
+    def _available(self):
         """Number of input bytes readable without blocking."""
         self._wait_input(0)
         return len(self._q)
 
     def read_byte(self, timeout_ms=-1):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._read_byte(timeout_ms)
+        finally:
+            c.unlock()
+
+    def _read_byte(self, timeout_ms=-1):
         """Next console input byte, or -1 on timeout."""
         if not self._wait_input(timeout_ms):
             return -1
@@ -273,6 +305,14 @@ class Link:
         return c
 
     def read(self, n, timeout_ms=-1):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._read(n, timeout_ms)
+        finally:
+            c.unlock()
+
+    def _read(self, n, timeout_ms=-1):
         """Up to n bytes; blocks for the first one (b'' on timeout)."""
         if not self._wait_input(timeout_ms):
             return b""
@@ -282,6 +322,14 @@ class Link:
         return r
 
     def readinto(self, buf, n):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._readinto(buf, n)
+        finally:
+            c.unlock()
+
+    def _readinto(self, buf, n):
         """Exactly n bytes into buf (blocking), as a board's stdio read does."""
         got = 0
         q = self._q
@@ -297,6 +345,14 @@ class Link:
         return got
 
     def take_plain(self, line):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._take_plain(line)
+        finally:
+            c.unlock()
+
+    def _take_plain(self, line):
         """Append queued input up to the next control byte (<= Ctrl-E) to line."""
         q = self._q
         if not q:
@@ -311,6 +367,14 @@ class Link:
         self._consumed += end
 
     def unread(self, data):
+        c = self.clock
+        c.hold += 1  # as a C function on the chip: no soft callback inside (_clock.py)
+        try:
+            return self._unread(data)
+        finally:
+            c.unlock()
+
+    def _unread(self, data):
         """Put bytes taken from the input back in front of it."""
         self._q[0:0] = data
         self._consumed -= len(data)

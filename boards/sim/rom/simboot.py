@@ -19,7 +19,9 @@ _RESETS = {
     # cause: (ESP32 ROM "rst:" text, machine.reset_cause() value)
     "power": ("0x1 (POWERON_RESET)", 1),
     "sw": ("0xc (SW_CPU_RESET)", 2),  # machine.reset(): HARD_RESET, as ESP32 reports it
-    "wdt": ("0x7 (TG0WDT_SYS_RESET)", 3),
+    # machine.WDT is ESP-IDF's task watchdog with trigger_panic: a CPU reset after the
+    # panic text (host/cyphy/sim/supervisor.py WDT_PANIC); reset_cause() says WDT_RESET
+    "wdt": ("0xc (SW_CPU_RESET)", 3),
     "deepsleep": ("0x5 (DEEPSLEEP_RESET)", 4),
     "panic": ("0xc (SW_CPU_RESET)", 2),
     "soft": (None, 5),
@@ -86,6 +88,9 @@ def main(g):
             "ets Jun  8 2016 00:22:57\r\n\r\nrst:%s,boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
             "cyphy-sim: 4MB flash, node %s\r\n" % (rst_text, board.node_name)
         )
+    if a.get("wdt"):  # a watchdog running before a soft reset keeps running (as on ESP32)
+        timeout_ms, left_ms = a["wdt"].split(":")
+        board.watchdog.resume(int(timeout_ms), int(left_ms))
     _mount(board, a)
     sys.path[:] = ["", ".frozen", "/lib"]
     _board.install(board)

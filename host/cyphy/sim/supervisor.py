@@ -21,6 +21,7 @@ import argparse
 import errno
 import json
 import fcntl
+import ctypes
 import os
 import select
 import signal
@@ -50,6 +51,27 @@ LOG_LIMIT = 1 << 20  # console.log and supervisor.log rotate at 1 MiB (one old f
 ESC = 0
 IDLE, COMPILING, RUNNING = "idle", "compiling", "running"
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+# What ESP32 prints when machine.WDT bites: it is ESP-IDF's task watchdog with
+# trigger_panic (ports/esp32/machine_wdt.c), whose user is named "mpy_machine_wdt"
+# (micropython PR #12061); the panic restarts the CPU (the ROM then says rst:0xc
+# SW_CPU_RESET) and reset_cause() is WDT_RESET (modmachine.c maps ESP_RST_TASK_WDT).
+WDT_PANIC = (b"E (0) task_wdt: Task watchdog got triggered. The following tasks/users did not "
+             b"reset the watchdog in time:\r\nE (0) task_wdt:  - mpy_machine_wdt\r\n"
+             b"E (0) task_wdt: Aborting.\r\n\r\nRebooting...\r\n")
+
+
+def _to_main_thread(pid: int, sig: int) -> None:
+    """Signal the node's main thread only. The node also runs a timer thread (the sim's
+    timer hardware, boards/sim/rom/_clock.py); a process-wide SIGINT could land there and
+    the Unix port raises KeyboardInterrupt in whichever thread takes it."""
+    try:
+        rc = ctypes.CDLL(None, use_errno=True).tgkill(pid, pid, sig)  # glibc >= 2.30
+    except AttributeError:
+        rc = -1
+    if rc != 0:
+        os.kill(pid, sig)
+
+
 TRACE = bool(os.environ.get("CYPHY_SIM_TRACE"))  # log frames and SIGINTs (debugging)
 
 
@@ -103,7 +125,7 @@ class Child:
     """One run of the node's MicroPython process (from a reset to the next)."""
 
     def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int,
-                 virtual_time: bool, bench: str | None) -> None:
+                 virtual_time: bool, bench: str | None, wdt: tuple[float, float] | None = None) -> None:
         cfg = node.config()
         vfs = flashimage.find_partition(flashimage.read_partition_table(node.image), "vfs")
         self.stdin_r, self.stdin_w = os.pipe()
@@ -126,6 +148,15 @@ class Child:
             args.append("time=virtual")
         if bench:
             args.append("bench=" + bench)
+        # machine.WDT survives a soft reset on ESP32 (ports/esp32/main.c's soft_reset_exit
+        # deinitialises timers, PWM, pins and threads, never the task watchdog): the new
+        # process gets the running watchdog, its timeout and the time left before it bites.
+        self.wdt_timeout = 0.0  # seconds; 0: machine.WDT not started
+        self.wdt_fed = 0.0
+        if wdt is not None:
+            self.wdt_timeout, self.wdt_fed = wdt
+            left = self.wdt_timeout - (time.monotonic() - self.wdt_fed)
+            args.append(f"wdt={int(self.wdt_timeout * 1000)}:{max(0, int(left * 1000))}")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap,
              bench or "", *args],
@@ -155,8 +186,6 @@ class Child:
         self.interrupted = False  # one SIGINT per run: more Ctrl-Cs collapse, as on ESP32
         self.leftover = bytearray()
         self.reboot: bytes | None = None  # b'sf' / b'sr' / b'h' / b'd' / b'w' once asked for
-        self.wdt_timeout = 0.0  # seconds; 0: machine.WDT not started
-        self.wdt_fed = 0.0
         self.rx_fill = 0  # console bytes delivered and not yet reported consumed ('A')
         self.rx_waiting = False  # the node said it blocks waiting for console input
 
@@ -265,7 +294,8 @@ class Supervisor:
             self.ready_fd = None
 
     # ------------------------------------------------------------------ child
-    def start_child(self, mode: str, reset: str, carry: bytes = b"") -> None:
+    def start_child(self, mode: str, reset: str, carry: bytes = b"",
+                    wdt: tuple[float, float] | None = None) -> None:
         # ticks restart at every hard reset, as on the chip; a soft reboot keeps counting
         if reset != "soft" or self.ticks_epoch is None:
             self.ticks_epoch = (time.monotonic(), self.ticks_start)
@@ -273,7 +303,7 @@ class Supervisor:
         # exactly ticks_start after a hard reset (virtual time must start at the same instant
         # on every run, not a microsecond later now and then)
         ticks = start if reset != "soft" else (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
-        self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench)
+        self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench, wdt)
         self.in_buf[0:0] = carry + self.rx_arrived  # input typed before the reset is not lost
         self.rx_arrived.clear()
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
@@ -361,7 +391,8 @@ class Supervisor:
         if self.stopping:
             return
         if c.reboot and c.reboot.startswith(b"s"):
-            self.start_child("raw" if c.reboot == b"sr" else "friendly", "soft", carry)
+            wdt = (c.wdt_timeout, c.wdt_fed) if c.wdt_timeout else None
+            self.start_child("raw" if c.reboot == b"sr" else "friendly", "soft", carry, wdt)
         elif c.reboot == b"h":
             self.start_child("friendly", "sw", carry)
         elif c.reboot == b"d":
@@ -559,7 +590,7 @@ class Supervisor:
             if c.want_interrupt and c.state == RUNNING and c.intr is not None:
                 if TRACE:
                     self.log("SIGINT")
-                os.kill(pid, signal.SIGINT)
+                _to_main_thread(pid, signal.SIGINT)
                 c.interrupted = True
             c.want_interrupt = False
         finally:
@@ -650,6 +681,7 @@ class Supervisor:
         if c.wdt_timeout and now - c.wdt_fed > c.wdt_timeout * 1.25 + 0.05 and c.reboot is None:
             # the node stopped feeding machine.WDT (hung without ever waiting): reset it
             self.log("watchdog expired (checked by the supervisor)")
+            self.console_out(WDT_PANIC)
             c.reboot = b"w"
             c.proc.kill()
         p = select.poll()
