@@ -142,7 +142,7 @@ class Watchdog(hal.Watchdog):
 # sendto() errors that mean "no room right now": the datagram is dropped (False).
 # EAGAIN 11, ENOMEM 12 (lwIP out of pbufs), ENOBUFS 105, ETIMEDOUT 110 (ESP32's socket
 # module reports a would-block sendto() on a non-blocking socket as ETIMEDOUT).
-_SEND_DROPPED = (11, 12, 105, 110)
+_SEND_DROPPED = (11, 12, 105, 110, 113, 118)  # ... and EHOSTUNREACH (Linux 113, ESP32's lwIP 118) while Wi-Fi is down
 _EAGAIN = 11  # recvfrom() on a non-blocking socket with nothing waiting (also EWOULDBLOCK)
 
 
@@ -263,6 +263,7 @@ class Board(hal.Board):
         self._wifi_on = False  # the radio has been started (ADC2 is then unusable)
         self._wlan = None
         self._wifi_fail = None  # why the last wifi_connect gave up
+        self._keeper = None  # a boards.esp32.wifi.WifiKeeper once wifi_keeper() made one
         self._udp = {}  # port -> open Datagram
 
     # ---- capabilities ----
@@ -429,6 +430,20 @@ class Board(hal.Board):
             return False
         return True
 
+    def wifi_keeper(self, ssid, key, **kw):
+        """Wi-Fi kept up without blocking: a boards.esp32.wifi.WifiKeeper on this board's
+        station interface (connects, and reconnects with back-off after a drop or a
+        failure). Call its poll() every 10-100 ms; start() turns the radio on."""
+        import network
+        from boards.esp32.wifi import WifiKeeper
+
+        self._radio_on()
+        if self._wlan is None:
+            self._wlan = network.WLAN(network.STA_IF)
+        self._wifi_fail = None
+        self._keeper = WifiKeeper(self._wlan, ssid, key, **kw)
+        return self._keeper
+
     def wifi_status(self):
         import network
 
@@ -437,6 +452,10 @@ class Board(hal.Board):
             return "off"
         if w.isconnected():
             return "connected"
+        k = self._keeper
+        if k is not None:
+            return {"wrong password": "wrong_password", "no access point": "no_ap_found",
+                    "off": "off"}.get(k.state, "connecting")
         if self._wifi_fail:
             return self._wifi_fail
         return _status_names(network).get(w.status(), "idle")

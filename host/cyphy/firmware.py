@@ -67,7 +67,8 @@ def files(target: str = "sim") -> list[FirmwareFile]:
            for p in sorted((REPO / "firmware/lib/cyphy_node").glob("*.py"))]
     boards = [("boards/hal.py", "/lib/boards/hal.mpy"),
               ("boards/esp32/board.py", "/lib/boards/esp32/board.mpy"),
-              ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy")]
+              ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy"),
+              ("boards/esp32/wifi.py", "/lib/boards/esp32/wifi.mpy")]
     if target == "sim":
         boards.append(("boards/sim/board.py", "/lib/boards/sim/board.mpy"))
     boards.append((f"boards/{target}/board.py", "/lib/board.mpy"))

@@ -77,8 +77,10 @@ def test_each_node_has_its_own_ip(sim_nodes, cyphy_home):
     assert [rows["a"]["ip"], rows["b"]["ip"]] == ips
     with Console(b.port) as con:
         con.raw()
-        out = con.run("import network\nw = network.WLAN(network.STA_IF)\nw.active(True)\n"
-                      "w.connect('lab', 'secret')\nprint(w.ifconfig()[0])\n")
+        out = con.run("import network, time\nw = network.WLAN(network.STA_IF)\nw.active(True)\n"
+                      "w.connect('lab', 'secret')\n"
+                      "while not w.isconnected():\n    time.sleep_ms(20)\n"  # ESP32: ~1 s to GOT_IP
+                      "print(w.ifconfig()[0])\n")
     assert out.strip() == pre + "0.2"
 
     # a node made before nodes had IPs gets a free one at its next start, written back
@@ -105,11 +107,20 @@ w = network.WLAN(network.STA_IF)
 out.append([w.active(), w.isconnected(), w.status(), w.ifconfig()])
 out.append(attempt(w.connect, 'lab', 'secret'))
 out.append([w.active(True), w.active(), w.status()])
+import time
+def settle(ms, until):
+    # ESP32's connect() only starts the driver: the status comes later (scan, auth)
+    t0 = time.ticks_ms()
+    while not until() and time.ticks_diff(time.ticks_ms(), t0) < ms:
+        time.sleep_ms(20)
 w.connect('cyphy-sim-noap', 'secret')
+settle(4000, lambda: w.status() == network.STAT_NO_AP_FOUND)
 out.append([w.isconnected(), w.status(), w.status() == network.STAT_NO_AP_FOUND])
 w.connect('lab', 'wrong-password')
+settle(8000, lambda: w.status() == network.STAT_WRONG_PASSWORD)
 out.append([w.isconnected(), w.status(), w.status() == network.STAT_WRONG_PASSWORD])
 w.connect('lab', 'secret')
+settle(4000, w.isconnected)
 out.append([w.isconnected(), w.status(), w.ifconfig(), w.ipconfig('addr4'), w.config('essid')])
 out.append([w.config('mac') == machine.unique_id(), len(w.config('mac')), w.config('hostname'),
             network.WLAN(network.STA_IF).isconnected(), w.status('rssi') < 0])
@@ -151,9 +162,11 @@ def test_hal_wifi_runs_esp32_code_on_the_sim(sim_node):
             "    try:\n        b.udp(5477)\n    except OSError as e:\n        return str(e)\n"
             "b = Board()\n"
             "out.append([b.wifi_status(), b.wifi_ip(), udp_error(b)])\n"
-            "out.append([b.wifi_connect('lab', 'wrong-password', 2000), b.wifi_status(), b.wifi_ip()])\n"
+            # ESP32 reports a wrong password only after its first retries (~5 s) and a
+            # missing AP after a scan (~2.5 s): the timeouts leave room for that
+            "out.append([b.wifi_connect('lab', 'wrong-password', 8000), b.wifi_status(), b.wifi_ip()])\n"
             "b = Board()\n"
-            "out.append([b.wifi_connect('cyphy-sim-noap', 'secret', 200), b.wifi_status()])\n"
+            "out.append([b.wifi_connect('cyphy-sim-noap', 'secret', 4000), b.wifi_status()])\n"
             "b = Board()\n"
             "out.append([b.wifi_connect('lab', 'secret'), b.wifi_status(), b.wifi_ip(), b.caps(4)])\n"
             "print(json.dumps(out))\n")

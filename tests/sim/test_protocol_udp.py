@@ -41,6 +41,17 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_online(ips: list[str], port: int, timeout: float = 15.0) -> None:
+    """Until every node answers on UDP: a node joins Wi-Fi in the background after boot
+    (ESP32 takes about a second to get an address) and opens its UDP port then."""
+    end = time.monotonic() + timeout
+    while True:
+        found = {f.ip for f in discover_udp(timeout=0.3, port=port, key=KEY)}
+        if set(ips) <= found:
+            return
+        assert time.monotonic() < end, f"nodes {sorted(set(ips) - found)} not on UDP after {timeout} s"
+
+
 @pytest.fixture
 def udp_nodes(sim_nodes):
     port = free_udp_port()
@@ -48,7 +59,9 @@ def udp_nodes(sim_nodes):
     def make(*names: str) -> list[str]:
         for name in names:
             boot(sim_nodes, name, config=udp_config(name, port), secrets=WIFI)
-        return [Node.named(name).config()["ip"] for name in names]
+        ips = [Node.named(name).config()["ip"] for name in names]
+        wait_online(ips, port)
+        return ips
 
     make.port = port
     return make

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from protonode import KEY_HEX, boot  # noqa: E402
-from test_protocol_udp import WIFI, free_udp_port, udp_config  # noqa: E402
+from test_protocol_udp import WIFI, free_udp_port, udp_config, wait_online  # noqa: E402
 
 from cyphy.client import Session  # noqa: E402
 from cyphy.links import SerialLink, UdpLink  # noqa: E402
@@ -52,6 +52,7 @@ def test_serial_and_udp_sessions_at_once_keep_every_frame_whole(sim_nodes):
     port_no = free_udp_port()
     serial_port = boot(sim_nodes, "soak", config=udp_config("soak", port_no), secrets=WIFI)
     ip = Node.named("soak").config()["ip"]
+    wait_online([ip], port_no)
     results: dict[str, dict] = {"serial": {}, "udp": {}}
     with Session(SerialLink(serial_port), KEY) as ser, Session(UdpLink(ip, port_no), KEY) as udp:
         ser.open()

@@ -90,7 +90,7 @@ def _comms(n, cfg, b):
     import gc
     gc.collect()
     from . import VERSION, proto
-    from .comms import Endpoint, UdpPort
+    from .comms import Endpoint
     s = _secrets()
     key = None
     if s.get("key"):
@@ -108,18 +108,14 @@ def _comms(n, cfg, b):
     if not w.get("ssid"):
         print("cyphy: comms.udp is on but no Wi-Fi credentials were provisioned")
         return
-    if not b.wifi_connect(w["ssid"], w.get("password", "")):
-        print("cyphy: Wi-Fi: %s; UDP is off until the next boot" % b.wifi_status())
-        return
-    udp = UdpPort(b.udp(cfg.comms.udp_port), cfg.comms.udp_port)
-    ep.add_port(udp)
-    if cfg.comms.follow:
-        from .peer import Follower
-        keys = s.get("peer_keys") or {}
-        for spec in cfg.comms.follow:
-            k = keys.get(spec.peer)
-            ep.followers.append(Follower(ep, udp, spec, proto.key_from_hex(k) if k else None))
-    print("cyphy: UDP on %s:%d" % (b.wifi_ip(), cfg.comms.udp_port))
+    # Never waits: the keeper connects (and reconnects after a drop) in the background,
+    # and the UDP port opens once the link is up (cyphy_node/net.py).
+    from .net import Net
+    keeper = b.wifi_keeper(w["ssid"], w.get("password", ""))
+    keeper.start()
+    ep.net = Net(ep, b, keeper, cfg.comms.udp_port, cfg.comms.follow or (),
+                 s.get("peer_keys") or {})
+    print("cyphy: Wi-Fi: joining %s; UDP port %d opens once connected" % (w["ssid"], cfg.comms.udp_port))
 
 
 _node = None

@@ -89,6 +89,7 @@ class Endpoint:
         self._last_read = None       # (path, JSON text) of the last READ, for its pieces
         self._announce = None        # the Session-like counter of our announcements
         self.followers = []          # peer.Follower: loops following another node (UDP)
+        self.net = None              # net.Net: Wi-Fi and the UDP port, when comms.udp is on
         node.log.listener = self._fault_event
 
     def add_port(self, port):
@@ -152,6 +153,8 @@ class Endpoint:
         if not urgent and time.ticks_diff(now, self._next_service) < 0:
             return
         self._next_service = time.ticks_add(now, _SERVICE_MS)
+        if self.net is not None:
+            self.net.poll(now)
         for port in self.ports[:]:       # a port may leave while polled
             port.poll(self)
         for fl in self.followers:
@@ -418,7 +421,8 @@ class Endpoint:
             return {"name": self.name, "node_id": self.node_id, "firmware": self.firmware,
                     "board": getattr(b, "name", "?"), "mcu": getattr(b, "mcu", "?"),
                     "loops": [lp.name for lp in self.loops], "counters": self.counters_dict(),
-                    "uptime_ms": time.ticks_ms(), "comms_errors": n.comms_errors}
+                    "uptime_ms": time.ticks_ms(), "comms_errors": n.comms_errors,
+                    "net": self.net.info() if self.net is not None else None}
         try:
             return n.get(path)
         except KeyError:
