@@ -284,8 +284,8 @@ class Device:
     def open(cls, port: str, baud: int = 115200, timeout: float = 20.0,
              soft_reset: bool = False) -> "Device":
         """The node's raw REPL. soft_reset=True soft-resets it first (Ctrl-D, as mpremote
-        does): the loops stop, boot.py puts every output at its fail-safe value, main.py does
-        not run, and the whole heap is free (for a node too short of memory otherwise)."""
+        does): boot.py rebuilds the node from its files (every output at its fail-safe value
+        first) and starts its loops again; main.py does not run."""
         return cls(port, baud, timeout, soft_reset)
 
     def soft_reset(self) -> None:

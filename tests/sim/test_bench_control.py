@@ -55,10 +55,11 @@ def test_state_is_the_true_plant_and_matches_the_adc(oven, cyphy_home):
     assert st["signals"]["temperature"] == pytest.approx(expected, abs=1e-6)
     assert st["sensors"]["temperature"] == {"reading": st["signals"]["temperature"], "fault": "none"}
     assert st["pins"]["25"] == {"kind": "pwm", "signal": "heater", "fraction": pytest.approx(32768 / 65535)}
-    # the node's ADC reads the same plant, quantised to 12 bits at 2.45 V full scale
+    # the node's ADC reads the same plant through ESP32's calibrated read_uv: mV steps and
+    # the residual calibration error of one chip (boards/sim/rom/_hw.py), not a perfect line
     uv = int(con.run("print(adc.read_uv())"))
-    assert abs(uv - st["pins"]["34"]["uv"]) < 600
-    assert uv * TO_DEGC == pytest.approx(st["signals"]["temperature"], abs=0.05)
+    assert abs(uv - st["pins"]["34"]["uv"]) < 6000
+    assert uv * TO_DEGC == pytest.approx(st["signals"]["temperature"], abs=0.3)
     assert bench.true("temperature") == st["signals"]["temperature"]  # reading state moves nothing
 
 
@@ -81,7 +82,7 @@ def test_set_input_changes_the_trajectory_deterministically(sim_nodes):
     without = 20 + 0.9 * heater * (1 - math.exp(-(300 - 12) / 160))
     expected = without - 10 * (1 - math.exp(-200 / 160))  # the plant is linear in ambient
     assert a["signals"]["temperature"] == pytest.approx(expected, abs=1e-6)
-    assert adc_a == pytest.approx(expected, abs=0.05)
+    assert adc_a == pytest.approx(expected, abs=0.3)
 
 
 def test_a_scheduled_disturbance_applies_at_its_plant_time(oven):
@@ -105,17 +106,17 @@ def test_sensor_faults_show_on_the_adc_and_clear(oven):
     con, bench = oven
     con.run(SETUP + "time.sleep(200)\n")
     true = bench.true("temperature")
-    assert degc(con) == pytest.approx(true, abs=0.05)
+    assert degc(con) == pytest.approx(true, abs=0.3)
 
     st = bench.sensor_fault("temperature", "stuck", value=100)
     assert st["sensors"]["temperature"] == {"reading": 100.0, "fault": "stuck", "value": 100.0}
-    assert degc(con) == pytest.approx(100, abs=0.05)
+    assert degc(con) == pytest.approx(100, abs=0.3)
     con.run("time.sleep(60)\n")
-    assert degc(con) == pytest.approx(100, abs=0.05)  # the plant moved on, the sensor did not
+    assert degc(con) == pytest.approx(100, abs=0.3)  # the plant moved on, the sensor did not
     assert bench.true("temperature") > true + 1
 
     bench.sensor_fault("temperature", "offset", value=-7.5)
-    assert degc(con) == pytest.approx(bench.true("temperature") - 7.5, abs=0.05)
+    assert degc(con) == pytest.approx(bench.true("temperature") - 7.5, abs=0.3)
 
     bench.sensor_fault("temperature", "noise", std=3.0)
     reads = json.loads(con.run(
@@ -126,7 +127,7 @@ def test_sensor_faults_show_on_the_adc_and_clear(oven):
     st = bench.clear_faults()
     assert st["sensors"]["temperature"]["fault"] == "none"
     con.run("time.sleep(1)\n")
-    assert degc(con) == pytest.approx(bench.true("temperature"), abs=0.05)
+    assert degc(con) == pytest.approx(bench.true("temperature"), abs=0.3)
 
     # stuck without a value holds the last reading
     last = degc(con)

@@ -249,10 +249,11 @@ def test_sensor_out_of_range_failsafe_and_recovery(sim_nodes):
     ))
     a, b, c = eval(out)  # noqa: S307 (tuples printed by MicroPython)
     assert a[0] == "auto" and a[1] > 0
-    assert b[0] == "failsafe" and b[1] == 0 and b[2] < 1000
+    # 0 V reads about 7 degC (ESP32 measures from 150 mV at 11 dB): below valid, a fault
+    assert b[0] == "failsafe" and b[1] == 0 and b[2] < 10000
     assert c[0] == "auto" and c[1] > 0
     recs = records(con)
-    assert [r[1:3] for r in recs] == [["oven", "sensor"]] and recs[0][3] < 1000
+    assert [r[1:3] for r in recs] == [["oven", "sensor"]] and recs[0][3] < 10000
     reset(con)
     assert [r[1:3] for r in records(con)] == [["oven", "sensor"]]
     con.close()

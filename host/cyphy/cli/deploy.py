@@ -59,8 +59,9 @@ def open_device(port: str, baud: int, soft_reset: bool = False):
     return Device.open(port, baud=baud, soft_reset=soft_reset)
 
 
-SOFT_RESET_HELP = ("Soft-reset the node first (as mpremote does): its loops stop and boot.py holds "
-                   "every output at its fail-safe value, leaving the whole heap free. Default: no "
+SOFT_RESET_HELP = ("Soft-reset the node first (as mpremote does): every output goes to its fail-safe "
+                   "value while boot.py rebuilds the node from its files, then the loops run again "
+                   "(the watchdog keeps running across a soft reset, as on ESP32). Default: no "
                    "reset, the loops keep running.")
 
 
