@@ -61,7 +61,7 @@ def test_chip_peripherals_on_sim_nodes(sim_nodes, cyphy_home):
         with Console(node.port) as con:
             con.raw()
             results[chip] = json.loads(con.run(
-                "import machine, json\n"
+                "import machine, json, os\n"
                 "def ok(f):\n"
                 "    try:\n        f()\n        return 'ok'\n"
                 "    except Exception as e:\n        return type(e).__name__\n"
@@ -70,13 +70,17 @@ def test_chip_peripherals_on_sim_nodes(sim_nodes, cyphy_home):
                 "  ok(lambda: machine.ADC(machine.Pin(2))), ok(lambda: machine.DAC(25)),\n"
                 "  ok(lambda: machine.PWM(machine.Pin(5), freq=1)), ok(lambda: machine.PWM(machine.Pin(5), freq=9)),\n"
                 "  ok(lambda: machine.PWM(machine.Pin(5), freq=10)),\n"
-                "  ok(lambda: machine.Timer(1)), ok(lambda: machine.Pin(12))]))\n").splitlines()[-1])
+                "  ok(lambda: machine.Timer(1)), ok(lambda: machine.Pin(12)),\n"
+                "  ok(lambda: machine.Timer(2)), hasattr(machine, 'DAC'), os.uname().machine]))\n").splitlines()[-1])
         node.stop()
     #                adc34   adc4   adc2   dac25  pwm1Hz  pwm9Hz  pwm10Hz timer1 pin12
-    assert results["esp32"] == ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok"]
-    assert results["esp32s3"] == ["ValueError", "ok", "ok", "AttributeError", "OSError", "OSError", "ok", "ok", "ok"]
+    #                timer2, machine.DAC exists, os.uname().machine
+    assert results["esp32"] == ["ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok",
+                                "ok", True, "cyphy-sim with ESP32"]
+    assert results["esp32s3"] == ["ValueError", "ok", "ok", "AttributeError", "OSError", "OSError", "ok", "ok", "ok",
+                                  "ok", False, "cyphy-sim with ESP32S3"]
     assert results["esp32c3"] == ["ValueError", "ok", "ok", "AttributeError", "OSError", "OSError", "ok", "ok",
-                                  "ValueError"]
+                                  "ValueError", "ValueError", False, "cyphy-sim with ESP32C3"]
 
 
 def test_provision_refuses_what_the_chip_cannot_run():

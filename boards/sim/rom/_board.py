@@ -15,7 +15,7 @@ import _network
 import _esp32  # before the host filesystem goes: ROM modules load only then
 
 BOARD_NAME = "cyphy-sim"
-MCU_NAME = "ESP32"
+MCU_NAME = _hw.UNAME  # the chip's name in the banner and os.uname() (boards/esp32/pins.py)
 MACHINE = BOARD_NAME + " with " + MCU_NAME
 
 _real_sys = sys
@@ -286,6 +286,7 @@ class Board:
     def __init__(self, link, uid, reset_cause, node_name, bench_spec=None, ip="127.0.0.1"):
         self.link = link
         self.clock = link.clock
+        self.clock.n_timers = _hw.C["timers"]  # Timer(0..n-1): 4 on ESP32/S3, 2 on C3
         self.bench = _hw.Bench(bench_spec, self.clock)
         if self.bench.plant is not None:
             self.clock.hardware = self.bench
@@ -506,8 +507,7 @@ def _make_machine(board):
 
     import machine as _real_machine
 
-    return Module(
-        "machine",
+    attrs = dict(
         mem8=_real_machine.mem8,
         mem16=_real_machine.mem16,
         mem32=_real_machine.mem32,
@@ -533,6 +533,9 @@ def _make_machine(board):
         DEEPSLEEP_RESET=4,
         SOFT_RESET=5,
     )
+    if not _hw.C["dac"]:
+        del attrs["DAC"]  # S3 and C3 have no DAC: their machine module has no DAC class
+    return Module("machine", **attrs)
 
 
 class _NoArg:

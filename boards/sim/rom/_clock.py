@@ -83,6 +83,7 @@ class Clock:
         self._us0 = _t.ticks_us() - ticks_start
         self._vnow = ticks_start  # virtual time, microseconds since "boot" (not wrapped)
         self._timers = [None] * _MAX_TIMERS
+        self.n_timers = _MAX_TIMERS  # the chip's hardware timers (the board sets it)
         self._busy = False  # a callback is running: no nested servicing
         # Shared with the timer thread: ints in arrays, each slot written by one side.
         # ('i', not 'q': reading a 'q' item allocates a long int on this port)
@@ -132,8 +133,9 @@ class Clock:
     def add(self, timer):
         """Arm timer on its channel: Timer(id) names a hardware channel (0-3), so a new
         object with the same id replaces the old one, as on ESP32."""
-        if not 0 <= timer.id < _MAX_TIMERS:
-            raise ValueError("timer id must be 0-%d" % (_MAX_TIMERS - 1))
+        if not 0 <= timer.id < self.n_timers:  # machine_timer.c's words
+            raise ValueError("Timer(%d) doesn't exist, there are only %d hardware timers"
+                             % (timer.id, self.n_timers))
         i = timer.id
         self._armed[i] = 0
         self._timers[i] = timer
@@ -347,6 +349,9 @@ class Timer:
     PERIODIC = 1
 
     def __init__(self, clock, report, id=0, **kw):
+        if not 0 <= id < clock.n_timers:  # checked when made, as machine_timer_create does
+            raise ValueError("Timer(%d) doesn't exist, there are only %d hardware timers"
+                             % (id, clock.n_timers))
         self._clock = clock
         self._report = report  # prints a callback's exception without stopping the node
         self.id = id
