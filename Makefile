@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	npm ci --silent --no-audit --no-fund
+	$(BIN)/python -m cyphy.sim.speed fetch >/dev/null
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -271,6 +271,12 @@ class Board:
         ValueError. Non-blocking only: poll recv_into() from the main loop."""
         raise NotImplementedError
 
+    def cpu_slowdown(self):
+        """Chip microseconds per measured microsecond: 1 on the chip itself; on the sim the
+        calibrated slowdown of its chip against the host (cyphy.sim.speed), None if unknown.
+        The node reports its loops' compute time in chip microseconds with it."""
+        return 1
+
     def info(self):
         """A dict describing the board (for the REPL and telemetry; allocates)."""
         return {"name": self.name, "mcu": self.mcu, "variant": self.variant,

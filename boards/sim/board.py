@@ -121,6 +121,16 @@ class Board(_esp32.Board):
             self._virtual = False
         return self._virtual
 
+    def cpu_slowdown(self):
+        # The ROM's speed model (boards/sim/rom/_clock.py, host/cyphy/sim/speed.py): the
+        # host runs MicroPython this many times faster than the chip. Measured times are
+        # host time in both speed modes (with --speed chip the stall comes after each soft
+        # callback, not inside the tick).
+        import _clock
+
+        s = _clock.current.scale_x1000
+        return s / 1000 if s else None
+
     def info(self):
         i = _esp32.Board.info(self)
         i.update(virtual_time=self.virtual_time(), pin_map=self._d["name"])

@@ -83,8 +83,8 @@ def reset(con: Console) -> str:
     return boot.decode(errors="replace")
 
 
-def node_for(sim_nodes, name, bench, config, main=True, virtual=True):
-    n = sim_nodes(name, virtual_time=virtual, bench=bench)
+def node_for(sim_nodes, name, bench, config, main=True, virtual=True, **kw):
+    n = sim_nodes(name, virtual_time=virtual, bench=bench, **kw)
     con = Console(n.port)
     con.raw()
     deploy(con, config, main)

@@ -459,6 +459,9 @@ def _make_micropython(board):
         board.link.set_interrupt_char(c)
 
     attrs["kbd_intr"] = kbd_intr
+    # ESP32's queue: 8 entries shared with the timers' fires (boards/sim/rom/_clock.py)
+    attrs["schedule"] = board.clock.schedule
+    board.clock.report_scheduled = lambda e: _real_sys.print_exception(e, board.stdout)
     return Module("micropython", **attrs)
 
 

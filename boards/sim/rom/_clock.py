@@ -98,6 +98,16 @@ class Clock:
         # a soft callback never runs inside one there, so none runs inside one here either
         self.hold = 0
         self._dispatch_cb = self._dispatch  # bound once: scheduling it allocates nothing
+        # micropython.schedule() of user code: the same 8-deep queue as the timer's fires
+        # (on ESP32 both go through mp_sched_schedule), main-thread only
+        self._uf = [None] * _DEPTH  # callables
+        self._ua = [None] * _DEPTH  # their arguments
+        self._uq = array("i", [0, 0])  # head, tail
+        self.report_scheduled = None  # prints an exception a scheduled callback raised
+        # The speed model (host/cyphy/sim/speed.py): how many times slower the chip runs
+        # MicroPython (x1000, 0: unknown) and whether soft callbacks take the chip's time.
+        self.scale_x1000 = 0
+        self.slow = False
         self.hardware = None  # object with advance(): the plant, stepped before timers run
         self.watchdog = None  # object with check(): may reset the node
         self.waiter = None  # real-time sleeps call waiter(us) instead of sleeping blindly
@@ -225,7 +235,7 @@ class Clock:
         """The end of a ROM section that a board does in C: fires queued meanwhile run now,
         as they would right after that function returned."""
         self.hold -= 1
-        if not self.hold and self._q[_TAIL] != self._q[_HEAD]:
+        if not self.hold and (self._q[_TAIL] != self._q[_HEAD] or self._uq[0] != self._uq[1]):
             self._run()
 
     def _run(self):
@@ -238,8 +248,50 @@ class Clock:
             if self.watchdog is not None:
                 self.watchdog.check()
             self._drain()
+            self._drain_user()
         finally:
             self._busy = False
+
+    def schedule(self, fn, arg):
+        """micropython.schedule(): queue fn(arg) to run as a soft callback, between
+        bytecodes of the main thread (RuntimeError when the 8-entry queue is full)."""
+        uq = self._uq
+        n = ((uq[0] - uq[1]) & _QMASK) + ((self._q[_HEAD] - self._q[_TAIL]) & _QMASK)
+        if n >= _DEPTH:
+            raise RuntimeError("schedule queue full")  # modmicropython.c's words
+        h = uq[0]
+        self._uf[h % _DEPTH] = fn
+        self._ua[h % _DEPTH] = arg
+        uq[0] = (h + 1) & _QMASK
+        try:
+            micropython.schedule(self._dispatch_cb, None)
+        except RuntimeError:
+            pass  # the port's own queue is full: a dispatch already queued runs ours
+
+    def _drain_user(self):
+        uq = self._uq
+        h = uq[0]
+        while uq[1] != h:
+            t = uq[1]
+            fn = self._uf[t % _DEPTH]
+            arg = self._ua[t % _DEPTH]
+            self._uf[t % _DEPTH] = self._ua[t % _DEPTH] = None
+            uq[1] = (t + 1) & _QMASK
+            t0 = _t.ticks_us()
+            try:
+                fn(arg)
+            except BaseException as e:  # noqa: B036 - as mp_call_function_1_protected
+                if self.report_scheduled is not None:
+                    self.report_scheduled(e)
+            self._stall(t0)
+
+    def _stall(self, t0):
+        # --speed chip: the callback took (scale - 1) times longer on the chip
+        if self.slow:
+            d = _t.ticks_us() - t0
+            end = _t.ticks_us() + d * (self.scale_x1000 - 1000) // 1000
+            while _t.ticks_us() < end:
+                pass
 
     def _drain(self):
         # Only the fires queued before it began, as ESP32's scheduler runs one callback per
@@ -252,7 +304,9 @@ class Clock:
             self._ring[t % _DEPTH] = None
             q[_TAIL] = (t + 1) & _QMASK
             if tm is not None:
+                t0 = _t.ticks_us()
                 tm.fire(self)
+                self._stall(t0)
 
     def due_in_us(self):
         """Microseconds until the next timer is due (-1: none armed, or virtual time,
@@ -262,8 +316,8 @@ class Clock:
         return self._next_due_us()
 
     def _next_due_us(self):
-        if self._q[_TAIL] != self._q[_HEAD]:
-            return 0  # fires are waiting to run
+        if self._q[_TAIL] != self._q[_HEAD] or self._uq[0] != self._uq[1]:
+            return 0  # callbacks are waiting to run
         now = self.ticks_us()
         best = -1
         i = 0

@@ -88,6 +88,9 @@ def main(g):
             "ets Jun  8 2016 00:22:57\r\n\r\nrst:%s,boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
             "cyphy-sim: 4MB flash, node %s\r\n" % (rst_text, board.node_name)
         )
+    if a.get("cpu"):  # the speed model: the chip is cpu/1000 times slower than this host
+        clock.scale_x1000 = int(a["cpu"])
+        clock.slow = a.get("speed") == "chip"
     if a.get("wdt"):  # a watchdog running before a soft reset keeps running (as on ESP32)
         timeout_ms, left_ms = a["wdt"].split(":")
         board.watchdog.resume(int(timeout_ms), int(left_ms))

@@ -787,7 +787,21 @@ class Node:
         return {lp.name: lp.state() for lp in self.loops}
 
     def stats(self):
-        return self.sched.stats()
+        """The scheduler's per-loop statistics, plus compute time in chip microseconds
+        (chip_compute_mean_us, chip_compute_max_us) and the loop's share of the CPU at the
+        chip's speed (chip_cpu_pct): measured time x board.cpu_slowdown() (1 on a board;
+        the sim's calibrated slowdown, docs/boards.md "Speed")."""
+        st = self.sched.stats()
+        k = self.board.cpu_slowdown() if hasattr(self.board, "cpu_slowdown") else None
+        if k:
+            for lp in self.loops:
+                d = st.get(lp.name)
+                if d and d.get("compute_mean_us") is not None:
+                    mean = d["compute_mean_us"] * k
+                    d["chip_compute_mean_us"] = int(mean + 0.5)
+                    d["chip_compute_max_us"] = int(d["compute_max_us"] * k + 0.5)
+                    d["chip_cpu_pct"] = round(100.0 * mean / lp.period_us, 1)
+        return st
 
     def faults(self):
         """Fault records on flash (after flushing pending ones), oldest first:

@@ -46,8 +46,13 @@ def sim() -> None:
               help="esp32, esp32s3 or esp32c3: the node's chip, its pins and their functions, ADC, DAC (esp32 only), PWM "
                    "limits and timers (boards/esp32/pins.py), and what esptool detects. Kept "
                    "with the node; a new node is an esp32.")
+@click.option("--speed", type=click.Choice(["host", "chip"]), default="host", show_default=True,
+              help="chip: the node's soft callbacks (control pass, protocol service) take as long "
+                   "as on the chip (calibrated, cyphy.sim.speed), so a loop that does not fit its "
+                   "period on an ESP32 shows overruns; host: the host's full speed. Either way "
+                   "`cyphy get URL stats` reports compute time in chip microseconds.")
 def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
-          bench: Path | None, download: bool, chip: str | None) -> None:
+          bench: Path | None, download: bool, chip: str | None, speed: str) -> None:
     """Power on node NAME in the background; prints its serial port last."""
     try:
         if chip is not None:
@@ -56,7 +61,7 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
                 node.create()
             node.set_chip(chip)  # refused while it runs as another chip
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
-                           virtual_time=virtual_time, bench=bench, download=download)
+                           virtual_time=virtual_time, bench=bench, download=download, speed=speed)
     except SimError as e:
         _fail(e)
     if st.get("already_running"):

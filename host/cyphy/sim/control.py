@@ -17,7 +17,7 @@ START_TIMEOUT_S = 20.0
 
 def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = START_TIMEOUT_S,
           home: Path | None = None, ticks_start: int = 0, virtual_time: bool = False,
-          bench: Path | dict | None = None, download: bool = False) -> dict:
+          bench: Path | dict | None = None, download: bool = False, speed: str = "host") -> dict:
     """Power a node on and wait until its REPL answers. Returns its state (port, pid...).
 
     download=True powers it on in ESP32's serial download mode instead (GPIO0 held low):
@@ -25,6 +25,8 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
     runs until the loader is told to run the app or the node is restarted normally."""
     if not 0 <= ticks_start < (1 << 30):
         raise SimError(f"--ticks-start must be 0..{(1 << 30) - 1} (ESP32 ticks wrap at 2**30), not {ticks_start}")
+    if speed not in ("host", "chip"):
+        raise SimError(f"--speed must be host or chip, not {speed!r}")
     if baud < 0:
         raise SimError(f"--baud must be 0 (no line-rate emulation) or a positive rate, not {baud}")
     home = home or cyphy_home()
@@ -48,6 +50,7 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
             [sys.executable, "-m", "cyphy.sim.supervisor", "--home", str(home), "--name", name,
              "--baud", str(baud), "--heap", heap, "--ticks-start", str(ticks_start),
              *(["--virtual-time"] if virtual_time else []), *(["--download"] if download else []),
+             "--speed", speed,
              "--ready-fd", str(w)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, pass_fds=(w,),
             start_new_session=True,  # a daemon: survives the shell that started it

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from cyphy import flashimage
 from cyphy.sim import romloader
+from cyphy.sim import speed as sim_speed
 from cyphy.sim.nodes import Node, chips_source, rom_dir
 from cyphy.sim.equipment import Equipment, skip_command
 
@@ -125,7 +126,8 @@ class Child:
     """One run of the node's MicroPython process (from a reset to the next)."""
 
     def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int,
-                 virtual_time: bool, bench: str | None, wdt: tuple[float, float] | None = None) -> None:
+                 virtual_time: bool, bench: str | None, wdt: tuple[float, float] | None = None,
+                 cpu_x1000: int = 0, speed: str = "host") -> None:
         cfg = node.config()
         vfs = flashimage.find_partition(flashimage.read_partition_table(node.image), "vfs")
         self.stdin_r, self.stdin_w = os.pipe()
@@ -144,6 +146,10 @@ class Child:
             f"ticks_start={ticks_start}",
             f"chip={node.chip()}",
         ]
+        if cpu_x1000:
+            args.append(f"cpu={cpu_x1000}")
+        if speed == "chip":
+            args.append("speed=chip")
         if virtual_time:
             args.append("time=virtual")
         if bench:
@@ -227,8 +233,17 @@ def _heap_plus(heap: str, extra: int) -> str:
 
 class Supervisor:
     def __init__(self, node: Node, baud: int, heap: str, ready_fd: int | None, ticks_start: int = 0,
-                 virtual_time: bool = False, download: bool = False) -> None:
+                 virtual_time: bool = False, download: bool = False, speed: str = "host") -> None:
         self.node = node
+        # The speed model (cyphy.sim.speed): the chip's slowness against this host, for the
+        # node's chip-time statistics, and with speed "chip" for its soft callbacks' time.
+        self.speed = speed
+        try:
+            self.cpu_x1000 = int(sim_speed.factor(node.chip()) * 1000)
+        except sim_speed.SpeedError:
+            if speed == "chip":
+                raise
+            self.cpu_x1000 = 0  # unknown: the node reports host time only
         self.download = download  # power on in serial download mode (GPIO0 held low)
         self.virtual_time = virtual_time
         # the bench (plant + wiring): the node process reads it at boot, before its sandbox
@@ -303,7 +318,8 @@ class Supervisor:
         # exactly ticks_start after a hard reset (virtual time must start at the same instant
         # on every run, not a microsecond later now and then)
         ticks = start if reset != "soft" else (start + int((time.monotonic() - t0) * 1e6)) & ((1 << 30) - 1)
-        self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench, wdt)
+        self.child = Child(self.node, mode, reset, self.heap, ticks, self.virtual_time, self.bench, wdt,
+                           self.cpu_x1000, self.speed)
         self.in_buf[0:0] = carry + self.rx_arrived  # input typed before the reset is not lost
         self.rx_arrived.clear()
         self.log(f"reset={reset} mode={mode} pid={self.child.proc.pid}")
@@ -646,6 +662,8 @@ class Supervisor:
                 "pts": pts,
                 "baud": self.baud,
                 "virtual_time": self.virtual_time,
+                "speed": self.speed,
+                "chip_slowdown": self.cpu_x1000 / 1000 if self.cpu_x1000 else None,
                 "bench": self.bench is not None,
                 "started": time.time(),
                 "sandbox": self.sandbox,
@@ -843,9 +861,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ticks-start", type=int, default=0)
     ap.add_argument("--virtual-time", action="store_true")
     ap.add_argument("--download", action="store_true", help="power on in serial download mode")
+    ap.add_argument("--speed", choices=("host", "chip"), default="host")
     a = ap.parse_args(argv)
     node = Node.named(a.name, a.home)
-    sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time, a.download)
+    try:
+        sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time, a.download,
+                         a.speed)
+    except sim_speed.SpeedError as e:
+        if a.ready_fd is not None:
+            os.write(a.ready_fd, f"error {e}".encode())
+        return 1
     try:
         return sup.run()
     except Exception as e:  # report to the starter instead of dying silently
