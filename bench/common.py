@@ -395,6 +395,17 @@ def node_exec(port: str, code: str, timeout: float = 60.0) -> str:
         return r.run(code, timeout)
 
 
+def wait_udp(ip: str, port: int, key, timeout: float = 20.0) -> None:
+    """Until the node answers on UDP: it joins Wi-Fi in the background after boot (about a
+    second, as an ESP32) and opens its UDP port then."""
+    from cyphy.discovery import discover_udp
+
+    end = time.monotonic() + timeout
+    while not any(f.ip == ip for f in discover_udp(timeout=0.3, port=port, key=key)):
+        if time.monotonic() > end:
+            raise TimeoutError(f"{ip}:{port} not on UDP after {timeout:.0f} s")
+
+
 def free_udp_port() -> int:
     import socket
 

@@ -84,7 +84,7 @@ def run(ctx) -> list[dict]:
     st = ctx.lab.start(name, image, bench=C.THERMAL, baud=BAUD)
     ip = ctx.lab.node(name).config()["ip"]
     key = P.key_from_hex(C.KEY_HEX)
-    time.sleep(0.5)  # main.py is still joining "Wi-Fi" when the REPL first answers
+    C.wait_udp(ip, port_no, key)  # the node joins "Wi-Fi" in the background after boot
     out: list[dict] = []
     try:
         for link in ("serial", "udp"):

@@ -216,6 +216,42 @@ def fleet(R: Records) -> list[str]:
          "RSS per node (MB)", "Machine CPU"], rows)
 
 
+def sim(R: Records) -> list[str]:
+    out: list[str] = []
+    rows = [[(r.get("params") or {}).get("chip", "?"), _fmt(r["value"]),
+             _fmt((r.get("params") or {}).get("chip_pystones")),
+             _fmt((r.get("params") or {}).get("host_pystones"))]
+            for r in R.all("chip_slowdown") if r.get("value") is not None]
+    cp = R.find("control_pass_chip_us")
+    if rows:
+        out += ["**6. The sim at a chip's speed** (pystone_lowmem on this machine against public "
+                "chip figures, cyphy.sim.speed)", ""]
+        out += _table(["Chip", "Slowdown (x)", "Chip pystones/s", "This machine's"], rows, "lrrr")
+        if cp and cp.get("value") is not None:
+            p = cp.get("params") or {}
+            out += [f"The oven loop's tick ({p.get('loop_hz')} Hz, thermal plant) takes "
+                    f"{_fmt(p.get('host_us'))} us here, {_fmt(cp['value'])} us on an ESP32: "
+                    f"{_pct(p.get('cpu_pct'))} of its period.", ""]
+    soak = [r for r in R.all("soak_bad_tags") if r.get("value") is not None]
+    if soak:
+        p0 = soak[0].get("params") or {}
+        srows = []
+        for r in soak:
+            q = {"link": (r.get("params") or {}).get("link")}
+            srows.append([q["link"], _fmt(R.value("soak_commands", "cyphy", **q)),
+                          _fmt(R.value("soak_frames", "cyphy", **q)), _fmt(r["value"]),
+                          _fmt(R.value("soak_malformed", "cyphy", **q)),
+                          _fmt(R.value("soak_wrong_readback", "cyphy", **q))])
+        out += [f"**Soak under soft interrupts** (serial and UDP sessions at once on one node, "
+                f"{_fmt(p0.get('seconds'))} s; the node saw "
+                f"{_fmt(R.value('soak_node_bad_frames'))} bad frames, "
+                f"{_fmt(R.value('soak_node_comms_errors'))} comms errors, "
+                f"{_fmt(R.value('soak_overruns'))} overruns)", ""]
+        out += _table(["Link", "Commands", "Frames received", "Bad tags", "Malformed",
+                       "Wrong read-backs"], srows, "lrrrrr")
+    return out
+
+
 def not_measured(R: Records) -> list[str]:
     rows = []
     for r in R.recs:
@@ -229,6 +265,6 @@ def not_measured(R: Records) -> list[str]:
 def markdown(recs: list[dict]) -> str:
     R = Records(recs)
     out: list[str] = []
-    for part in (machine, control, protocol, transfer, latency, fleet, not_measured):
+    for part in (machine, control, protocol, transfer, latency, fleet, sim, not_measured):
         out += part(R)
     return "\n".join(out).rstrip() + "\n"
