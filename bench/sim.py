@@ -17,27 +17,10 @@ import threading
 import time
 
 import common as C
+from cyphy.hil.soak import traffic
 
 SOAK_S = 600
 SOAK_QUICK_S = 30
-
-
-def _traffic(s, key: str, lo: float, seconds: float, out: dict) -> None:
-    n = wrong = 0
-    end = time.monotonic() + seconds
-    try:
-        while time.monotonic() < end:
-            v = lo + (n % 50) / 10
-            s.set("oven", key, v)
-            if abs(s.read("oven." + key) - v) > 1e-3:
-                wrong += 1
-            if n % 10 == 0:
-                s.read("stats")
-            n += 1
-    except Exception as e:  # noqa: BLE001 - recorded
-        out["error"] = C.why(e)
-    out["commands"] = n
-    out["wrong"] = wrong
 
 
 def run(ctx) -> list[dict]:
@@ -79,8 +62,8 @@ def run(ctx) -> list[dict]:
             udp.subscribe(100)
             res: dict[str, dict] = {"serial": {}, "udp": {}}
             ctx.log(f"sim: soak, serial + UDP sessions at once for {seconds} s")
-            ts = [threading.Thread(target=_traffic, args=(ser, "setpoint", 20.0, seconds, res["serial"])),
-                  threading.Thread(target=_traffic, args=(udp, "kp", 1.0, seconds, res["udp"]))]
+            ts = [threading.Thread(target=traffic, args=(ser, "oven", "setpoint", 20.0, seconds, res["serial"])),
+                  threading.Thread(target=traffic, args=(udp, "oven", "kp", 1.0, seconds, res["udp"]))]
             for t in ts:
                 t.start()
             for t in ts:

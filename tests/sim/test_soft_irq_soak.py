@@ -22,30 +22,13 @@ from protonode import KEY_HEX, boot  # noqa: E402
 from test_protocol_udp import WIFI, free_udp_port, udp_config, wait_online  # noqa: E402
 
 from cyphy.client import Session  # noqa: E402
+from cyphy.hil.soak import traffic  # noqa: E402
 from cyphy.links import SerialLink, UdpLink  # noqa: E402
 from cyphy.sim.nodes import Node  # noqa: E402
 from cyphy_node import proto as P  # noqa: E402
 
 KEY = P.key_from_hex(KEY_HEX)
 SOAK_S = float(os.environ.get("CYPHY_SOAK_S", "20"))
-
-
-def _traffic(s: Session, key: str, lo: float, seconds: float, out: dict) -> None:
-    # Commands and reads as fast as the node answers; every value read back must be the
-    # one this host just set (each host has its own key: a command applied twice, out of
-    # order or half would show).
-    n = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        sp = lo + (n % 50) / 10
-        s.set("oven", key, sp)
-        got = s.read("oven." + key)
-        assert abs(got - sp) < 1e-3, f"set {key} {sp}, read back {got}"
-        if n % 10 == 0:
-            st = s.read("stats")
-            assert "oven" in st
-        n += 1
-    out["commands"] = n
 
 
 def test_serial_and_udp_sessions_at_once_keep_every_frame_whole(sim_nodes):
@@ -59,14 +42,16 @@ def test_serial_and_udp_sessions_at_once_keep_every_frame_whole(sim_nodes):
         udp.open()
         ser.subscribe(50)
         udp.subscribe(100)
-        threads = [threading.Thread(target=_traffic, args=(ser, "setpoint", 20.0, SOAK_S, results["serial"])),
-                   threading.Thread(target=_traffic, args=(udp, "kp", 1.0, SOAK_S, results["udp"]))]
+        threads = [threading.Thread(target=traffic, args=(ser, "oven", "setpoint", 20.0, SOAK_S, results["serial"])),
+                   threading.Thread(target=traffic, args=(udp, "oven", "kp", 1.0, SOAK_S, results["udp"]))]
         for t in threads:
             t.start()
         for t in threads:
             t.join(SOAK_S + 60)
-        assert results["serial"].get("commands", 0) > SOAK_S * 5, results
-        assert results["udp"].get("commands", 0) > SOAK_S * 2, results
+        for r in results.values():
+            assert "error" not in r and r["wrong"] == 0, results
+        assert results["serial"]["commands"] > SOAK_S * 5, results
+        assert results["udp"]["commands"] > SOAK_S * 2, results
         info = ser.read("info")
         for name, s in (("serial", ser), ("udp", udp)):
             assert s.stats.bad_tag == 0, (name, s.stats)
