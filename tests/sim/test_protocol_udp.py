@@ -153,3 +153,27 @@ def test_python_api_over_udp(udp_nodes):
         assert next(n.telemetry(period_ms=50))["loops"]["oven"]["setpoint"] == 33.0
         with pytest.raises(cyphy.api.LinkError, match="exec needs the node's serial console"):
             n.exec("print(1)")
+
+
+def test_the_node_rejoins_wifi_by_itself_after_a_drop(udp_nodes):
+    # The firmware keeps Wi-Fi up from its service (cyphy_node/net.py, the board's
+    # WifiKeeper): the access point goes away, then comes back; without anyone touching
+    # the node, its UDP port answers again.
+    from cyphy.sim.bench_control import SimWifi
+
+    (ip,) = udp_nodes("oven-w")
+    with Session(UdpLink(ip, udp_nodes.port), KEY) as s:
+        s.open()
+        assert s.read("info")["net"]["state"] == "connected"
+    with SimWifi.connect("oven-w") as air:
+        air.drop(mode="deauth")
+        time.sleep(3)
+        assert ip not in {f.ip for f in discover_udp(timeout=0.5, port=udp_nodes.port, key=KEY)}
+        air.restore()
+    wait_online([ip], udp_nodes.port, timeout=40)  # back-off 1 s, doubling while it is down
+    with Session(UdpLink(ip, udp_nodes.port), KEY) as s:
+        s.open()
+        net = s.read("info")["net"]
+        assert net["state"] == "connected" and net["drops"] >= 1 and net["connects"] >= 2, net
+        s.set("oven", "setpoint", 42.0)
+        assert s.read("oven.setpoint") == 42.0
