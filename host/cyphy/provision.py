@@ -138,6 +138,61 @@ def check_chip(cfg: dict, chip: str | None) -> None:
         raise ProvisionError(f"config error: {e} (the node is an {chips.chip(chip)['mcu']})") from None
 
 
+def target_heap(dev: Device, chip: str) -> tuple[bool, "object | None"]:
+    """(psram, heap) that the RAM check (cyphy.check) assumes for the node on dev.
+
+    MicroPython's heap on the node, gc.mem_alloc() + gc.mem_free() (on ESP32 1.22+ that
+    counts the heap it can still grow into), decides PSRAM: 512 KB or more is a board with
+    PSRAM (the sim's default heap, 512K, is "an ESP32 with PSRAM"). A real board is then
+    judged against its chip's typical heap (cyphy.check.HEAPS). A sim node is judged
+    against its own heap, less the share its bench's plant model takes (BENCH_HEAP, which
+    a real plant does not cost): the sim gives the firmware exactly that."""
+    from cyphy import check
+    from cyphy.sim.nodes import all_nodes
+
+    try:
+        total = int(dev.exec("import gc\ngc.collect()\nprint(gc.mem_alloc() + gc.mem_free())").split()[-1])
+    except (DeviceError, ValueError, IndexError):
+        return False, None
+    port = getattr(dev, "device", None) or getattr(dev, "port", "")
+    sim = None
+    try:
+        real = os.path.realpath(str(port))
+        for n in all_nodes():
+            if str(n.tty) == str(port) or (n.tty.exists() and os.path.realpath(n.tty) == real):
+                sim = n
+                break
+    except (OSError, ValueError):
+        pass
+    if sim is not None and (sim.state() or {}).get("bench"):
+        from cyphy.sim.supervisor import BENCH_HEAP
+
+        total -= BENCH_HEAP
+    psram = total >= 512 * 1024 and (chip, True) in check.HEAPS
+    if sim is None:
+        return psram, None
+    return psram, check.Heap(total, total, f"the sim node {sim.name}'s own heap")
+
+
+def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None = None) -> list[str]:
+    """Refuse (ProvisionError, one line) a config whose node would not fit the target's RAM
+    or CPU (cyphy.check: the firmware started with it on a 32-bit MicroPython). Returns warnings
+    (the check could not run: the config is then written unchecked)."""
+    if chip is None:
+        return []
+    from cyphy import check, mp32
+
+    psram, heap = target_heap(dev, chip)
+    try:
+        rep = check.check(cfg, chip, psram, heap=heap)
+    except (mp32.Mp32Error, check.CheckUsageError) as e:
+        return [f"RAM not checked ({str(e).splitlines()[0]})"]
+    if rep.fits:
+        return []
+    how = f"cyphy check {config_file or 'CONFIG'} --chip {chip}" + (" --psram" if psram else "")
+    raise ProvisionError(f"{rep.summary()} (see `{how}`; --force writes it anyway)")
+
+
 def config_bytes(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=2) + "\n").encode()
 
@@ -161,15 +216,21 @@ def new_key_hex() -> str:
 def provision(dev: Device, name: str | None, config: dict | None = None,
               wifi: tuple[str, str] | None = None, key_hex: str | None = None,
               key_source: str = "given", new_key: bool = False, dry_run: bool = False,
-              progress: Callable[[int, int, str], None] | None = None) -> dict:
+              progress: Callable[[int, int, str], None] | None = None, force: bool = False,
+              config_file: str | None = None) -> dict:
     """Provision the node on dev. name: the node's name (None: keep the config's);
     config: the config (None: keep the node's, renamed); wifi: (ssid, password) to set
     (None: keep); key_hex: the key to set (None: keep the node's, else the host's stored
-    key for the name, else a new one; new_key=True: always a new one). Returns the report
-    (what changed; never a secret)."""
+    key for the name, else a new one; new_key=True: always a new one). A new config must
+    fit the node's RAM (check_fit) unless force. Returns the report (what changed; never
+    a secret)."""
+    fit_warnings: list[str] = []
     if config is not None:
         config = check_config(config, name)
-        check_chip(config, target_chip(dev))  # before anything is written
+        chip = target_chip(dev)
+        check_chip(config, chip)  # before anything is written
+        if not force:
+            fit_warnings = check_fit(dev, config, chip, config_file)
     if key_hex is not None:
         try:
             key_hex = keys.normalise_hex(key_hex)
@@ -181,7 +242,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
             raise ProvisionError("Wi-Fi SSID: must be 1 to 32 bytes")
         if len(password.encode()) > 64:
             raise ProvisionError("Wi-Fi password: must be at most 64 bytes")
-    warnings: list[str] = []
+    warnings: list[str] = list(fit_warnings)
 
     # ---- config (not a secret: read back whole, to compare and to learn the old name)
     old = dev.read(CONFIG_PATH)

@@ -266,3 +266,27 @@ def test_wifi_password_prompt_is_hidden(sim_nodes, cyphy_home):
     with Device.open(f"sim://{n.name}") as dev:
         assert dev.exec(f"import json\nprint(json.load(open('/secrets.json'))['wifi'] == "
                         f"{{'ssid': 'lab', 'password': {PASSWORD!r}}})").strip() == "True"
+
+
+def test_a_config_that_does_not_fit_is_refused_unless_forced(sim_nodes, tmp_path, cyphy_home):
+    # Eight PID loops at 1 kHz: more than an ESP32's CPU (cyphy check), whatever its heap.
+    n = sim_nodes("fit")
+    url = f"sim://{n.name}"
+    cfg = json.loads((REPO / "firmware" / "config.example.json").read_text())
+    cfg["channels"] = [cfg["channels"][0]] + [
+        {"name": f"h{i}", "pin": pin, "kind": "pwm", "freq_hz": 1000, "range": [0, 100], "failsafe": 0}
+        for i, pin in enumerate([16, 17, 18, 19, 21, 22, 23, 25])]
+    cfg["loops"] = [dict(cfg["loops"][0], name=f"zone{i}", rate_hz=1000, actuator=f"h{i}") for i in range(8)]
+    f = tmp_path / "busy.json"
+    f.write_text(json.dumps(cfg))
+    p = cyphy("provision", "--port", url, "--config", str(f), ok=False)
+    assert p.returncode == 1 and p.stdout == "" and "Traceback" not in p.stderr
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("Error: does not fit ESP32") and "% of the CPU" in line
+    assert f"cyphy check {f} --chip esp32" in line and "--force" in line
+    with Device.open(url) as dev:
+        assert dev.read("/config.json") is None             # nothing written
+    p = cyphy("provision", "--port", url, "--config", str(f), "--force", "--json")
+    assert json.loads(p.stdout)["config"]["action"] == "written"
+    with Device.open(url) as dev:
+        assert json.loads(dev.read("/config.json"))["loops"][7]["name"] == "zone7"

@@ -10,6 +10,7 @@ from cyphy.cli.node import discover, get, monitor, plot, repl, set_
 from cyphy.cli.sim import sim
 from cyphy.cli.deploy import deploy
 from cyphy.cli.provision import provision
+from cyphy.cli.check import check
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +23,7 @@ cli.add_command(sim)
 cli.add_command(flash)
 cli.add_command(deploy)
 cli.add_command(provision)
+cli.add_command(check)
 for _cmd in (set_, get, monitor, plot, discover, repl):
     cli.add_command(_cmd)
 

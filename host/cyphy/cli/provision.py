@@ -61,6 +61,8 @@ def _key(key_file: str | None) -> tuple[str | None, str]:
                    "node keeps its key; else the key this host keeps for the name; else a new one.")
 @click.option("--new-key", is_flag=True, help="Give the node a new random 32-byte key.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.option("--force", is_flag=True, help="Write a config even if the node would not fit the "
+                                            "target's RAM (see `cyphy check`).")
 @click.option("--reset", is_flag=True, help="Hard-reset the node afterwards so it boots with the new settings.")
 @click.option("--soft-reset", is_flag=True, help=SOFT_RESET_HELP)
 @click.option("--baud", type=int, default=115200, show_default=True, help="Serial line rate.")
@@ -68,7 +70,7 @@ def _key(key_file: str | None) -> tuple[str | None, str]:
 @device_errors
 def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: str | None,
               wifi_password_file: str | None, key_file: str | None, new_key: bool, dry_run: bool,
-              reset: bool, soft_reset: bool, baud: int, as_json: bool) -> None:
+              force: bool, reset: bool, soft_reset: bool, baud: int, as_json: bool) -> None:
     """Give a node its name, config (/config.json), key and Wi-Fi credentials
     (/secrets.json) over the REPL. Each file is written to PATH.tmp, verified by its
     SHA-256 read back on the node, then renamed: a power loss keeps the previous file.
@@ -76,8 +78,12 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     The key is also kept on this host ($CYPHY_HOME/keys/NAME.key, mode 0600) for
     cyphy set/get/monitor. Secrets are never printed.
 
-    Exit codes: 0 done, 1 failed (bad config: the message names the field; no port; a
-    write that did not verify), 2 usage."""
+    A new config is first checked as `cyphy check` does, for the node's chip (and PSRAM
+    when its MicroPython heap is 512 KB or more; a sim node: its own heap): one that would
+    not fit the node's RAM is refused unless --force.
+
+    Exit codes: 0 done, 1 failed (bad config: the message names the field; a config that
+    does not fit; no port; a write that did not verify), 2 usage."""
     from cyphy.provision import check_config, load_config_file, provision as run
 
     config = None
@@ -94,7 +100,8 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
 
     with progress_bar(not as_json, "provision") as cb:
         with open_device(port, baud, soft_reset) as dev:
-            report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb)
+            report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb,
+                         force=force, config_file=config_file)
             if reset and not dry_run:
                 from cyphy.deploy import boot_lines
 

@@ -1,0 +1,631 @@
+"""Will a config run on a chip? `cyphy check` and `cyphy provision` ask this before anything
+is flashed or written.
+
+    from cyphy import check
+    cfg = check.load_config("oven.json")              # CheckUsageError: no file, not JSON...
+    r = check.check(cfg, "esp32", psram=False)        # a Report
+    r.fits, r.ram_resident_bytes, r.modules, r.loops, r.errors, r.reasons
+    r.to_json()                                       # what `cyphy check --json` prints
+
+What it does, in order:
+
+1. The config: the firmware's own validator (cyphy_node.config, the module the node runs,
+   on CPython), then the chip check (cyphy.chips.check_config: pins and their functions,
+   DAC, ADC2 with Wi-Fi, ADC ranges, PWM frequencies, channels and timers). An error in
+   either is reported with its field (Report.errors) and ends the check: a config the node
+   refuses has no RAM figure.
+2. RAM, on a real 32-bit MicroPython (cyphy.mp32: the WebAssembly port, MicroPython 1.27,
+   the firmware's compiled .mpy files on /lib), in one batch of snippets:
+   - per-module bytes: each firmware module imported on its own, in dependency order (a
+     module's imports first), as the gc.mem_alloc() delta around the import after
+     gc.collect(): the bytecode, the module's globals and interned names it adds;
+   - resident bytes: the node is then started the way boot.py does it
+     (cyphy_node.app.boot(): config, board, Node, start(), the protocol endpoint; the
+     config module forgotten afterwards), and resident = gc.mem_alloc() after
+     gc.collect(), less what the measuring code itself holds, plus the bare interpreter's
+     own use (a separate snippet that imports nothing);
+   - the heap: the snippet's heap is the chip's typical heap (HEAPS below) plus room for
+     the measuring code; free = heap - resident; the largest free block is the longest
+     run of free blocks in `micropython.mem_info(1)` ("max free sz", in 16-byte blocks on
+     a 32-bit port), less the part of the snippet's extra room (PAD) the measuring code
+     did not use, capped at the free bytes and at one heap area (ESP32 without PSRAM: two
+     areas of 55968 bytes, so no block can be larger);
+   - the port grows its heap instead of raising MemoryError (mp32.Result.grew): a heap
+     that grew at any checkpoint of the boot means the node would not have started in
+     that heap: it does not fit.
+3. CPU (when `timing`): each loop's tick is run back to back for at least 40 ms on the same
+   port and timed with time.ticks_ms (this port's clock has millisecond resolution, hence
+   the long runs); the port's own pystones/s are measured in the same snippet with the
+   pystone_lowmem benchmark cyphy.sim.speed uses (.venv/share/cyphy/pystone_lowmem.py), so
+   chip microseconds = port microseconds x (port pystones/s / the chip's pystones/s,
+   cyphy.sim.speed.CHIP_PYSTONES). cyphy.sim.speed.factor() itself is calibrated for the
+   Unix port, not this one, so it is not used here. cpu_pct = chip us per tick x rate_hz
+   / 10**4. Without the benchmark file, loops have cpu_pct None.
+
+The board: MicroPython's WebAssembly port has no `machine`; the real ESP32 board module
+(boards/esp32/board.py, shipped as /lib/board.mpy) runs on a small stand-in `machine`
+(and `network` when comms.udp is on) written for this measurement only: pins, ADC (reads
+the middle of each channel's valid range), PWM, DAC, Timer (never fires), WDT. Its own
+heap is measured and left out of the figures. Nothing here talks to a node.
+
+Fits means: no config or chip error, the heap did not have to grow, resident <= heap - 32
+KB, the largest free block >= 32 KB (MARGIN: room for the buffers a node allocates while
+it runs, the protocol's frames, a config patch, a REPL session), and the loops' cpu_pct
+add up to at most 100 (when known). Issue 12's budget
+for an ESP32-WROOM is "resident at most 40 KB, largest free block at least 32 KB in a
+110 KB heap": this check is the looser half of it (the fit), and reports the figures to
+judge the rest.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cyphy import firmware
+
+MARGIN = 32 * 1024      # the largest free block a node needs, and the headroom over resident
+BLOCK = 16              # GC block size on a 32-bit MicroPython (4 words)
+PAD = 16 * 1024         # heap added to the snippet's for the measuring code (measured, reported)
+TIMING_MS = 40          # each loop's ticks run at least this long (the port's clock is in ms)
+PYSTONE_PASSES = 5000
+
+
+@dataclass(frozen=True)
+class Heap:
+    bytes: int          # the GC heap MicroPython has there (gc.mem_alloc() + free)
+    area: int           # its largest single area (a free block cannot span areas)
+    source: str
+
+
+# The typical MicroPython heap of each chip, with and without PSRAM: the one table.
+# - ESP32 without PSRAM: MicroPython 1.22+ starts with a 56 KB heap area
+#   (ports/esp32/mpconfigport.h, MICROPY_GC_INITIAL_HEAP_SIZE) and grows it on demand
+#   (MICROPY_GC_SPLIT_HEAP_AUTO, micropython PR #12141); after one growth the total is
+#   111936 bytes, "with about 40k left for the IDF" (micropython PR #13219): two areas.
+# - ESP32-S3 and ESP32-C3 without PSRAM: a 64 KB initial area (mpconfigport.h), grown by
+#   one area of the same size (PR #13219's growth rule): 2 x 64000 bytes. These chips
+#   have more internal RAM and may grow further; this assumes no more than the ESP32 gets.
+# - With PSRAM (ESP32-WROVER, ESP32-S3 N8R2/N8R8...), MicroPython puts its heap in PSRAM:
+#   2 MB is assumed (boards carry 2 to 8 MB). The ESP32-C3 has no PSRAM.
+HEAPS: dict[tuple[str, bool], Heap] = {
+    ("esp32", False): Heap(111936, 55968, "ESP32 without PSRAM: MicroPython 1.22+ grows a 56 KB heap once, "
+                                          "to 111936 bytes in two areas (micropython PR #13219)"),
+    ("esp32s3", False): Heap(128000, 64000, "ESP32-S3 without PSRAM: a 64 KB heap grown once, two areas of "
+                                            "64000 bytes (ports/esp32/mpconfigport.h, micropython PR #13219)"),
+    ("esp32c3", False): Heap(128000, 64000, "ESP32-C3: a 64 KB heap grown once, two areas of 64000 bytes "
+                                            "(ports/esp32/mpconfigport.h, micropython PR #13219)"),
+    ("esp32", True): Heap(2 * 1024 * 1024, 2 * 1024 * 1024, "ESP32 with PSRAM: the heap is in PSRAM, "
+                                                            "2 MB assumed"),
+    ("esp32s3", True): Heap(2 * 1024 * 1024, 2 * 1024 * 1024, "ESP32-S3 with PSRAM: the heap is in PSRAM, "
+                                                              "2 MB assumed"),
+}
+MCU = {"esp32": "ESP32", "esp32s3": "ESP32-S3", "esp32c3": "ESP32-C3"}
+MACHINE = {"esp32": "Generic ESP32 module with ESP32", "esp32s3": "Generic ESP32S3 module with ESP32S3",
+           "esp32c3": "ESP32C3 module with ESP32C3"}
+
+
+class CheckUsageError(ValueError):
+    """The check cannot start: no such file, not JSON, unknown chip... (one line)."""
+
+
+@dataclass
+class Report:
+    chip: str
+    psram: bool
+    heap_bytes: int
+    heap_source: str
+    config_name: str | None = None
+    errors: list[dict] = field(default_factory=list)   # {"field", "reason", "kind": config|chip}
+    ram_resident_bytes: int | None = None
+    ram_free_bytes: int | None = None
+    ram_largest_free_bytes: int | None = None
+    heap_grew: bool = False
+    modules: dict[str, int] = field(default_factory=dict)     # import order
+    loops: dict[str, dict] = field(default_factory=dict)
+    measuring_bytes: int | None = None
+    port_pystones: float | None = None
+    seconds: float = 0.0
+    reasons: list[str] = field(default_factory=list)         # why it does not fit
+    advice: list[str] = field(default_factory=list)          # what to drop
+
+    @property
+    def fits(self) -> bool:
+        return not self.errors and not self.reasons and self.ram_resident_bytes is not None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fits": self.fits, "name": self.config_name, "chip": self.chip, "psram": self.psram,
+            "heap_bytes": self.heap_bytes, "heap_source": self.heap_source,
+            "margin_bytes": MARGIN,
+            "ram_resident_bytes": self.ram_resident_bytes, "ram_free_bytes": self.ram_free_bytes,
+            "ram_largest_free_bytes": self.ram_largest_free_bytes, "heap_grew": self.heap_grew,
+            "modules": self.modules, "loops": self.loops, "errors": self.errors,
+            "reasons": self.reasons, "advice": self.advice,
+            "measuring_bytes": self.measuring_bytes, "port_pystones": self.port_pystones,
+            "seconds": round(self.seconds, 2),
+        }
+
+    def summary(self) -> str:
+        """One line: what does not fit (or that it fits)."""
+        where = f"{MCU[self.chip]} {'with' if self.psram else 'without'} PSRAM"
+        if self.errors:
+            e = self.errors[0]
+            return f"{e['field']}: {e['reason']}"
+        if self.fits:
+            return f"fits {where}: resident {_kb(self.ram_resident_bytes)}, largest free block " \
+                   f"{_kb(self.ram_largest_free_bytes)} of a {_kb(self.heap_bytes)} heap"
+        s = f"does not fit {where}: " + "; ".join(self.reasons)
+        if self.advice:
+            s += "; " + self.advice[0]
+        return s
+
+
+def _kb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1024:.1f} KB"
+
+
+def heap_for(chip: str, psram: bool) -> Heap:
+    if chip not in MCU:
+        raise CheckUsageError(f"unknown chip {chip!r}; use one of: {', '.join(MCU)}")
+    try:
+        return HEAPS[(chip, psram)]
+    except KeyError:
+        raise CheckUsageError(f"{MCU[chip]} has no PSRAM: leave out --psram") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """The config file as a dict; CheckUsageError (one line) if it cannot be one."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise CheckUsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckUsageError(f"{path}: is a directory, not a config file") from None
+    except OSError as e:
+        raise CheckUsageError(f"{path}: {e.strerror or e}") from None
+    if b"\0" in data:
+        raise CheckUsageError(f"{path}: is a binary file, not a JSON config")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckUsageError(f"{path}: is not UTF-8 text, not a JSON config") from None
+    try:
+        cfg = json.loads(text)
+    except ValueError as e:
+        raise CheckUsageError(f"{path}: is not valid JSON ({e})") from None
+    if not isinstance(cfg, dict):
+        raise CheckUsageError(f"{path}: the config must be a JSON object")
+    return cfg
+
+
+def config_errors(cfg: dict, chip: str) -> list[dict]:
+    """The first config error (cyphy_node.config), else the first chip error
+    (cyphy.chips), as [{"field", "reason", "kind"}]; [] when the node would take it."""
+    from cyphy import chips
+    from cyphy_node import config as C
+
+    try:
+        C.validate(cfg)
+    except C.ConfigError as e:
+        return [{"field": e.path, "reason": e.reason, "kind": "config"}]
+    try:
+        chips.check_config(cfg, chip)
+    except chips.ChipConfigError as e:
+        return [{"field": e.path, "reason": e.reason, "kind": "chip"}]
+    return []
+
+
+# ---------------------------------------------------------------- the firmware's modules
+
+def _sources() -> dict[str, Path]:
+    """Module name on the node -> its source, for the modules /lib holds on an ESP32."""
+    r = firmware.REPO
+    out = {"cyphy_node": r / "firmware/lib/cyphy_node/__init__.py"}
+    for p in sorted((r / "firmware/lib/cyphy_node").glob("*.py")):
+        if p.stem != "__init__":
+            out["cyphy_node." + p.stem] = p
+    out["board"] = r / "boards/esp32/board.py"
+    out["boards.hal"] = r / "boards/hal.py"
+    for p in sorted((r / "boards/esp32").glob("*.py")):
+        out["boards.esp32." + p.stem] = p
+    return out
+
+
+def _module_imports(name: str, src: Path, known: dict[str, Path]) -> list[str]:
+    """The firmware modules `name` imports at module level (not inside functions)."""
+    tree = ast.parse(src.read_text(), str(src))
+    pkg = name if src.name == "__init__.py" else name.rpartition(".")[0]
+    found: list[str] = []
+
+    def add(mod: str) -> None:
+        if mod in known and mod not in found and mod != name:
+            found.append(mod)
+
+    def walk(stmts: list[ast.stmt]) -> None:
+        for st in stmts:
+            if isinstance(st, ast.Import):
+                for a in st.names:
+                    add(a.name)
+            elif isinstance(st, ast.ImportFrom):
+                base = st.module or ""
+                if st.level:
+                    parts = pkg.split(".")
+                    up = parts[:len(parts) - st.level + 1]
+                    base = ".".join(up + ([st.module] if st.module else []))
+                add(base)
+                for a in st.names:
+                    add(f"{base}.{a.name}")
+            elif isinstance(st, (ast.Try, ast.If)):
+                walk(st.body)
+                for h in getattr(st, "handlers", []):
+                    walk(h.body)
+                walk(st.orelse)
+    walk(tree.body)
+    if "." in name:
+        parent = name.rpartition(".")[0]
+        if parent in known:
+            found.insert(0, parent)
+    return found
+
+
+def import_order(roots: list[str]) -> list[str]:
+    """The firmware modules reachable from roots, each after the modules it imports."""
+    known = _sources()
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(m: str) -> None:
+        if m in seen or m not in known:
+            return
+        seen.add(m)
+        for d in _module_imports(m, known[m], known):
+            visit(d)
+        order.append(m)
+
+    for r in roots:
+        visit(r)
+    return order
+
+
+def boot_roots(cfg: dict) -> list[str]:
+    """What a node with this config imports while it boots (app.py), in that order."""
+    roots = ["cyphy_node", "cyphy_node.app", "cyphy_node.config", "cyphy_node.node", "cyphy_node.comms",
+             "cyphy_node.proto", "board"]
+    comms = cfg.get("comms") or {}
+    if comms.get("udp"):
+        roots += ["cyphy_node.net", "boards.esp32.wifi"]
+        if comms.get("follow"):
+            roots.append("cyphy_node.peer")
+    return roots
+
+
+# ---------------------------------------------------------------- the measuring snippets
+
+FAKE_MACHINE = '''\
+# A stand-in for the chip's machine module: only for measuring RAM and CPU (cyphy check).
+UV = {}
+class Pin:
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self.id = id
+        self.v = value or 0
+    def value(self, v=None):
+        if v is None:
+            return self.v
+        self.v = v
+class ADC:
+    ATTN_0DB = 0
+    ATTN_2_5DB = 1
+    ATTN_6DB = 2
+    ATTN_11DB = 3
+    def __init__(self, pin, atten=3):
+        self.uv = UV.get(pin.id, 1000000)
+    def read_uv(self):
+        return self.uv
+    def read_u16(self):
+        return self.uv // 51
+class PWM:
+    def __init__(self, pin, freq=1000, duty_u16=0):
+        self.d = duty_u16
+    def duty_u16(self, d=None):
+        if d is None:
+            return self.d
+        self.d = d
+    def deinit(self):
+        pass
+class DAC:
+    def __init__(self, pin):
+        self.v = 0
+    def write(self, v):
+        self.v = v
+class Timer:
+    PERIODIC = 1
+    ONE_SHOT = 0
+    def __init__(self, id=0):
+        self.cb = None
+    def init(self, mode=1, callback=None, period=None, freq=None):
+        self.cb = callback
+    def deinit(self):
+        self.cb = None
+class WDT:
+    def __init__(self, id=0, timeout=5000):
+        pass
+    def feed(self):
+        pass
+def unique_id():
+    return b"\\x24\\x0a\\xc4\\x00\\x00\\x01"
+def reset():
+    raise SystemExit(99)
+def reset_cause():
+    return 1
+def freq(f=None):
+    return 240000000
+'''
+
+FAKE_NETWORK = '''\
+# A stand-in for the chip's network module: only for measuring (cyphy check); never connects.
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+STAT_CONNECT_FAIL = 203
+class WLAN:
+    def __init__(self, iface=0):
+        self.on = False
+    def active(self, v=None):
+        if v is None:
+            return self.on
+        self.on = v
+    def connect(self, ssid, key=None):
+        pass
+    def disconnect(self):
+        pass
+    def isconnected(self):
+        return False
+    def status(self, *a):
+        return STAT_CONNECTING
+    def ifconfig(self, *a):
+        return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
+    def config(self, *a, **kw):
+        return None
+'''
+
+# Starts the node as boot.py does, on the stand-in board. SETUP runs first in both snippets.
+SETUP = '''
+import gc, sys, micropython
+gc.collect()
+_A0 = gc.mem_alloc()
+import machine
+machine.UV.update(UVS)
+if UDP:
+    import network
+gc.collect()
+_A1 = gc.mem_alloc()
+_M = []
+_T = []
+for _n in ORDER:
+    gc.collect()
+    _a = gc.mem_alloc()
+    __import__(_n)
+    micropython.mem_info()
+    gc.collect()
+    _M.append((_n, gc.mem_alloc() - _a))
+import board
+board._machine_name = lambda: MACHINE
+from cyphy_node import app
+node = app.boot()
+micropython.mem_info()
+gc.collect()
+_A2 = gc.mem_alloc()
+if node is None:
+    raise SystemExit("the node did not start")
+'''
+
+RAM = SETUP + '''
+gc.collect()
+micropython.mem_info(1)
+print("@cyphy-check " + repr([_A0, _A1, _A2, _M, sorted(sys.modules)]))
+'''
+
+CPU = SETUP + '''
+import time
+import pystone_lowmem
+_best = 0
+for _i in range(2):
+    _t, _s = pystone_lowmem.pystones(PASSES)
+    if _s > _best:
+        _best = _s
+_L = []
+for _lp in node.loops:
+    _n = 0
+    _t0 = time.ticks_ms()
+    while True:
+        _k = 0
+        while _k < 50:
+            _lp.tick()
+            _k += 1
+        _n += 50
+        _dt = time.ticks_diff(time.ticks_ms(), _t0)
+        if _dt >= TIMING_MS:
+            break
+    _L.append((_lp.name, _lp.rate_hz, _dt * 1000 / _n))
+print("@cyphy-check " + repr([_best, _L]))
+'''
+
+BARE = "import gc\ngc.collect()\nprint('@cyphy-check', gc.mem_alloc())\n"
+
+
+def _mid_uv(cfg: dict) -> dict[int, int]:
+    """Each ADC pin's reading at the middle of its channel's valid range (microvolts)."""
+    out = {}
+    for ch in cfg.get("channels", []):
+        if ch.get("kind") != "adc":
+            continue
+        s = ch["scale"]
+        lo, hi = ch["valid"]
+        e = (lo + hi) / 2
+        mv = s["mv_min"] + (e - s["eng_min"]) * (s["mv_max"] - s["mv_min"]) / (s["eng_max"] - s["eng_min"])
+        out[ch["pin"]] = int(mv * 1000)
+    return out
+
+
+def _prelude(cfg: dict, chip: str, order: list[str]) -> str:
+    udp = bool((cfg.get("comms") or {}).get("udp"))
+    return (f"UVS = {_mid_uv(cfg)!r}\nUDP = {udp!r}\nORDER = {order!r}\nMACHINE = {MACHINE[chip]!r}\n"
+            f"PASSES = {PYSTONE_PASSES}\nTIMING_MS = {TIMING_MS}\n")
+
+
+def _files(cfg: dict, with_pystone: bool) -> dict[str, bytes]:
+    from cyphy import mp32
+
+    files = dict(mp32.firmware_files("esp32"))
+    files["/lib/machine.py"] = FAKE_MACHINE.encode()
+    files["/lib/network.py"] = FAKE_NETWORK.encode()
+    files["/config.json"] = json.dumps(cfg).encode()
+    secrets: dict[str, Any] = {"key": "5a" * 32}
+    if (cfg.get("comms") or {}).get("udp"):
+        secrets["wifi"] = {"ssid": "cyphy-check", "password": "measuring-only"}
+    files["/secrets.json"] = json.dumps(secrets).encode()
+    if with_pystone:
+        from cyphy.sim import speed
+
+        bench = speed.benchmark_path()
+        if bench.exists():
+            files["/lib/pystone_lowmem.py"] = bench.read_bytes()
+    return files
+
+
+def _marker(stdout: str) -> Any:
+    for ln in reversed(stdout.splitlines()):
+        if ln.startswith("@cyphy-check "):
+            return ast.literal_eval(ln[len("@cyphy-check "):])
+    return None
+
+
+def _totals(stdout: str) -> list[int]:
+    return [int(m) for m in re.findall(r"GC: total: (\d+)", stdout)]
+
+
+def _max_free(stdout: str) -> int | None:
+    m = re.findall(r"max free sz: (\d+)", stdout)
+    return int(m[-1]) * BLOCK if m else None
+
+
+def _arena_request(total: int) -> int:
+    """The heap to ask the port for so that its GC arena is about `total` bytes (the GC's
+    own tables take the rest: asking for 65536 gives a 64000-byte arena on this port)."""
+    return int(math.ceil(total * 65536 / 64000 / BLOCK)) * BLOCK
+
+
+def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = True,
+          heap: Heap | None = None) -> Report:
+    """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table.
+    Raises CheckUsageError for an unknown chip, mp32.Mp32Error if the 32-bit MicroPython
+    cannot run (or the firmware fails on it)."""
+    import time as _time
+
+    from cyphy import mp32
+
+    t0 = _time.monotonic()
+    h = heap or heap_for(chip, psram)
+    rep = Report(chip=chip, psram=psram, heap_bytes=h.bytes, heap_source=h.source,
+                 config_name=cfg.get("name") if isinstance(cfg.get("name"), str) else None)
+    rep.errors = config_errors(cfg, chip)
+    if rep.errors:
+        rep.seconds = _time.monotonic() - t0
+        return rep
+    from cyphy_node import config as C
+
+    full = C.validate(cfg).to_dict()
+    order = import_order(boot_roots(full))
+    pre = _prelude(full, chip, order)
+    want_cpu = timing and _has_pystone()
+    files = _files(full, want_cpu)
+    snippets = [mp32.Snippet(BARE, heap_bytes=64 * 1024, files={}),
+                mp32.Snippet(pre + RAM, heap_bytes=_arena_request(h.bytes + PAD), files=files)]
+    if want_cpu:
+        snippets.append(mp32.Snippet(pre + CPU, heap_bytes=max(mp32.DEFAULT_HEAP, _arena_request(h.bytes + PAD)),
+                                     files=files))
+    res = mp32.run_many(snippets)
+    bare = _marker(res[0].check().stdout)
+    ram = res[1]
+    if not ram.ok:
+        raise mp32.Mp32Error(f"the firmware did not start on the 32-bit MicroPython with this config "
+                             f"(exit {ram.status}):\n{ram.stdout[-2000:]}\n{ram.stderr[-2000:]}")
+    a0, a1, a2, mods, _loaded = _marker(ram.stdout)
+    rep.measuring_bytes = a1 - int(bare)
+    rep.modules = {n: int(b) for n, b in mods}
+    resident = int(bare) + (a2 - a1)
+    rep.ram_resident_bytes = resident
+    totals = _totals(ram.stdout)
+    rep.heap_grew = ram.grew or (bool(totals) and max(totals) > ram.heap_initial)
+    free = max(0, h.bytes - resident)
+    rep.ram_free_bytes = free
+    # The snippet's heap is the chip's plus PAD for the measuring code: what PAD gives beyond
+    # that code is free space the chip would not have, taken off the largest free block.
+    excess = max(0, ram.heap_initial - h.bytes - rep.measuring_bytes)
+    largest = max(0, (_max_free(ram.stdout) or 0) - excess)
+    rep.ram_largest_free_bytes = min(largest, free, h.area)
+    rep.loops = {lp["name"]: {"rate_hz": lp["rate_hz"], "cpu_pct": None, "tick_us": None}
+                 for lp in full["loops"]}
+    if want_cpu:
+        cpu = res[2]
+        if cpu.ok:
+            from cyphy.sim import speed
+
+            best, loops = _marker(cpu.stdout)
+            rep.port_pystones = float(best)
+            k = float(best) / speed.CHIP_PYSTONES[chip]     # chip us per port us
+            for name, rate, us in loops:
+                chip_us = us * k
+                rep.loops[name] = {"rate_hz": rate, "tick_us": round(chip_us, 1),
+                                   "cpu_pct": round(chip_us * rate / 1e4, 2)}
+    _judge(rep, h)
+    rep.seconds = _time.monotonic() - t0
+    return rep
+
+
+def _has_pystone() -> bool:
+    from cyphy.sim import speed
+
+    return speed.benchmark_path().exists()
+
+
+def _judge(rep: Report, h: Heap) -> None:
+    budget = h.bytes - MARGIN
+    assert rep.ram_resident_bytes is not None and rep.ram_largest_free_bytes is not None
+    if rep.heap_grew:
+        rep.reasons.append(f"the node needs more than the {_kb(h.bytes)} heap while it boots")
+    if rep.ram_resident_bytes > budget:
+        rep.reasons.append(f"resident {_kb(rep.ram_resident_bytes)} is over {_kb(budget)} "
+                           f"(the {_kb(h.bytes)} heap less a {_kb(MARGIN)} margin)")
+    if rep.ram_largest_free_bytes < MARGIN:
+        rep.reasons.append(f"largest free block {_kb(rep.ram_largest_free_bytes)} is under {_kb(MARGIN)}")
+    ram_short = bool(rep.reasons)
+    busy = sum(v["cpu_pct"] for v in rep.loops.values() if v.get("cpu_pct") is not None)
+    if busy > 100:
+        rep.reasons.append(f"the loops need {busy:.0f} % of the CPU at {MCU[rep.chip]} speed")
+    if ram_short:
+        big = sorted(rep.modules.items(), key=lambda kv: -kv[1])[:3]
+        rep.advice.append("drop or shrink the biggest modules: " + ", ".join(f"{n} {_kb(b)}" for n, b in big))
+    if busy > 100:
+        heavy = sorted(((v["cpu_pct"], n) for n, v in rep.loops.items() if v.get("cpu_pct") is not None),
+                       reverse=True)[:3]
+        rep.advice.append("slow down or drop the busiest loops: "
+                          + ", ".join(f"{n} {p:.1f} % CPU" for p, n in heavy))
+    if ram_short and not rep.psram and (rep.chip, True) in HEAPS:
+        rep.advice.append("or use a board with PSRAM (--psram)")
