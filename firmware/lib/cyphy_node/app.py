@@ -13,9 +13,9 @@ SECRETS_FILE = "/secrets.json"
 
 
 def _keep_error(msg):
+    from .store import write_atomic
     try:
-        with open(ERROR_FILE, "w") as f:
-            f.write(msg + "\n")
+        write_atomic(ERROR_FILE, msg + "\n")
     except OSError:
         pass
 

@@ -476,7 +476,6 @@ class Endpoint:
 
     def _patch_config(self, text):
         import json
-        import os
         from .config import validate, ConfigError
 
         try:
@@ -493,10 +492,8 @@ class Endpoint:
             validate(cfg)
         except ConfigError as e:
             raise P.ProtoError(str(e), P.R_OUT_OF_RANGE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(cfg, f)
-        os.rename(tmp, path)             # atomic: a reset keeps the old or the new file
+        from .store import write_atomic
+        write_atomic(path, json.dumps(cfg))  # a reset keeps the old or the new file
         return b"applied at the next boot"
 
     def _update_period(self):

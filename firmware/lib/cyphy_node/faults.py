@@ -57,11 +57,8 @@ class FaultLog:
             lines.append("%d %s %s %d" % (self._t[i], name,
                                           KINDS.get(self._kind[i], "?"), self._val[i]))
         lines = lines[-KEEP:]
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        import os
-        os.rename(tmp, self.path)
+        from .store import write_atomic
+        write_atomic(self.path, "\n".join(lines) + "\n")
         self.n = 0      # only once written: a failed flush keeps them for the next one
         if self.listener is not None:   # e.g. the protocol's fault events
             for i in range(n):

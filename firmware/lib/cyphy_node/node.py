@@ -743,13 +743,10 @@ class Node:
 
     def _save_tunings(self):
         import json
-        import os
+        from .store import write_atomic
 
-        tmp = self.tune_path + ".tmp"
         try:
-            with open(tmp, "w") as f:
-                json.dump(self.tuned, f)
-            os.rename(tmp, self.tune_path)  # atomic: a reset keeps the old or the new file
+            write_atomic(self.tune_path, json.dumps(self.tuned))
         except OSError:
             pass
 
