@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	npm ci --silent --no-audit --no-fund
 	$(BIN)/python -m cyphy.sim.speed fetch >/dev/null
+	$(BIN)/python -m cyphy.sim.speed >/dev/null  # calibrate now, while the machine is quiet
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -40,6 +40,7 @@ _HALF = const(1 << 29)
 _MAX_TIMERS = const(4)  # ESP32 has four hardware timer channels: Timer(0)..Timer(3)
 _DEPTH = const(8)  # ESP32's MICROPY_SCHEDULER_DEPTH (ports/esp32/mpconfigport.h)
 _QMASK = const(0xFFFF)
+_STALL_SRC_MAX_US = const(500)  # --speed chip: a callback's host time counted at most (x slowdown)
 _ISR_IDLE_US = const(2000)  # the timer thread looks for newly armed timers this often
 # indices into Clock._q (written by one side each: no locks needed)
 _HEAD = const(0)  # fires queued (timer thread)
@@ -286,9 +287,13 @@ class Clock:
             self._stall(t0)
 
     def _stall(self, t0):
-        # --speed chip: the callback took (scale - 1) times longer on the chip
+        # --speed chip: the callback took (scale - 1) times longer on the chip. d is wall
+        # time, so a host that preempted the node inflates it: capped, so that one
+        # preemption does not turn into seconds of stall.
         if self.slow:
             d = _t.ticks_us() - t0
+            if d > _STALL_SRC_MAX_US:
+                d = _STALL_SRC_MAX_US
             end = _t.ticks_us() + d * (self.scale_x1000 - 1000) // 1000
             while _t.ticks_us() < end:
                 pass

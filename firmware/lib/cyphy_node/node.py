@@ -296,7 +296,6 @@ class Node:
 
     def __init__(self, config, board, watchdog_ms=None, fault_path="/faults.log",
                  tune_path="/autotune.json"):
-        self.config = config
         self.board = board
         ch = {}
         # Outputs first: every actuator is at its fail-safe value before anything else.
