@@ -21,11 +21,13 @@ def _keep_error(msg):
 
 
 def _boot():
-    # Every module first, while the heap is still in one piece: loading a module interns
-    # its names, and MicroPython grows its name table in blocks that double in size and
-    # must be contiguous; once the node's objects are spread over the heap, a late import
-    # can fail for want of one such block though plenty of memory is free.
-    from . import config, node, comms, proto  # noqa: F401
+    # When memory is short the node degrades in order: the loops and their safety (fail-safe
+    # outputs, watchdog) first, then comms, then conveniences; each part that could not
+    # start is named (node.dropped) and printed. So the control modules are imported first;
+    # comms and the rest come after the loops run, each in its own try. (A late import can
+    # fail for want of a contiguous block for MicroPython's name table even with memory
+    # free: that drops comms, never the loops.)
+    from . import config, node  # noqa: F401
     import board  # noqa: F401
     try:
         cfg = config.load("/config.json")
@@ -53,11 +55,37 @@ def _boot():
         return None
     n.start()
     print("cyphy: node %s running %d loop(s); `node` in the REPL" % (cfg.name, len(n.loops)))
+    s = _secrets()
     try:
-        _comms(n, cfg, b)
+        _endpoint(n, cfg, s)
+    except MemoryError:
+        _drop(n, "comms", "not enough memory", ("cyphy_node.comms", "cyphy_node.proto"))
+        return n
     except Exception as e:  # the loops run on without a protocol endpoint
-        print("cyphy: comms not started: %r" % (e,))
+        _drop(n, "comms", repr(e), ())
+        return n
+    if cfg.comms.udp:
+        try:
+            _wifi(n, cfg, b, s)
+        except MemoryError:
+            _drop(n, "wifi", "not enough memory", ("cyphy_node.net", "cyphy_node.peer"))
+        except Exception as e:  # the serial protocol runs on
+            _drop(n, "wifi", repr(e), ())
     return n
+
+
+def _drop(n, part, why, modules):
+    # A part that could not start: say so, keep its name, free what it left behind.
+    import gc
+    if part == "comms":
+        n.comms = None
+    elif n.comms is not None:
+        n.comms.net = None
+    for m in modules:
+        _forget(m)
+    gc.collect()
+    n.dropped.append(part)
+    print("cyphy: %s dropped (%s, %d bytes free); the loops and their safety run" % (part, why, gc.mem_free()))
 
 
 def _forget(name):
@@ -68,7 +96,7 @@ def _forget(name):
     p = sys.modules.get(pkg)
     try:
         delattr(p, mod)
-    except (AttributeError, TypeError):
+    except (AttributeError, TypeError, KeyError):  # not there (MicroPython: KeyError)
         pass
     gc.collect()
 
@@ -85,13 +113,12 @@ def _secrets():
         return {}
 
 
-def _comms(n, cfg, b):
-    """The protocol endpoint (docs/protocol.md): serial always, UDP when configured."""
+def _endpoint(n, cfg, s):
+    """The protocol endpoint (docs/protocol.md) on the serial console."""
     import gc
     gc.collect()
     from . import VERSION, proto
     from .comms import Endpoint
-    s = _secrets()
     key = None
     if s.get("key"):
         try:
@@ -100,21 +127,21 @@ def _comms(n, cfg, b):
             print("cyphy: %s: the key is unusable (%s); provision the node again" % (SECRETS_FILE, e))
     if key is None:
         print("cyphy: no key: the protocol runs without authentication (provision a key)")
-    ep = Endpoint(n, key, cfg.node_id, cfg.name, VERSION)
-    n.attach(ep)
-    if not cfg.comms.udp:
-        return
+    n.attach(Endpoint(n, key, cfg.node_id, cfg.name, VERSION))
+
+
+def _wifi(n, cfg, b, s):
+    """UDP over Wi-Fi (comms.udp). Never waits: the keeper connects (and reconnects after a
+    drop) in the background, and the UDP port opens once the link is up (net.py)."""
     w = s.get("wifi") or {}
     if not w.get("ssid"):
         print("cyphy: comms.udp is on but no Wi-Fi credentials were provisioned")
         return
-    # Never waits: the keeper connects (and reconnects after a drop) in the background,
-    # and the UDP port opens once the link is up (cyphy_node/net.py).
     from .net import Net
     keeper = b.wifi_keeper(w["ssid"], w.get("password", ""))
     keeper.start()
-    ep.net = Net(ep, b, keeper, cfg.comms.udp_port, cfg.comms.follow or (),
-                 s.get("peer_keys") or {})
+    n.comms.net = Net(n.comms, b, keeper, cfg.comms.udp_port, cfg.comms.follow or (),
+                      s.get("peer_keys") or {})
     print("cyphy: Wi-Fi: joining %s; UDP port %d opens once connected" % (w["ssid"], cfg.comms.udp_port))
 
 

@@ -337,6 +337,7 @@ class Node:
         self._soft = 0                          # 1 while a soft callback of ours runs
         self._svc_queued = 0                    # a service callback is scheduled (soft-owned)
         self.service_misses = 0                 # service requests the full queue refused
+        self.dropped = []                       # parts that could not start (app.py: memory)
         self._w = 0                             # the last pass's wait (us), -1: Ctrl-C
         self._gen = _passes(self)               # the guarded pass (see _passes)
         self._tuning = 0                        # autotunes running
@@ -643,7 +644,8 @@ class Node:
         REPL); returns when the host leaves or a person types. The loops keep running."""
         from .comms import serve
         if self.comms is None:
-            raise RuntimeError("no comms endpoint: main.py attaches one at boot")
+            raise RuntimeError("no comms endpoint: it did not start at boot (node.dropped: %r)"
+                               % (self.dropped,))
         why, line = serve(self.comms, self)
         print("\ncyphy: protocol session ended (%s); the loops keep running" % why)
         if line:
