@@ -1,8 +1,9 @@
 # The HAL (boards/hal.py) on ESP32-family boards, written against MicroPython's ESP32
-# port: machine.ADC/PWM/DAC/Pin/Timer/WDT, network.WLAN and socket (UDP). The chips and
-# their DevKit pin maps are data in pins.py (the one description, shared with the sim
-# and the host). Board() is the board we run on (its chip from os.uname().machine),
-# Board(variant) a given DevKit, detect() the one Board object of this node.
+# port: machine.ADC/PWM/DAC/Pin/Timer/WDT, network.WLAN and socket (UDP). Each chip and
+# its DevKit pin map is data in its own module, boards/esp32/chip_<chip>.py (the one
+# description, shared with the sim and the host); pins.py is what they share. Board() is
+# the board we run on (its chip from os.uname().machine), Board(variant) a given DevKit,
+# detect() the one Board object of this node; only the chip asked for is imported.
 #
 # Only exercised so far on the sim board (boards/sim), whose machine module follows
 # ESP32's API, and against a recording fake machine in tests/firmware/test_hal.py.
@@ -242,14 +243,14 @@ class Board(hal.Board):
             # The chip we run on: MicroPython's os.uname().machine ends with " with ESP32",
             # " with ESP32S3" or " with ESP32C3" (its board's MICROPY_HW_MCU_NAME).
             variant = variant_of(_machine_name())
-        if variant not in _pins.VARIANTS:
-            raise ValueError("unknown ESP32 board variant %r; known: %s" % (variant, ", ".join(sorted(_pins.VARIANTS))))
-        d = _pins.VARIANTS[variant]
+        if variant not in _pins.BOARD_CHIP:
+            raise ValueError("unknown ESP32 board variant %r; known: %s" % (variant, ", ".join(sorted(_pins.BOARD_CHIP))))
+        d = _pins.board(variant)  # imports this DevKit's chip module, and no other
         self._d = d
         self.variant = variant
         self.name = d["name"]
         self.mcu = d["mcu"]
-        self.chip = d["chip"]  # "esp32", "esp32s3", "esp32c3": pins.CHIPS
+        self.chip = d["chip"]  # "esp32", "esp32s3", "esp32c3": boards/esp32/chip_<chip>.py
         # The clock is the time module's: instance attributes, so that calling
         # board.ticks_us() costs no bound-method allocation.
         self.ticks_us = time.ticks_us

@@ -1,5 +1,6 @@
-"""The chips cyphy runs on, for the host: boards/esp32/pins.py (the one description of each
-chip, also read by the node's HAL and by the sim ROM) and the chip-aware config check that
+"""The chips cyphy runs on, for the host: boards/esp32/chip_<chip>.py (the one description of
+each chip and its DevKit) with boards/esp32/pins.py (what they share), the files the node's
+HAL and the sim ROM also read, and the chip-aware config check that
 `cyphy provision` runs before writing anything (and a later `cyphy check --chip` can reuse).
 
     from cyphy import chips
@@ -31,7 +32,8 @@ class ChipConfigError(ValueError):
 
 @lru_cache(maxsize=1)
 def description() -> dict:
-    """boards/esp32/pins.py's namespace: CHIPS, BOARDS, CHIP_BOARD, pwm_error, ..."""
+    """boards/esp32/pins.py's namespace with every chip loaded (cyphy.sim.nodes.chips()):
+    CHIPS, BOARDS, CHIP_BOARD, pwm_error, ..."""
     return _load_chips()
 
 

@@ -19,9 +19,10 @@
 #
 # The chip (`cyphy sim start --chip esp32|esp32s3|esp32c3`, boot argument chip=) decides
 # the pins and their functions, the DAC (ESP32 only), the ADC's response and the PWM
-# limits, all from boards/esp32/pins.py (CHIPS), the same description the HAL uses.
+# limits, all from the chip's description (boards/esp32/chip_<chip>.py, with pins.py),
+# the same description the HAL uses.
 #
-# The ADC is not a perfect line ([IDF-ADC] and [MP-ADC] in pins.py): read_u16() and read()
+# The ADC is not a perfect line (_adc.py; [IDF-ADC] and [MP-ADC] in pins.py): read_u16() and read()
 # give the raw conversion, non-linear as on the chip (0 below about 50-75 mV on ESP32, a
 # toe up to the documented lower bound, compressed and saturating above the documented
 # upper bound, its gain off by the chip instance's Vref); read_uv() is the calibrated
@@ -43,32 +44,51 @@ def _boot_arg(key, default):
     return default
 
 
-def _load_chips():
-    """boards/esp32/pins.py, the one description of each chip (the firmware's HAL and the
-    host read the same file). The supervisor hands its text over in the environment
-    (CYPHY_SIM_CHIPS), since the node's sandbox lets it read only the ROM's directory;
-    without it (no sandbox) the file is read from the repository."""
+CHIP = _boot_arg("chip", "esp32")
+
+
+def _load_chip():
+    """boards/esp32/pins.py (what the chips share) and CHIP's own description,
+    boards/esp32/chip_<CHIP>.py: the files the firmware's HAL and the host read. The
+    supervisor hands their text over in the environment (CYPHY_SIM_CHIPS, a JSON object:
+    file name -> text), since the node's sandbox lets it read only the ROM's directory;
+    without it (no sandbox) the files are read from the repository. Only this chip's
+    description is loaded, as on a node."""
     import os
 
     src = os.getenv("CYPHY_SIM_CHIPS")
-    if not src:
-        rom = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
-        with open(rom + "/../../esp32/pins.py") as f:
-            src = f.read()
-    ns = {"__name__": "pins"}
-    exec(src, ns)
-    return ns
+    files = None
+    if src:
+        import json
+
+        files = json.loads(src)
+    rom = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
+
+    def run(name):
+        if files is not None:
+            text = files.get(name)
+            if text is None:
+                raise SystemExit("sim: no %s in CYPHY_SIM_CHIPS" % name)
+        else:
+            with open(rom + "/../../esp32/" + name) as f:
+                text = f.read()
+        ns = {"__name__": name[:-3]}
+        exec(text, ns)
+        return ns
+
+    pins = run("pins.py")
+    if CHIP not in pins["CHIP_NAMES"]:
+        raise SystemExit("sim: unknown chip %r" % (CHIP,))
+    pins["CHIPS"][CHIP] = run("chip_" + CHIP + ".py")["CHIP"]
+    return pins
 
 
-_pins = _load_chips()
-CHIP = _boot_arg("chip", "esp32")
-if CHIP not in _pins["CHIPS"]:
-    raise SystemExit("sim: unknown chip %r" % (CHIP,))
+_pins = _load_chip()
 C = _pins["CHIPS"][CHIP]
-_adc_raw = _pins["adc_raw"]  # the raw response and the calibration (ints, allocation-free)
-_adc_cal_uv = _pins["adc_cal_uv"]
+# the raw response and the calibration (ints, allocation-free): the sim's model, _adc.py
+from _adc import adc_points as _adc_points, adc_raw as _adc_raw, adc_cal_uv as _adc_cal_uv  # noqa: E402
 MCU = C["mcu"]  # "ESP32", "ESP32-S3", "ESP32-C3"
-UNAME = C["uname"]  # os.uname().machine: "cyphy-sim with " + UNAME
+UNAME = _pins["uname"](CHIP)  # os.uname().machine: "cyphy-sim with " + UNAME
 
 # The bare chip's pins (the HAL's DevKit maps refuse more, e.g. the console's UART pins).
 _GPIO = C["gpio"]
@@ -244,7 +264,7 @@ def make_machine_classes(bench, on_wdt):
                 raise ValueError("invalid attenuation")
             self._atten = a
             # (zero, lo, hi, sat, den, gain): the raw curve of this chip instance
-            self._p = pins["adc_points"](CHIP, a, bench.adc_gain_ppm)
+            self._p = _adc_points(C, a, bench.adc_gain_ppm)
             self._cal_ppm, self._cal_uv = bench.cal[a]
 
         def width(self, bits):

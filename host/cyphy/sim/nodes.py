@@ -58,19 +58,38 @@ def rom_dir() -> Path:
 
 
 def chips_path() -> Path:
-    """boards/esp32/pins.py: the one description of each chip (pins, ADC, PWM, timers,
-    esptool identity), read by the firmware's HAL, the sim ROM and the host."""
+    """boards/esp32/pins.py: what the chip descriptions share (chip names, recognising a
+    chip, the DevKit builder, pwm_error), read by the firmware's HAL, the sim ROM and the
+    host. Each chip's own description is chip_path(chip)."""
     return repo_root() / "boards" / "esp32" / "pins.py"
 
 
-def chips_source() -> str:
-    return chips_path().read_text()
+def chip_path(chip: str) -> Path:
+    """boards/esp32/chip_<chip>.py: the one description of a chip and its DevKit (pins,
+    ADC, PWM, timers, esptool identity)."""
+    return repo_root() / "boards" / "esp32" / f"chip_{chip}.py"
+
+
+def chips_source(chip: str | None = None) -> str:
+    """What the sim ROM's _hw.py reads (CYPHY_SIM_CHIPS): a JSON object of file name ->
+    text, pins.py and the chip's own chip_<chip>.py (every chip's when chip is None)."""
+    files = {"pins.py": chips_path().read_text()}
+    for c in (chip,) if chip else CHIP_NAMES:
+        if c in CHIP_NAMES:
+            files[chip_path(c).name] = chip_path(c).read_text()
+    return json.dumps(files)
 
 
 def chips() -> dict:
-    """The chip description module's namespace (CHIPS, BOARDS, pwm_error, ...)."""
+    """pins.py's namespace with every chip loaded: CHIPS (name -> its CHIP), BOARDS (the
+    DevKits, by variant), CHIP_BOARD, pwm_error, chip_of_machine, ..."""
     ns: dict = {"__name__": "pins"}
-    exec(compile(chips_source(), str(chips_path()), "exec"), ns)
+    exec(compile(chips_path().read_text(), str(chips_path()), "exec"), ns)
+    for c in CHIP_NAMES:
+        m: dict = {"__name__": f"chip_{c}"}
+        exec(compile(chip_path(c).read_text(), str(chip_path(c)), "exec"), m)
+        ns["CHIPS"][c] = m["CHIP"]
+        ns["board"](ns["CHIP_BOARD"][c], m["BOARD"])
     return ns
 
 

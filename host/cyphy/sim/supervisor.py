@@ -170,9 +170,9 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
-            # The chips' description (boards/esp32/pins.py) for the ROM's _hw.py: the node's
-            # sandbox lets it read only the ROM's own directory.
-            env={**os.environ, "CYPHY_SIM_CHIPS": chips_source()},
+            # The node's chip description (boards/esp32/pins.py and chip_<chip>.py) for the
+            # ROM's _hw.py: the node's sandbox lets it read only the ROM's own directory.
+            env={**os.environ, "CYPHY_SIM_CHIPS": chips_source(node.chip())},
         )
         for fd in (self.stdin_w, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
