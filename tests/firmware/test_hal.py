@@ -545,6 +545,9 @@ THERMAL = {
 HAL_FILES = [("boards/hal.py", "lib/boards/hal.py"),
              ("boards/esp32/board.py", "lib/boards/esp32/board.py"),
              ("boards/esp32/pins.py", "lib/boards/esp32/pins.py"),
+             ("boards/esp32/chip_esp32.py", "lib/boards/esp32/chip_esp32.py"),
+             ("boards/esp32/chip_esp32s3.py", "lib/boards/esp32/chip_esp32s3.py"),
+             ("boards/esp32/chip_esp32c3.py", "lib/boards/esp32/chip_esp32c3.py"),
              ("boards/sim/board.py", "lib/boards/sim/board.py")]
 SETUP = "from boards.esp32.board import detect\nb = detect()\n"
 UV_PER_DEGC = 2_450_000 / 150

@@ -32,6 +32,9 @@ def expected_tree(target: str) -> list[tuple[str, str, bool]]:
     out += [("boards/hal.py", "/lib/boards/hal.mpy", True),
             ("boards/esp32/board.py", "/lib/boards/esp32/board.mpy", True),
             ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy", True),
+            ("boards/esp32/chip_esp32.py", "/lib/boards/esp32/chip_esp32.mpy", True),
+            ("boards/esp32/chip_esp32s3.py", "/lib/boards/esp32/chip_esp32s3.mpy", True),
+            ("boards/esp32/chip_esp32c3.py", "/lib/boards/esp32/chip_esp32c3.mpy", True),
             ("boards/esp32/wifi.py", "/lib/boards/esp32/wifi.mpy", True)]
     if target == "sim":
         out.append(("boards/sim/board.py", "/lib/boards/sim/board.mpy", True))
