@@ -252,6 +252,27 @@ def sim(R: Records) -> list[str]:
     return out
 
 
+def ram(R: Records) -> list[str]:
+    rows = []
+    for r in R.all("ram_resident_bytes"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        lf = R.value("ram_largest_free_bytes", "cyphy", loops=p.get("loops"))
+        rows.append([_fmt(p.get("loops")), _fmt(r["value"]), _fmt(lf), _fmt(p.get("heap_bytes")),
+                     "yes" if p.get("fits") else "no", "yes" if p.get("within_budget") else "no"])
+    if not rows:
+        return []
+    free = R.value("ram_free_bytes", "micropython")
+    out = ["**7. RAM on a 32-bit MicroPython** (`cyphy check`: the firmware booted as on an "
+           "ESP32-WROOM without PSRAM; budget: resident <= 40 KB, largest free block >= 32 KB)", ""]
+    out += _table(["Loops", "Resident (B)", "Largest free (B)", "Heap (B)", "Fits", "Within budget"],
+                  rows, "rrrrll")
+    if free is not None:
+        out += [f"A plain MicroPython leaves {_fmt(free)} B of that heap free.", ""]
+    return out
+
+
 def not_measured(R: Records) -> list[str]:
     rows = []
     for r in R.recs:
@@ -265,6 +286,6 @@ def not_measured(R: Records) -> list[str]:
 def markdown(recs: list[dict]) -> str:
     R = Records(recs)
     out: list[str] = []
-    for part in (machine, control, protocol, transfer, latency, fleet, sim, not_measured):
+    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, not_measured):
         out += part(R)
     return "\n".join(out).rstrip() + "\n"

@@ -599,6 +599,13 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     return rep
 
 
+def bare_bytes() -> int:
+    """What a plain MicroPython holds in its heap before any code runs (the 32-bit port)."""
+    from cyphy import mp32
+
+    return int(_marker(mp32.run(BARE, heap_bytes=64 * 1024, files={}).check().stdout))
+
+
 def _has_pystone() -> bool:
     from cyphy.sim import speed
 

@@ -1,0 +1,67 @@
+"""Section 7, RAM on a 32-bit MicroPython (issue 12): what the firmware takes on a node.
+
+`cyphy check` (host/cyphy/check.py) boots the firmware as boot.py does on the MicroPython
+WebAssembly port (32-bit words and 31-bit ints, as on ESP32) in an ESP32's typical heap,
+for configs of one, two and eight PID loops (serial protocol, no Wi-Fi): resident bytes
+after boot, free bytes and the largest free block in an ESP32-WROOM's heap (~110 KB,
+MicroPython 1.22+ without PSRAM), next to what a plain MicroPython leaves free there.
+The budget (issue 12): resident at most 40 KB, largest free block at least 32 KB.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import common as C
+
+# ADC1 pins and PWM-capable outputs of an ESP32 DevKitC, one pair per loop
+ADC = [32, 33, 34, 35, 36, 39, 4, 13]
+PWM = [16, 17, 18, 19, 21, 22, 23, 25]
+BUDGET = 40 * 1024
+
+
+def loops_config(n: int) -> dict:
+    base = copy.deepcopy(C.CONFIG)
+    temp = next(c for c in base["channels"] if c["kind"] == "adc")
+    heat = next(c for c in base["channels"] if c["kind"] == "pwm")
+    loop = base["loops"][0]
+    cfg = {k: v for k, v in base.items() if k not in ("channels", "loops", "plant")}
+    cfg["name"] = f"ram-{n}"
+    cfg["channels"], cfg["loops"] = [], []
+    for i in range(n):
+        t = dict(temp, name=f"t{i}", pin=ADC[i])
+        h = dict(heat, name=f"h{i}", pin=PWM[i])
+        lp = copy.deepcopy(loop)
+        lp.update(name=f"loop{i}", sensor=t["name"], actuator=h["name"])
+        cfg["channels"] += [t, h]
+        cfg["loops"].append(lp)
+    return cfg
+
+
+def run(ctx) -> list[dict]:
+    from cyphy import check
+
+    out: list[dict] = []
+    wroom = check.heap_for("esp32", False)
+    for n in (1, 2, 8):
+        ctx.log(f"ram: {n} loop(s)")
+        rep = check.check(loops_config(n), "esp32", psram=False, timing=False)
+        p = {"loops": n, "chip": "esp32", "heap_bytes": wroom.bytes, "fits": rep.fits,
+             "budget_bytes": BUDGET, "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET,
+             "heap_grew": rep.heap_grew}
+        if rep.errors:
+            out.append(C.skipped("ram_resident_bytes", "B", f"config error: {rep.errors}", loops=n))
+            continue
+        out += [C.record("ram_resident_bytes", rep.ram_resident_bytes, "B", **p),
+                C.record("ram_largest_free_bytes", rep.ram_largest_free_bytes, "B", **p)]
+        if n == 1:
+            top = sorted(rep.modules.items(), key=lambda kv: -kv[1])[:6]
+            out.append(C.record("ram_modules_top_bytes", sum(b for _, b in top), "B",
+                                modules=dict(top)))
+    bare = check.bare_bytes() if hasattr(check, "bare_bytes") else None
+    if bare is not None:
+        out.append(C.record("ram_free_bytes", wroom.bytes - bare, "B", system="micropython",
+                            chip="esp32", heap_bytes=wroom.bytes,
+                            note="a plain MicroPython's heap on an ESP32-WROOM, less what the bare "
+                                 "interpreter holds (measured on the 32-bit port)"))
+    return out
