@@ -12,7 +12,9 @@ small evaluator of the manifest functions the file uses). For a target, "esp32" 
       /lib/cyphy_node/*.mpy           firmware/lib/cyphy_node/*.py
       /lib/boards/hal.mpy             boards/hal.py
       /lib/boards/esp32/board.mpy     boards/esp32/board.py
-      /lib/boards/esp32/pins.mpy      boards/esp32/pins.py
+      /lib/boards/esp32/pins.mpy      boards/esp32/pins.py (what the chips share)
+      /lib/boards/esp32/chip_*.mpy    boards/esp32/chip_esp32.py, chip_esp32s3.py, chip_esp32c3.py
+                                      (one per chip; a node imports only its own)
       /lib/boards/esp32/wifi.mpy      boards/esp32/wifi.py
       /lib/boards/sim/board.mpy       boards/sim/board.py (target "sim" only)
       /lib/board.mpy                  boards/esp32/board.py, or boards/sim/board.py on a sim
