@@ -95,7 +95,7 @@ def rss_per_node(lab, names: list[str]) -> tuple[float, float, float]:
 def run(ctx) -> list[dict]:
     from cyphy.client import Session
     from cyphy.links import UdpLink
-    from cyphy_node import proto as P
+    from cyphy import codec as P
 
     sizes = [10] if ctx.quick else [10, 50, 100]
     seconds = 3.0 if ctx.quick else 10.0

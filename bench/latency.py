@@ -75,7 +75,7 @@ def measure(session, n: int, log) -> tuple[list[float], list[float]]:
 def run(ctx) -> list[dict]:
     from cyphy.client import Session
     from cyphy.links import SerialLink, UdpLink
-    from cyphy_node import proto as P
+    from cyphy import codec as P
 
     n = 30 if ctx.quick else 200
     port_no = C.free_udp_port()

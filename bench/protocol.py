@@ -63,7 +63,7 @@ def sizes() -> list[dict]:
 
 def cyphy_codecs():
     from cyphy import wire_sizes as W
-    from cyphy_node import proto as P
+    from cyphy import codec as P
 
     key, epoch = W.KEY, b"\0\0\0\1"
     auth = W.cyphy_frame(W.SAMPLE, key, epoch)

@@ -27,7 +27,7 @@ def run(ctx) -> list[dict]:
     from cyphy.client import Session
     from cyphy.links import SerialLink, UdpLink
     from cyphy.sim import speed
-    from cyphy_node import proto as P
+    from cyphy import codec as P
 
     out: list[dict] = []
     for chip in ("esp32", "esp32s3", "esp32c3"):

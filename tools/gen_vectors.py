@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write tests/protocol/vectors.json: the protocol test vectors (docs/protocol.md).
 
-Every vector is one frame built with cyphy_node.proto from fixed keys, epochs and fields,
+Every vector is one frame built with cyphy.codec from fixed keys, epochs and fields,
 so the output is deterministic: run `python tools/gen_vectors.py` and the file must not
 change (`--check` exits 1 if it would). tests/protocol/test_vectors.py checks the vectors
 on CPython and MicroPython, and cross-checks them against an independent CRC-32, HMAC and
@@ -25,10 +25,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 try:
-    from cyphy_node import proto as P
-except ImportError:  # not installed: use the firmware's source tree
-    sys.path.insert(0, str(REPO / "firmware" / "lib"))
-    from cyphy_node import proto as P
+    from cyphy import codec as P
+except ImportError:  # not installed: use the source trees
+    sys.path[:0] = [str(REPO / "host"), str(REPO / "firmware" / "lib")]
+    from cyphy import codec as P
 
 OUT = REPO / "tests" / "protocol" / "vectors.json"
 

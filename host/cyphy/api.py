@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from cyphy_node import proto as P
+from . import codec as P
 
 from .client import CommandRejected, LinkStats, ProtocolError, Session
 from .links import LinkError, open_link

@@ -1,9 +1,9 @@
 """The host's end of the cyphy protocol: a session with one node over a link.
 
-The codec is the node's own (cyphy_node.proto); this module adds what only a host does:
-sessions (HELLO with a fresh nonce), requests retried until acknowledged, replay and gap
-accounting for the node's frames, and a reader thread that sorts frames into replies,
-telemetry and events. docs/protocol.md has the rules this follows.
+The codec is cyphy.codec (the node's own cyphy_node.proto and the host's part); this module
+adds what only a host does: sessions (HELLO with a fresh nonce), requests retried until
+acknowledged, replay and gap accounting for the node's frames, and a reader thread that
+sorts frames into replies, telemetry and events. docs/protocol.md has the rules this follows.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from cyphy_node import proto as P
+from . import codec as P
 
 from .links import Link
 
@@ -30,7 +30,7 @@ class ProtocolError(Exception):
 
 
 class CommandRejected(ProtocolError):
-    """The node answered NACK: .reason (a proto.R_* code) and .text say why."""
+    """The node answered NACK: .reason (a codec.R_* code) and .text say why."""
 
     def __init__(self, reason: int, text: str) -> None:
         self.reason = reason

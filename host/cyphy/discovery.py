@@ -9,7 +9,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 
-from cyphy_node import proto as P
+from . import codec as P
 
 # Sim nodes live on loopback, where a broadcast to 255.255.255.255 does not go.
 BROADCASTS = ("255.255.255.255", "127.255.255.255")

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from cyphy_node import proto as P
+from . import codec as P
 
 # the config's node-name rule (docs/config.md): safe as a file name
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")

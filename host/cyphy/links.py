@@ -15,7 +15,7 @@ import time
 from typing import Protocol
 from urllib.parse import parse_qs, urlparse
 
-from cyphy_node import proto as P
+from . import codec as P
 
 
 class LinkError(Exception):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from cyphy_node import proto
+from . import codec
 
 __all__ = [
     "SAMPLE",
@@ -55,7 +55,7 @@ class Sample:
     node: int = 1
     seq: int = 42
     t_ms: int = 123_456  # the node's milliseconds since boot
-    # setpoint, measurement, output (engineering units) and status (bits, proto.ST_*)
+    # setpoint, measurement, output (engineering units) and status (bits, codec.ST_*)
     values: tuple[float, float, float, int] = (60.0, 59.5, -0.012, 129)
     # Boot time in UTC for the protocols that demand wall-clock time (Sparkplug, MAVLink
     # signing): 2026-01-01T00:00:00Z. It changes no size that matters (both are fixed-width
@@ -117,22 +117,22 @@ def crc16_modbus(data: bytes) -> int:
 
 def _milli(s: Sample) -> list[int]:
     # cyphy telemetry carries int32 milli-units (exact decimals, no float on the wire);
-    # status is a bit field, sent as it is (proto.parse_telemetry).
+    # status is a bit field, sent as it is (codec.parse_telemetry).
     return [round(v * 1000) for v in s.values[:3]] + [int(s.values[3])]
 
 
-def cyphy_frame(s: Sample = SAMPLE, key: proto.Key | None = None,
+def cyphy_frame(s: Sample = SAMPLE, key: codec.Key | None = None,
                 epoch: bytes = b"\0\0\0\1") -> bytes:
     """A TELEMETRY frame as the node builds it (docs/protocol.md): short header, t_ms and
     4 x int32, then an 8-byte HMAC tag (key given) or a CRC-32."""
-    buf = bytearray(proto.HDR_SHORT + 4 + 4 * proto.VALUES_PER_LOOP + proto.TAG_LEN)
-    n = proto.put_header(buf, 0, proto.TELEMETRY, s.node, s.seq)
-    proto.put_u32(buf, n, s.t_ms)
+    buf = bytearray(codec.HDR_SHORT + 4 + 4 * codec.VALUES_PER_LOOP + codec.TAG_LEN)
+    n = codec.put_header(buf, 0, codec.TELEMETRY, s.node, s.seq)
+    codec.put_u32(buf, n, s.t_ms)
     n += 4
     for v in _milli(s):
-        proto.put_i32(buf, n, v)
+        codec.put_i32(buf, n, v)
         n += 4
-    n = proto.seal(buf, n, key, epoch)
+    n = codec.seal(buf, n, key, epoch)
     return bytes(buf[:n])
 
 
@@ -379,7 +379,7 @@ def cbor(obj: object) -> bytes:
 
 # ------------------------------------------------------------------ the comparison
 
-KEY = proto.Key(bytes(32))  # stands in for a node's key: a key changes no size
+KEY = codec.Key(bytes(32))  # stands in for a node's key: a key changes no size
 MAVLINK_SECRET = bytes(32)
 
 
@@ -394,11 +394,11 @@ def encodings(s: Sample = SAMPLE) -> list[Encoding]:
         Encoding("cyphy v1, authenticated, UDP", "cyphy", auth, True, True, True,
                  "16-bit seq; 8-byte HMAC-SHA256 tag; values as int32 milli-units"),
         Encoding("cyphy v1, authenticated, serial", "cyphy",
-                 proto.serial_encode(auth, lead=False), True, True, True,
+                 codec.serial_encode(auth, lead=False), True, True, True,
                  "COBS (+1 B) and a 00 delimiter"),
         Encoding("cyphy v1, CRC-32, UDP", "cyphy", plain, True, True, False, ""),
         Encoding("cyphy v1, CRC-32, serial", "cyphy",
-                 proto.serial_encode(plain, lead=False), True, True, False, ""),
+                 codec.serial_encode(plain, lead=False), True, True, False, ""),
         Encoding("MAVLink v2, unsigned", "MAVLink", mavlink_v2(s), True, True, False,
                  "MANUAL_SETPOINT (#81): u32 time + 4 float, zero tail truncated; "
                  "8-bit seq; same bytes on serial and UDP"),

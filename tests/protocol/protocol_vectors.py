@@ -19,4 +19,10 @@ def load_module(name: str, path: Path):
 
 
 # run_micropython (MICROPYPATH=firmware/lib, a small heap, a timeout) from the firmware tests
-run_micropython = load_module("_cyphy_fw_conftest", REPO / "tests" / "firmware" / "conftest.py").run_micropython
+_run_fw = load_module("_cyphy_fw_conftest", REPO / "tests" / "firmware" / "conftest.py").run_micropython
+
+
+def run_micropython(script: str, heap: str = "192K", timeout: float = 120.0) -> str:
+    """The firmware tests' run_micropython with host/ on the import path too: the scripts
+    use the host's codec (cyphy.codec, plain Python over cyphy_node.proto) on MicroPython."""
+    return _run_fw("import sys\nsys.path.append(%r)\n" % str(REPO / "host") + script, heap, timeout)

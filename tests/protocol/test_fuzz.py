@@ -1,4 +1,4 @@
-"""Decoders never crash, hang or allocate without bound (cyphy_node.proto).
+"""Decoders never crash, hang or allocate without bound (cyphy.codec over cyphy_node.proto).
 
 - hypothesis properties (CPython): arbitrary bytes into parse / cobs_decode / parse_payload
   raise only ProtoError; valid frames and payloads round-trip; COBS round-trips and adds
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from cyphy_node import proto as P
+from cyphy import codec as P
 
 from protocol_vectors import ALL, REPO, VECTORS, run_micropython  # noqa: E402
 
@@ -34,7 +34,7 @@ FUZZ_SRC = r'''
 import binascii
 import gc
 import json
-from cyphy_node import proto as P
+from cyphy import codec as P
 
 _TYPES = 16          # types 0..14 counted one by one, the rest in the last slot
 

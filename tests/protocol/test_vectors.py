@@ -1,6 +1,7 @@
 """The shared protocol test vectors (tests/protocol/vectors.json, written by
-tools/gen_vectors.py), checked with the one codec source (cyphy_node.proto) on CPython and
-on the real MicroPython runtime (the Unix port).
+tools/gen_vectors.py), checked with the one codec source (cyphy.codec: the node's
+cyphy_node.proto and the host's part) on CPython and on the real MicroPython runtime (the
+Unix port).
 
 For every vector, on both runtimes: parse() gives the header fields; check() is True with
 the vector's key/EPOCH/ROC and, for AUTH frames, False with no key, a wrong key, a wrong
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from cyphy_node import proto as P
+from cyphy import codec as P
 
 from protocol_vectors import ALL, REPO, VECTORS, load_module, run_micropython  # noqa: E402
 IDS = [v["name"] for v in ALL]
@@ -36,7 +37,7 @@ IDS = [v["name"] for v in ALL]
 CHECK_SRC = r'''
 import binascii
 import json
-from cyphy_node import proto as P
+from cyphy import codec as P
 
 
 def unhex(s):

@@ -23,7 +23,7 @@ from test_pytest_embedded import run_inner  # noqa: E402
 
 from cyphy.client import Session  # noqa: E402
 from cyphy.links import SerialLink  # noqa: E402
-from cyphy_node import proto as P  # noqa: E402
+from cyphy import codec as P  # noqa: E402
 
 
 def abandon_streaming(port: str) -> None:

@@ -17,7 +17,7 @@ from protonode import KEY_HEX, boot  # noqa: E402
 
 from cyphy.client import ProtocolError, Session  # noqa: E402
 from cyphy.links import SerialLink  # noqa: E402
-from cyphy_node import proto as P  # noqa: E402
+from cyphy import codec as P  # noqa: E402
 
 KEY = P.key_from_hex(KEY_HEX)
 

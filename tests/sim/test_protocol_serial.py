@@ -16,7 +16,7 @@ sys.path.insert(0, str(REPO / "tests" / "sim"))
 
 from cyphy.client import CommandRejected, Session, status_names  # noqa: E402
 from cyphy.links import SerialLink  # noqa: E402
-from cyphy_node import proto as P  # noqa: E402
+from cyphy import codec as P  # noqa: E402
 
 from protonode import KEY_HEX, boot  # noqa: E402
 

@@ -21,7 +21,7 @@ from cyphy.client import Session  # noqa: E402
 from cyphy.discovery import discover_udp, listen_announces  # noqa: E402
 from cyphy.links import UdpLink  # noqa: E402
 from cyphy.sim.nodes import Node  # noqa: E402
-from cyphy_node import proto as P  # noqa: E402
+from cyphy import codec as P  # noqa: E402
 
 KEY = P.key_from_hex(KEY_HEX)
 WIFI = {"wifi": {"ssid": "lab", "password": "not-printed-anywhere"}}

@@ -25,7 +25,7 @@ from cyphy.client import Session  # noqa: E402
 from cyphy.hil.soak import traffic  # noqa: E402
 from cyphy.links import SerialLink, UdpLink  # noqa: E402
 from cyphy.sim.nodes import Node  # noqa: E402
-from cyphy_node import proto as P  # noqa: E402
+from cyphy import codec as P  # noqa: E402
 
 KEY = P.key_from_hex(KEY_HEX)
 SOAK_S = float(os.environ.get("CYPHY_SOAK_S", "20"))

@@ -1,6 +1,13 @@
-# The cyphy wire protocol, version 1: the one codec of the node (MicroPython) and the host
-# (CPython, which imports this same file). docs/protocol.md is the byte-by-byte spec; the
-# names here follow it.
+# The cyphy wire protocol, version 1: the node's codec, and the core of the host's.
+# docs/protocol.md is the byte-by-byte spec; the names here follow it.
+#
+# This file is what a node needs, and it defines every constant and layout once: framing
+# (COBS), the header, seal/check, the frames a node builds, the requests it parses, and what
+# peer.py (a node following another node, as a host does) needs. The host's codec is
+# cyphy.codec (host/cyphy/codec.py): all of this module plus what only a host does
+# (building requests, parsing node frames, names for display). It is never deployed, so a
+# node's RAM holds none of it: code only a host runs belongs there, not here (every
+# function and every name here costs a node heap).
 #
 # A frame:   VF TYPE NODE SEQ(2, or 6 when LONG) PAYLOAD [TAG(8) | CRC(4)]
 #   VF = version << 5 | flags. AUTH frames end in an 8-byte truncated HMAC-SHA256, others
@@ -16,8 +23,7 @@ import struct
 try:
     from micropython import const
 except ImportError:
-    def const(x):
-        return x
+    const = int  # CPython: const(x) is x
 
 VERSION = const(1)
 # VF flags
@@ -55,15 +61,12 @@ REF_LEN = const(6)        # ACK/NACK name the request by its 6-byte SEQ
 UDP_PORT = const(5477)
 VALUES_PER_LOOP = const(4)  # telemetry: setpoint, measurement, output, status per loop
 
-_INF = float("inf")
 # COMMAND codes (first payload byte)
 CMD_SET = const(1)        # loop(1) key(1) value(float32)
 CMD_CLEAR = const(2)      # clear latched faults
 CMD_REBOOT = const(3)     # delay_ms(u16)
 CMD_SUBSCRIBE = const(4)  # period_ms(u16) batch(u8) stats_s(u8); period 0 stops telemetry
 CMD_CONFIG = const(5)     # a JSON object merged into /config.json (applied at the next boot)
-CMD_NAMES = {CMD_SET: "set", CMD_CLEAR: "clear", CMD_REBOOT: "reboot",
-             CMD_SUBSCRIBE: "subscribe", CMD_CONFIG: "config"}
 # CMD_SET keys
 KEY_SETPOINT = const(0)
 KEY_MODE = const(1)       # value 1 auto, 0 manual
@@ -82,10 +85,6 @@ R_STATE = const(5)        # not possible in the node's present state
 R_STALE = const(6)        # SEQ not above the last accepted one: resend with a fresh SEQ
 R_NO_KEY = const(7)       # an authenticated frame to a node that has no key
 R_INTERNAL = const(8)
-REASONS = {R_MALFORMED: "malformed", R_UNKNOWN_COMMAND: "unknown command",
-           R_UNKNOWN_TARGET: "unknown target", R_OUT_OF_RANGE: "out of range",
-           R_STATE: "not possible now", R_STALE: "stale sequence number",
-           R_NO_KEY: "node has no key", R_INTERNAL: "internal error"}
 
 # EVENT kinds and telemetry status bits
 EV_FAULT = const(1)
@@ -95,7 +94,6 @@ ST_ALARM_HIGH = const(2)
 ST_FAULT_SHIFT = const(2)  # loop fault bits (sensor 1, exception 2, comms 4, stop 8, peer 16) << 2
 ST_AUTO = const(0x80)
 ST_TUNING = const(0x100)
-
 
 
 def loop_status(lp):
@@ -239,25 +237,26 @@ class Key:
     def __init__(self, raw):
         if not isinstance(raw, (bytes, bytearray)) or not 16 <= len(raw) <= 64:
             raise ValueError("a key is 16 to 64 bytes")
-        k = bytes(raw) + bytes(64 - len(raw))
-        self._ipad = bytes([c ^ 0x36 for c in k])
-        self._opad = bytes([c ^ 0x5C for c in k])
+        i = bytearray(b"\x36" * 64)
+        o = bytearray(b"\x5c" * 64)
+        for n in range(len(raw)):
+            i[n] ^= raw[n]
+            o[n] ^= raw[n]
+        self._ipad = bytes(i)
+        self._opad = bytes(o)
 
     def __repr__(self):
         return "<Key (secret)>"  # a key never appears in any output
 
-    def hmac(self, *parts):
-        h = hashlib.sha256(self._ipad)
-        for p in parts:
-            h.update(p)
-        o = hashlib.sha256(self._opad)
-        o.update(h.digest())
-        return o.digest()
-
     def tag(self, epoch, roc, body):
         """TAG = HMAC-SHA256(key, EPOCH(4) || ROC(2, LE) || body)[:8]."""
-        r = bytes((roc & 0xFF, (roc >> 8) & 0xFF))
-        return self.hmac(epoch, r, body)[:TAG_LEN]
+        h = hashlib.sha256(self._ipad)
+        h.update(epoch)
+        h.update(bytes((roc & 0xFF, (roc >> 8) & 0xFF)))
+        h.update(body)
+        o = hashlib.sha256(self._opad)
+        o.update(h.digest())
+        return o.digest()[:TAG_LEN]
 
 
 def key_from_hex(text):
@@ -377,7 +376,8 @@ def build(flags, ftype, node, seq, payload=b"", key=None, epoch=b"\0\0\0\0", roc
 
 
 def serial_encode(frame, lead=True):
-    """A frame as serial bytes: [00] COBS(frame) 00."""
+    """A frame as serial bytes: [00] COBS(frame) 00. (The node encodes into its own
+    buffers with cobs_encode; host tests use this one from proto.)"""
     out = bytearray(len(frame) + 4)
     o = 0
     if lead:
@@ -398,6 +398,13 @@ def _cut(b, n):
     while n > 0 and b[n] & 0xC0 == 0x80:
         n -= 1
     return b[:n]
+
+
+def _utf8(b, what):
+    try:
+        return bytes(b).decode()
+    except UnicodeError:
+        raise ProtoError(what + " is not UTF-8")
 
 
 def _str(s):
@@ -423,18 +430,8 @@ class _Reader:
     def u16(self):
         return get_u16(self.take(2), 0)
 
-    def u32(self):
-        return get_u32(self.take(4), 0)
-
-    def i32(self):
-        return get_i32(self.take(4), 0)
-
     def str(self):
-        b = self.take(self.u8())
-        try:
-            return bytes(b).decode()
-        except UnicodeError:
-            raise ProtoError("text is not UTF-8")
+        return _utf8(self.take(self.u8()), "text")
 
     def rest(self):
         r = self.p[self.o:]
@@ -503,19 +500,9 @@ def stats(t_ms, loops):
     for st in loops:
         for f in _STAT_FIELDS:
             v = st.get(f) or 0
-            v = 0xFFFFFFFF if v > 0xFFFFFFFF else (0 if v < 0 else v)
-            b[o:o + 4] = bytes(((v >> s) & 0xFF for s in (0, 8, 16, 24)))
+            put_u32(b, o, 0xFFFFFFFF if v > 0xFFFFFFFF else (0 if v < 0 else v))
             o += 4
     return bytes(b)
-
-
-def parse_stats(p):
-    if len(p) < 4 or (len(p) - 4) % 28:
-        raise ProtoError("stats length %d is not 4 + 28 per loop" % len(p))
-    out = []
-    for o in range(4, len(p), 28):
-        out.append({f: get_u32(p, o + 4 * i) for i, f in enumerate(_STAT_FIELDS)})
-    return {"t_ms": get_u32(p, 0), "loops": out}
 
 
 def heartbeat(uptime_ms, state, counters):
@@ -541,38 +528,12 @@ C_DUPLICATE = const(5)
 C_APPLIED = const(6)
 
 
-def parse_heartbeat(p):
-    if len(p) == 0:
-        return {}  # a host's heartbeat carries nothing
-    r = _Reader(p)
-    d = {"uptime_ms": r.u32(), "state": r.u8()}
-    for name in COUNTERS:
-        d[name] = r.u16() if r.o + 2 <= len(p) else 0
-    return d
-
-
-def cmd_set(loop, key, value):
-    """value: float32, in engineering units (gains as they are; mode 1 auto / 0 manual)."""
-    return struct.pack("<BBBf", CMD_SET, loop, key, value)
-
-
 def cmd_subscribe(period_ms, batch=1, stats_s=1):
     b = bytearray(5)
     b[0] = CMD_SUBSCRIBE
     put_u16(b, 1, period_ms)
     b[3], b[4] = batch, stats_s
     return bytes(b)
-
-
-def cmd_reboot(delay_ms=100):
-    b = bytearray(3)
-    b[0] = CMD_REBOOT
-    put_u16(b, 1, delay_ms)
-    return bytes(b)
-
-
-def cmd_config(patch_json):
-    return bytes((CMD_CONFIG,)) + patch_json.encode()
 
 
 def parse_command(p):
@@ -583,7 +544,8 @@ def parse_command(p):
         d["loop"] = r.u8()
         d["key"] = r.u8()
         d["value"] = struct.unpack("<f", r.take(4))[0]
-        if d["value"] != d["value"] or d["value"] in (_INF, -_INF):
+        v = d["value"]
+        if v - v != 0:                   # NaN or an infinity (both give NaN here)
             raise ProtoError("value is not a finite number", R_OUT_OF_RANGE)
     elif c == CMD_SUBSCRIBE:
         d["period_ms"] = r.u16()
@@ -592,10 +554,7 @@ def parse_command(p):
     elif c == CMD_REBOOT:
         d["delay_ms"] = r.u16()
     elif c == CMD_CONFIG:
-        try:
-            d["patch"] = bytes(r.rest()).decode()
-        except UnicodeError:
-            raise ProtoError("config patch is not UTF-8")
+        d["patch"] = _utf8(r.rest(), "config patch")
     elif c != CMD_CLEAR:
         raise ProtoError("unknown command %d" % c, R_UNKNOWN_COMMAND)
     return d
@@ -605,23 +564,8 @@ def ack(ref, result=b""):
     return bytes(ref) + bytes(result)
 
 
-def parse_ack(p):
-    r = _Reader(p)
-    return {"ref": get_u48(r.take(6), 0), "result": bytes(r.rest())}
-
-
 def nack(ref, reason, text=""):
     return bytes(ref) + bytes((reason,)) + _cut(text.encode(), 120)
-
-
-def parse_nack(p):
-    r = _Reader(p)
-    d = {"ref": get_u48(r.take(6), 0), "reason": r.u8()}
-    try:
-        d["text"] = bytes(r.rest()).decode()
-    except UnicodeError:
-        raise ProtoError("nack text is not UTF-8")
-    return d
 
 
 def event(kind, t_ms, loop, code, value, text=""):
@@ -634,21 +578,6 @@ def event(kind, t_ms, loop, code, value, text=""):
     return bytes(b) + _cut(text.encode(), 160)
 
 
-def parse_event(p):
-    r = _Reader(p)
-    d = {"kind": r.u8(), "t_ms": r.u32(), "loop": r.u8(), "code": r.u8(), "value": r.i32()}
-    try:
-        d["text"] = bytes(r.rest()).decode()
-    except UnicodeError:
-        raise ProtoError("event text is not UTF-8")
-    return d
-
-
-def time_req(host_ms):
-    """The host's Unix time in ms (u48); the ACK result is the node's ticks_ms (u32)."""
-    return u48(host_ms)
-
-
 def parse_time_req(p):
     return {"host_ms": get_u48(_Reader(p).take(6), 0)}
 
@@ -656,37 +585,26 @@ def parse_time_req(p):
 READ_CHUNK = const(200)     # result bytes per READ answer (a frame holds 254)
 
 
-def read_req(path, offset=0):
-    """offset(u16) + path. The ACK result is total(u16) + up to READ_CHUNK bytes of the
-    value's JSON text from offset: the host asks again from the next offset until it has
-    the total (the node keeps the text of its last READ, so the pieces agree)."""
-    b = bytearray(2)
-    put_u16(b, 0, offset)
-    return bytes(b) + _cut(path.encode(), 200)
-
-
 def parse_read_req(p):
     r = _Reader(p)
-    d = {"offset": r.u16()}
-    try:
-        d["path"] = bytes(r.rest()).decode()
-    except UnicodeError:
-        raise ProtoError("read path is not UTF-8")
-    return d
-
-
-_PAYLOAD_PARSERS = {HELLO_REQ: parse_hello_req, HELLO: parse_hello, STATS: parse_stats,
-                    HEARTBEAT: parse_heartbeat, COMMAND: parse_command, ACK: parse_ack,
-                    NACK: parse_nack, EVENT: parse_event, TIME: parse_time_req,
-                    READ: parse_read_req, BYE: lambda p: {}}
+    return {"offset": r.u16(), "path": _utf8(r.rest(), "read path")}
 
 
 def parse_payload(ftype, p, nloops=0):
-    """The payload of a frame of type ftype as a dict; ProtoError if malformed, and
-    R_UNKNOWN_COMMAND-coded ProtoError for a type this version does not know."""
-    if ftype == TELEMETRY:
-        return parse_telemetry(p, nloops)
-    f = _PAYLOAD_PARSERS.get(ftype)
-    if f is None:
-        raise ProtoError("unknown frame type %d" % ftype, R_UNKNOWN_COMMAND)
-    return f(p)
+    """The payload of a request a node gets from a host (HELLO_REQ, COMMAND, TIME, READ,
+    BYE) as a dict; ProtoError if malformed, R_UNKNOWN_COMMAND-coded for any other type.
+    cyphy.codec.parse_payload decodes every type (a node decodes HELLO and TELEMETRY, in
+    peer.py, with parse_hello and parse_telemetry)."""
+    if ftype == COMMAND:
+        return parse_command(p)
+    if ftype == READ:
+        return parse_read_req(p)
+    if ftype == TIME:
+        return parse_time_req(p)
+    if ftype == HELLO_REQ:
+        return parse_hello_req(p)
+    if ftype == BYE:
+        return {}
+    if ftype in TYPE_NAMES:
+        raise ProtoError("%s is not a request" % TYPE_NAMES[ftype], R_UNKNOWN_COMMAND)
+    raise ProtoError("unknown frame type %d" % ftype, R_UNKNOWN_COMMAND)
