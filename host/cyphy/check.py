@@ -413,6 +413,13 @@ import machine
 machine.UV.update(UVS)
 if UDP:
     import network
+# ESP32 has binascii built in; this port would load micropython-lib's binascii.py (7 KB of
+# heap) from its frozen path first: take the built-in, as a node would.
+_p = sys.path[:]
+sys.path[:] = []
+import binascii
+sys.path[:] = _p
+del _p
 gc.collect()
 _A1 = gc.mem_alloc()
 _M = []
