@@ -48,6 +48,7 @@ package(
         "app.py",
         "autotune.py",
         "blocks.py",
+        "cfgview.py",
         "comms.py",
         "config.py",
         "faults.py",

@@ -296,7 +296,9 @@ def import_order(roots: list[str]) -> list[str]:
 
 def boot_roots(cfg: dict) -> list[str]:
     """What a node with this config imports while it boots (app.py), in that order."""
-    roots = ["cyphy_node", "cyphy_node.app", "cyphy_node.config", "cyphy_node.node", "cyphy_node.comms",
+    # (no cyphy_node.config: the node boots from the compiled config, /config.node.json,
+    # which cyphy provision writes; cyphy_node/cfgview.py)
+    roots = ["cyphy_node", "cyphy_node.app", "cyphy_node.cfgview", "cyphy_node.node", "cyphy_node.comms",
              "cyphy_node.proto", "board"]
     comms = cfg.get("comms") or {}
     if comms.get("udp"):
@@ -503,6 +505,9 @@ def _files(cfg: dict, with_pystone: bool) -> dict[str, bytes]:
     files["/lib/machine.py"] = FAKE_MACHINE.encode()
     files["/lib/network.py"] = FAKE_NETWORK.encode()
     files["/config.json"] = json.dumps(cfg).encode()
+    from .provision import compiled_config   # as cyphy provision leaves the node
+
+    files["/config.node.json"] = compiled_config(files["/config.json"], cfg)
     secrets: dict[str, Any] = {"key": "5a" * 32}
     if (cfg.get("comms") or {}).get("udp"):
         secrets["wifi"] = {"ssid": "cyphy-check", "password": "measuring-only"}

@@ -76,7 +76,10 @@ def filesystem(config: dict | None, target: str, size: int) -> tuple[bytes, int]
 
     files = {b.dst: b.data for b in build(target)}
     if config is not None:
+        from .provision import compiled_config
+
         files["/config.json"] = json.dumps(config).encode()
+        files["/config.node.json"] = compiled_config(files["/config.json"], config)
     return fi.build_vfs(files, size), len(files)
 
 

@@ -30,6 +30,7 @@ from cyphy import keys
 from cyphy.device import Device, DeviceError
 
 CONFIG_PATH = "/config.json"
+COMPILED_PATH = "/config.node.json"  # cyphy_node.cfgview.COMPILED
 SECRETS_PATH = "/secrets.json"
 
 
@@ -193,6 +194,15 @@ def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None 
     raise ProvisionError(f"{rep.summary()} (see `{how}`; --force writes it anyway)")
 
 
+def compiled_config(data: bytes, cfg: dict) -> bytes:
+    """/config.node.json for the bytes of /config.json: validated here, defaults filled in
+    (cyphy_node/cfgview.py reads it on the node)."""
+    from cyphy_node import cfgview
+    from cyphy_node import config as C
+
+    return cfgview.compile_text(data, C.validate(cfg)).encode()
+
+
 def config_bytes(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=2) + "\n").encode()
 
@@ -329,6 +339,15 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
             dev.write_atomic(CONFIG_PATH, config_data, cb)
             if dev.sha256(CONFIG_PATH) != cfg_sha:
                 raise DeviceError(f"{dev.port}: {CONFIG_PATH} does not read back as written")
+    # ---- the compiled config (cyphy_node/cfgview.py): what the node boots from, so that it
+    # never loads the validator; written whenever it does not match /config.json's bytes
+    compiled = compiled_config(config_data, config)
+    if dev.sha256(COMPILED_PATH) != hashlib.sha256(compiled).hexdigest():
+        report["config"]["compiled"] = "would write" if dry_run else "written"
+        if not dry_run:
+            dev.write_atomic(COMPILED_PATH, compiled)
+    else:
+        report["config"]["compiled"] = "unchanged"
     w = _sec(dev, set_key, wifi_d, cand, not dry_run)
     if w["changed"]:
         if dry_run:

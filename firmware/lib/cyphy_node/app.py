@@ -27,15 +27,14 @@ def _boot():
     # comms and the rest come after the loops run, each in its own try. (A late import can
     # fail for want of a contiguous block for MicroPython's name table even with memory
     # free: that drops comms, never the loops.)
-    from . import config, node  # noqa: F401
+    from . import node  # noqa: F401
     import board  # noqa: F401
-    try:
-        cfg = config.load("/config.json")
-    except config.ConfigError as e:
-        msg = "cyphy: config error: %s" % (e,)
-        print(msg)
-        _keep_error(msg)
-        return None
+    from .cfgview import load as load_compiled
+    cfg = load_compiled("/config.json")    # compiled and validated on the host
+    if cfg is None:
+        cfg = _validate_here()
+        if cfg is None:
+            return None
     try:
         import os
         os.remove(ERROR_FILE)
@@ -72,6 +71,26 @@ def _boot():
         except Exception as e:  # the serial protocol runs on
             _drop(n, "wifi", repr(e), ())
     return n
+
+
+def _validate_here():
+    # /config.json without its compiled form (edited on the node, or written by hand):
+    # validate it here, which costs the validator's RAM; `cyphy provision` compiles it.
+    import os
+    try:
+        os.stat("/config.json")
+        print("cyphy: /config.json is not compiled (edited on the node?): validating it here "
+              "costs RAM; cyphy provision compiles it on the host")
+    except OSError:
+        pass
+    from . import config
+    try:
+        return config.load("/config.json")
+    except config.ConfigError as e:
+        msg = "cyphy: config error: %s" % (e,)
+        print(msg)
+        _keep_error(msg)
+        return None
 
 
 def _drop(n, part, why, modules):

@@ -493,7 +493,10 @@ class Endpoint:
         except ConfigError as e:
             raise P.ProtoError(str(e), P.R_OUT_OF_RANGE)
         from .store import write_atomic
-        write_atomic(path, json.dumps(cfg))  # a reset keeps the old or the new file
+        from .cfgview import compile_text, COMPILED
+        text = json.dumps(cfg)
+        write_atomic(path, text)         # a reset keeps the old or the new file
+        write_atomic(COMPILED, compile_text(text.encode(), validate(cfg)))
         return b"applied at the next boot"
 
     def _update_period(self):
