@@ -51,6 +51,7 @@ package(
         "cfgview.py",
         "comms.py",
         "config.py",
+        "console.py",
         "faults.py",
         "fixed.py",
         "io.py",
@@ -62,6 +63,7 @@ package(
         "record.py",
         "sched.py",
         "store.py",
+        "udp.py",
     ],
     base_path="lib",
 )

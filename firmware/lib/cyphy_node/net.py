@@ -35,7 +35,7 @@ class Net:
             self._open()
 
     def _open(self):
-        from .comms import UdpPort
+        from .udp import UdpPort
         from . import proto
 
         try:

@@ -642,7 +642,7 @@ class Node:
     def serve(self):
         """Speak the protocol on this serial console (the host tools call this from the
         REPL); returns when the host leaves or a person types. The loops keep running."""
-        from .comms import serve
+        from .console import serve
         if self.comms is None:
             raise RuntimeError("no comms endpoint: it did not start at boot (node.dropped: %r)"
                                % (self.dropped,))
