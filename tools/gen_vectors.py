@@ -220,8 +220,8 @@ def vectors():
     add(vector("error_set_nan_crc", H, P.COMMAND, 1, 16, bytes.fromhex("01000000 00c07f")))
     add(vector("error_set_inf_crc", H, P.COMMAND, 1, 17, bytes.fromhex("01000000 00807f")))
     add(vector("error_telemetry_wrong_nloops_crc", 0, P.TELEMETRY, 1, 18, canon, nloops=2))
-    add(vector("error_hello_bad_utf8_auth", 0, P.HELLO, 1, 19,
-               P.hello(EPOCH_A, NONCE, 0, 1, b"\1" * 6, ["a"], "x", "y", "z")[:-1] + b"\xff",
+    bad = P.hello(EPOCH_A, NONCE, 0, 1, b"\1" * 6, ["a"], "x", "y", "z")   # "z": 5th from the end
+    add(vector("error_hello_bad_utf8_auth", 0, P.HELLO, 1, 19, bad[:-5] + b"\xff" + bad[-4:],
                KEY32, EPOCH_A))
     add(vector("error_ack_short_crc", 0, P.ACK, 1, 20, b"\1\2\3\4\5"))
     return v

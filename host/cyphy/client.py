@@ -167,7 +167,7 @@ class Session:
             q: queue.Queue = queue.Queue()
             self._hello_wait[nonce] = q
             frame = P.build(P.HOST | P.LONG, P.HELLO_REQ, self.node, self._next_seq(),
-                            P.hello_req(nonce))
+                            P.hello_req(nonce, P.HELLO_REQ_PAD))
             self.link.send(frame)
             try:
                 h = q.get(timeout=self.timeout / attempts * 2)

@@ -67,7 +67,7 @@ def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None
     merged by address."""
     nonce = os.urandom(P.NONCE_LEN)
     req = P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, time.time_ns() // 10_000,
-                  P.hello_req(nonce))
+                  P.hello_req(nonce, P.HELLO_REQ_PAD))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.bind(("", 0))

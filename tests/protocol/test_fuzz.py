@@ -531,9 +531,10 @@ def payloads(draw):
         roc, caps = draw(_u16), draw(_u16)
         loops = draw(st.lists(_short, max_size=3))
         name, board, fw = draw(_short), draw(_short), draw(_short)
-        return t, P.hello(e, n, roc, caps, u, loops, name, board, fw), 0, {
+        tmo = draw(_u32)
+        return t, P.hello(e, n, roc, caps, u, loops, name, board, fw, tmo), 0, {
             "epoch": e, "nonce": n, "roc": roc, "caps": caps, "uid": u, "loops": loops,
-            "name": name, "board": board, "firmware": fw}
+            "name": name, "board": board, "firmware": fw, "comms_timeout_ms": tmo}
     if t == P.TELEMETRY:
         nl = draw(st.integers(1, 3))
         ns = draw(st.integers(1, 3))

@@ -357,11 +357,7 @@ class Endpoint:
         s = Session(port, addr, nonce)
         self.sessions.append(s)
         self._update_period()
-        b = self.node.board
-        uid = b.unique_id() if hasattr(b, "unique_id") else b""
-        p = P.hello(s.epoch, nonce, s.roc, self.caps, uid, [lp.name for lp in self.loops],
-                    self.name, getattr(b, "name", "?"), self.firmware)
-        self.send(s, P.HELLO, p)
+        self.send(s, P.HELLO, self._hello_payload(s))
 
     def announcement(self):
         """A HELLO nobody asked for (zero nonce), under the node's announce EPOCH: it
@@ -369,11 +365,14 @@ class Endpoint:
         a = self._announce
         if a is None:
             a = self._announce = Session(None, None, bytes(P.NONCE_LEN))
+        return self._seal(a, P.HELLO, self._hello_payload(a))
+
+    def _hello_payload(self, s):
         b = self.node.board
         uid = b.unique_id() if hasattr(b, "unique_id") else b""
-        p = P.hello(a.epoch, a.nonce, a.roc, self.caps, uid, [lp.name for lp in self.loops],
-                    self.name, getattr(b, "name", "?"), self.firmware)
-        return self._seal(a, P.HELLO, p)
+        return P.hello(s.epoch, s.nonce, s.roc, self.caps, uid, [lp.name for lp in self.loops],
+                       self.name, getattr(b, "name", "?"), self.firmware,
+                       self.node.comms_timeout_ms or 0)
 
     # ---- requests ----
 

@@ -53,7 +53,7 @@ class Follower:
         self.nonce = os.urandom(P.NONCE_LEN)
         self.seq += 1
         self.port.send(P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, self.seq,
-                               P.hello_req(self.nonce)), self.addr)
+                               P.hello_req(self.nonce, P.HELLO_REQ_PAD)), self.addr)
 
     def _send(self, ftype, payload):
         self.seq += 1

@@ -439,23 +439,33 @@ class _Reader:
         return r
 
 
-def hello_req(nonce):
-    return bytes(nonce)
+# A host pads HELLO_REQ so that the whole frame is MAX_FRAME bytes: a node never answers an
+# unauthenticated frame with more bytes than it got (no amplifier towards a spoofed address),
+# and its HELLO always fits in that.
+HELLO_REQ_PAD = const(MAX_FRAME - HDR_LONG - CRC_LEN - NONCE_LEN)
+
+
+def hello_req(nonce, pad=0):
+    """nonce(8), then pad zero bytes (hosts give HELLO_REQ_PAD)."""
+    return bytes(nonce) + bytes(pad)
 
 
 def parse_hello_req(p):
     return {"nonce": bytes(_Reader(p).take(NONCE_LEN))}
 
 
-def hello(epoch, nonce, seq_hi, caps, uid, loops, name, board, firmware):
-    """epoch(4) nonce(8) roc(2) caps(2) uid(6) nloops(1) loop names, name, board, firmware."""
+def hello(epoch, nonce, seq_hi, caps, uid, loops, name, board, firmware, timeout_ms=0):
+    """epoch(4) nonce(8) roc(2) caps(2) uid(6) nloops(1) loop names, name, board, firmware,
+    comms timeout (u32 ms, 0: none)."""
     b = bytearray(epoch) + bytearray(nonce)
     b += bytes((seq_hi & 0xFF, seq_hi >> 8, caps & 0xFF, caps >> 8))
     b += bytes(uid[:6]) + bytes(6 - len(uid[:6])) + bytes((len(loops),))
     for n in loops:
         b += _str(n)
     b += _str(name) + _str(board) + _str(firmware)
-    return bytes(b)
+    t = bytearray(4)
+    put_u32(t, 0, timeout_ms)
+    return bytes(b + t)
 
 
 def parse_hello(p):
@@ -466,6 +476,8 @@ def parse_hello(p):
     d["name"] = r.str()
     d["board"] = r.str()
     d["firmware"] = r.str()
+    # appended in protocol 1.1: the node's comms timeout (None from an older node)
+    d["comms_timeout_ms"] = get_u32(r.take(4), 0) if len(p) - r.o >= 4 else None
     return d
 
 
