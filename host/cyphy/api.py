@@ -50,13 +50,33 @@ def _key_text(text: str, where: str) -> P.Key:
         raise LinkError(f"{where}: {e}") from None
 
 
-def _stored_key(name: str) -> P.Key | None:
-    """The key `cyphy provision` kept for a node of this name, if any."""
-    try:
-        from .keys import load_key
-    except ImportError:
-        return None
-    return load_key(name)
+class _StoredKeys:
+    """Session.key_for and on_key over the key store ($CYPHY_HOME/keys, cyphy.keys): every
+    key kept for a node's name (during a key change, the old and the new one), and, when
+    the node's HELLO verifies with one, keys.confirm() (a key change is then complete)."""
+
+    def __init__(self) -> None:
+        self._hex: dict[P.Key, str] = {}
+
+    def __call__(self, name: str) -> list[P.Key]:
+        from . import keys
+
+        out = []
+        for h in keys.load_key_hexes(name):
+            k = P.key_from_hex(h)
+            self._hex[k] = h
+            out.append(k)
+        return out
+
+    def confirmed(self, name: str, key: P.Key) -> None:
+        from . import keys
+
+        h = self._hex.get(key)
+        if h is not None:
+            try:
+                keys.confirm(name, h)
+            except keys.KeyStoreError:
+                pass  # a read-only key store: the change is confirmed at a later session
 
 
 class Node:
@@ -131,14 +151,18 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def connect(url: str, key: P.Key | bytes | str | None = None, key_file: str | None = None,
-            timeout: float = 2.0) -> Node:
+            timeout: float = 2.0, unprovisioned: bool = False) -> Node:
     """Open a session with the node at url (serial:///dev/ttyUSB0, udp://host[:port],
     sim://NAME). The key comes from key/key_file, $CYPHY_KEY/$CYPHY_KEY_FILE, or the
-    keys kept by `cyphy provision` (found by the node's name)."""
+    keys kept by `cyphy provision` (found by the node's name). A node without a key is
+    refused (ProtocolError) when this host holds a key for its name, from any of these:
+    unprovisioned=True talks to it anyway (a node you know is not provisioned yet)."""
     k = resolve_key(key, key_file)
     link = open_link(url)
+    store = _StoredKeys()
     try:
-        return Node(Session(link, k, timeout=timeout, key_for=_stored_key))
+        return Node(Session(link, k, timeout=timeout, key_for=store,
+                            unprovisioned=unprovisioned, on_key=store.confirmed))
     except Exception:
         link.close()
         raise

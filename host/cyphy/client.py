@@ -14,15 +14,46 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from . import codec as P
 
 from .links import Link
 
+# The host's heartbeat (docs/protocol.md, "Sessions"). A node's comms watchdog
+# (comms_timeout_ms, in its HELLO) trips when no fresh authenticated frame arrives for that
+# long, so a host sends HEARTBEATS_PER_TIMEOUT heartbeats per timeout: then one or two lost
+# datagrams (or a heartbeat delayed by a busy host) still leave a fresh one inside the
+# timeout, with a quarter of it to spare for the node's pass and the host's scheduling.
+# Never more often than every HEARTBEAT_MIN_S (20 frames/s: a small share of a 115200 line
+# or of the node's per-pass UDP budget), never less often than every HEARTBEAT_S (the node
+# ends a quiet session after 5 s). So a comms timeout shorter than MIN_COMMS_TIMEOUT_MS
+# cannot be kept alive by our tools: `cyphy provision` and `cyphy check` warn about it.
 HEARTBEAT_S = 1.0
+HEARTBEAT_MIN_S = 0.05
+HEARTBEATS_PER_TIMEOUT = 4
+MIN_COMMS_TIMEOUT_MS = round(HEARTBEATS_PER_TIMEOUT * HEARTBEAT_MIN_S * 1000)  # 200 ms
 SEQ_EPOCH = 1_420_070_400 * 100_000  # 2015-01-01T00:00:00Z in 10 us units
 WINDOW = 64  # node frames accepted out of order within this many sequence numbers
+
+
+def heartbeat_period(comms_timeout_ms: int | None) -> float:
+    """Seconds between the host's heartbeats for a node with this comms timeout (0 or
+    None: the node has none, or is too old to say)."""
+    if not comms_timeout_ms:
+        return HEARTBEAT_S
+    return min(HEARTBEAT_S, max(HEARTBEAT_MIN_S, comms_timeout_ms / 1000 / HEARTBEATS_PER_TIMEOUT))
+
+
+def comms_timeout_warning(comms_timeout_ms: object) -> str | None:
+    """One line if a config's comms_timeout_ms is too short for our tools' heartbeat, else None."""
+    if isinstance(comms_timeout_ms, int) and 0 < comms_timeout_ms < MIN_COMMS_TIMEOUT_MS:
+        return (f"comms_timeout_ms {comms_timeout_ms} is shorter than {MIN_COMMS_TIMEOUT_MS} ms: "
+                f"cyphy's tools send a heartbeat at most every {HEARTBEAT_MIN_S * 1000:.0f} ms and a "
+                f"timeout needs {HEARTBEATS_PER_TIMEOUT} of them to survive a lost datagram, so the "
+                f"node would go to fail-safe while a host is connected; use "
+                f"{MIN_COMMS_TIMEOUT_MS} or more (or 0: no comms watchdog)")
+    return None
 
 
 class ProtocolError(Exception):
@@ -49,6 +80,7 @@ class Hello:
     loops: list[str]
     caps: int
     verified: bool  # the tag checked out with our key (or the node has no key and we none)
+    comms_timeout_ms: int | None = None  # the node's comms watchdog (0: none; None: not said)
 
     @property
     def authenticated(self) -> bool:
@@ -101,10 +133,24 @@ class Session:
     """A protocol session with one node. Use as a context manager, or call close()."""
 
     def __init__(self, link: Link, key: P.Key | None = None, node: int = P.NODE_ANY,
-                 timeout: float = 2.0, key_for: Callable[[str], P.Key | None] | None = None) -> None:
+                 timeout: float = 2.0,
+                 key_for: Callable[[str], Sequence[P.Key] | P.Key | None] | None = None,
+                 unprovisioned: bool = False,
+                 on_key: Callable[[str, P.Key], None] | None = None) -> None:
+        """key: the node's key, given (a key file, $CYPHY_KEY...). Else key_for(name) gives
+        the keys this host holds for the name in the node's HELLO (the key store: during a
+        key change, the old and the new one); the one the HELLO's tag verifies with is used,
+        and on_key(name, key) is told which (the store confirms a key change with it).
+
+        An unauthenticated node (no key: plain CRC frames) is refused whenever this host
+        holds a key for its name, from either source: anyone on the link can send such
+        frames. unprovisioned=True accepts it anyway (a node not provisioned yet)."""
         self.link = link
         self.key = key
-        self.key_for = key_for  # finds a key by the node's name (from its HELLO) when key is None
+        self._given_key = key
+        self.key_for = key_for
+        self.unprovisioned = unprovisioned
+        self.on_key = on_key
         self.node = node
         self.timeout = timeout
         self.stats = LinkStats()
@@ -120,6 +166,7 @@ class Session:
         self.node_stats: dict[str, Any] | None = None
         self.period_ms = 0
         self._closed = threading.Event()
+        self._wake = threading.Event()  # the heartbeat thread looks at the session again
         self._reader = threading.Thread(target=self._read_loop, daemon=True)
         self._reader.start()
         self._beater = threading.Thread(target=self._heartbeat_loop, daemon=True)
@@ -142,6 +189,7 @@ class Session:
             except OSError:
                 pass
         self._closed.set()
+        self._wake.set()
         self.link.close()
         self._reader.join(timeout=2)
 
@@ -178,6 +226,7 @@ class Session:
             if isinstance(h, Exception):
                 raise h
             self.hello = h
+            self._wake.set()  # the heartbeat follows this node's comms timeout
             return h
         said = getattr(self.link, "console", b"")
         said = f"; it said: {bytes(said[-300:]).decode(errors='replace')!r}" if said else ""
@@ -259,13 +308,32 @@ class Session:
     def read(self, path: str) -> Any:
         """A parameter's value ("loop.key", a loop name, "state", "stats", "faults", "info")."""
         import json
-        text = b""
+
+        def bad(why: str) -> ProtocolError:
+            return ProtocolError(f"the node's READ answer for {path!r} is malformed: {why}")
+
+        text = bytearray()
+        total: int | None = None
         while True:
             r = self.request(P.READ, P.read_req(path, len(text)))
-            total = P.get_u16(r, 0)
+            if len(r) < 2:
+                raise bad(f"too short ({len(r)} bytes, no total length)")
+            t = P.get_u16(r, 0)
+            if total is None:
+                total = t
+            elif t != total:
+                raise bad(f"its total changed between pieces ({total}, then {t} bytes)")
             text += r[2:]
-            if len(text) >= total or len(r) <= 2:
-                return json.loads(text)
+            if len(text) > total:
+                raise bad(f"{len(text)} bytes of text, longer than the {total} it announced")
+            if len(text) == total:
+                break
+            if len(r) == 2:
+                raise bad(f"truncated: {len(text)} of {total} bytes, then an empty piece")
+        try:
+            return json.loads(bytes(text).decode("utf-8"))
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise bad(f"not valid JSON ({e})") from None
 
     def subscribe(self, period_ms: int, batch: int = 1, stats_s: int = 1) -> int:
         r = self.command(P.cmd_subscribe(period_ms, batch, stats_s))
@@ -299,8 +367,8 @@ class Session:
                 continue
             try:
                 self._on_frame(data)
-            except P.ProtoError:
-                self.stats.malformed += 1
+            except Exception:  # noqa: BLE001 - P.ProtoError, or anything a bad frame causes:
+                self.stats.malformed += 1  # the reader must outlive any frame
 
     def _on_frame(self, data: bytes) -> None:
         f = P.parse(data)
@@ -342,26 +410,49 @@ class Session:
         q = self._hello_wait.get(body["nonce"])
         if q is None:
             return  # not an answer to our HELLO_REQ (an announce, a replay): ignored
-        if f.auth and self.key is None and self.key_for is not None:
-            self.key = self.key_for(body["name"])
-        if f.auth and self.key is None:
-            q.put(ProtocolError(f"node {body['name']!r} authenticates its frames and no key "
-                                f"for it was found: give it with --key-file or CYPHY_KEY, or "
-                                f"provision the node from this machine (cyphy provision)"))
-            return
-        if not f.auth and self.key is not None:
-            q.put(ProtocolError("the node has no key (its frames are unauthenticated): "
-                                "provision it, or connect without a key"))
-            return
-        ok = f.check(self.key, body["epoch"], body["roc"]) if f.auth else f.check()
-        if not ok:
-            q.put(ProtocolError("the node's HELLO does not verify with this key: "
-                                "wrong key for this node?"))
-            return
+        name = body["name"]
+        stored = self._given_key is None and self.key_for is not None
+        if self._given_key is not None:
+            held = [self._given_key]
+        elif self.key_for is not None:
+            found = self.key_for(name)
+            held = [] if found is None else [found] if isinstance(found, P.Key) else list(found)
+        else:
+            held = []
+        if not f.auth:
+            if not f.check():
+                q.put(ProtocolError("the node's HELLO is corrupt (bad CRC)"))
+                return
+            if held and not self.unprovisioned:
+                q.put(ProtocolError(
+                    f"node {name!r} is unauthenticated (it has no key) but this host holds a key "
+                    f"for {name!r}: it may be an impostor, or a node that lost its key; provision "
+                    f"it again (cyphy provision), or give --unprovisioned if you mean to talk to "
+                    f"an unprovisioned node"))
+                return
+            key = None
+        else:
+            if not held:
+                q.put(ProtocolError(f"node {name!r} authenticates its frames and no key "
+                                    f"for it was found: give it with --key-file or CYPHY_KEY, or "
+                                    f"provision the node from this machine (cyphy provision)"))
+                return
+            key = next((k for k in held if f.check(k, body["epoch"], body["roc"])), None)
+            if key is None:
+                which = "this key" if len(held) == 1 else f"any of the {len(held)} keys this host holds for it"
+                q.put(ProtocolError(f"the node's HELLO does not verify with {which}: "
+                                    f"wrong key for this node?"))
+                return
+        self.key = key
         self._epoch = body["epoch"]
         self._rx = _NodeSeq((body["roc"] << 16) | f.seq)
-        q.put(Hello(f.node, body["name"], body["board"], body["firmware"], body["uid"],
-                    body["loops"], body["caps"], True))
+        if key is not None and stored and self.on_key is not None:
+            try:
+                self.on_key(name, key)
+            except Exception:  # noqa: BLE001 - bookkeeping; the session works either way
+                pass
+        q.put(Hello(f.node, name, body["board"], body["firmware"], body["uid"],
+                    body["loops"], body["caps"], True, body.get("comms_timeout_ms")))
 
     def _on_telemetry(self, body: dict) -> None:
         assert self.hello is not None
@@ -379,12 +470,28 @@ class Session:
                 pass
 
     def _heartbeat_loop(self) -> None:
-        while not self._closed.wait(HEARTBEAT_S):
-            if self.hello is not None:
-                try:
-                    self._send(P.HEARTBEAT, b"")
-                except OSError:
-                    pass
+        """A HEARTBEAT every heartbeat_period(the node's comms timeout) while a session is open."""
+        due: float | None = None  # when the next one is due (monotonic); None: no session
+        while not self._closed.is_set():
+            h = self.hello
+            if h is None:
+                due = None
+                if self._wake.wait(0.5):
+                    self._wake.clear()
+                continue
+            period = heartbeat_period(h.comms_timeout_ms)
+            now = time.monotonic()
+            if due is None or due > now + period:
+                due = now + period
+            if now < due:
+                if self._wake.wait(due - now):
+                    self._wake.clear()
+                continue
+            try:
+                self._send(P.HEARTBEAT, b"")
+            except OSError:
+                pass
+            due = due + period if due + period > now else now + period  # no burst after a stall
 
 
 def status_names(status: int) -> dict[str, Any]:

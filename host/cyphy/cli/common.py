@@ -51,6 +51,13 @@ def key_options(fn: Callable) -> Callable:
     return fn
 
 
+def unprovisioned_option(fn: Callable) -> Callable:
+    return click.option("--unprovisioned", is_flag=True,
+                        help="Talk to the node even if it is unauthenticated (has no key) while this "
+                             "host holds a key for its name. Only for a node you know is not "
+                             "provisioned yet: anyone on the link can send unauthenticated frames.")(fn)
+
+
 def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
     click.echo(json.dumps(data, indent=None) if as_json else text(data))
 

@@ -8,15 +8,15 @@ from pathlib import Path
 
 import click
 
-from cyphy.cli.common import EXIT_FAILED, emit, errors, key_options
+from cyphy.cli.common import EXIT_FAILED, emit, errors, key_options, unprovisioned_option
 
 URL_HELP = "serial:///dev/ttyUSB0, udp://HOST[:PORT], sim://NAME (or a /dev path)"
 
 
-def _connect(url: str, key_file: str | None):
+def _connect(url: str, key_file: str | None, unprovisioned: bool):
     from cyphy.api import connect
 
-    return connect(url, key_file=key_file)
+    return connect(url, key_file=key_file, unprovisioned=unprovisioned)
 
 
 def _value(text: str) -> float | str:
@@ -30,8 +30,9 @@ def _value(text: str) -> float | str:
 @click.argument("url", metavar="URL")
 @click.argument("assignments", nargs=-1, required=True, metavar="LOOP.KEY=VALUE...")
 @key_options
+@unprovisioned_option
 @errors
-def set_(url: str, assignments: tuple[str, ...], key_file: str | None) -> None:
+def set_(url: str, assignments: tuple[str, ...], key_file: str | None, unprovisioned: bool) -> None:
     """Set setpoints, gains and modes, e.g. `cyphy set sim://oven oven.setpoint=60
     oven.mode=auto`. Each is acknowledged by the node; a refusal prints why (exit 3).
     Keys: setpoint, mode (auto|manual), kp, ki, kd, output (manual output)."""
@@ -42,7 +43,7 @@ def set_(url: str, assignments: tuple[str, ...], key_file: str | None) -> None:
             raise click.BadParameter(f"{a!r}: write LOOP.KEY=VALUE, e.g. oven.setpoint=60",
                                      param_hint="assignments")
         pairs.append((path, _value(value)))
-    with _connect(url, key_file) as n:
+    with _connect(url, key_file, unprovisioned) as n:
         for path, value in pairs:
             n.set(path, value)
             click.echo(f"{path} = {value}: acknowledged")
@@ -53,11 +54,12 @@ def set_(url: str, assignments: tuple[str, ...], key_file: str | None) -> None:
 @click.argument("path", metavar="LOOP.KEY")
 @click.option("--json", "as_json", is_flag=True, help="Print the value as JSON.")
 @key_options
+@unprovisioned_option
 @errors
-def get(url: str, path: str, as_json: bool, key_file: str | None) -> None:
+def get(url: str, path: str, as_json: bool, key_file: str | None, unprovisioned: bool) -> None:
     """Read a parameter: LOOP.KEY (oven.measurement), a loop name (its whole state), or
     state, stats, faults, info."""
-    with _connect(url, key_file) as n:
+    with _connect(url, key_file, unprovisioned) as n:
         v = n.get(path)
     emit(v, as_json, lambda v: "\n".join(f"{k}: {x}" for k, x in v.items()) if isinstance(v, dict) else str(v))
 
@@ -74,15 +76,16 @@ CSV_FIELDS = ("host_time", "t_ms", "loop", "setpoint", "measurement", "output", 
               help="Record every sample to this CSV file (cyphy plot draws it).")
 @click.option("--seconds", type=float, help="Stop after this long (default: until Ctrl-C).")
 @key_options
+@unprovisioned_option
 @errors
 def monitor(url: str, period_ms: int, csv_path: Path | None, seconds: float | None,
-            key_file: str | None) -> None:
+            key_file: str | None, unprovisioned: bool) -> None:
     """A live table of every loop: setpoint, measurement, output, mode, alarms, faults,
     jitter (p99 of the loop's period) and link quality (frames lost, rejected)."""
     from cyphy.client import status_names
     from cyphy.monitor import LiveTable
 
-    with _connect(url, key_file) as n:
+    with _connect(url, key_file, unprovisioned) as n:
         table = LiveTable(n)
         writer = None
         f = None
