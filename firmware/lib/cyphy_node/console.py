@@ -1,30 +1,52 @@
 # The protocol on the serial console (docs/protocol.md, "Serial"): serve() reads the
 # console in the main thread (the REPL calls it through node.serve()), hands each whole frame
 # to the node's service over SerialPort's one-slot inbox, and gives the console back to a
-# person who types.
+# person only when the person asks for it: Enter on a typed line, Ctrl-C twice (or CR
+# Ctrl-C, what mpremote and ampy send), Ctrl-D. Line noise, stray bytes, oversize or
+# undecodable frames are dropped and counted; they never end the session, so no protocol
+# byte ever reaches the REPL as code.
 import time
 
 from . import proto as P
+
+try:
+    from micropython import const
+except ImportError:
+    def const(x):
+        return x
+
+_QUIET_MS = const(50)       # input after a pause this long may be a person (or a tool) typing
+_TYPED_MAX = const(256)     # a longer typed "line" is not a person's
+_READY_MS = const(100)      # serve() says it runs (00 00 00) this often ...
+_READY_N = const(20)        # ... this many times, until the host's first frame
+_READY = b"\x00\x00\x00"    # never printed by the REPL: the host knows serve() has started
 
 
 class SerialPort:
     """The session on the serial console, while serve() runs (docs/protocol.md, "Serial").
 
     Two owners, one field each: serve() (main thread) puts a received frame, still COBS-
-    encoded, in `inbox` when it is empty and sets `closing`; the service (soft context)
-    takes the inbox, answers on the console, and sets `heard`, `session_ended` and
-    `closed`. Nothing else is shared."""
+    encoded, in `inbox` when it is empty, counts the chunks it dropped (`dropped`) and sets
+    `closing`; the service (soft context) takes the inbox, answers on the console, and sets
+    `heard`, `session_ended` and `closed`. Nothing else is shared."""
 
     def __init__(self, out):
         self.out = out
         self.inbox = None                # main -> service: one frame (bytes), None: taken
         self.closing = False             # main: end the session, stop writing
+        self.dropped = 0                 # main: oversize chunks dropped before the inbox
         self.closed = False              # service: done, the port is gone
-        self.session_ended = False       # service: the host said BYE (or went idle)
+        self.session_ended = False       # service: the host said BYE
         self.heard = time.ticks_ms()     # service: the last authentic frame here
+        self._dropped_seen = 0           # service: how many of `dropped` are counted
+        self._rx_type = 0                # service: TYPE of the frame being received
         self._buf = bytearray(2 * P.MAX_FRAME + 4)
 
     def poll(self, ep):
+        d = self.dropped - self._dropped_seen
+        if d:
+            self._dropped_seen += d
+            ep.counters[P.C_BAD_FRAME] += d
         if self.closing:
             if not self.closed:
                 s = ep._session(self, None)
@@ -43,11 +65,13 @@ class SerialPort:
         except P.ProtoError:
             ep.counters[P.C_BAD_FRAME] += 1
             return
+        self._rx_type = data[1] if len(data) > 1 else 0
         ep.receive(self, None, data)
+        self._rx_type = 0
 
     def send(self, frame, addr):
         if self.closing:
-            return                       # a person is typing: nothing more on the console
+            return                       # a person has the console: nothing more on it
         b = self._buf
         b[0] = 0
         o = P.cobs_encode(frame, len(frame), b, 1)
@@ -55,106 +79,165 @@ class SerialPort:
         self.out.write(memoryview(b)[:o + 1])
 
     def ended(self, s):
-        self.session_ended = True
+        # Only the host's BYE ends serve(). A session that expired (no authentic frame for
+        # the endpoint's idle time, e.g. on a noisy line) does not: the host says HELLO again.
+        if self._rx_type == P.BYE:
+            self.session_ended = True
 
 
 class _Console:
-    """What a person (or a tool) types while serve() runs: the line so far, echoed as the
-    REPL would. Enter ends the session and the line then runs at the prompt; any other
-    control character (Ctrl-C, Ctrl-A...) just ends the session."""
+    """Is a person (or a tool) typing? Input that starts after a pause (_QUIET_MS) with no
+    frame delimiter in it is watched as typing: printable characters make a line (backspace
+    edits it), and the session ends on Enter after a non-empty line followed by a pause,
+    on Ctrl-C twice or CR Ctrl-C (at once: mpremote's and ampy's next bytes go to the REPL),
+    or on Ctrl-D followed by a pause. Anything else (a 00, another control character, more
+    input right after Enter) means it was not typing: line noise or a frame's bytes."""
 
-    def __init__(self, out):
-        self.out = out
+    def __init__(self):
+        self.on = False
         self.line = bytearray()
+        self.cr = False
+        self.ctrl_c = 0
+        self.ready = False               # Enter or Ctrl-D seen: ends after a pause
+        self.why = None
+
+    def start(self):
+        if not self.on:
+            self.on = True
+            self.line = bytearray()
+            self.cr = False
+            self.ctrl_c = 0
+            self.ready = False
+
+    def drop(self):
+        self.on = False
+        self.ready = False
 
     def feed(self, c):
-        """True when the session must end."""
-        if c in (8, 127):
+        """True when the session must end now (Ctrl-C)."""
+        if not self.on:
+            return False
+        if self.ready and c != 10:       # Enter, then more at once: a paste, or noise
+            self.drop()
+            return False
+        if 32 <= c < 127:
+            if len(self.line) >= _TYPED_MAX:
+                self.drop()
+            else:
+                self.line.append(c)
+                self.cr = False
+            return False
+        if c == 8 or c == 127:
             if self.line:
                 self.line.pop()
-                self.out.write(b"\x08 \x08")
             return False
-        if c >= 32:
-            self.line.append(c)
-            self.out.write(bytes((c,)))
+        if c == 13 or c == 10:
+            if self.line:
+                self.ready = True
+                self.why = "console input"
+            self.cr = True
             return False
-        if c not in (10, 13):
-            self.line = bytearray()      # Ctrl-C & co: the line is dropped, as at the REPL
-        return True
+        if c == 3:
+            self.ctrl_c += 1
+            if self.cr or self.ctrl_c >= 2:
+                self.line = bytearray()  # the line is dropped, as at the REPL
+                self.why = "Ctrl-C"
+                return True
+            return False
+        if c == 4:
+            self.line = bytearray()
+            self.ready = True
+            self.why = "Ctrl-D"
+            return False
+        self.drop()
+        return False
 
 
 def serve(ep, node, idle_ms=3000):
-    """Run the protocol on the serial console until the host says BYE, a person types
-    (any byte outside a frame), or no valid host frame came for idle_ms. The control
-    loops keep running meanwhile. Called by the host from the REPL (node.serve()).
-    Returns (why it ended, the line typed if it was ended by Enter).
+    """Run the protocol on the serial console until the host says BYE, a person asks for
+    the console (Enter on a typed line, Ctrl-C twice, Ctrl-D: see _Console), or the line
+    has been silent and no valid host frame came for idle_ms. The control loops keep
+    running meanwhile. Called by the host from the REPL (node.serve()). Returns (why it
+    ended, the line typed if it was ended by Enter).
 
-    This loop (main thread) only reads the console: each whole frame goes to the node's
-    service (soft context), which owns the session and writes every answer."""
+    This loop (main thread) only reads the console: each chunk between two 00 bytes goes
+    to the node's service (soft context), which decodes it, owns the session and writes
+    every answer. A chunk longer than a frame is dropped (counted as a bad frame)."""
     import sys
     import select
     import micropython
 
     inp = sys.stdin.buffer
-    port = SerialPort(sys.stdout.buffer)
-    con = _Console(sys.stdout.buffer)
+    out = sys.stdout.buffer
+    port = SerialPort(out)
+    con = _Console()
     node.soft_call(ep.add_port, port)
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     one = bytearray(1)
-    chunk = bytearray()
-    in_frame = False
-    opened = time.ticks_ms()
+    buf = bytearray(P.MAX_FRAME + 2)     # the chunk since the last 00 (COBS adds one byte)
+    n = 0
+    skip = False                         # this chunk is too long: drop it up to the next 00
+    last = time.ticks_ms()               # the last input byte
+    readies = 0
+    ready_at = last
+    why = "?"
     micropython.kbd_intr(-1)             # Ctrl-C is data here: _Console handles it
+    out.write(_READY)
     try:
         while True:
             now = time.ticks_ms()
             if not poll.poll(0):
-                if in_frame and time.ticks_diff(now, opened) > 100:
-                    in_frame = False     # a torn frame: what follows is console input
-                    chunk = bytearray()
-                if con.line:
-                    time.sleep_ms(1)
-                    continue
+                quiet = time.ticks_diff(now, last)
+                if con.ready and quiet >= _QUIET_MS:
+                    why = con.why
+                    break
                 if port.session_ended:
                     why = "host said bye"
                     break
-                if time.ticks_diff(now, port.heard) > idle_ms:
+                if quiet > idle_ms and time.ticks_diff(now, port.heard) > idle_ms:
                     why = "no host for %d ms" % idle_ms
                     break
+                if readies < _READY_N and time.ticks_diff(now, ready_at) >= _READY_MS:
+                    readies += 1
+                    ready_at = now
+                    out.write(_READY)
                 time.sleep_ms(1)         # the loops run meanwhile (ESP32: other tasks too)
                 continue
             inp.readinto(one)
             c = one[0]
-            if con.line:                 # a person is typing a line: no frames any more
-                if con.feed(c):
-                    why = "console input"
-                    break
-            elif c == 0:
-                if in_frame and chunk:   # the 00 that closes a frame
-                    in_frame = False
+            gap = time.ticks_diff(now, last) >= _QUIET_MS
+            last = now
+            if c == 0:
+                con.drop()
+                if skip:
+                    port.dropped += 1
+                elif n:
+                    readies = _READY_N   # the host is here: no more ready marks
                     while port.inbox is not None:
                         time.sleep_ms(1)  # the service takes one frame at a time
-                    port.inbox = bytes(chunk)
+                    port.inbox = bytes(memoryview(buf)[:n])
                     node.wake_service()
-                    chunk = bytearray()
-                else:                    # the 00 that opens one
-                    in_frame = True
-                    opened = now
-            elif in_frame:
-                chunk.append(c)
-                if len(chunk) > P.MAX_FRAME + 2:
-                    in_frame = False
-                    chunk = bytearray()
+                n = 0
+                skip = False
+                continue
+            if n < len(buf):
+                buf[n] = c
+                n += 1
             else:
-                _close(node, port)       # the session ends before anything is echoed
-                if con.feed(c):
-                    why = "console input"
-                    break
+                skip = True
+            if gap:
+                con.start()
+            if con.feed(c):
+                why = con.why
+                break
     finally:
         micropython.kbd_intr(3)
         _close(node, port)
-    return why, bytes(con.line).decode()
+    line = bytes(con.line) if why == "console input" else b""
+    if line:
+        out.write(line + b"\r\n")        # what was typed, as the REPL would have echoed it
+    return why, line.decode()
 
 
 def _close(node, port):
