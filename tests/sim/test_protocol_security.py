@@ -113,12 +113,14 @@ def test_replays_and_forgeries_are_rejected_and_counted(node):
                                    P.cmd_set(0, 0, 99.0), key=P.Key(b"x" * 32), epoch=s._epoch))
         tap.link.send(bytes(forged))      # the wrong key
         stale_seq = s._last_seq - 100_000
+        for _ in range(17):               # the node's window of host SEQs (16) moves past it
+            s._send(P.HEARTBEAT, b"")
+        time.sleep(0.3)
         q: queue.Queue = queue.Queue()
         s._waiting[stale_seq] = q
         s._send(P.COMMAND, P.cmd_set(0, 0, 60.0), stale_seq)  # a SEQ below the last one
-        kind, body = q.get(timeout=3)
-        assert kind == P.NACK and body["reason"] == P.R_STALE
-        time.sleep(0.3)
+        with pytest.raises(queue.Empty):  # dropped unanswered: no state, no amplifier
+            q.get(timeout=1.0)
         assert s.read("oven.setpoint") == 55.0
         c = counters(s)
         assert c["bad_tag"] == 2 and c["stale"] == 1

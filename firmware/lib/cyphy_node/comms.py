@@ -19,6 +19,12 @@ except ImportError:
 
 _MAX_SESSIONS = const(4)
 _SESSION_IDLE_MS = const(5000)   # a session no host frame has renewed for this long ends
+_WINDOW = const(16)              # host SEQs remembered per session: a frame is fresh if it
+                                 # is newer than all of them, or newer than the oldest and
+                                 # not among them (a host's frames may be reordered)
+_HELLO_PER_S = const(8)          # HELLO answers per second, all senders together
+_TAKEOVER_MS = const(2500)       # an authenticated session gives way to a new host only
+                                 # after this long without a fresh frame
 _HEARTBEAT_MS = const(1000)
 _SERVICE_MS = const(2)           # service() does its checks at most this often
 _RECENT = const(8)               # replies kept for duplicate requests (exactly-once)
@@ -44,15 +50,32 @@ class Session:
         self.epoch = _urandom(4)     # fresh per session: frames of older sessions fail
         self.seq = 0                 # our SEQ (16 bits) ...
         self.roc = 0                 # ... and its rollover count: 32 bits in all
-        self.hi = -1                 # highest host SEQ accepted
+        self.seen = []               # the _WINDOW highest host SEQs accepted, ascending
         self.recent = []             # [(host seq, reply frame)], newest last
-        self.authed = False          # a valid frame from the host since HELLO
-        self.heard = time.ticks_ms()
+        self.authed = False          # a fresh authentic frame from the host since HELLO
+        self.heard = time.ticks_ms() # the last fresh authentic frame's arrival
+        self.read = None             # (path, JSON text) of this session's last READ
         self.period_ms = 0           # telemetry subscription (0: none)
         self.batch = 1
         self.stats_ms = 0
         self.next_stats = 0
         self.next_hb = 0
+
+    def fresh(self, seq):
+        """True if host SEQ seq was never accepted and is inside the window."""
+        w = self.seen
+        if seq in w:
+            return False
+        return len(w) < _WINDOW or seq > w[0]
+
+    def accept(self, seq):
+        w = self.seen
+        i = len(w)
+        while i and w[i - 1] > seq:
+            i -= 1
+        w.insert(i, seq)
+        if len(w) > _WINDOW:
+            w.pop(0)
 
 
 class Endpoint:
@@ -85,7 +108,8 @@ class Endpoint:
         self._events = []
         self._frame = bytearray(P.MAX_FRAME + P.TAG_LEN)
         self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
-        self._last_read = None       # (path, JSON text) of the last READ, for its pieces
+        self._hello_tokens = _HELLO_PER_S
+        self._hello_refill = time.ticks_ms()
         self._announce = None        # the Session-like counter of our announcements
         self.followers = []          # peer.Follower: loops following another node (UDP)
         self.net = None              # net.Net: Wi-Fi and the UDP port, when comms.udp is on
@@ -156,6 +180,8 @@ class Endpoint:
             self.net.poll(now)
         for port in self.ports[:]:       # a port may leave while polled
             port.poll(self)
+            if getattr(port, "backlog", False):
+                self.node.more_service()  # more waiting: another service pass at once
         for fl in self.followers:
             fl.service(now)
         if self._ready_len:
@@ -251,6 +277,9 @@ class Endpoint:
             self.node.comms_last_error = e
 
     def _receive(self, port, addr, data):
+        # Cheap checks first: whatever an unauthenticated sender can make us do is bounded
+        # (a parse, at most two tag checks for an address in session, no answer but a HELLO
+        # no larger than its request). Only a fresh authentic frame changes anything.
         c = self.counters
         try:
             f = P.parse(data)
@@ -267,34 +296,35 @@ class Endpoint:
         if f.type == P.HELLO_REQ:
             self._hello(port, addr, f)
             return
-        s = self._session(port, addr)
-        if s is None:
-            c[P.C_STALE] += 1            # no session (the node rebooted?): the host says HELLO
-            return
         if f.hdr != P.HDR_LONG:
             c[P.C_BAD_FRAME] += 1        # host frames carry a 6-byte SEQ
             return
-        if not self._authentic(f, s):
+        s = self._authentic(port, addr, f)
+        if s is None:
             return
-        s.heard = time.ticks_ms()
-        port.heard = s.heard
-        self.node.touch()
-        for seq, reply in s.recent:
-            if seq == f.seq:             # a retry of a request we answered: same answer
-                c[P.C_DUPLICATE] += 1
+        seq = f.seq
+        for rs, reply in s.recent:
+            if rs == seq:                # a retry of a request we answered: same answer,
+                c[P.C_DUPLICATE] += 1    # nothing else changes
                 port.send(reply, addr)
                 return
-        ref = bytes(f.data[3:9])
-        if f.seq <= s.hi:
-            c[P.C_STALE] += 1
-            self._reply(s, f, P.NACK, P.nack(ref, P.R_STALE, "sequence %d <= %d" % (f.seq, s.hi)))
+        if not s.fresh(seq):
+            c[P.C_STALE] += 1            # a replay, or older than the window: dropped
             return
-        s.hi = f.seq
-        s.authed = True
+        s.accept(seq)
+        t = getattr(port, "arrived", None)   # when it came, at the latest (see UdpPort)
+        if t is None:
+            t = time.ticks_ms()
+        s.heard = t
+        port.heard = t
+        self.node.touch(t)
+        if not s.authed:
+            s.authed = True
+            self._retire(s)
         if f.type == P.BYE:
             self.end(s)
         elif f.type != P.HEARTBEAT:
-            self._request(s, f, ref)
+            self._request(s, f, bytes(f.data[3:9]))
 
     def _request(self, s, f, ref):
         # Apply a request once and answer ACK (with its result) or NACK (with the reason).
@@ -315,15 +345,38 @@ class Endpoint:
             self.counters[P.C_APPLIED] += 1
             self._reply(s, f, P.ACK, P.ack(ref, result))
 
-    def _authentic(self, f, s):
+    def _authentic(self, port, addr, f):
+        # The session (of this port and address) whose EPOCH the frame's tag checks under,
+        # newest first (a host re-opening its session has two for a moment), or None.
         c = self.counters
-        if self.key is None:
-            ok = not f.auth and f.check()
-        else:
-            ok = f.auth and f.check(self.key, s.epoch, 0)
-        if not ok:
+        if (self.key is None) == bool(f.auth):
             c[P.C_BAD_TAG if f.auth or self.key is not None else P.C_BAD_FRAME] += 1
-        return ok
+            return None
+        found = False
+        i = len(self.sessions)
+        while i:
+            i -= 1
+            s = self.sessions[i]
+            if s.port is port and s.addr == addr:
+                found = True
+                if (f.check(self.key, s.epoch, 0) if self.key is not None else f.check()):
+                    return s
+        if not found:
+            c[P.C_STALE] += 1            # no session here (the node rebooted?): HELLO again
+        else:
+            c[P.C_BAD_TAG if self.key is not None else P.C_BAD_FRAME] += 1
+        return None
+
+    def _retire(self, s):
+        # s has just been authenticated: older sessions of the same place are over (the
+        # host went on in s: the port is not told a session ended).
+        for o in self.sessions[:]:
+            if o is not s and o.port is s.port and o.addr == s.addr:
+                self._drop(o)
+
+    def _drop(self, s):
+        self.sessions.remove(s)
+        self._update_period()
 
     def _reply(self, s, f, ftype, payload):
         frame = self.send(s, ftype, payload)
@@ -332,32 +385,73 @@ class Endpoint:
             s.recent.pop(0)
 
     def _session(self, port, addr):
-        for s in self.sessions:
+        # The newest session of this port and address (serial: addr None).
+        i = len(self.sessions)
+        while i:
+            i -= 1
+            s = self.sessions[i]
             if s.port is port and s.addr == addr:
                 return s
         return None
 
     def _hello(self, port, addr, f):
         # Anyone may ask (discovery): HELLO_REQ needs no key; the answer is authenticated.
+        # So that a flood of them costs little and displaces nobody: answers are rate-
+        # limited, never larger than the request, and a new session takes the place of one
+        # no host has authenticated, or of one whose host has gone quiet; an authenticated
+        # session of the same place stays until the new one is authenticated.
+        c = self.counters
         if f.auth or not f.check():      # HELLO_REQ is a plain frame (no session yet)
-            self.counters[P.C_BAD_FRAME] += 1
+            c[P.C_BAD_FRAME] += 1
             return
         try:
             nonce = P.parse_hello_req(f.payload)["nonce"]
         except P.ProtoError:
-            self.counters[P.C_BAD_FRAME] += 1
+            c[P.C_BAD_FRAME] += 1
             return
-        old = self._session(port, addr)
-        if old is not None:
-            self.sessions.remove(old)
-        while len(self.sessions) >= _MAX_SESSIONS:
-            # make room: the oldest session no host has authenticated, else the oldest
-            idle = [x for x in self.sessions if not x.authed] or self.sessions
-            self.end(idle[0])
+        now = time.ticks_ms()
+        if not self._hello_token(now):
+            c[P.C_DROPPED] += 1
+            return
+        for o in self.sessions[:]:
+            if o.port is port and o.addr == addr and not o.authed:
+                self._drop(o)            # this place's earlier unanswered HELLO
+        if len(self.sessions) >= _MAX_SESSIONS and not self._make_room(now):
+            c[P.C_DROPPED] += 1          # every session busy with a live host
+            return
         s = Session(port, addr, nonce)
+        p = self._hello_payload(s)
+        if P.HDR_SHORT + len(p) + P.TAG_LEN > len(f.data):
+            c[P.C_BAD_FRAME] += 1        # an unpadded request: no amplifier for anyone
+            return
         self.sessions.append(s)
-        self._update_period()
-        self.send(s, P.HELLO, self._hello_payload(s))
+        self.send(s, P.HELLO, p)
+
+    def _hello_token(self, now):
+        gone = time.ticks_diff(now, self._hello_refill)
+        if gone >= 1000 // _HELLO_PER_S:
+            k = gone * _HELLO_PER_S // 1000
+            self._hello_tokens = min(_HELLO_PER_S, self._hello_tokens + k)
+            self._hello_refill = time.ticks_add(self._hello_refill, k * 1000 // _HELLO_PER_S)
+            if self._hello_tokens == _HELLO_PER_S:
+                self._hello_refill = now
+        if self._hello_tokens <= 0:
+            return False
+        self._hello_tokens -= 1
+        return True
+
+    def _make_room(self, now):
+        # The oldest session no host has authenticated; else the one quiet the longest,
+        # if quiet for _TAKEOVER_MS. False: no room.
+        for o in self.sessions:
+            if not o.authed:
+                self.end(o)
+                return True
+        q = max(self.sessions, key=lambda o: time.ticks_diff(now, o.heard))
+        if time.ticks_diff(now, q.heard) > _TAKEOVER_MS:
+            self.end(q)
+            return True
+        return False
 
     def announcement(self):
         """A HELLO nobody asked for (zero nonce), under the node's announce EPOCH: it
@@ -386,19 +480,21 @@ class Endpoint:
             P.put_u32(r, 0, now)
             return P.ACK, bytes(r)
         if ftype == P.READ:
-            return P.ACK, self._read_chunk(body["path"], body["offset"])
+            return P.ACK, self._read_chunk(s, body["path"], body["offset"])
         raise P.ProtoError("%s is not a request" % P.TYPE_NAMES.get(ftype, ftype),
                            P.R_UNKNOWN_COMMAND)
 
-    def _read_chunk(self, path, offset):
-        if offset == 0 or self._last_read is None or self._last_read[0] != path:
+    def _read_chunk(self, s, path, offset):
+        # A long answer comes in pieces, all cut from the text this session's first piece
+        # was cut from (another host's reads never mix in).
+        if offset == 0 or s.read is None or s.read[0] != path:
             import json
             text = json.dumps(self._read(path)).encode()
             if len(text) > 0xFFFF:
                 raise P.ProtoError("%s is too large to read (%d bytes)" % (path, len(text)),
                                    P.R_STATE)
-            self._last_read = (path, text)
-        text = self._last_read[1]
+            s.read = (path, text)
+        text = s.read[1]
         if offset > len(text):
             raise P.ProtoError("offset %d is past the end (%d)" % (offset, len(text)),
                                P.R_OUT_OF_RANGE)

@@ -502,6 +502,13 @@ class Node:
         else:
             self._wake(1)
 
+    def more_service(self):
+        """The service has more to do (a port's backlog): another pass of it soon after
+        this one. (In the foreground, run() serves after every pass anyway.)"""
+        if self._timer is not None and not self._svc_queued:
+            self._svc_queued = 1
+            self._wake(1)
+
     def _service_soft(self, urgent):
         self._svc_queued = 0
         self._soft = 1
@@ -655,9 +662,13 @@ class Node:
         """Outputs safe, then a hard reset of the board in ms milliseconds."""
         self._reboot_at = time.ticks_add(time.ticks_ms(), ms)
 
-    def touch(self):
-        """Comms alive (the host protocol calls this on every message)."""
-        self._touched = time.ticks_ms()
+    def touch(self, t=None):
+        """Comms alive: a fresh authenticated host frame arrived at ticks_ms t (default
+        now). The comms timeout runs from the latest such arrival."""
+        if t is None:
+            t = time.ticks_ms()
+        if time.ticks_diff(t, self._touched) > 0:
+            self._touched = t
 
     def clear(self):
         """Clear latched exception faults; the loops resume (bumpless) on their next tick."""
