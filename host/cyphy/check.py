@@ -133,6 +133,7 @@ class Report:
     seconds: float = 0.0
     reasons: list[str] = field(default_factory=list)         # why it does not fit
     advice: list[str] = field(default_factory=list)          # what to drop
+    warnings: list[str] = field(default_factory=list)        # fits, but look (e.g. comms timeout)
 
     @property
     def fits(self) -> bool:
@@ -146,7 +147,7 @@ class Report:
             "ram_resident_bytes": self.ram_resident_bytes, "ram_free_bytes": self.ram_free_bytes,
             "ram_largest_free_bytes": self.ram_largest_free_bytes, "heap_grew": self.heap_grew,
             "modules": self.modules, "loops": self.loops, "errors": self.errors,
-            "reasons": self.reasons, "advice": self.advice,
+            "reasons": self.reasons, "advice": self.advice, "warnings": self.warnings,
             "measuring_bytes": self.measuring_bytes, "port_pystones": self.port_pystones,
             "seconds": round(self.seconds, 2),
         }
@@ -560,6 +561,11 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     if rep.errors:
         rep.seconds = _time.monotonic() - t0
         return rep
+    from cyphy.client import comms_timeout_warning
+
+    w = comms_timeout_warning(cfg.get("comms_timeout_ms"))
+    if w:
+        rep.warnings.append(w)  # our tools' heartbeat cannot keep such a timeout alive
     from cyphy_node import config as C
 
     full = C.validate(cfg).to_dict()

@@ -280,6 +280,11 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
             if config == cur:
                 config_data = old  # same content: keep the node's bytes (and formatting)
     name = config["name"]
+    from cyphy.client import comms_timeout_warning
+
+    w = comms_timeout_warning(config.get("comms_timeout_ms"))
+    if w:
+        warnings.append(w)
     if config_data is None:
         config_data = config_bytes(config)
     cfg_sha = hashlib.sha256(config_data).hexdigest()

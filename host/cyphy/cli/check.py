@@ -53,6 +53,8 @@ def check(config_file: str, chip: str, psram: bool, as_json: bool) -> None:
         click.echo(json.dumps(rep.to_json()))
     else:
         click.echo(text(rep))
+    for w in rep.warnings:
+        click.echo(f"warning: {w}", err=True)
     if not rep.fits:
         if not as_json:
             click.echo(("error: " if rep.errors else "") + rep.summary(), err=True)
