@@ -317,6 +317,16 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     else:
         want, source = new_key_hex(), "generated"
     set_key = None if want is None or (q["has_key"] and q["same_key"] and want == cand) else want
+    # ---- two-phase key change (cyphy.keys): before the node is written, this host keeps
+    # every key the node may boot with or run from here on, under its new name: the key it
+    # has now (when the host knows it) and the one it gets. The old one is dropped only
+    # once a session verifies the new one (keys.confirm), so a power cut or a killed host
+    # at any moment leaves a node this host can reach.
+    node_hex = cand if q["has_key"] and q["same_key"] else None
+    if not dry_run:
+        for k in (node_hex, want):
+            if k is not None:
+                keys.stage(name, k)
     wifi_d = {"ssid": wifi[0], "password": wifi[1]} if wifi is not None else None
 
     report = {
@@ -364,13 +374,17 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     report["key"]["changed"] = bool(w["key_changed"])
     report["wifi"]["changed"] = bool(w["wifi_changed"])
 
-    # ---- the host's copy of the key (after the node has it: a rerun repairs either side)
+    # ---- the node's /secrets.json verifiably holds `want`: it becomes the host's primary
+    # key; the previous one is kept until a session with the node confirms the new one (the
+    # node runs its old key until it reboots)
     if want is not None and host_hex != want:
-        if not dry_run:
-            keys.save_key(name, want)
         report["key"]["host_file_changed"] = True
+    if want is not None and not dry_run:
+        keys.commit(name, want)
     if want is not None or host_hex is not None:
         report["key"]["host_file"] = str(keys.key_path(name))
+    # how many keys this host holds for the node (2 or more: a key change not yet confirmed)
+    report["host_keys_held"] = len(keys.load_key_hexes(name))
     return report
 
 

@@ -109,9 +109,27 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
                 report["reset"] = True
             else:
                 report["reset"] = False
+    if report["reset"] and report["host_keys_held"] > 1:
+        report["host_keys_held"] = _confirm_key(port, report["name"])
     emit(report, as_json, _text)
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
+
+
+def _confirm_key(port: str, name: str) -> int:
+    """After a reset with a new key: a session with the node confirms the key change, so
+    that the host drops the old key (cyphy.keys.confirm). Best effort: unconfirmed, the
+    host keeps both and the next session confirms. Returns the keys now held for name."""
+    from cyphy import keys
+    from cyphy.api import connect
+
+    url = port if "://" in port else f"serial://{port}"
+    try:
+        with connect(url, timeout=3.0):
+            pass
+    except Exception:  # noqa: BLE001 - no firmware, a busy port...: confirmed later
+        pass
+    return len(keys.load_key_hexes(name))
 
 
 def _text(r: dict) -> str:
@@ -126,6 +144,8 @@ def _text(r: dict) -> str:
     ]
     if k["host_file"]:
         upd = ("would update" if r["dry_run"] else "updated") if k["host_file_changed"] else "unchanged"
+        if r.get("host_keys_held", 0) > 1:
+            upd += "; the previous key is kept until the node answers with the new one"
         lines.append(f"host key: {k['host_file']} ({upd})")
     s = f"node {r['name']} on {r['port']}"
     if r["dry_run"]:
