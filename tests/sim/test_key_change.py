@@ -201,3 +201,18 @@ def test_random_cuts_during_provision_new_key(node):
         except Exception as e:  # noqa: BLE001 - counted, then reported all at once
             unreachable.append((i, round(at, 2), "node" if i % 2 == 0 else "host", repr(e)[:200]))
     assert not unreachable, unreachable
+
+
+def test_new_key_with_reset_is_confirmed_at_once(node):
+    p = subprocess.run(provision_cmd(node) + ["--reset"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    r = json.loads(p.stdout)
+    assert r["key"]["changed"] and r["reset"]
+    assert r["host_keys_held"] == 1            # a session verified the new key: the old one is gone
+    assert reachable(node) == NAME
+    p = subprocess.run(provision_cmd(node), capture_output=True, text=True, timeout=120)
+    assert json.loads(p.stdout)["host_keys_held"] == 2   # not reset: the node runs the old key
+    assert reachable(node) == NAME
+    assert len(keys.load_key_hexes(NAME)) == 2
+    for secret in keys.load_key_hexes(NAME):
+        assert secret not in p.stdout + p.stderr
