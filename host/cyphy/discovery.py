@@ -29,7 +29,9 @@ class Found:
     uid: str
     loops: list[str]
     authenticated: bool           # the node signs its frames (it has a key)
-    verified: bool | None = None  # the tag checked out with the key we hold (None: no key)
+    verified: bool | None = None  # the tag checked out with a key we hold (given, or the key
+                                  # store's for its name); False: it did not, or the node has
+                                  # no key though we hold one for its name; None: no key held
     how: str = "answer"           # "answer" to our HELLO_REQ, or "announce"
     extra: dict = field(default_factory=dict)
 
@@ -48,16 +50,24 @@ def _found(data: bytes, src: tuple[str, int], nonce: bytes | None, key: P.Key | 
     zero = bytes(P.NONCE_LEN)
     if h["nonce"] != zero and h["nonce"] != nonce:
         return None  # an answer to somebody else's HELLO_REQ
+    held = [key] if key is not None else _stored_keys(h["name"])
     if f.auth:
-        verified = f.check(key, h["epoch"], h["roc"]) if key is not None else None
+        verified = any(f.check(k, h["epoch"], h["roc"]) for k in held) if held else None
     elif not f.check():
         return None  # corrupt
     else:
-        verified = None if key is None else False  # we hold a key; this node has none
+        verified = False if held else None  # we hold a key for this name; this node has none
     return Found(url=f"udp://{src[0]}:{src[1]}", ip=src[0], port=src[1], node_id=f.node,
                  name=h["name"], board=h["board"], firmware=h["firmware"], uid=h["uid"].hex(),
                  loops=h["loops"], authenticated=f.auth, verified=verified,
                  how="announce" if h["nonce"] == zero else "answer")
+
+
+def _stored_keys(name: str) -> list[P.Key]:
+    """The keys this host's key store holds for a node name (cyphy.keys), if any."""
+    from . import keys
+
+    return [P.key_from_hex(h) for h in keys.load_key_hexes(name)]
 
 
 def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None = None,

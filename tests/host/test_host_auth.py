@@ -221,3 +221,21 @@ def test_a_total_that_changes_between_pieces_is_refused(home):
     with FakeNode("oven1", key=KEY, on_request=on) as fake, cyphy.connect(fake.url) as n:
         with pytest.raises(ProtocolError, match="total changed"):
             n.get("stats")
+
+
+def test_discovery_judges_nodes_by_the_store_keys_too(home):
+    from cyphy.discovery import discover_udp
+
+    def found(fake: FakeNode):
+        (f,) = discover_udp(timeout=0.3, port=fake.port, broadcasts=("127.0.0.1",))
+        return f
+
+    with FakeNode("oven1") as fake:
+        assert found(fake).verified is None           # no key held for oven1
+        keys.save_key("oven1", KEY_HEX)
+        f = found(fake)
+        assert f.verified is False and not f.authenticated   # an impostor, or a node that lost its key
+    with FakeNode("oven1", key=KEY) as fake:
+        assert found(fake).verified is True
+    with FakeNode("oven1", key=P.key_from_hex("99" * 32)) as fake:
+        assert found(fake).verified is False
