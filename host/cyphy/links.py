@@ -22,6 +22,10 @@ class LinkError(Exception):
     """The link cannot be opened or used; the message says what to do."""
 
 
+class NoServe(LinkError):
+    """node.serve() ran at the REPL and said it cannot serve (no cyphy firmware there)."""
+
+
 class Link(Protocol):
     def send(self, frame: bytes) -> None: ...
     def recv(self, timeout: float) -> bytes | None: ...
@@ -57,14 +61,27 @@ class UdpLink:
 
 
 class SerialLink:
-    """The protocol on a node's serial console. Opening it gets the REPL's attention
-    (Ctrl-C), returns it to the friendly prompt (Ctrl-B) and types `node.serve()`; from
-    then on the node sends only frames (COBS, 00-delimited) until the session ends, and
-    text outside frames (the REPL's) is kept in .console for error messages."""
+    """The protocol on a node's serial console (docs/protocol.md, "Serial"). Opening it
+    gets the REPL's attention (CR Ctrl-C Ctrl-C ends a running node.serve(), stops a
+    program, clears a typed line; Ctrl-B leaves the raw REPL) and types `node.serve()`;
+    serve() answers 00 00 00, which the REPL never prints, so the host sends no frame before
+    serve() runs. Tried again until it works (`enter_s`): a noisy line may garble the
+    command. From then on the node sends only frames (COBS, 00-delimited) until the
+    session ends; text outside frames (the REPL's) is kept in .console for error messages.
+
+    The link notices when the node is back at its REPL (a prompt, "protocol session ended",
+    a boot banner) and types node.serve() again before the next frame it sends; `entries`
+    counts the times it entered, so a session above it knows to say HELLO again."""
 
     ENTER = b"node.serve()"
+    READY = b"\x00\x00\x00"  # serve() started (console.py)
+    QUIET_S = 0.08  # > the node's _QUIET_MS: our signals must follow a pause to count
+    # what only the REPL prints: the session is over, the node is at its prompt
+    BREAK_MARKS = (b">>> ", b"protocol session ended", b"raw REPL; CTRL-B to exit")
+    # node.serve() ran and cannot serve: no cyphy firmware, or no comms endpoint
+    REFUSALS = ("name 'node' isn't defined", "name 'node' is not defined", "no comms endpoint")
 
-    def __init__(self, url: str, baud: int = 115200, enter: bool = True) -> None:
+    def __init__(self, url: str, baud: int = 115200, enter: bool = True, enter_s: float = 30.0) -> None:
         import serial
 
         try:
@@ -74,34 +91,78 @@ class SerialLink:
         except (OSError, ValueError) as e:
             raise LinkError(f"{url}: {e}") from None
         self.url = url
+        self.enter_s = enter_s
         self.console = bytearray()
+        self.entries = 0
+        self.broken = False      # the node is at its REPL: enter again before sending
         self._buf = bytearray()
         self._frames: list[bytes] = []
         self._pending = bytearray()     # read while looking for a marker, not yet used
+        self._last_write = 0.0
+        self._tail = ""
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()  # exec() holds it: the session's reader keeps off
+        self.refused = ""        # why node.serve() cannot run there: frames are not sent
         if enter:
-            self.enter()
+            try:
+                self.enter()
+            except NoServe as e:
+                # said once, in the console: a session's "no HELLO" carries it to the user
+                self.refused = str(e)
+                self.console += str(e).encode()
 
     def enter(self) -> None:
         """Get the REPL's attention and start node.serve()."""
-        with self._rlock:
+        with self._rlock, self._wlock:
             self._enter()
+
+    def _write(self, data: bytes) -> None:
+        self.ser.write(data)
+        self._last_write = time.monotonic()
+
+    def _pause(self) -> None:
+        # the node takes a signal as a person's only after a pause in its input
+        wait = self._last_write + self.QUIET_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def _enter(self) -> None:
         s = self.ser
-        s.write(b"\r\x03\x03")
-        time.sleep(0.05)
-        s.write(b"\x02")
-        self._expect(b">>> ", 5.0, "a REPL prompt")
-        s.reset_input_buffer()
-        self._pending = bytearray()
+        end = time.monotonic() + self.enter_s
+        tries = 0
+        while True:
+            tries += 1
+            self._pause()
+            self._write(b"\r\x03\x03")
+            time.sleep(0.05)
+            self._write(b"\x02")
+            self._drain(0.1, 1.0)
+            self._pause()
+            self._write(self.ENTER + b"\r")
+            try:
+                self._expect(self.READY, 1.5, "serve()'s ready mark")
+                break
+            except LinkError as e:
+                if any(r in self._tail for r in self.REFUSALS):
+                    raise NoServe(f"{self.url}: node.serve() cannot run there: "
+                                  f"{self._tail.strip().splitlines()[-2:][0]}") from None  # it ran, and there is no node.serve()
+                if time.monotonic() > end:
+                    raise LinkError(f"{e} ({tries} tries in {self.enter_s:.0f} s)") from None
+        self.entries += 1
+        self.broken = False
         self.console.clear()
-        s.write(self.ENTER + b"\r")
-        self._expect(self.ENTER + b"\r\n", 5.0, "the echo of node.serve()")
-        self.console.clear()
+        self._buf.clear()
         rest, self._pending = bytes(self._pending), bytearray()
-        self._split(rest)  # the first frames may have come with the echo
+        self._split(rest)  # the first frames may have come with the mark
+
+    def _drain(self, quiet: float, limit: float) -> None:
+        """Read and drop input until the line has been quiet for `quiet` seconds."""
+        end = time.monotonic() + limit
+        last = time.monotonic()
+        while time.monotonic() < end and time.monotonic() - last < quiet:
+            if self.ser.read(self.ser.in_waiting or 1):
+                last = time.monotonic()
+        self._pending = bytearray()
 
     def _expect(self, marker: bytes, timeout: float, what: str) -> bytes:
         """Input up to and including marker; what came after it stays in _pending."""
@@ -110,6 +171,7 @@ class SerialLink:
         while marker not in seen:
             if time.monotonic() > end:
                 tail = bytes(seen[-200:]).decode(errors="replace")
+                self._tail = tail
                 self._pending = bytearray()
                 raise LinkError(f"{self.url}: no {what} from the device within {timeout:.0f} s "
                                 f"(is it a MicroPython board? last output: {tail!r})")
@@ -119,8 +181,12 @@ class SerialLink:
         return bytes(seen[:i])
 
     def send(self, frame: bytes) -> None:
+        if self.refused:
+            return  # no node.serve() there: a frame would only be typed into the REPL
+        if self.broken:
+            self.enter()  # never type a frame into the REPL
         with self._wlock:
-            self.ser.write(P.serial_encode(frame, lead=True))
+            self._write(P.serial_encode(frame, lead=True))
 
     def recv(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
@@ -137,17 +203,21 @@ class SerialLink:
         """Run code in the raw REPL (no session may be open: see Session.close_session);
         returns its output, or raises LinkError with the node's traceback. The node's
         loops keep running: the raw REPL is entered without a soft reset."""
-        with self._rlock:
+        with self._rlock, self._wlock:
             s = self.ser
-            s.write(b"\r\x03\x01")
+            self._pause()
+            self._write(b"\r\x03\x03")
+            time.sleep(0.05)
+            self._write(b"\r\x01")
             self._expect(b"raw REPL; CTRL-B to exit\r\n>", 5.0, "the raw REPL")
-            s.write(code.encode() + b"\x04")
+            self._write(code.encode() + b"\x04")
             self._expect(b"OK", timeout, "an OK from the raw REPL")
             out = self._until(b"\x04", timeout)
             err = self._until(b"\x04", timeout)
-            s.write(b"\x02")  # back to the friendly REPL, where a person expects it
+            self._write(b"\x02")  # back to the friendly REPL, where a person expects it
             self._expect(b">>> ", 5.0, "the friendly prompt")
             self._pending = bytearray()
+            self.broken = True     # the next frame needs node.serve() again
         if err:
             raise LinkError(f"{self.url}: the code raised:\n{err.decode(errors='replace').strip()}")
         return out.decode(errors="replace")
@@ -166,7 +236,10 @@ class SerialLink:
             i = self._buf.find(0)
             if i < 0:
                 if len(self._buf) > 4 * P.MAX_FRAME:  # long text: console, not a frame
-                    self.console += self._buf
+                    self._text(bytes(self._buf))
+                    self._buf.clear()
+                elif any(m in self._buf for m in self.BREAK_MARKS):
+                    self._text(bytes(self._buf))  # a prompt is not followed by a 00
                     self._buf.clear()
                 return
             chunk = bytes(self._buf[:i])
@@ -176,12 +249,17 @@ class SerialLink:
             try:
                 self._frames.append(P.cobs_decode(chunk))
             except P.ProtoError:
-                self.console += chunk
-            del self.console[:-4096]
+                self._text(chunk)
+
+    def _text(self, chunk: bytes) -> None:
+        self.console += chunk
+        if any(m in self.console[-len(chunk) - 40:] for m in self.BREAK_MARKS):
+            self.broken = True
+        del self.console[:-4096]
 
     def close(self) -> None:
         try:
-            # BYE was sent by the session; a Ctrl-B leaves the friendly prompt for a person
+            # BYE was sent by the session; a CR leaves the friendly prompt for a person
             self.ser.write(b"\r")
             self.ser.flush()
         except Exception:  # noqa: BLE001 - closing must not fail

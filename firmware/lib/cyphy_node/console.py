@@ -17,6 +17,7 @@ except ImportError:
 
 _QUIET_MS = const(50)       # input after a pause this long may be a person (or a tool) typing
 _TYPED_MAX = const(256)     # a longer typed "line" is not a person's
+_TYPED_MIN = const(2)       # nor a shorter one (a stray byte and a CR)
 _READY_MS = const(100)      # serve() says it runs (00 00 00) this often ...
 _READY_N = const(20)        # ... this many times, until the host's first frame
 _READY = b"\x00\x00\x00"    # never printed by the REPL: the host knows serve() has started
@@ -88,10 +89,11 @@ class SerialPort:
 class _Console:
     """Is a person (or a tool) typing? Input that starts after a pause (_QUIET_MS) with no
     frame delimiter in it is watched as typing: printable characters make a line (backspace
-    edits it), and the session ends on Enter after a non-empty line followed by a pause,
-    on Ctrl-C twice or CR Ctrl-C (at once: mpremote's and ampy's next bytes go to the REPL),
-    or on Ctrl-D followed by a pause. Anything else (a 00, another control character, more
-    input right after Enter) means it was not typing: line noise or a frame's bytes."""
+    edits it), and the session ends on Enter after a line of at least _TYPED_MIN characters
+    followed by a pause, or at once on two of Ctrl-C/Ctrl-D in a row or on CR Ctrl-C
+    (mpremote's and ampy's next bytes then go to the REPL). Anything else (a 00, another
+    control character, more input right after Enter) means it was not typing: line noise or
+    a frame's bytes. A single stray byte can never end the session."""
 
     def __init__(self):
         self.on = False
@@ -132,22 +134,17 @@ class _Console:
                 self.line.pop()
             return False
         if c == 13 or c == 10:
-            if self.line:
+            if len(self.line) >= _TYPED_MIN:
                 self.ready = True
                 self.why = "console input"
             self.cr = True
             return False
-        if c == 3:
+        if c == 3 or c == 4:
             self.ctrl_c += 1
-            if self.cr or self.ctrl_c >= 2:
+            if (self.cr and c == 3) or self.ctrl_c >= 2:
                 self.line = bytearray()  # the line is dropped, as at the REPL
-                self.why = "Ctrl-C"
+                self.why = "Ctrl-C" if c == 3 else "Ctrl-D"
                 return True
-            return False
-        if c == 4:
-            self.line = bytearray()
-            self.ready = True
-            self.why = "Ctrl-D"
             return False
         self.drop()
         return False
