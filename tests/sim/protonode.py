@@ -21,7 +21,7 @@ def boot(sim_nodes, name: str = "proto", config: dict | None = None, key_hex: st
     if s:
         put(con, "/secrets.json", json.dumps(s).encode())
     out = reset(con)
-    assert "running 1 loop(s)" in out, out
+    assert f"running {len((config or CONFIG)['loops'])} loop(s)" in out, out
     for secret in (key_hex, (s.get("wifi") or {}).get("password")):
         assert not secret or secret not in out, "a secret in the boot output"
     con.friendly()

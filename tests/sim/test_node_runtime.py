@@ -213,9 +213,9 @@ def test_comms_timeout_failsafe_and_bumpless_return(sim_nodes):
         "    time.sleep_ms(200)\n"
         "node.touch()\n"
         "u0 = lp.u\n"
-        "time.sleep_ms(2000)\n"   # silent for exactly the timeout: still fine
+        "time.sleep_ms(1950)\n"   # silent for just under the timeout: still fine
         "ok = lp.mode\n"
-        "time.sleep_ms(100)\n"    # within one period after the timeout
+        "time.sleep_ms(150)\n"    # within one period after the timeout
         "print(u0, ok, lp.mode, lp.act.hw._pwm.duty_u16())\n"
         "node.touch()\n"
         "time.sleep_ms(300)\n"

@@ -418,12 +418,9 @@ class Node:
         if not t:
             return
         age = time.ticks_diff(time.ticks_ms(), self._touched)
-        if age > t:
+        if age >= t:
             if not self._comms_lost:
-                self._comms_lost = True
-                self.log.record(-1, _f.COMMS, age)
-                for lp in self.loops:
-                    lp.fault |= F_COMMS
+                self._lose_comms(age)
         elif self._comms_lost:
             self._comms_lost = False
             for lp in self.loops:
@@ -441,6 +438,16 @@ class Node:
         if self.wdt is not None:
             self.wdt.feed()
         self.fed += 1
+
+    def _lose_comms(self, age):
+        # Every output to its fail-safe value now, in this pass: a loop that is not due
+        # holds it from its next tick on (F_COMMS).
+        self._comms_lost = True
+        self.log.record(-1, _f.COMMS, age)
+        for lp in self.loops:
+            lp.fault |= F_COMMS
+            lp.u = lp.act.failsafe
+            lp.act.write(lp.u)
 
     def _flush(self):
         try:

@@ -1,0 +1,310 @@
+"""Issue 13's findings against the node, each reproduced on a sim node running the real
+firmware, over its real UDP socket and serial console: replays that held off the comms
+watchdog or evicted cached answers, an amplifying HELLO, floods, reads stitched across
+sessions, a late fail-safe. The attackers are real sockets; nothing here fakes the node."""
+
+from __future__ import annotations
+
+import copy
+import os
+import queue
+import socket
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "sim"))
+from protonode import KEY_HEX, boot  # noqa: E402
+from serial_console import Console  # noqa: E402
+from test_node_runtime import CONFIG  # noqa: E402
+from test_protocol_security import Tap  # noqa: E402
+from test_protocol_udp import WIFI, free_udp_port, wait_online  # noqa: E402
+
+from cyphy import codec as P  # noqa: E402
+from cyphy.client import Session  # noqa: E402
+from cyphy.links import SerialLink, UdpLink  # noqa: E402
+from cyphy.sim.nodes import Node  # noqa: E402
+
+KEY = P.key_from_hex(KEY_HEX)
+PERIOD_MS = 100                              # CONFIG's loop: 10 Hz
+
+
+class Quiet:
+    """A link whose close() keeps the socket: the host "leaves" (no BYE, no heartbeats)
+    while the test goes on sending recorded frames from the same address."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def send(self, frame: bytes) -> None:
+        self.link.send(frame)
+
+    def recv(self, timeout: float) -> bytes | None:
+        return self.link.recv(timeout)
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return self.link.describe()
+
+
+def two_loops(cfg: dict) -> dict:
+    """cfg with a second loop (its own ADC pin and PWM output): longer answers."""
+    c = copy.deepcopy(cfg)
+    t, h = (dict(ch) for ch in c["channels"])
+    t.update(name="temp_b", pin=35)
+    h.update(name="heater_b", pin=26)
+    lp = copy.deepcopy(c["loops"][0])
+    lp.update(name="oven_b", sensor="temp_b", actuator="heater_b")
+    c["channels"] += [t, h]
+    c["loops"].append(lp)
+    return c
+
+
+def udp_node(sim_nodes, name: str, timeout_ms: int = 0, loops: int = 1) -> tuple[str, int, Console]:
+    port = free_udp_port()
+    cfg = copy.deepcopy(CONFIG) if loops == 1 else two_loops(CONFIG)
+    cfg.update(name=name, comms_timeout_ms=timeout_ms, comms={"udp": True, "udp_port": port})
+    serial_port = boot(sim_nodes, name, config=cfg, secrets=WIFI)
+    ip = Node.named(name).config()["ip"]
+    wait_online([ip], port)
+    con = Console(serial_port)
+    con.raw()
+    return ip, port, con
+
+
+def leave(s: Session) -> None:
+    """The host goes away without BYE."""
+    s.hello = None
+    s.close()
+
+
+def test_replayed_heartbeats_do_not_hold_off_the_comms_timeout(sim_nodes):
+    # Finding 1: every frame with a valid tag refreshed the session and the comms watchdog
+    # before the replay check: replays of one recorded HEARTBEAT kept a heater on.
+    ip, port, con = udp_node(sim_nodes, "replay-wd", timeout_ms=600)
+    tap = Tap(Quiet(UdpLink(ip, port)))
+    s = Session(tap, KEY)
+    s.open()
+    s.read("oven.setpoint")
+    time.sleep(1.2)                          # at least one heartbeat goes out
+    beat = [f for f in tap.sent if P.parse(f).type == P.HEARTBEAT][-1]
+    leave(s)
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:            # 20 replays, from the host's own address
+        tap.link.send(beat)
+        time.sleep(0.1)
+    out = con.run("print(node._comms_lost, node.loop('oven').mode)").split()
+    assert out == ["True", "failsafe"], out
+    con.close()
+
+
+def test_replays_do_not_evict_the_answer_a_retry_needs(sim_nodes):
+    # Finding 2: "stale" answers to replays went into the 8-entry reply cache: a lost ACK
+    # followed by 8 replayed frames, and the host's retry was answered "stale" and the
+    # command sent again under a fresh SEQ: applied twice.
+    dropping = {"on": False, "n": 0}
+
+    def drop_acks(f: bytes) -> bool:
+        if dropping["on"] and P.parse(f).type == P.ACK:
+            dropping["n"] += 1
+            return True
+        return False
+
+    tap = Tap(SerialLink(boot(sim_nodes)), drop_acks)
+    with Session(tap, KEY) as s:
+        s.open()
+        for v in (41.0, 42.0, 43.0, 44.0, 45.0, 46.0, 47.0, 48.0, 49.0):
+            s.set("oven", "setpoint", v)
+        old = [f for f in tap.sent if P.parse(f).type == P.COMMAND]
+        a1 = s.read("info")["counters"]["applied"]
+        applied0 = s.read("info")["counters"]["applied"]
+        per_read = applied0 - a1              # a READ of info takes this many requests
+        seq = s._next_seq()
+        q: queue.Queue = queue.Queue()
+        s._waiting[seq] = q
+        dropping["on"] = True
+        s._send(P.COMMAND, P.cmd_set(0, 0, 50.0), seq)      # applied; its ACK is lost
+        time.sleep(0.5)
+        dropping["on"] = False
+        for f in old:                                      # 9 recorded frames replayed
+            tap.link.send(f)
+        time.sleep(0.5)
+        s._send(P.COMMAND, P.cmd_set(0, 0, 50.0), seq)      # the host's retry
+        kind, body = q.get(timeout=3)
+        assert kind == P.ACK, body
+        s._waiting.pop(seq, None)
+        assert dropping["n"] == 1
+        c = s.read("info")["counters"]
+        assert c["applied"] == applied0 + per_read + 1, c   # the READ of applied0, the set once
+        assert s.read("oven.setpoint") == 50.0
+
+
+def test_reads_belong_to_the_session_that_asked(sim_nodes):
+    # Finding 9: one cached READ text for all sessions: two hosts reading long answers at
+    # once got pieces of each other's text.
+    ip, port, con = udp_node(sim_nodes, "two-hosts", loops=2)
+    con.close()
+    import json
+    with Session(UdpLink(ip, port), KEY) as a, Session(UdpLink(ip, port), KEY) as b:
+        a.open()
+        b.open()
+        values = [61.125, 62.5, 63.125, 64.25]                    # texts of different lengths
+        a.set("oven", "setpoint", values[0])
+        for k in range(3):
+            ra = a.request(P.READ, P.read_req("state", 0))        # a's first piece
+            b.set("oven", "setpoint", values[k + 1])              # the answer changes...
+            rb = b.request(P.READ, P.read_req("state", 0))        # ...and b reads it
+            total = P.get_u16(ra, 0)
+            assert total > len(ra) - 2, "the node's state must take more than one piece"
+            text = ra[2:]
+            while len(text) < total:
+                r = a.request(P.READ, P.read_req("state", len(text)))
+                assert P.get_u16(r, 0) == total, "a's pieces come from another text"
+                text += r[2:]
+            assert len(text) == total
+            mine = json.loads(text)                                # whole, not stitched
+            assert mine["oven"]["setpoint"] == pytest.approx(values[k])
+            assert P.get_u16(rb, 0) != total                       # b's text did differ
+            a.set("oven", "setpoint", values[k + 1])
+
+
+def _hello_req(pad: int) -> bytes:
+    return P.build(P.HOST | P.LONG, P.HELLO_REQ, P.NODE_ANY, time.time_ns() // 10_000,
+                   P.hello_req(os.urandom(P.NONCE_LEN), pad))
+
+
+def test_no_answer_to_an_unauthenticated_frame_is_larger_than_it(sim_nodes):
+    # Finding 4: a short HELLO_REQ got a much larger HELLO (an amplifier towards a spoofed
+    # address); replayed frames got NACKs 2.5x their size.
+    ip, port, con = udp_node(sim_nodes, "amplifier")
+    con.close()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.settimeout(0.5)
+        u.sendto(_hello_req(0), (ip, port))             # unpadded: no answer
+        with pytest.raises(socket.timeout):
+            while True:
+                d, _ = u.recvfrom(2048)
+                if P.parse(d).type == P.HELLO and P.parse_payload(P.HELLO, P.parse(d).payload)["nonce"] != bytes(8):
+                    break
+        req = _hello_req(P.HELLO_REQ_PAD)               # padded, as hosts send it
+        u.sendto(req, (ip, port))
+        while True:
+            d, _ = u.recvfrom(2048)
+            if P.parse(d).type == P.HELLO and P.parse_payload(P.HELLO, P.parse(d).payload)["nonce"] != bytes(8):
+                break
+        assert len(d) <= len(req)
+
+
+def test_an_established_host_reads_through_a_flood(sim_nodes):
+    # Finding 4 / requirement 2: junk at 1000/s and HELLO_REQ at 200/s from other
+    # addresses. The node read at most 8 datagrams a pass, and the HELLOs evicted sessions.
+    ip, port, con = udp_node(sim_nodes, "flooded")
+    stop = threading.Event()
+    sent = {"junk": 0, "hello": 0, "bytes_in": 0, "bytes_out": 0}
+
+    def flood() -> None:
+        junk = os.urandom(120)
+        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+        for k in socks:
+            k.setblocking(False)
+        t0 = time.monotonic()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            k = socks[i % 4]
+            if i % 6 == 0:
+                f = _hello_req(P.HELLO_REQ_PAD)
+                sent["hello"] += 1
+            else:
+                f = junk
+                sent["junk"] += 1
+            k.sendto(f, (ip, port))
+            sent["bytes_out"] += len(f)
+            for kk in socks:
+                try:
+                    while True:
+                        sent["bytes_in"] += len(kk.recv(2048))
+                except BlockingIOError:
+                    pass
+            # 1200 datagrams per second
+            ahead = i / 1200 - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        for k in socks:
+            k.close()
+
+    def overruns() -> int:
+        return int(con.run("print(node.stats()['oven']['overruns'])"))
+
+    overruns0 = overruns()
+    with Session(UdpLink(ip, port), KEY) as s:
+        s.open()
+        th = threading.Thread(target=flood, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        lat = []
+        end = time.monotonic() + 4.0
+        while time.monotonic() < end:
+            t = time.monotonic()
+            assert s.read("oven.setpoint") == 60.0
+            lat.append((time.monotonic() - t) * 1000)
+            time.sleep(0.05)
+        stop.set()
+        th.join()
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    assert sent["junk"] > 2500 and sent["hello"] > 500
+    assert p99 < 2 * PERIOD_MS + 50, (p99, statistics.median(lat), len(lat))
+    assert sent["bytes_in"] <= sent["bytes_out"]
+    assert overruns() == overruns0
+    con.close()
+
+
+def test_failsafe_within_one_period_of_the_timeout_over_udp(sim_nodes):
+    # Finding 6: the timeout ran from when the pass read the socket, not the datagram's
+    # arrival: outputs went safe up to a period late. The node notes when the output went
+    # to its fail-safe value (at the PWM) and when the last fresh frame came.
+    ip, port, con = udp_node(sim_nodes, "failsafe", timeout_ms=500)
+    con.run(
+        "import time\n"
+        "lp = node.loop('oven')\n"
+        "pwm = lp.act.hw._pwm\n"
+        "SAFE = [0]\n"
+        "_duty = pwm.duty_u16\n"
+        "def _spy(v=None):\n"
+        "    if v == 0 and SAFE[0] == 0:\n"
+        "        SAFE[0] = time.ticks_ms() or 1\n"
+        "    return _duty() if v is None else _duty(v)\n"
+        "pwm.duty_u16 = _spy\n")
+    late = []
+    for trial in range(8):
+        with Session(Quiet(UdpLink(ip, port)), KEY) as s:
+            s.open()
+            s.set("oven", "setpoint", 120.0)   # heater on
+            time.sleep(0.2 + 0.013 * trial)    # a different phase against the loop each time
+            s.hello = None                     # no more heartbeats from the session's thread
+            con.run("SAFE[0] = 0")
+            h0 = time.monotonic()
+            t0 = int(con.run("print(time.ticks_ms())"))
+            h1 = time.monotonic()
+            hs = time.monotonic()
+            s._send(P.HEARTBEAT, b"")          # the last frame
+            leave(s)
+        time.sleep(1.0)
+        safe, touched = map(int, con.run("print(SAFE[0], node._touched)").split())
+        assert safe, "the output never went to its fail-safe value"
+        # the last frame's arrival on the node's clock is at most t0 + (hs - h0): the
+        # node must not date it later than that (its timeout would then expire late)
+        latest = t0 + int((hs - h0) * 1000) + 2
+        assert touched - latest <= 0, (touched, latest, h1 - h0)
+        late.append(safe - (touched + 500))
+        con.run("node.touch()")                                  # (a console write: no comms)
+    assert max(late) <= PERIOD_MS, late
+    con.close()
