@@ -298,10 +298,23 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         renamed_hex = keys.load_key_hex(old_name)  # a renamed node: its key may be kept here
     cand = key_hex or host_hex or renamed_hex
     q = _sec(dev, None, None, cand, False)
+    held_match = None  # the node's key, when it is another key this host holds
+    if q["has_key"] and not q["same_key"] and key_hex is None:
+        # a key change not confirmed yet (keys.NAME.pending), or keys under the old name
+        others = keys.load_key_hexes(name)
+        if old_name and old_name != name:
+            others += keys.load_key_hexes(old_name)
+        for h in [h for h in dict.fromkeys(others) if h != cand][:4]:
+            q2 = _sec(dev, None, None, h, False)
+            if q2["same_key"]:
+                cand, q, held_match = h, q2, h
+                break
     if new_key:
         want, source = new_key_hex(), "generated"
     elif key_hex is not None:
         want, source = key_hex, key_source
+    elif held_match is not None:
+        want, source = held_match, "host"  # the node has a key this host holds: it is the one
     elif q["has_key"] and renamed_hex is not None and q["same_key"]:
         want, source = renamed_hex, "host"  # the host's copy follows the new name
     elif q["has_key"]:

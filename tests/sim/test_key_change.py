@@ -216,3 +216,30 @@ def test_new_key_with_reset_is_confirmed_at_once(node):
     assert len(keys.load_key_hexes(NAME)) == 2
     for secret in keys.load_key_hexes(NAME):
         assert secret not in p.stdout + p.stderr
+
+
+def test_provision_again_settles_an_unconfirmed_change(node, monkeypatch):
+    """After a cut that left the node with the new (pending) key, a plain `cyphy provision`
+    recognises it among the host's keys and makes it the primary: no warning."""
+    real_sec = prov._sec
+
+    def sec_then_cut(dev, key, wifi, cand, write):
+        r = real_sec(dev, key, wifi, cand, write)
+        if write and key is not None:
+            os.kill(node.node.state()["pid"], signal.SIGKILL)
+        return r
+
+    monkeypatch.setattr(prov, "_sec", sec_then_cut)
+    old = keys.load_key_hex(NAME)
+    with pytest.raises(DeviceError):
+        with Device.open(node.port) as dev:
+            prov.provision(dev, None, new_key=True)
+    monkeypatch.setattr(prov, "_sec", real_sec)
+    power_cycle(node)
+    assert keys.load_key_hex(NAME) == old
+    with Device.open(node.port) as dev:
+        r = prov.provision(dev, None)
+    assert r["warnings"] == [] and r["key"]["source"] == "host" and not r["key"]["changed"]
+    assert keys.load_key_hex(NAME) != old and node_key_is_held(node)
+    assert reachable(node) == NAME
+    assert keys.load_key_hexes(NAME) == [keys.load_key_hex(NAME)]

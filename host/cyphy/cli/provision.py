@@ -78,6 +78,14 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     The key is also kept on this host ($CYPHY_HOME/keys/NAME.key, mode 0600) for
     cyphy set/get/monitor. Secrets are never printed.
 
+    A key change is two-phase: this host keeps the new key before the node gets it, and
+    the old one too until a session with the node verifies the new one (--reset opens one
+    at once; else the next cyphy set/get/monitor does), so a power cut or a killed cyphy
+    never leaves a node whose key this host does not hold.
+
+    A comms_timeout_ms under 200 ms gets a warning: the host's heartbeat (at most every
+    50 ms, four per timeout) cannot keep it alive.
+
     A new config is first checked as `cyphy check` does, for the node's chip (and PSRAM
     when its MicroPython heap is 512 KB or more; a sim node: its own heap): one that would
     not fit the node's RAM is refused unless --force.
