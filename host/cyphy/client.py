@@ -337,12 +337,18 @@ class Session:
 
     def subscribe(self, period_ms: int, batch: int = 1, stats_s: int = 1) -> int:
         r = self.command(P.cmd_subscribe(period_ms, batch, stats_s))
+        if len(r) < 2:
+            raise ProtocolError(f"the node's answer to SUBSCRIBE is malformed: {len(r)} bytes, "
+                                f"no telemetry period")
         self.period_ms = P.get_u16(r, 0)
         return self.period_ms
 
     def sync_time(self) -> int:
         """Tell the node the host's time; returns the node's ticks_ms at that moment."""
-        return P.get_u32(self.request(P.TIME, P.time_req(time.time_ns() // 1_000_000)), 0)
+        r = self.request(P.TIME, P.time_req(time.time_ns() // 1_000_000))
+        if len(r) < 4:
+            raise ProtocolError(f"the node's answer to TIME is malformed: {len(r)} bytes, no ticks_ms")
+        return P.get_u32(r, 0)
 
     def samples(self, timeout: float = 5.0) -> Iterator[dict]:
         """Telemetry samples as they come: {"t_ms", "loops": {name: {setpoint, ...}}}."""

@@ -239,3 +239,15 @@ def test_discovery_judges_nodes_by_the_store_keys_too(home):
         assert found(fake).verified is True
     with FakeNode("oven1", key=P.key_from_hex("99" * 32)) as fake:
         assert found(fake).verified is False
+
+
+def test_malformed_subscribe_and_time_answers_are_one_line(home):
+    keys.save_key("oven1", KEY_HEX)
+    with FakeNode("oven1", key=KEY, on_request=lambda t, p: b"\x01") as fake:
+        with cyphy.connect(fake.url) as n:
+            with pytest.raises(ProtocolError, match="SUBSCRIBE is malformed"):
+                n.telemetry(period_ms=100)
+            with pytest.raises(ProtocolError, match="TIME is malformed"):
+                n.session.sync_time()
+        p = cyphy_cli("monitor", fake.url, "--seconds", "1")
+        assert p.returncode == 1 and "SUBSCRIBE is malformed" in one_line(p)
