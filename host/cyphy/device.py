@@ -35,6 +35,8 @@ CHUNK = 2048        # file bytes per compressed piece (the node buffers one piec
 WBITS = 10          # deflate window: 1 KB on the node
 ACK = b"\x06"
 STALL_S = 20.0      # no acknowledgement for this long: the transfer failed
+RX_IDLE_S = 3.0     # the node's receiver gives up after this long without a byte (a host
+                    # that died mid-transfer); the next host frees it at once (Device._free_rx)
 
 # The node side of a transfer, defined once per session as the global _cyrx and deleted
 # on close. _cyrx(path, pieces) receives `pieces` pieces of
@@ -57,7 +59,7 @@ def _cyrx(p, n):
  s = [0]
  def rd(k, w):
   while k:
-   if not q.poll(%(stall)d):
+   if not q.poll(%(idle)d):
     raise OSError(110)
    t = min(k, %(unit)d - s[0])
    r.readinto(u, t)
@@ -120,7 +122,7 @@ def _cyrx(p, n):
    t += j
    h.update(om[:j])
  print(t, binascii.hexlify(h.digest()).decode())
-""" % {"chunk": CHUNK + 64, "unit": UNIT, "stall": int(STALL_S * 1000), "wbits": WBITS}
+""" % {"chunk": CHUNK + 64, "unit": UNIT, "idle": int(RX_IDLE_S * 1000), "wbits": WBITS}
 
 # Hashes of files on the node: _cyhash(paths, dirs) prints one line per existing file
 # among paths and, recursively, under dirs: "F <size> <sha256 hex> <path>", and "D <path>"
@@ -336,27 +338,65 @@ class Device:
     def _enter(self) -> None:
         """Into the raw REPL without a soft reset (Ctrl-C, Ctrl-A)."""
         banner = b"raw REPL; CTRL-B to exit\r\n>"
-        for attempt in range(2):
+        seen = b""
+        for attempt in range(3):
             # Ctrl-C twice: stop a running program (node.serve(), a script); Ctrl-A: raw REPL
+            time.sleep(0.08)  # after a pause, so that node.serve() takes it as a person's
             self.ser.write(b"\r\x03\x03")
             time.sleep(0.05)
             self._drain()
             self.ser.write(b"\r\x01")
             try:
-                self._read_until(banner, 4.0 if attempt == 0 else 10.0)
+                self._read_until(banner, 1.5 if attempt == 0 else 5.0)
                 self._pending = bytearray()
                 self.t.in_raw_repl = True
                 return
             except TimeoutError as e:
                 seen = e.args[0]
-                if attempt == 0:
-                    # a receiver from an interrupted transfer may still wait for input
-                    # with Ctrl-C disabled: feed it a unit to end it, then try again
-                    self.ser.write(b"\x00" * WINDOW)
-                    time.sleep(0.3)
+                if attempt < 2:
+                    self._free_rx(seen)
         tail = seen[-120:].decode(errors="replace")
         raise DeviceError(f"{self.port}: no MicroPython raw REPL answered (is it a MicroPython board, "
                           f"and is nothing else using its console?); last output: {tail!r}")
+
+    def _free_rx(self, seen: bytes) -> None:
+        """End the receiver (_cyrx) of a transfer whose host died: it reads the stream with
+        Ctrl-C disabled, so our Ctrl-C went in as file data. Feed it zeros under its own
+        flow control (acknowledged per UNIT): zeros complete the piece it is in, then read
+        as empty stored pieces until it has its count, or fail to inflate; either way the
+        program ends (0x04) and the raw REPL is back. Costs at most about one piece
+        (CHUNK bytes) and a header per remaining piece."""
+        acks = seen.count(ACK)
+        if not acks and b"\x04" in seen:
+            return  # not a receiver: something else (a program that ended, the REPL)
+        sent = 0
+        got = bytearray()
+        last = time.monotonic()
+        end = last + 30.0
+        old = self.ser.timeout
+        self.ser.timeout = 0.02
+        try:
+            while time.monotonic() < end:
+                allowed = WINDOW + acks * UNIT
+                if sent < allowed:
+                    self.ser.write(b"\x00" * (allowed - sent))
+                    sent = allowed
+                data = self.ser.read(max(1, self.ser.in_waiting))
+                if data:
+                    got += data
+                    a = data.count(ACK)
+                    if a:
+                        acks += a
+                        last = time.monotonic()
+                    if b"\x04" in data:
+                        break  # the receiver has ended (a result or a traceback)
+                elif time.monotonic() - last > 0.5:
+                    # no acknowledgement: not a receiver waiting for bytes (or one that is
+                    # draining its input before it raises: let it finish)
+                    break
+        finally:
+            self.ser.timeout = old
+        self._drain(0.3, 2.0)
 
     def close(self) -> None:
         try:
