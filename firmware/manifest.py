@@ -62,6 +62,7 @@ package(
         "proto.py",
         "record.py",
         "sched.py",
+        "serfec.py",
         "store.py",
         "udp.py",
     ],

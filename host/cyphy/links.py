@@ -1,6 +1,7 @@
 """Links that carry protocol frames between the host and a node, chosen by URL:
 
-    serial:///dev/ttyUSB0[?baud=115200]   the node's USB serial console (shared with the REPL)
+    serial:///dev/ttyUSB0[?baud=115200][&fec=1]   the node's USB serial console (shared with
+                                          the REPL); fec=1: error correction for a noisy line
     udp://192.168.1.40[:5477]             Wi-Fi (one frame per datagram)
     sim://NAME                            a sim node's console (its PTY under $CYPHY_HOME)
 
@@ -14,6 +15,8 @@ import threading
 import time
 from typing import Protocol
 from urllib.parse import parse_qs, urlparse
+
+from cyphy_node import serfec
 
 from . import codec as P
 
@@ -81,7 +84,8 @@ class SerialLink:
     # node.serve() ran and cannot serve: no cyphy firmware, or no comms endpoint
     REFUSALS = ("name 'node' isn't defined", "name 'node' is not defined", "no comms endpoint")
 
-    def __init__(self, url: str, baud: int = 115200, enter: bool = True, enter_s: float = 30.0) -> None:
+    def __init__(self, url: str, baud: int = 115200, enter: bool = True, enter_s: float = 30.0,
+                 fec: bool = False) -> None:
         import serial
 
         try:
@@ -92,6 +96,11 @@ class SerialLink:
             raise LinkError(f"{url}: {e}") from None
         self.url = url
         self.enter_s = enter_s
+        # frames as blocks, each sent serfec.ROUNDS times (docs/protocol.md, "On a noisy
+        # line"); the node answers in blocks too
+        self.fec = fec
+        self._asm = serfec.Assembler()
+        self._fid = 0
         self.console = bytearray()
         self.entries = 0
         self.broken = False      # the node is at its REPL: enter again before sending
@@ -186,7 +195,13 @@ class SerialLink:
         if self.broken:
             self.enter()  # never type a frame into the REPL
         with self._wlock:
-            self._write(P.serial_encode(frame, lead=True))
+            if self.fec:
+                buf = bytearray(serfec.round_size(len(frame)))
+                n = serfec.encode_round(frame, len(frame), buf, self._fid, bytearray(6))
+                self._fid = (self._fid + 1) & 3
+                self._write(bytes(buf[:n]) * serfec.ROUNDS)
+            else:
+                self._write(P.serial_encode(frame, lead=True))
 
     def recv(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
@@ -245,6 +260,11 @@ class SerialLink:
             chunk = bytes(self._buf[:i])
             del self._buf[:i + 1]
             if not chunk:
+                continue
+            if len(chunk) == serfec.CHUNK:  # never a frame: a block of one
+                f = self._asm.block(chunk, len(chunk))
+                if f is not None:
+                    self._frames.append(f)
                 continue
             try:
                 self._frames.append(P.cobs_decode(chunk))
@@ -309,5 +329,6 @@ def open_link(url: str) -> Link:
             raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
         return UdpLink(u.hostname, u.port or P.UDP_PORT)
     if u.scheme in ("serial", "sim") or (not u.scheme and url.startswith("/dev/")):
-        return SerialLink(serial_device(url), int(q.get("baud", ["115200"])[0]))
+        return SerialLink(serial_device(url), int(q.get("baud", ["115200"])[0]),
+                          fec=q.get("fec", ["0"])[0] in ("1", "on", "true", "yes"))
     raise LinkError(f"{url}: unknown link; use serial:///dev/ttyUSB0, udp://HOST[:PORT] or sim://NAME")

@@ -21,6 +21,7 @@ _TYPED_MIN = const(2)       # nor a shorter one (a stray byte and a CR)
 _READY_MS = const(100)      # serve() says it runs (00 00 00) this often ...
 _READY_N = const(20)        # ... this many times, until the host's first frame
 _READY = b"\x00\x00\x00"    # never printed by the REPL: the host knows serve() has started
+_BLOCK = const(7)           # a chunk of this length is a serfec block, never a frame
 
 
 class SerialPort:
@@ -39,9 +40,21 @@ class SerialPort:
         self.closed = False              # service: done, the port is gone
         self.session_ended = False       # service: the host said BYE
         self.heard = time.ticks_ms()     # service: the last authentic frame here
+        self.plain = False               # main: the inbox frame is decoded (came in blocks)
+        self.fec = False                 # main: the host sends in blocks: answer in blocks
         self._dropped_seen = 0           # service: how many of `dropped` are counted
         self._rx_type = 0                # service: TYPE of the frame being received
         self._buf = bytearray(2 * P.MAX_FRAME + 4)
+        self._fbuf = None                # a round of blocks (serfec), made with `fec`
+        self._blk = None
+        self._fid = 0
+
+    def use_fec(self):
+        # main thread, before it sets `fec`: the service's buffers for sending in blocks
+        from .serfec import round_size
+        self._fbuf = bytearray(round_size(P.MAX_FRAME))
+        self._blk = bytearray(6)
+        self.fec = True
 
     def poll(self, ep):
         d = self.dropped - self._dropped_seen
@@ -60,12 +73,16 @@ class SerialPort:
         f = self.inbox
         if f is None:
             return
+        plain = self.plain
         self.inbox = None
-        try:
-            data = P.cobs_decode(f)
-        except P.ProtoError:
-            ep.counters[P.C_BAD_FRAME] += 1
-            return
+        if plain:
+            data = f
+        else:
+            try:
+                data = P.cobs_decode(f)
+            except P.ProtoError:
+                ep.counters[P.C_BAD_FRAME] += 1
+                return
         self._rx_type = data[1] if len(data) > 1 else 0
         ep.receive(self, None, data)
         self._rx_type = 0
@@ -73,6 +90,15 @@ class SerialPort:
     def send(self, frame, addr):
         if self.closing:
             return                       # a person has the console: nothing more on it
+        if self.fec:
+            from .serfec import encode_round, ROUNDS
+            b = self._fbuf
+            o = encode_round(frame, len(frame), b, self._fid, self._blk)
+            self._fid = (self._fid + 1) & 3
+            m = memoryview(b)[:o]
+            for _ in range(ROUNDS):
+                self.out.write(m)
+            return
         b = self._buf
         b[0] = 0
         o = P.cobs_encode(frame, len(frame), b, 1)
@@ -178,6 +204,7 @@ def serve(ep, node, idle_ms=3000):
     last = time.ticks_ms()               # the last input byte
     readies = 0
     ready_at = last
+    asm = None                           # serfec.Assembler, once a block came
     why = "?"
     micropython.kbd_intr(-1)             # Ctrl-C is data here: _Console handles it
     out.write(_READY)
@@ -209,12 +236,19 @@ def serve(ep, node, idle_ms=3000):
                 con.drop()
                 if skip:
                     port.dropped += 1
+                elif n == _BLOCK:        # never a frame: a block of one (serfec)
+                    if asm is None:
+                        from .serfec import Assembler
+                        asm = Assembler()
+                    f = asm.block(buf, n)
+                    if f is not None:
+                        if not port.fec:
+                            port.use_fec()
+                        _hand(node, port, f, True)
+                        readies = _READY_N
                 elif n:
                     readies = _READY_N   # the host is here: no more ready marks
-                    while port.inbox is not None:
-                        time.sleep_ms(1)  # the service takes one frame at a time
-                    port.inbox = bytes(memoryview(buf)[:n])
-                    node.wake_service()
+                    _hand(node, port, bytes(memoryview(buf)[:n]), False)
                 n = 0
                 skip = False
                 continue
@@ -235,6 +269,15 @@ def serve(ep, node, idle_ms=3000):
     if line:
         out.write(line + b"\r\n")        # what was typed, as the REPL would have echoed it
     return why, line.decode()
+
+
+def _hand(node, port, f, plain):
+    # One frame to the service (it takes one at a time).
+    while port.inbox is not None:
+        time.sleep_ms(1)
+    port.plain = plain
+    port.inbox = f
+    node.wake_service()
 
 
 def _close(node, port):
