@@ -273,6 +273,52 @@ def ram(R: Records) -> list[str]:
     return out
 
 
+def attack(R: Records) -> list[str]:
+    rows = []
+    for name, what, unit in (("forged_accepted", "Forged frames applied", ""),
+                             ("replays_accepted", "Replayed frames applied", "")):
+        for r in R.all(name):
+            if r.get("value") is None:
+                continue
+            p = r.get("params") or {}
+            rows.append([what, p.get("link", "-"), f"{_fmt(r['value'])} of {_fmt(p.get('sent'))}", "0"])
+    for r in R.all("exactly_once_violations"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        rows.append([f"Exactly-once violations ({_pct(100 * p.get('drop', 0), 0)} drop, "
+                     f"{_pct(100 * p.get('corrupt', 0), 0)} corrupt)", p.get("link", "-"),
+                     f"{_fmt(r['value'])} of {_fmt(p.get('commands'))} (failed {_fmt(p.get('failed'))})", "0"])
+    for r in R.all("failsafe_within_one_period_pct"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        rows.append([f"Fail-safe within one period ({_fmt(p.get('period_ms'))} ms) of a "
+                     f"{_fmt(p.get('timeout_ms'))} ms timeout", p.get("link", "-"),
+                     f"{_pct(r['value'])} of {_fmt(p.get('trials'))} (worst {_fmt(p.get('worst_late_ms'))} ms)",
+                     "100 %"])
+    for r in R.all("flood_read_p99_ms"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        rows.append([f"Read p99 under {_fmt(p.get('junk_per_s'))} junk/s + "
+                     f"{_fmt(p.get('hello_per_s'))} HELLO_REQ/s", p.get("link", "-"),
+                     f"{_fmt(r['value'])} ms (quiet {_fmt(p.get('quiet_p99_ms'))} ms; "
+                     f"{_fmt(p.get('overruns'))} overruns; replies {_fmt(p.get('reply_bytes'))} B "
+                     f"to {_fmt(p.get('flood_bytes'))} B)", f"< {_fmt(p.get('goal_ms'))} ms"])
+    for r in R.all("powercut_unreachable_nodes"):
+        if r.get("value") is None:
+            continue
+        p = r.get("params") or {}
+        rows.append(["Nodes unreachable after a power cut in `provision --new-key`", "serial",
+                     f"{_fmt(r['value'])} of {_fmt(p.get('cuts'))}", "0"])
+    if not rows:
+        return []
+    out = ["**8. The protocol under attack and on a faulty line** (one sim node, a 10 Hz loop, "
+           "a key; `bench/attack.py`, the attacks of `cyphy.hil.attacks`)", ""]
+    return out + _table(["Figure", "Link", "cyphy", "Goal"], rows, "llll")
+
+
 def not_measured(R: Records) -> list[str]:
     rows = []
     for r in R.recs:
@@ -286,6 +332,6 @@ def not_measured(R: Records) -> list[str]:
 def markdown(recs: list[dict]) -> str:
     R = Records(recs)
     out: list[str] = []
-    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, not_measured):
+    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, attack, not_measured):
         out += part(R)
     return "\n".join(out).rstrip() + "\n"
