@@ -31,6 +31,10 @@ class NoServe(LinkError):
 
 class Link(Protocol):
     def send(self, frame: bytes) -> None: ...
+    def _must_enter(self) -> bool:
+        # the node is back at its REPL, or may be: serve() ends after 2 s without input
+        return self.broken or time.monotonic() - self._last_write > self.SILENT_S
+
     def recv(self, timeout: float) -> bytes | None: ...
     def close(self) -> None: ...
     def describe(self) -> str: ...
@@ -45,6 +49,10 @@ class UdpLink:
 
     def send(self, frame: bytes) -> None:
         self.sock.sendto(frame, self.addr)
+
+    def _must_enter(self) -> bool:
+        # the node is back at its REPL, or may be: serve() ends after 2 s without input
+        return self.broken or time.monotonic() - self._last_write > self.SILENT_S
 
     def recv(self, timeout: float) -> bytes | None:
         self.sock.settimeout(timeout)
@@ -78,6 +86,9 @@ class SerialLink:
 
     ENTER = b"node.serve()"
     READY = b"\x00\x00\x00"  # serve() started (console.py)
+    END = b"\x02\x02\x02"     # a chunk serve() sends when it has ended (console.py)
+    SILENT_S = 1.5  # the node ends serve() after 2 s without input: enter again after 1.5 s
+    COPIES = 4      # of node.serve() typed at once
     QUIET_S = 0.08  # > the node's _QUIET_MS: our signals must follow a pause to count
     # what only the REPL prints: the session is over, the node is at its prompt
     BREAK_MARKS = (b">>> ", b"protocol session ended", b"raw REPL; CTRL-B to exit")
@@ -112,6 +123,7 @@ class SerialLink:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()  # exec() holds it: the session's reader keeps off
         self.refused = ""        # why node.serve() cannot run there: frames are not sent
+        self._bye = False        # the last frame sent was a BYE
         if enter:
             try:
                 self.enter()
@@ -147,9 +159,11 @@ class SerialLink:
             self._write(b"\x02")
             self._drain(0.1, 1.0)
             self._pause()
-            self._write(self.ENTER + b"\r")
+            # several copies at once: the first that arrives whole starts serve(), which
+            # takes the others as line noise (they come without a pause)
+            self._write((self.ENTER + b"\r") * self.COPIES)
             try:
-                self._expect(self.READY, 1.5, "serve()'s ready mark")
+                self._expect(self.READY, 0.8, "serve()'s ready mark")
                 break
             except LinkError as e:
                 if any(r in self._tail for r in self.REFUSALS):
@@ -190,10 +204,13 @@ class SerialLink:
         return bytes(seen[:i])
 
     def send(self, frame: bytes) -> None:
+        self._bye = len(frame) > 1 and frame[1] == P.BYE
         if self.refused:
             return  # no node.serve() there: a frame would only be typed into the REPL
-        if self.broken:
-            self.enter()  # never type a frame into the REPL
+        if self._must_enter():
+            with self._rlock, self._wlock:
+                if self._must_enter():  # not done meanwhile by another thread
+                    self._enter()       # never type a frame into the REPL
         with self._wlock:
             if self.fec:
                 buf = bytearray(serfec.round_size(len(frame)))
@@ -202,6 +219,10 @@ class SerialLink:
                 self._write(bytes(buf[:n]) * serfec.ROUNDS)
             else:
                 self._write(P.serial_encode(frame, lead=True))
+
+    def _must_enter(self) -> bool:
+        # the node is back at its REPL, or may be: serve() ends after 2 s without input
+        return self.broken or time.monotonic() - self._last_write > self.SILENT_S
 
     def recv(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout
@@ -261,6 +282,9 @@ class SerialLink:
             del self._buf[:i + 1]
             if not chunk:
                 continue
+            if chunk == self.END:
+                self.broken = True
+                continue
             if len(chunk) == serfec.CHUNK:  # never a frame: a block of one
                 f = self._asm.block(chunk, len(chunk))
                 if f is not None:
@@ -279,7 +303,16 @@ class SerialLink:
 
     def close(self) -> None:
         try:
-            # BYE was sent by the session; a CR leaves the friendly prompt for a person
+            if self._bye:
+                # BYE was sent by the session: wait (briefly) until serve() has ended, so
+                # that the next program on the port (mpremote...) finds the REPL
+                with self._rlock:
+                    end = time.monotonic() + 1.0
+                    while not self.broken and time.monotonic() < end:
+                        data = self.ser.read(self.ser.in_waiting or 1)
+                        if data:
+                            self._split(data)
+            # a CR leaves the friendly prompt for a person
             self.ser.write(b"\r")
             self.ser.flush()
         except Exception:  # noqa: BLE001 - closing must not fail

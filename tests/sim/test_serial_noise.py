@@ -175,3 +175,29 @@ def test_commands_through_a_noisy_line_apply_exactly_once(node, drop, corrupt):
     assert r["mark"] == 1, r
     assert r["ok"] == n, r
     assert r["applied"] == r["ok"], r
+
+
+def test_the_session_goes_on_after_breaks(node):
+    # A host that stalls longer than serve()'s 2 s breaks the console session (the node is
+    # back at its REPL, saying so). Its link notices (the node's end mark, or its own
+    # silence) and types node.serve() again before the next frame; the new serve() takes
+    # over the waiting session, so the host goes on with no new HELLO, exactly once.
+    before = node_facts(node)["counters"]["applied"]
+    breaks = 3
+    with NoisyLine(node, 0.05, 0.05, seed=29) as line:
+        link = SerialLink(line.port, fec=True)
+        with Session(link, KEY, timeout=2.0) as s:
+            hello = s.open(attempts=20)
+            for b in range(breaks):
+                for i in range(10):
+                    s.set("oven", "setpoint", 30.0 + b + i * 0.01)
+                with link._wlock:        # the host stalls: not a byte, heartbeats included
+                    time.sleep(2.5)
+            s.set("oven", "setpoint", 50.0)
+            assert s.hello is hello                  # the same session throughout
+            assert link.entries == breaks + 1, link.entries
+            line.set_noise(0, 0)
+            assert s.read("oven.setpoint") == 50.0
+    facts = node_facts(node)
+    assert facts["mark"] == 1
+    assert facts["counters"]["applied"] - before == breaks * 10 + 2   # 31 sets and the read

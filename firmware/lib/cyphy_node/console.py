@@ -22,6 +22,7 @@ _READY_MS = const(100)      # serve() says it runs (00 00 00) this often ...
 _READY_N = const(20)        # ... this many times, until the host's first frame
 _READY = b"\x00\x00\x00"    # never printed by the REPL: the host knows serve() has started
 _BLOCK = const(7)           # a chunk of this length is a serfec block, never a frame
+_END = b"\x00\x02\x02\x02" * 6 + b"\x00"   # serve() has ended (6 copies, for a noisy line)
 
 
 class SerialPort:
@@ -63,9 +64,9 @@ class SerialPort:
             ep.counters[P.C_BAD_FRAME] += d
         if self.closing:
             if not self.closed:
-                s = ep._session(self, None)
-                if s is not None:
-                    ep.end(s)
+                # The session is not ended: it waits (sending nothing) for the next serve(),
+                # which takes it over, so a host that enters again goes on where it was
+                # (exactly once included); else it expires as any idle session does.
                 if self in ep.ports:
                     ep.ports.remove(self)
                 self.closed = True
@@ -176,7 +177,7 @@ class _Console:
         return False
 
 
-def serve(ep, node, idle_ms=3000):
+def serve(ep, node, idle_ms=2000):
     """Run the protocol on the serial console until the host says BYE, a person asks for
     the console (Enter on a typed line, Ctrl-C twice, Ctrl-D: see _Console), or the line
     has been silent and no valid host frame came for idle_ms. The control loops keep
@@ -192,9 +193,11 @@ def serve(ep, node, idle_ms=3000):
 
     inp = sys.stdin.buffer
     out = sys.stdout.buffer
+    global _last
     port = SerialPort(out)
     con = _Console()
-    node.soft_call(ep.add_port, port)
+    node.soft_call(_adopt, ep, port, _last)
+    _last = port
     poll = select.poll()
     poll.register(sys.stdin, select.POLLIN)
     one = bytearray(1)
@@ -265,10 +268,23 @@ def serve(ep, node, idle_ms=3000):
     finally:
         micropython.kbd_intr(3)
         _close(node, port)
+        out.write(_END)
     line = bytes(con.line) if why == "console input" else b""
     if line:
         out.write(line + b"\r\n")        # what was typed, as the REPL would have echoed it
     return why, line.decode()
+
+
+_last = None                # main: the last serve()'s port, whose sessions wait for the next
+
+
+def _adopt(ep, port, old):
+    # soft context: the new port, and the sessions the last serve() left
+    ep.add_port(port)
+    if old is not None:
+        for s in ep.sessions:
+            if s.port is old:
+                s.port = port
 
 
 def _hand(node, port, f, plain):
