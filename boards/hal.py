@@ -120,6 +120,13 @@ class Datagram:
         addr is the sender's (ip, port), fit for sendto()."""
         raise NotImplementedError
 
+    def ready(self):
+        """True if a datagram is waiting (recv_into() would return one). Allocates
+        nothing, so a frequent poll (a timer's callback) costs little when idle. The
+        network stack keeps only a few datagrams for a socket (ESP32: lwIP's receive
+        mailbox, 6 by default) and drops what comes beyond: poll often under load."""
+        raise NotImplementedError
+
     def sendto(self, data, addr):
         """Send data (bytes-like) as one datagram to addr (ip, port). True when handed to
         the network stack; False when the stack has no room right now (would block, out

@@ -164,6 +164,15 @@ def _udp_socket(socket, bind_addr, reuse=True):
     return s
 
 
+def _poller(socks):
+    import select
+
+    p = select.poll()
+    for s in socks:
+        p.register(s, select.POLLIN)
+    return p
+
+
 class Datagram(hal.Datagram):
     """One socket bound to 0.0.0.0:port: unicasts to the station and broadcasts."""
 
@@ -175,6 +184,7 @@ class Datagram(hal.Datagram):
         self.local = (ip, port)
         self._board = board
         self._s = _udp_socket(socket, ("0.0.0.0", port))
+        self._poll = _poller((self._s,))
 
     def _recv(self, sock, buf):
         # MicroPython's socket has no recvfrom_into (readinto() loses the sender), so
@@ -191,6 +201,11 @@ class Datagram(hal.Datagram):
 
     def recv_into(self, buf):
         return self._recv(self._s, buf)
+
+    def ready(self):
+        for _ in self._poll.ipoll(0):   # ipoll reuses its result: nothing is allocated
+            return True
+        return False
 
     def _to(self, addr):
         return addr  # ESP32's sendto() takes (ip, port) and parses a dotted IPv4 itself

@@ -17,6 +17,9 @@ import time
 
 from boards.esp32 import board as _esp32
 
+_SOL_SOCKET = 1     # Linux's values (the Unix port's socket module may not name them)
+_SO_RCVBUF = 8
+
 
 class Datagram(_esp32.Datagram):
     BROADCAST = "127.255.255.255"  # loopback's subnet broadcast
@@ -34,6 +37,13 @@ class Datagram(_esp32.Datagram):
             # $CYPHY_HOME's) gets EADDRINUSE rather than half of this one's traffic.
             self._s = _esp32._udp_socket(socket, self._sockaddr((ip, port)), False)
             self._b = _esp32._udp_socket(socket, self._sockaddr((self.BROADCAST, port)))
+            for s in (self._s, self._b):
+                # As short a queue as ESP32's: lwIP keeps at most CONFIG_LWIP_UDP_RECVMBOX_SIZE
+                # (6 by default; MicroPython's ESP32 sdkconfig.base keeps it) datagrams per
+                # socket and drops the rest. This receive buffer (Linux doubles it) holds 3 to 5
+                # (by size): never more than an ESP32 would.
+                s.setsockopt(_SOL_SOCKET, _SO_RCVBUF, 2304)
+            self._poll = _esp32._poller((self._s, self._b))
         except BaseException:
             self.close()
             raise

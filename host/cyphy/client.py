@@ -30,6 +30,7 @@ from .links import Link
 # ends a quiet session after 5 s). So a comms timeout shorter than MIN_COMMS_TIMEOUT_MS
 # cannot be kept alive by our tools: `cyphy provision` and `cyphy check` warn about it.
 HEARTBEAT_S = 1.0
+MIN_RTO_S = 0.05   # the shortest wait before a request is sent again
 HEARTBEAT_MIN_S = 0.05
 HEARTBEATS_PER_TIMEOUT = 4
 MIN_COMMS_TIMEOUT_MS = round(HEARTBEATS_PER_TIMEOUT * HEARTBEAT_MIN_S * 1000)  # 200 ms
@@ -158,6 +159,9 @@ class Session:
         self._epoch = b"\0\0\0\0"
         self._rx: _NodeSeq | None = None
         self._last_seq = 0
+        self._srtt: float | None = None   # smoothed round trip of requests (s)
+        self._rttvar = 0.0
+        self._rto = 0.0                   # 0: no sample yet (wait timeout/3)
         self._lock = threading.Lock()
         self._waiting: dict[int, queue.Queue] = {}
         self._hello_wait: dict[bytes, queue.Queue] = {}
@@ -254,7 +258,13 @@ class Session:
 
     def request(self, ftype: int, payload: bytes, retries: int = 6, timeout: float | None = None) -> bytes:
         """Send a request until the node ACKs it (the same frame each time, so the node
-        applies it once); returns the ACK's result. CommandRejected on NACK."""
+        applies it once); returns the ACK's result. CommandRejected on NACK.
+
+        The first resend comes after the link's retransmission timeout (RTO: the smoothed
+        round trip plus four deviations, as RFC 6298 computes it, at least MIN_RTO_S),
+        each next one after twice the previous wait, at most timeout/3; the request gives
+        up after retries x timeout/3 in all. A lost frame therefore costs about one round
+        trip, not a third of the timeout."""
         if self.hello is None:
             self.open()
         per_try = (timeout or self.timeout) / 3
@@ -263,25 +273,44 @@ class Session:
             q: queue.Queue = queue.Queue()
             self._waiting[seq] = q
             try:
-                for attempt in range(retries):
+                deadline = time.monotonic() + retries * per_try
+                wait = min(per_try, self._rto) if self._rto else per_try
+                attempt = 0
+                while True:
                     self._send(ftype, payload, seq)
+                    sent = time.monotonic()
                     if attempt:
                         self.stats.retries += 1
                     try:
-                        kind, body = q.get(timeout=per_try)
+                        kind, body = q.get(timeout=max(0.0, min(wait, deadline - sent)))
                     except queue.Empty:
+                        attempt += 1
+                        if time.monotonic() >= deadline:
+                            raise ProtocolError(f"no answer from the node on {self.link.describe()} "
+                                                f"after {attempt} tries") from None
+                        wait = min(per_try, wait * 2)
                         continue
-                    if kind == P.ACK:
-                        return body["result"]
-                    if body["reason"] == P.R_STALE and stale < 2:
-                        break  # another host's request overtook ours: again, fresh SEQ
-                    raise CommandRejected(body["reason"], body["text"])
-                else:
-                    raise ProtocolError(f"no answer from the node on {self.link.describe()} "
-                                        f"after {retries} tries")
+                    if attempt == 0:
+                        self._rtt_sample(time.monotonic() - sent)  # Karn: only unambiguous ones
+                    break
+                if kind == P.ACK:
+                    return body["result"]
+                if body["reason"] == P.R_STALE and stale < 2:
+                    continue  # another host's request overtook ours: again, fresh SEQ
+                raise CommandRejected(body["reason"], body["text"])
             finally:
                 self._waiting.pop(seq, None)
         raise ProtocolError("the node kept answering 'stale sequence number'")
+
+    def _rtt_sample(self, r: float) -> None:
+        # RFC 6298, 2.2 and 2.3 (alpha 1/8, beta 1/4), with our own floor: these links are
+        # a LAN or a serial line, and a resend is answered from the node's cache.
+        if self._srtt is None:
+            self._srtt, self._rttvar = r, r / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - r)
+            self._srtt = 0.875 * self._srtt + 0.125 * r
+        self._rto = max(MIN_RTO_S, self._srtt + 4 * self._rttvar)
 
     def command(self, payload: bytes, **kw: Any) -> bytes:
         return self.request(P.COMMAND, payload, **kw)

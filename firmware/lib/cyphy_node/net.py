@@ -25,6 +25,7 @@ class Net:
         self.peer_keys = peer_keys or {}
         self.udp = None              # the comms.UdpPort, once connected
         self.error = None            # why the UDP port could not open (text)
+        self.polled = None           # "timer": the port polls on its own timer; "pass"
         self._next = time.ticks_ms()
 
     def poll(self, now):
@@ -44,6 +45,7 @@ class Net:
             self.error = str(e)      # e.g. the port is taken: say so in info, do not retry
             return
         self.ep.add_port(self.udp)
+        self.polled = "timer" if self.udp.watch(self.ep.node, self.board) else "pass"
         if self.follow:
             from .peer import Follower
             for spec in self.follow:
@@ -54,6 +56,7 @@ class Net:
     def info(self):
         d = self.keeper.info()
         d["udp_port"] = self.port_no if self.udp is not None else None
+        d["udp_polled"] = self.polled
         if self.error:
             d["udp_error"] = self.error
         return d

@@ -12,6 +12,8 @@ except ImportError:
 
 _ANNOUNCE_MS = const(10000)
 _BUDGET = const(16)              # datagrams read per service pass
+_POLL_US = const(4000)           # the socket's own poll: lwIP keeps ~6 datagrams, so at
+                                 # 1500 datagrams/s it must be read every 4 ms
 
 
 class UdpPort:
@@ -31,6 +33,26 @@ class UdpPort:
         self.polled = time.ticks_ms()    # when the socket was last found empty
         self.arrived = self.polled       # the frames being read came after this
         self.backlog = False             # the last poll stopped with datagrams waiting
+        self._node = None
+        self._timer = None               # board.periodic: the socket's own poll
+        self._on_timer_cb = self._on_timer
+
+    def watch(self, node, board):
+        """Look at the socket every _POLL_US on a timer of its own, not only once per
+        control pass: the stack keeps only a few datagrams, and a flood would push a
+        host's out. When one waits, the node's service runs at once and reads it (the
+        service owns the sessions; this callback only looks). False when no timer is free
+        (then the service reads after every pass only)."""
+        self._node = node
+        try:
+            self._timer = board.periodic(_POLL_US, self._on_timer_cb)
+        except ValueError:
+            return False
+        return True
+
+    def _on_timer(self, _h):
+        if self.dgram.ready():
+            self._node.more_service()
 
     def poll(self, ep):
         # At most _BUDGET datagrams per call: a flood costs bounded work per service pass;
@@ -54,6 +76,12 @@ class UdpPort:
         if time.ticks_diff(now, self._next_announce) >= 0:
             self._next_announce = time.ticks_add(now, _ANNOUNCE_MS)
             self.dgram.broadcast(ep.announcement(), self.port_no)
+
+    def close(self):
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self.dgram.close()
 
     def send(self, frame, addr):
         self.dgram.sendto(frame, addr)
