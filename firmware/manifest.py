@@ -61,6 +61,7 @@ package(
         "pid.py",
         "proto.py",
         "record.py",
+        "requests.py",
         "sched.py",
         "serfec.py",
         "store.py",

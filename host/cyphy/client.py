@@ -214,13 +214,14 @@ class Session:
     def open(self, attempts: int = 5) -> Hello:
         """HELLO with a fresh nonce: the node's answer proves it holds the key and starts a
         new EPOCH, so frames recorded in any earlier session are worthless."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             nonce = os.urandom(P.NONCE_LEN)
             q: queue.Queue = queue.Queue()
             self._hello_wait[nonce] = q
             frame = P.build(P.HOST | P.LONG, P.HELLO_REQ, self.node, self._next_seq(),
                             P.hello_req(nonce, P.HELLO_REQ_PAD))
             self.link.send(frame)
+            sent = time.monotonic()
             try:
                 h = q.get(timeout=self.timeout / attempts * 2)
             except queue.Empty:
@@ -229,6 +230,8 @@ class Session:
                 self._hello_wait.pop(nonce, None)
             if isinstance(h, Exception):
                 raise h
+            if attempt == 0:  # the round trip seeds the resend timer (a full frame each way)
+                self._rtt_sample(time.monotonic() - sent)
             self.hello = h
             self._wake.set()  # the heartbeat follows this node's comms timeout
             return h

@@ -58,7 +58,7 @@ s = Session(Quiet(), None, b'12345678')
 s.period_ms = 1
 s.batch = 3
 ep.sessions.append(s)
-ep._update_period()
+ep.update_period()
 node.stop()
 t = [time.ticks_ms()]
 def one():

@@ -10,6 +10,7 @@
 import time
 
 from . import proto as P
+from . import requests as R
 
 try:
     from micropython import const
@@ -95,8 +96,9 @@ class Endpoint:
         self.nloops = len(node.loops)
         self.loops = node.loops
         # telemetry batches: the pass fills one while service() sends the other
-        self._per = self.nloops * P.VALUES_PER_LOOP * 4
-        n = 4 + _MAX_BATCH * self._per
+        self.sample_bytes = self.nloops * P.VALUES_PER_LOOP * 4
+        n = 4 + _MAX_BATCH * self.sample_bytes
+        self.max_batch = _MAX_BATCH
         self._fill = bytearray(n)
         self._ready = bytearray(n)
         self._ready_len = 0
@@ -135,10 +137,10 @@ class Endpoint:
         k = self._k
         if k == 0:
             P.put_u32(self._fill, 0, now)
-        self._put_all(4 + k * self._per)
+        self._put_all(4 + k * self.sample_bytes)
         k += 1
         if k >= self._batch:
-            self._swap(4 + k * self._per)
+            self._swap(4 + k * self.sample_bytes)
             k = 0
         self._k = k
 
@@ -262,7 +264,7 @@ class Endpoint:
     def end(self, s):
         if s in self.sessions:
             self.sessions.remove(s)
-            self._update_period()
+            self.update_period()
         s.port.ended(s)
 
     # ---- receiving ----
@@ -330,7 +332,7 @@ class Endpoint:
         # Apply a request once and answer ACK (with its result) or NACK (with the reason).
         try:
             body = P.parse_payload(f.type, f.payload)
-            ftype, result = self._apply(s, f.type, body)
+            ftype, result = R.apply(self, s, f.type, body)
         except P.ProtoError as e:
             if e.reason == P.R_UNKNOWN_COMMAND and f.type not in P.TYPE_NAMES:
                 self.counters[P.C_UNKNOWN] += 1
@@ -376,7 +378,7 @@ class Endpoint:
 
     def _drop(self, s):
         self.sessions.remove(s)
-        self._update_period()
+        self.update_period()
 
     def _reply(self, s, f, ftype, payload):
         frame = self.send(s, ftype, payload)
@@ -468,132 +470,7 @@ class Endpoint:
                        self.name, getattr(b, "name", "?"), self.firmware,
                        self.node.comms_timeout_ms or 0)
 
-    # ---- requests ----
-
-    def _apply(self, s, ftype, body):
-        if ftype == P.COMMAND:
-            return self._command(s, body)
-        if ftype == P.TIME:
-            now = time.ticks_ms()
-            self.wall_offset_ms = body["host_ms"] - now
-            r = bytearray(4)
-            P.put_u32(r, 0, now)
-            return P.ACK, bytes(r)
-        if ftype == P.READ:
-            return P.ACK, self._read_chunk(s, body["path"], body["offset"])
-        raise P.ProtoError("%s is not a request" % P.TYPE_NAMES.get(ftype, ftype),
-                           P.R_UNKNOWN_COMMAND)
-
-    def _read_chunk(self, s, path, offset):
-        # A long answer comes in pieces, all cut from the text this session's first piece
-        # was cut from (another host's reads never mix in).
-        if offset == 0 or s.read is None or s.read[0] != path:
-            import json
-            text = json.dumps(self._read(path)).encode()
-            if len(text) > 0xFFFF:
-                raise P.ProtoError("%s is too large to read (%d bytes)" % (path, len(text)),
-                                   P.R_STATE)
-            s.read = (path, text)
-        text = s.read[1]
-        if offset > len(text):
-            raise P.ProtoError("offset %d is past the end (%d)" % (offset, len(text)),
-                               P.R_OUT_OF_RANGE)
-        r = bytearray(2)
-        P.put_u16(r, 0, len(text))
-        return bytes(r) + text[offset:offset + P.READ_CHUNK]
-
-    def _read(self, path):
-        n = self.node
-        if path == "state":
-            return n.state()
-        if path == "stats":
-            return n.stats()
-        if path == "faults":
-            return n.faults()
-        if path == "info":
-            b = n.board
-            return {"name": self.name, "node_id": self.node_id, "firmware": self.firmware,
-                    "board": getattr(b, "name", "?"), "mcu": getattr(b, "mcu", "?"),
-                    "loops": [lp.name for lp in self.loops], "counters": self.counters_dict(),
-                    "uptime_ms": time.ticks_ms(), "comms_errors": n.comms_errors,
-                    "net": self.net.info() if self.net is not None else None}
-        try:
-            return n.get(path)
-        except KeyError:
-            raise P.ProtoError("no parameter %s (try a loop name, loop.key, state, stats, "
-                               "faults or info)" % path, P.R_UNKNOWN_TARGET)
-
-    def _command(self, s, body):
-        c = body["cmd"]
-        n = self.node
-        if c == P.CMD_SET:
-            if not 0 <= body["loop"] < self.nloops:
-                raise P.ProtoError("no loop %d (the node has %d)" % (body["loop"], self.nloops),
-                                   P.R_UNKNOWN_TARGET)
-            if body["key"] >= len(P.KEYS):
-                raise P.ProtoError("no key %d" % body["key"], P.R_UNKNOWN_TARGET)
-            lp = self.loops[body["loop"]]
-            key = P.KEYS[body["key"]]
-            v = body["value"]
-            if key == "mode":
-                n.set(lp.name + ".mode", "auto" if v else "manual")
-            elif key in ("kp", "ki", "kd") and lp.pid is None:
-                raise P.ProtoError("%s is an on/off loop: no gains" % lp.name, P.R_UNKNOWN_TARGET)
-            else:
-                n.set(lp.name + "." + key, v)
-            return P.ACK, b""
-        if c == P.CMD_CLEAR:
-            n.clear()
-            return P.ACK, b""
-        if c == P.CMD_SUBSCRIBE:
-            period = body["period_ms"]
-            fastest = min([lp.period_us for lp in self.loops] or [1000000]) // 1000
-            if period and period < max(1, fastest):
-                period = max(1, fastest)     # no faster than the fastest loop
-            batch = body["batch"]
-            if not 1 <= batch <= _MAX_BATCH or 4 + batch * self._per + 5 + P.TAG_LEN > P.MAX_FRAME:
-                raise P.ProtoError("batch %d does not fit a frame" % batch, P.R_OUT_OF_RANGE)
-            s.period_ms = period
-            s.batch = batch
-            s.stats_ms = body["stats_s"] * 1000
-            s.next_stats = time.ticks_add(time.ticks_ms(), s.stats_ms)
-            self._update_period()
-            r = bytearray(2)
-            P.put_u16(r, 0, period)
-            return P.ACK, bytes(r)
-        if c == P.CMD_REBOOT:
-            n.reboot_after(body["delay_ms"])
-            return P.ACK, b""
-        if c == P.CMD_CONFIG:
-            return P.ACK, self._patch_config(body["patch"])
-        raise P.ProtoError("unknown command %d" % c, P.R_UNKNOWN_COMMAND)
-
-    def _patch_config(self, text):
-        import json
-        from .config import validate, ConfigError
-
-        try:
-            patch = json.loads(text)
-        except ValueError:
-            raise P.ProtoError("config patch is not JSON", P.R_MALFORMED)
-        if not isinstance(patch, dict):
-            raise P.ProtoError("config patch must be a JSON object", P.R_MALFORMED)
-        path = getattr(self.node, "config_path", "/config.json")
-        with open(path) as f:
-            cfg = json.load(f)
-        _merge(cfg, patch)
-        try:
-            validate(cfg)
-        except ConfigError as e:
-            raise P.ProtoError(str(e), P.R_OUT_OF_RANGE)
-        from .store import write_atomic
-        from .cfgview import compile_text, COMPILED
-        text = json.dumps(cfg)
-        write_atomic(path, text)         # a reset keeps the old or the new file
-        write_atomic(COMPILED, compile_text(text.encode(), validate(cfg)))
-        return b"applied at the next boot"
-
-    def _update_period(self):
+    def update_period(self):
         # One sampling schedule for every subscriber: the fastest asked for.
         ps = [s for s in self.sessions if s.period_ms]
         if not ps:
@@ -609,17 +486,6 @@ class Endpoint:
 
     def counters_dict(self):
         return {k: self.counters[i] for i, k in enumerate(P.COUNTERS)}
-
-
-def _merge(dst, patch):
-    # RFC 7386 JSON merge patch: null deletes, objects merge, anything else replaces
-    for k, v in patch.items():
-        if v is None:
-            dst.pop(k, None)
-        elif isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 def _msg(e):
