@@ -123,7 +123,7 @@ class SerialLink:
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()  # exec() holds it: the session's reader keeps off
         self.refused = ""        # why node.serve() cannot run there: frames are not sent
-        self._bye = False        # the last frame sent was a BYE
+        self._bye = False        # a BYE was sent since serve() started
         if enter:
             try:
                 self.enter()
@@ -173,6 +173,7 @@ class SerialLink:
                     raise LinkError(f"{e} ({tries} tries in {self.enter_s:.0f} s)") from None
         self.entries += 1
         self.broken = False
+        self._bye = False
         self.console.clear()
         self._buf.clear()
         rest, self._pending = bytes(self._pending), bytearray()
@@ -204,21 +205,28 @@ class SerialLink:
         return bytes(seen[:i])
 
     def send(self, frame: bytes) -> None:
-        self._bye = len(frame) > 1 and frame[1] == P.BYE
         if self.refused:
             return  # no node.serve() there: a frame would only be typed into the REPL
-        if self._must_enter():
-            with self._rlock, self._wlock:
-                if self._must_enter():  # not done meanwhile by another thread
-                    self._enter()       # never type a frame into the REPL
-        with self._wlock:
-            if self.fec:
-                buf = bytearray(serfec.round_size(len(frame)))
-                n = serfec.encode_round(frame, len(frame), buf, self._fid, bytearray(6))
-                self._fid = (self._fid + 1) & 3
-                self._write(bytes(buf[:n]) * serfec.ROUNDS)
-            else:
-                self._write(P.serial_encode(frame, lead=True))
+        if self.fec:
+            buf = bytearray(serfec.round_size(len(frame)))
+            n = serfec.encode_round(frame, len(frame), buf, self._fid, bytearray(6))
+            self._fid = (self._fid + 1) & 3
+            data = bytes(buf[:n]) * serfec.ROUNDS
+        else:
+            data = P.serial_encode(frame, lead=True)
+        while True:
+            if self._must_enter():
+                with self._rlock, self._wlock:
+                    if self._must_enter():  # not done meanwhile by another thread
+                        self._enter()       # never type a frame into the REPL
+            with self._wlock:
+                # checked again right before the write: we may have waited for the lock
+                # longer than the node waits for input (a stalled host)
+                if not self._must_enter():
+                    self._write(data)
+                    if len(frame) > 1 and frame[1] == P.BYE:
+                        self._bye = True
+                    return
 
     def _must_enter(self) -> bool:
         # the node is back at its REPL, or may be: serve() ends after 2 s without input

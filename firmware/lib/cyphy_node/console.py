@@ -219,8 +219,8 @@ def serve(ep, node, idle_ms=2000):
                 if con.ready and quiet >= _QUIET_MS:
                     why = con.why
                     break
-                if port.session_ended:
-                    why = "host said bye"
+                if port.session_ended and quiet >= _QUIET_MS:
+                    why = "host said bye"  # and what it sent after (the BYE's copies) is read
                     break
                 if quiet > idle_ms and time.ticks_diff(now, port.heard) > idle_ms:
                     why = "no host for %d ms" % idle_ms
