@@ -159,6 +159,7 @@ class Session:
         self._epoch = b"\0\0\0\0"
         self._rx: _NodeSeq | None = None
         self._last_seq = 0
+        self.heartbeats = True            # False: no HEARTBEATs (a host that went quiet, for tests)
         self._srtt: float | None = None   # smoothed round trip of requests (s)
         self._rttvar = 0.0
         self._rto = 0.0                   # 0: no sample yet (wait timeout/3)
@@ -512,7 +513,7 @@ class Session:
         due: float | None = None  # when the next one is due (monotonic); None: no session
         while not self._closed.is_set():
             h = self.hello
-            if h is None:
+            if h is None or not self.heartbeats:
                 due = None
                 if self._wake.wait(0.5):
                     self._wake.clear()

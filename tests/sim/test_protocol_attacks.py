@@ -245,3 +245,21 @@ def test_commands_through_a_lossy_udp_link_apply_exactly_once(sim_nodes):
         relay.close()
     assert relay.dropped > 0 and relay.corrupted > 0
     assert r.violations == 0 and r.failed == 0, r
+
+
+def test_failsafe_within_one_period_of_the_timeout_over_serial(sim_nodes):
+    cfg = copy.deepcopy(CONFIG)
+    cfg.update(name="failsafe-serial", comms_timeout_ms=500)
+    port = boot(sim_nodes, "failsafe-serial", config=cfg)
+
+    def repl(code: str) -> str:
+        with Console(port) as c:
+            c.raw()
+            return c.run(code)
+
+    repl(A.FAILSAFE_SPY.format(loop="oven"))
+    trials = [A.failsafe_trial(lambda: SerialLink(port), KEY, repl, "oven", 500, 0.2 + 0.013 * k)
+              for k in range(4)]
+    assert max(t.dated_late_ms for t in trials) <= 0, trials
+    assert all(t.late_min_ms <= PERIOD_MS for t in trials), trials
+    assert all(t.late_ms <= PERIOD_MS + t.spread_ms for t in trials), trials

@@ -53,6 +53,8 @@ class UdpPort:
     def _on_timer(self, _h):
         if self.dgram.ready():
             self._node.more_service()
+        elif not self.backlog:
+            self.polled = time.ticks_ms()  # empty now: what comes next came after this
 
     def poll(self, ep):
         # At most _BUDGET datagrams per call: a flood costs bounded work per service pass;

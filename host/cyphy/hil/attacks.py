@@ -320,10 +320,11 @@ FAILSAFE_SPY = (
 
 @dataclass
 class FailsafeTrial:
-    """One trial's figures (ms, on the node's clock). The last frame's true arrival is
-    known to within the console round trip that read the node's clock (`spread_ms`):
-    late_ms is the fail-safe's delay after the true expiry at most, late_min_ms at least. dated_late_ms > 0 would mean the node dated the frame later than it
-    can have come (its timeout would run late)."""
+    """One trial's figures, in ms on the node's clock. The last frame's true arrival is
+    known to within spread_ms (the TIME request's round trip, which ties the node's clock
+    to the host's, plus the send itself): late_ms is the fail-safe's delay after the true
+    expiry at most, late_min_ms at least. dated_late_ms > 0 would mean the node dated the
+    last frame later than it can have come (its timeout would run late)."""
 
     late_ms: int
     late_min_ms: int
@@ -331,36 +332,52 @@ class FailsafeTrial:
     dated_late_ms: int
 
 
-def failsafe_trial(make_link: Callable[[], Any], key: P.Key, console_run: Callable[[str], str],
+def failsafe_trial(make_link: Callable[[], Any], key: P.Key, repl: Callable[[str], str],
                    loop: str, timeout_ms: int, phase_s: float) -> FailsafeTrial:
-    """One trial: a session sets the loop's setpoint high (output on), goes quiet after one
-    last HEARTBEAT, and the node's spy (FAILSAFE_SPY, installed by the caller) says when
-    its output went safe. console_run runs code at the node's REPL and returns its output."""
+    """One trial. repl(code) runs code at the node's REPL and returns its output; it is
+    called only while no session holds the link (a serial console is free then), and
+    FAILSAFE_SPY must have been installed with it. A session sets the loop's setpoint high
+    (output on); its last request is TIME, whose answer says the node's clock; then the
+    host goes quiet (no BYE, no heartbeat) and the spy says when the output went safe."""
+    repl("SAFE[0] = 0")
     link = Quiet(make_link())
     try:
         s = Session(link, key)
         s.open()
         s.set(loop, "setpoint", 120.0)
         time.sleep(phase_s)
-        s.hello = None                     # the session's thread sends no more heartbeats
-        console_run("SAFE[0] = 0")
+        s.heartbeats = False             # the host goes quiet after the next request
         h0 = time.monotonic()
-        t0 = int(console_run("print(time.ticks_ms())"))
+        t_node = s.sync_time()           # the node's ticks_ms while it answered
         h1 = time.monotonic()
-        s._send(P.HEARTBEAT, b"")          # the last frame
-        hs = time.monotonic()
+        s.hello = None
+        last = link.sent[-1]
         s.close()
-        time.sleep(timeout_ms / 1000 + 0.5)
-        safe, touched = map(int, console_run("print(SAFE[0], node._touched)").split())
     finally:
-        link.shut()
-    console_run("node.touch()")
-    # The node's clock read t0 at some moment in [h0, h1]; the frame left in [h1, hs]: on
-    # the node's clock it arrived in [t0, t0 + (hs - h0)] (loopback takes microseconds).
-    earliest = t0
-    latest = t0 + int((hs - h0) * 1000) + 1
+        link.shut()                      # (a serial link gives the console back)
+    if P.parse(last).type != P.TIME:
+        raise RuntimeError("a heartbeat went out after the TIME request: trial void")
+    time.sleep(timeout_ms / 1000 + 0.3)
+    safe, touched = map(int, _wait_repl(repl, "print(SAFE[0], node._touched)").split())
+    _wait_repl(repl, "node.touch()")
+    # The node answered TIME at host time in [h0, h1]; the request left at h0 or later and
+    # came before t_node: its arrival on the node's clock is in [t_node - (h1 - h0), t_node].
+    spread = int((h1 - h0) * 1000) + 1
+    earliest, latest = t_node - spread, t_node
     if not safe:
-        return FailsafeTrial(10**9, 10**9, latest - earliest, touched - latest)
+        return FailsafeTrial(10**9, 10**9, spread, touched - latest)
     return FailsafeTrial(late_ms=safe - (earliest + timeout_ms),
                          late_min_ms=safe - (latest + timeout_ms),
-                         spread_ms=latest - earliest, dated_late_ms=touched - latest)
+                         spread_ms=spread, dated_late_ms=touched - latest)
+
+
+def _wait_repl(repl: Callable[[str], str], code: str, seconds: float = 10.0) -> str:
+    # A serial console is the REPL's again once serve() has noticed the host left.
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return repl(code)
+        except Exception:  # noqa: BLE001 - busy console: again, until the deadline
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
