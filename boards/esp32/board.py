@@ -184,7 +184,7 @@ class Datagram(hal.Datagram):
         self.local = (ip, port)
         self._board = board
         self._s = _udp_socket(socket, ("0.0.0.0", port))
-        self._poll = _poller((self._s,))
+        self._poll = None
 
     def _recv(self, sock, buf):
         # MicroPython's socket has no recvfrom_into (readinto() loses the sender), so
@@ -203,9 +203,14 @@ class Datagram(hal.Datagram):
         return self._recv(self._s, buf)
 
     def ready(self):
-        for _ in self._poll.ipoll(0):   # ipoll reuses its result: nothing is allocated
+        if self._poll is None:          # made at the first call (then nothing is allocated:
+            self._poll = _poller(self._socks())  # ipoll reuses its result)
+        for _ in self._poll.ipoll(0):
             return True
         return False
+
+    def _socks(self):
+        return (self._s,)
 
     def _to(self, addr):
         return addr  # ESP32's sendto() takes (ip, port) and parses a dotted IPv4 itself

@@ -43,7 +43,7 @@ class Datagram(_esp32.Datagram):
                 # socket and drops the rest. This receive buffer (Linux doubles it) holds 3 to 5
                 # (by size): never more than an ESP32 would.
                 s.setsockopt(_SOL_SOCKET, _SO_RCVBUF, 2304)
-            self._poll = _esp32._poller((self._s, self._b))
+            self._poll = None
         except BaseException:
             self.close()
             raise
@@ -75,6 +75,9 @@ class Datagram(_esp32.Datagram):
         socket = self._socket
         _family, ip, port = socket.sockaddr(r[1])
         return r[0], (socket.inet_ntop(socket.AF_INET, ip), port)
+
+    def _socks(self):
+        return (self._s, self._b)
 
     def recv_into(self, buf):
         r = self._recv(self._s, buf)

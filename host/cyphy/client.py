@@ -30,7 +30,7 @@ from .links import Link
 # ends a quiet session after 5 s). So a comms timeout shorter than MIN_COMMS_TIMEOUT_MS
 # cannot be kept alive by our tools: `cyphy provision` and `cyphy check` warn about it.
 HEARTBEAT_S = 1.0
-MIN_RTO_S = 0.05   # the shortest wait before a request is sent again
+MIN_RTO_S = 0.1    # the shortest wait before a request is sent again
 HEARTBEAT_MIN_S = 0.05
 HEARTBEATS_PER_TIMEOUT = 4
 MIN_COMMS_TIMEOUT_MS = round(HEARTBEATS_PER_TIMEOUT * HEARTBEAT_MIN_S * 1000)  # 200 ms
@@ -96,6 +96,7 @@ class LinkStats:
     replayed: int = 0
     malformed: int = 0
     retries: int = 0
+    duplicate_answers: int = 0  # the node's cached answer again, for a request we resent
     node: dict[str, int] = field(default_factory=dict)  # the node's counters (HEARTBEAT)
 
 
@@ -160,6 +161,7 @@ class Session:
         self._rx: _NodeSeq | None = None
         self._last_seq = 0
         self.heartbeats = True            # False: no HEARTBEATs (a host that went quiet, for tests)
+        self._answers: deque = deque(maxlen=16)  # the node's last answers, as received
         self._srtt: float | None = None   # smoothed round trip of requests (s)
         self._rttvar = 0.0
         self._rto = 0.0                   # 0: no sample yet (wait timeout/3)
@@ -425,8 +427,13 @@ class Session:
             return
         gap = self._rx.accept(ext)
         if gap is None:
-            self.stats.replayed += 1
+            if data in self._answers:
+                self.stats.duplicate_answers += 1  # we resent a request: expected
+            else:
+                self.stats.replayed += 1
             return
+        if f.type in (P.ACK, P.NACK):
+            self._answers.append(bytes(data))
         self.stats.lost += gap
         self.stats.frames += 1
         body = P.parse_payload(f.type, f.payload, len(self.hello.loops)) \
