@@ -114,8 +114,8 @@ class SerialPort:
 
 
 class _Console:
-    """Is a person (or a tool) typing? Input that starts after a pause (_QUIET_MS) with no
-    frame delimiter in it is watched as typing: printable characters make a line (backspace
+    """Is a person (or a tool) typing? Input that starts after a pause (_QUIET_MS) or right
+    after a 00, with no 00 in it, is watched as typing: printable characters make a line (backspace
     edits it), and the session ends on Enter after a line of at least _TYPED_MIN characters
     followed by a pause, or at once on two of Ctrl-C/Ctrl-D in a row or on CR Ctrl-C
     (mpremote's and ampy's next bytes then go to the REPL). Anything else (a 00, another
@@ -149,12 +149,15 @@ class _Console:
         if self.ready and c != 10:       # Enter, then more at once: a paste, or noise
             self.drop()
             return False
+        cr = self.cr
+        ctrl = self.ctrl_c
+        self.cr = False
+        self.ctrl_c = 0                  # Ctrl-C/Ctrl-D count only twice in a row
         if 32 <= c < 127:
             if len(self.line) >= _TYPED_MAX:
                 self.drop()
             else:
                 self.line.append(c)
-                self.cr = False
             return False
         if c == 8 or c == 127:
             if self.line:
@@ -167,11 +170,11 @@ class _Console:
             self.cr = True
             return False
         if c == 3 or c == 4:
-            self.ctrl_c += 1
-            if (self.cr and c == 3) or self.ctrl_c >= 2:
+            if (cr and c == 3) or ctrl:
                 self.line = bytearray()  # the line is dropped, as at the REPL
                 self.why = "Ctrl-C" if c == 3 else "Ctrl-D"
                 return True
+            self.ctrl_c = 1
             return False
         self.drop()
         return False
@@ -208,6 +211,7 @@ def serve(ep, node, idle_ms=2000):
     readies = 0
     ready_at = last
     asm = None                           # serfec.Assembler, once a block came
+    after0 = False                       # the last byte was a 00
     why = "?"
     micropython.kbd_intr(-1)             # Ctrl-C is data here: _Console handles it
     out.write(_READY)
@@ -237,6 +241,9 @@ def serve(ep, node, idle_ms=2000):
             last = now
             if c == 0:
                 con.drop()
+                # typing may start right after a frame too (a host that just vanished),
+                # not after a block (a frame comes as many, back to back)
+                after0 = n >= 9 and not skip and not port.fec
                 if skip:
                     port.dropped += 1
                 elif n == _BLOCK:        # never a frame: a block of one (serfec)
@@ -260,8 +267,9 @@ def serve(ep, node, idle_ms=2000):
                 n += 1
             else:
                 skip = True
-            if gap:
+            if gap or after0:
                 con.start()
+            after0 = False
             if con.feed(c):
                 why = con.why
                 break
