@@ -40,9 +40,9 @@ class Datagram(_esp32.Datagram):
             for s in (self._s, self._b):
                 # As short a queue as ESP32's: lwIP keeps at most CONFIG_LWIP_UDP_RECVMBOX_SIZE
                 # (6 by default; MicroPython's ESP32 sdkconfig.base keeps it) datagrams per
-                # socket and drops the rest. This receive buffer (Linux doubles it) holds 3 to 5
-                # (by size): never more than an ESP32 would.
-                s.setsockopt(_SOL_SOCKET, _SO_RCVBUF, 2304)
+                # socket and drops the rest. This receive buffer (Linux doubles it) holds 6
+                # small datagrams or 4 full frames: never more than an ESP32 would.
+                s.setsockopt(_SOL_SOCKET, _SO_RCVBUF, 2600)
             self._poll = None
         except BaseException:
             self.close()

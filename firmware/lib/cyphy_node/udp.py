@@ -12,8 +12,8 @@ except ImportError:
 
 _ANNOUNCE_MS = const(10000)
 _BUDGET = const(16)              # datagrams read per service pass
-_POLL_US = const(4000)           # the socket's own poll: lwIP keeps ~6 datagrams, so at
-                                 # 1500 datagrams/s it must be read every 4 ms
+_POLL_US = const(2000)           # the socket's own poll: lwIP keeps ~6 datagrams, so at
+                                 # 1200 datagrams/s it must be read every 2-4 ms
 
 
 class UdpPort:
