@@ -206,7 +206,10 @@ def serve(ep, node, idle_ms=2000):
     one = bytearray(1)
     buf = bytearray(P.MAX_FRAME + 2)     # the chunk since the last 00 (COBS adds one byte)
     n = 0
-    skip = False                         # this chunk is too long: drop it up to the next 00
+    skip = True                          # drop this chunk up to the next 00 (too long) ...
+    lead = True                          # ... or what came before the first 00: never a
+                                         # frame (the other copies of node.serve() the
+                                         # host typed), not counted
     last = time.ticks_ms()               # the last input byte
     readies = 0
     ready_at = last
@@ -245,7 +248,9 @@ def serve(ep, node, idle_ms=2000):
                 # not after a block (a frame comes as many, back to back)
                 after0 = n >= 9 and not skip and not port.fec
                 if skip:
-                    port.dropped += 1
+                    if not lead:
+                        port.dropped += 1
+                    lead = False
                 elif n == _BLOCK:        # never a frame: a block of one (serfec)
                     if asm is None:
                         from .serfec import Assembler
