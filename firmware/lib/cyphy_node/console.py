@@ -182,14 +182,17 @@ class _Console:
 
 def serve(ep, node, idle_ms=2000):
     """Run the protocol on the serial console until the host says BYE, a person asks for
-    the console (Enter on a typed line, Ctrl-C twice, Ctrl-D: see _Console), or the line
-    has been silent and no valid host frame came for idle_ms. The control loops keep
+    the console (Enter on a typed line, Ctrl-C or Ctrl-D twice, CR Ctrl-C: see _Console),
+    or the line has been silent and no valid host frame came for idle_ms. The control loops keep
     running meanwhile. Called by the host from the REPL (node.serve()). Returns (why it
     ended, the line typed if it was ended by Enter).
 
     This loop (main thread) only reads the console: each chunk between two 00 bytes goes
     to the node's service (soft context), which decodes it, owns the session and writes
-    every answer. A chunk longer than a frame is dropped (counted as a bad frame)."""
+    every answer. A chunk longer than a frame is dropped (counted as a bad frame); a chunk
+    of serfec.CHUNK bytes is a block of a frame sent with error correction (serfec), and
+    the port then answers in blocks too. The session outlives serve(): the next serve()
+    takes it over (_adopt), so a host that enters again goes on where it was."""
     import sys
     import select
     import micropython
