@@ -97,6 +97,7 @@ class LinkStats:
     malformed: int = 0
     retries: int = 0
     duplicate_answers: int = 0  # the node's cached answer again, for a request we resent
+    reopened: int = 0           # sessions opened again by themselves (no answer for a while)
     node: dict[str, int] = field(default_factory=dict)  # the node's counters (HEARTBEAT)
 
 
@@ -279,9 +280,11 @@ class Session:
             q: queue.Queue = queue.Queue()
             self._waiting[seq] = q
             try:
-                deadline = time.monotonic() + retries * per_try
+                start = time.monotonic()
+                deadline = start + retries * per_try
                 wait = min(per_try, self._rto) if self._rto else per_try
                 attempt = 0
+                reopened = False
                 while True:
                     self._send(ftype, payload, seq)
                     sent = time.monotonic()
@@ -291,10 +294,13 @@ class Session:
                         kind, body = q.get(timeout=max(0.0, min(wait, deadline - sent)))
                     except queue.Empty:
                         attempt += 1
-                        if time.monotonic() >= deadline:
+                        now = time.monotonic()
+                        if now >= deadline:
                             raise ProtocolError(f"no answer from the node on {self.link.describe()} "
                                                 f"after {attempt} tries") from None
                         wait = min(per_try, wait * 2)
+                        if not reopened and now - start >= (deadline - start) / 2:
+                            reopened = self._reopen_quietly()   # half the patience gone
                         continue
                     if attempt == 0:
                         self._rtt_sample(time.monotonic() - sent)  # Karn: only unambiguous ones
@@ -307,6 +313,18 @@ class Session:
             finally:
                 self._waiting.pop(seq, None)
         raise ProtocolError("the node kept answering 'stale sequence number'")
+
+    def _reopen_quietly(self) -> bool:
+        """The session may be gone (the node reset, the session expired during a break on
+        the line): say HELLO again and go on with the same request. The node carries an
+        older session's answers over to the new one of the same host, so a request that
+        was applied is answered, not applied again. True once tried."""
+        self.stats.reopened += 1
+        try:
+            self.open(attempts=2)
+        except ProtocolError:
+            pass
+        return True
 
     def _rtt_sample(self, r: float) -> None:
         # RFC 6298, 2.2 and 2.3 (alpha 1/8, beta 1/4), with our own floor: these links are

@@ -263,3 +263,56 @@ def test_failsafe_within_one_period_of_the_timeout_over_serial(sim_nodes):
     assert max(t.dated_late_ms for t in trials) <= 0, trials
     assert all(t.late_min_ms <= PERIOD_MS for t in trials), trials
     assert all(t.late_ms <= PERIOD_MS + t.spread_ms for t in trials), trials
+
+
+def test_the_api_recovers_a_session_the_node_ended(sim_nodes):
+    # Requirement 3: the host's API recovers a broken session on its own. The host goes
+    # quiet longer than the node keeps an idle session (5 s); its next command gets no
+    # answer, so the client says HELLO again by itself and the command is applied once.
+    ip, port, con = udp_node(sim_nodes, "recover")
+    con.close()
+    with Session(UdpLink(ip, port), KEY, timeout=2.0) as s:
+        s.open()
+        cost = -A.applied(s)
+        before = A.applied(s)
+        cost += before                       # requests a READ of info takes
+        s.heartbeats = False
+        time.sleep(6.0)                      # the node ends the idle session
+        s.heartbeats = True
+        s.set("oven", "setpoint", 44.0)
+        assert s.stats.reopened == 1
+        assert s.read("oven.setpoint") == 44.0
+        assert A.applied(s) - before == cost + 2   # the READ of `before`, the set, the read
+
+
+def test_a_retry_in_a_new_session_is_answered_not_applied_again(sim_nodes):
+    # The host's ACK was lost and it said HELLO again (a break on the line): its retry, in
+    # the new session, must get the answer of the old one, not apply the command twice.
+    dropping = {"on": False}
+
+    def drop_acks(f: bytes) -> bool:
+        return dropping["on"] and P.parse(f).type == P.ACK
+
+    ip, port, con = udp_node(sim_nodes, "inherit")
+    con.close()
+    tap = Tap(UdpLink(ip, port), drop_acks)
+    with Session(tap, KEY) as s:
+        s.open()
+        cost = -A.applied(s)
+        before = A.applied(s)
+        cost += before
+        seq = s._next_seq()
+        q: queue.Queue = queue.Queue()
+        s._waiting[seq] = q
+        dropping["on"] = True
+        s._send(P.COMMAND, P.cmd_set(0, 0, 51.0), seq)      # applied; the ACK is lost
+        time.sleep(0.3)
+        dropping["on"] = False
+        s.open()                                          # a new session (new EPOCH)
+        s._send(P.COMMAND, P.cmd_set(0, 0, 51.0), seq)      # the retry, same SEQ
+        kind, _ = q.get(timeout=3)
+        assert kind == P.ACK
+        s._waiting.pop(seq, None)
+        c = s.read("info")["counters"]
+        assert c["applied"] - before == cost + 1, c       # the READ of `before`, the set once
+        assert c["duplicate"] >= 1, c

@@ -52,7 +52,7 @@ class Session:
         self.seq = 0                 # our SEQ (16 bits) ...
         self.roc = 0                 # ... and its rollover count: 32 bits in all
         self.seen = []               # the _WINDOW highest host SEQs accepted, ascending
-        self.recent = []             # [(host seq, reply frame)], newest last
+        self.recent = []             # [[host seq, reply frame, type, payload]], newest last
         self.authed = False          # a fresh authentic frame from the host since HELLO
         self.heard = time.ticks_ms() # the last fresh authentic frame's arrival
         self.read = None             # (path, JSON text) of this session's last READ
@@ -305,10 +305,18 @@ class Endpoint:
         if s is None:
             return
         seq = f.seq
-        for rs, reply in s.recent:
-            if rs == seq:                # a retry of a request we answered: same answer,
+        if not s.authed:
+            self._inherit(s)             # the host went on from an older session here
+        for r in s.recent:
+            if r[0] == seq:              # a retry of a request we answered: same answer,
                 c[P.C_DUPLICATE] += 1    # nothing else changes
-                port.send(reply, addr)
+                if r[1] is None:         # answered in the older session: sealed anew
+                    r[1] = self.send(s, r[2], r[3])
+                else:
+                    port.send(r[1], addr)
+                if not s.authed:         # the host is in s now: the older one is over
+                    s.authed = True
+                    self._retire(s)
                 return
         if not s.fresh(seq):
             c[P.C_STALE] += 1            # a replay, or older than the window: dropped
@@ -369,6 +377,22 @@ class Endpoint:
             c[P.C_BAD_TAG if self.key is not None else P.C_BAD_FRAME] += 1
         return None
 
+    def _inherit(self, s):
+        # s (not yet authenticated) has a frame that checks under its EPOCH: its host is
+        # the one of the older session(s) of this place, which said HELLO again (a break
+        # on the line, a lost answer). Host SEQs run on across sessions, so the older
+        # session's window and answers carry over: a request retried in the new session
+        # is answered, not applied again. (Answers are sealed anew, under the new EPOCH.)
+        for o in self.sessions:
+            if o is not s and o.port is s.port and o.addr == s.addr:
+                for v in o.seen:
+                    if s.fresh(v):
+                        s.accept(v)
+                for r in o.recent:
+                    s.recent.append([r[0], None, r[2], r[3]])
+        while len(s.recent) > _RECENT:
+            s.recent.pop(0)
+
     def _retire(self, s):
         # s has just been authenticated: older sessions of the same place are over (the
         # host went on in s: the port is not told a session ended).
@@ -382,7 +406,7 @@ class Endpoint:
 
     def _reply(self, s, f, ftype, payload):
         frame = self.send(s, ftype, payload)
-        s.recent.append((f.seq, frame))
+        s.recent.append([f.seq, frame, ftype, payload])
         if len(s.recent) > _RECENT:
             s.recent.pop(0)
 
