@@ -8,8 +8,11 @@ the same code the tests run with short counts:
 - replays_accepted: frames the session sent earlier (commands, reads, heartbeats), sent
   again; again the node's `applied` counter.
 - exactly_once_violations: SET commands through a UDP relay dropping and corrupting
-  datagrams (each direction, seeded), per fault level: applications not matched by an
-  acknowledgement (applied twice, or reported failed although applied).
+  datagrams (each direction, seeded), per fault level, and over the serial console through
+  a noisy PTY relay (5 % of bytes dropped and 5 % changed each way; frames with serfec's
+  error correction; tests/sim/test_serial_noise.py's run with CYPHY_NOISE_N commands):
+  applications not matched by an acknowledgement (applied twice, or reported failed
+  although applied).
 - failsafe_within_one_period_pct: trials in which the output (the PWM, the plant's input)
   went to its fail-safe value within one loop period of the comms timeout's expiry,
   counted from the last frame's true arrival (a TIME request, whose answer ties the node's
@@ -162,8 +165,32 @@ def run(ctx) -> list[dict]:
         out.append(C.record("powercut_unreachable_nodes", r["unreachable"], "nodes", cuts=r["cuts"],
                             goal=0))
 
+    def serial_noise() -> None:
+        import json
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        k = 100 if quick else 1000
+        with tempfile.TemporaryDirectory() as tmp:
+            rep = os.path.join(tmp, "noise.json")
+            env = dict(os.environ, CYPHY_NOISE_N=str(k), CYPHY_NOISE_REPORT=rep)
+            env.pop("CYPHY_HOME", None)
+            p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                                str(C.REPO / "tests" / "sim" / "test_serial_noise.py"), "-k", "exactly_once"],
+                               cwd=C.REPO, env=env, capture_output=True, text=True, timeout=k * 2 + 300)
+            if not os.path.exists(rep):
+                raise RuntimeError("the serial-noise test did not report: " + (p.stdout + p.stderr)[-400:])
+            r = json.loads(open(rep).read())
+        ctx.log(f"attack: {k} commands over serial at 5% drop/5% corrupt per byte (serfec): {r}")
+        out.append(C.record("exactly_once_violations", abs(r["applied"] - r["ok"]), "commands",
+                            link="serial", drop=0.05, corrupt=0.05, commands=k, failed=r["failed"],
+                            reopened=r["sessions"] - 1, seconds=r["seconds"], goal=0))
+
     try:
         attempt("powercut_unreachable_nodes", powercuts)
+        attempt("exactly_once_violations", serial_noise)
         attempt("forged_accepted", forged_and_replayed)
         attempt("exactly_once_violations", exactly_once)
         attempt("failsafe_within_one_period_pct", failsafe)
