@@ -273,45 +273,37 @@ def ram(R: Records) -> list[str]:
     return out
 
 
+def _attack_row(name: str, v: Any, p: dict) -> list[str]:
+    """One row of the attack table: figure, link, cyphy's value, goal."""
+    link = p.get("link", "serial" if name == "powercut_unreachable_nodes" else "-")
+    if name in ("forged_accepted", "replays_accepted"):
+        what = "Forged frames applied" if name == "forged_accepted" else "Replayed frames applied"
+        return [what, link, f"{_fmt(v)} of {_fmt(p.get('sent'))}", "0"]
+    if name == "exactly_once_violations":
+        return [f"Exactly-once violations ({_pct(100 * p.get('drop', 0), 0)} drop, "
+                f"{_pct(100 * p.get('corrupt', 0), 0)} corrupt)", link,
+                f"{_fmt(v)} of {_fmt(p.get('commands'))} (failed {_fmt(p.get('failed'))})", "0"]
+    if name == "failsafe_within_one_period_pct":
+        return [f"Fail-safe within one period ({_fmt(p.get('period_ms'))} ms) of a "
+                f"{_fmt(p.get('timeout_ms'))} ms timeout", link,
+                f"{_pct(v)} of {_fmt(p.get('trials'))} (worst {_fmt(p.get('worst_late_ms'))} ms)", "100 %"]
+    if name == "flood_read_p99_ms":
+        return [f"Read p99 under {_fmt(p.get('junk_per_s'))} junk/s + "
+                f"{_fmt(p.get('hello_per_s'))} HELLO_REQ/s", link,
+                f"{_fmt(v)} ms (quiet {_fmt(p.get('quiet_p99_ms'))} ms; "
+                f"{_fmt(p.get('overruns'))} overruns; replies {_fmt(p.get('reply_bytes'))} B "
+                f"to {_fmt(p.get('flood_bytes'))} B)", f"< {_fmt(p.get('goal_ms'))} ms"]
+    return ["Nodes unreachable after a power cut in `provision --new-key`", link,
+            f"{_fmt(v)} of {_fmt(p.get('cuts'))}", "0"]
+
+
+ATTACK_FIGURES = ("forged_accepted", "replays_accepted", "exactly_once_violations",
+                  "failsafe_within_one_period_pct", "flood_read_p99_ms", "powercut_unreachable_nodes")
+
+
 def attack(R: Records) -> list[str]:
-    rows = []
-    for name, what, unit in (("forged_accepted", "Forged frames applied", ""),
-                             ("replays_accepted", "Replayed frames applied", "")):
-        for r in R.all(name):
-            if r.get("value") is None:
-                continue
-            p = r.get("params") or {}
-            rows.append([what, p.get("link", "-"), f"{_fmt(r['value'])} of {_fmt(p.get('sent'))}", "0"])
-    for r in R.all("exactly_once_violations"):
-        if r.get("value") is None:
-            continue
-        p = r.get("params") or {}
-        rows.append([f"Exactly-once violations ({_pct(100 * p.get('drop', 0), 0)} drop, "
-                     f"{_pct(100 * p.get('corrupt', 0), 0)} corrupt)", p.get("link", "-"),
-                     f"{_fmt(r['value'])} of {_fmt(p.get('commands'))} (failed {_fmt(p.get('failed'))})", "0"])
-    for r in R.all("failsafe_within_one_period_pct"):
-        if r.get("value") is None:
-            continue
-        p = r.get("params") or {}
-        rows.append([f"Fail-safe within one period ({_fmt(p.get('period_ms'))} ms) of a "
-                     f"{_fmt(p.get('timeout_ms'))} ms timeout", p.get("link", "-"),
-                     f"{_pct(r['value'])} of {_fmt(p.get('trials'))} (worst {_fmt(p.get('worst_late_ms'))} ms)",
-                     "100 %"])
-    for r in R.all("flood_read_p99_ms"):
-        if r.get("value") is None:
-            continue
-        p = r.get("params") or {}
-        rows.append([f"Read p99 under {_fmt(p.get('junk_per_s'))} junk/s + "
-                     f"{_fmt(p.get('hello_per_s'))} HELLO_REQ/s", p.get("link", "-"),
-                     f"{_fmt(r['value'])} ms (quiet {_fmt(p.get('quiet_p99_ms'))} ms; "
-                     f"{_fmt(p.get('overruns'))} overruns; replies {_fmt(p.get('reply_bytes'))} B "
-                     f"to {_fmt(p.get('flood_bytes'))} B)", f"< {_fmt(p.get('goal_ms'))} ms"])
-    for r in R.all("powercut_unreachable_nodes"):
-        if r.get("value") is None:
-            continue
-        p = r.get("params") or {}
-        rows.append(["Nodes unreachable after a power cut in `provision --new-key`", "serial",
-                     f"{_fmt(r['value'])} of {_fmt(p.get('cuts'))}", "0"])
+    rows = [_attack_row(name, r["value"], r.get("params") or {})
+            for name in ATTACK_FIGURES for r in R.all(name) if r.get("value") is not None]
     if not rows:
         return []
     out = ["**8. The protocol under attack and on a faulty line** (one sim node, a 10 Hz loop, "
