@@ -427,6 +427,9 @@ def _make_select(board):
             return self._ready()
 
         def ipoll(self, timeout=-1, flags=0):
+            if self._others or not self._con:
+                # sockets only: the port's own ipoll, which allocates nothing (as ESP32's)
+                return self._real.ipoll(timeout, flags)
             return iter(self.poll(timeout))
 
     attrs = _copy(_sel)
