@@ -60,6 +60,19 @@ def udp_node(sim_nodes, name: str, timeout_ms: int = 0, loops: int = 1) -> tuple
     return ip, port, con
 
 
+def _lost_ack(s: Session, dropping: dict, payload: bytes) -> tuple[int, queue.Queue]:
+    """Send a COMMAND whose ACK the tap drops (dropping["on"]); its SEQ and the queue its
+    answer will come to, should the node answer a retry."""
+    seq = s._next_seq()
+    q: queue.Queue = queue.Queue()
+    s._waiting[seq] = q
+    dropping["on"] = True
+    s._send(P.COMMAND, payload, seq)                 # applied; its ACK is lost
+    time.sleep(0.4)
+    dropping["on"] = False
+    return seq, q
+
+
 def test_replayed_heartbeats_do_not_hold_off_the_comms_timeout(sim_nodes):
     # Finding 1: every frame with a valid tag refreshed the session and the comms watchdog
     # before the replay check: replays of one recorded HEARTBEAT kept a heater on.
@@ -98,16 +111,9 @@ def test_replays_do_not_evict_the_answer_a_retry_needs(sim_nodes):
         for v in (41.0, 42.0, 43.0, 44.0, 45.0, 46.0, 47.0, 48.0, 49.0):
             s.set("oven", "setpoint", v)
         old = [f for f in tap.sent if P.parse(f).type == P.COMMAND]
-        a1 = s.read("info")["counters"]["applied"]
-        applied0 = s.read("info")["counters"]["applied"]
-        per_read = applied0 - a1              # a READ of info takes this many requests
-        seq = s._next_seq()
-        q: queue.Queue = queue.Queue()
-        s._waiting[seq] = q
-        dropping["on"] = True
-        s._send(P.COMMAND, P.cmd_set(0, 0, 50.0), seq)      # applied; its ACK is lost
-        time.sleep(0.5)
-        dropping["on"] = False
+        per_read = A.read_cost(s)
+        applied0 = A.applied(s)
+        seq, q = _lost_ack(s, dropping, P.cmd_set(0, 0, 50.0))
         for f in old:                                      # 9 recorded frames replayed
             tap.link.send(f)
         time.sleep(0.5)
@@ -273,9 +279,8 @@ def test_the_api_recovers_a_session_the_node_ended(sim_nodes):
     con.close()
     with Session(UdpLink(ip, port), KEY, timeout=2.0) as s:
         s.open()
-        cost = -A.applied(s)
+        cost = A.read_cost(s)
         before = A.applied(s)
-        cost += before                       # requests a READ of info takes
         s.heartbeats = False
         time.sleep(6.0)                      # the node ends the idle session
         s.heartbeats = True
@@ -298,16 +303,9 @@ def test_a_retry_in_a_new_session_is_answered_not_applied_again(sim_nodes):
     tap = Tap(UdpLink(ip, port), drop_acks)
     with Session(tap, KEY) as s:
         s.open()
-        cost = -A.applied(s)
+        cost = A.read_cost(s)
         before = A.applied(s)
-        cost += before
-        seq = s._next_seq()
-        q: queue.Queue = queue.Queue()
-        s._waiting[seq] = q
-        dropping["on"] = True
-        s._send(P.COMMAND, P.cmd_set(0, 0, 51.0), seq)      # applied; the ACK is lost
-        time.sleep(0.3)
-        dropping["on"] = False
+        seq, q = _lost_ack(s, dropping, P.cmd_set(0, 0, 51.0))
         s.open()                                          # a new session (new EPOCH)
         s._send(P.COMMAND, P.cmd_set(0, 0, 51.0), seq)      # the retry, same SEQ
         kind, _ = q.get(timeout=3)
@@ -316,3 +314,27 @@ def test_a_retry_in_a_new_session_is_answered_not_applied_again(sim_nodes):
         c = s.read("info")["counters"]
         assert c["applied"] - before == cost + 1, c       # the READ of `before`, the set once
         assert c["duplicate"] >= 1, c
+
+
+def test_the_udp_poll_allocates_nothing_when_idle(sim_nodes):
+    # The node looks at its socket every 2 ms: Datagram.ready() must cost no heap.
+    ip, port, con = udp_node(sim_nodes, "poll-alloc")
+    out = con.run(
+        "import micropython\n"
+        "d = node.comms.net.udp.dgram\n"
+        "def many():\n"
+        "    i = 0\n"
+        "    while i < 50:\n"
+        "        d.ready()\n"
+        "        i += 1\n"
+        "many()\n"
+        "micropython.heap_lock()\n"
+        "try:\n"
+        "    many()\n"
+        "    r = 'none'\n"
+        "except MemoryError:\n"
+        "    r = 'allocates'\n"
+        "micropython.heap_unlock()\n"
+        "print(r, node.comms.net.info()['udp_polled'])\n")
+    assert out.split() == ["none", "timer"], out
+    con.close()

@@ -57,7 +57,8 @@ def applied(s: Session) -> int:
     return int(s.read("info")["counters"]["applied"])
 
 
-def _read_cost(s: Session) -> int:
+def read_cost(s: Session) -> int:
+    """Requests a READ of info takes (it comes in pieces): what applied() itself adds."""
     a = applied(s)
     return applied(s) - a
 
@@ -72,7 +73,7 @@ def forgeries(s: Session, n: int, seed: int = 1) -> Tally:
     """n forged COMMANDs in s's session: a wrong key, a flipped bit, a foreign EPOCH, no
     tag. Tally.changed: requests the node applied beyond the caller's own reads."""
     rng = random.Random(seed)
-    cost = _read_cost(s)
+    cost = read_cost(s)
     a0 = applied(s)
     t = Tally()
     wrong = P.Key(bytes(rng.getrandbits(8) for _ in range(32)))
@@ -103,7 +104,7 @@ def forgeries(s: Session, n: int, seed: int = 1) -> Tally:
 def replays(s: Session, recorded: list[bytes], n: int) -> Tally:
     """Send n frames picked from `recorded` (frames this session sent earlier) again.
     Tally.changed: requests the node applied because of them."""
-    cost = _read_cost(s)
+    cost = read_cost(s)
     a0 = applied(s)
     t = Tally()
     for i in range(n):
@@ -136,7 +137,7 @@ def exactly_once(s: Session, n: int, loop: str, lo: float = 30.0) -> OnceResult:
     acknowledged or given up; the node's `applied` counter says how many took effect.
     Reads happen only before and after (a clean measurement needs the counter only)."""
     r = OnceResult()
-    cost = _read_cost(s)
+    cost = read_cost(s)
     a0 = _retrying(s, applied, r)
     for i in range(n):
         r.commands += 1
