@@ -508,12 +508,21 @@ def main():
             lps[0].tick()
             lps[1].tick()
             k += 1
+    lost = array("i", [0])
     def passes():
         k = 0
         while k < 6000:
             UV[0] = sweep[(k >> 7) % 7]
             lps[k & 1].sloop.deadline = b.ticks_us()  # a due loop every pass
+            if k < 3000:
+                node.touch(time.ticks_ms())           # a host in session
+            elif k == 3000:                           # it went quiet long ago: comms lost
+                node._touched = time.ticks_add(time.ticks_ms(), -1000)
+            elif k == 4500:
+                node.touch()                          # and back
             node.run_once()
+            if node._comms_lost:
+                lost[0] += 1
             b.sleep_us(1000)                          # through the wrap
             k += 1
     t0 = SMALL_MAX - 499
@@ -526,13 +535,14 @@ def main():
     locked(passes)
     locked(sampling)
     return [lps[0].ticks, lps[1].ticks, node.log.n + node.log.dropped, b.wdt.fed,
-            ep._ready_len, ep.counters]
+            ep._ready_len, ep.counters, lost[0], node._comms_lost]
 """
 
 
 def _node_config() -> dict:
     cfg = json.loads(json.dumps(THERMAL_CONFIG))
     cfg["name"] = "n32"
+    cfg["comms_timeout_ms"] = 500                      # the pass takes outputs safe on expiry
     cfg["channels"].append({"name": "fan", "pin": 27, "kind": "dout", "failsafe": 0})
     cfg["loops"][0]["controller"].update(setpoint=149.0, kp=1000.0, ki=100.0, kd=10.0)
     cfg["loops"].append(
@@ -545,12 +555,14 @@ def _node_config() -> dict:
 
 def test_node_tick_run_once_and_telemetry_sampling(fw):
     """ControlLoop.tick (PID and on/off loops, sensor faults and recoveries, alarms, fault
-    records), Node.run_once (scheduler, peers, watchdog, telemetry sampling into a batch) on
+    records), Node.run_once (scheduler, peers, watchdog, comms loss and return, telemetry
+    sampling into a batch) on
     a board whose ticks_us wrap during the run, and comms.Endpoint.sample across ticks_ms's
     2**30 wrap: no allocation and no big int (a big int allocates on this 32-bit port:
     heap lock)."""
     code = f"CFG_JSON = {json.dumps(_node_config())!r}\n" + NODE_CODE
-    t0, t1, recs, fed, ready, counters = on32(fw, code)
+    t0, t1, recs, fed, ready, counters, lost, still_lost = on32(fw, code)
+    assert lost > 1000 and not still_lost               # the comms loss and recovery, locked
     assert t0 > 3000 and t1 > 3000 and recs > 0 and fed > 0
     assert ready > 0                                   # a batch was sampled and swapped
 
