@@ -9,6 +9,8 @@ Markers: sim_only, hardware_only, cyphy(config=..., bench=..., virtual_time=...,
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -31,7 +33,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 help="Wi-Fi for UDP tests on hardware (the password is read from the file)")
     g.addoption("--cyphy-plots", default=None,
                 help="where failing step responses are drawn (default: beside --junitxml, "
-                     "else out/hil)")
+                     "else under pytest's temporary directory, --basetemp)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +43,12 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "without --cyphy-port")
     config.addinivalue_line("markers", "cyphy(config=None, bench=None, virtual_time=False, "
                                        "baud=0, wifi=False): how `node` is set up")
+    # pytest-embedded (a cyphy dependency, for its `dut`) asks for record_xml_attribute in a
+    # fixture every test uses, which adds a PytestExperimentalApiWarning to every test of
+    # every project where cyphy is installed: that one warning is not the user's to see.
+    config.addinivalue_line("filterwarnings",
+                            "ignore:record_xml_attribute is an experimental feature"
+                            ":pytest.PytestExperimentalApiWarning")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -51,10 +59,29 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip("hardware only: give --cyphy-port PORT to run it on a board")
 
 
-class HilSession:
-    """Per test session: where sim nodes live, the board's port, the key, the plot dir."""
+@contextlib.contextmanager
+def own_home(home: Path) -> Iterator[None]:
+    """CYPHY_HOME is the session's own temporary home meanwhile: the sim nodes, the key
+    store (provision keeps the node's key there) and the compiled-firmware cache. The
+    plugin never writes to the user's $CYPHY_HOME: a test node named like a real node must
+    not overwrite that node's key."""
+    old = os.environ.get("CYPHY_HOME")
+    os.environ["CYPHY_HOME"] = str(home)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("CYPHY_HOME", None)
+        else:
+            os.environ["CYPHY_HOME"] = old
 
-    def __init__(self, config: pytest.Config, home: Path) -> None:
+
+class HilSession:
+    """Per test session: where sim nodes live, the board's port, the key, the plot dir.
+    Everything it writes goes under `home`, a temporary directory of its own (the user's
+    $CYPHY_HOME is never written)."""
+
+    def __init__(self, config: pytest.Config, home: Path, basetemp: Path | None = None) -> None:
         self.config = config
         self.home = home
         self.port = config.getoption("cyphy_port")
@@ -72,7 +99,9 @@ class HilSession:
         elif junit:
             self.plots = Path(junit).resolve().parent
         else:
-            self.plots = Path(config.rootpath) / "out" / "hil"
+            # never the user's rootdir unasked: pytest's own temporary directory
+            # (--basetemp, else /tmp/pytest-of-USER/pytest-N), which pytest prunes itself
+            self.plots = (basetemp or home) / "cyphy-plots"
         self._started: list[str] = []
 
     @property
@@ -84,17 +113,18 @@ class HilSession:
              secrets: dict | None = None) -> HilNode:
         cfg = _with_name(config or THERMAL_CONFIG, _cfg_name(name))
         wifi_pair = self._wifi() if wifi else None
-        if self.hardware:
-            n = HilNode(self.port, cfg["name"], self.key_hex, cfg)
-        else:
-            from cyphy.sim import control
+        with own_home(self.home):
+            if self.hardware:
+                n = HilNode(self.port, cfg["name"], self.key_hex, cfg)
+            else:
+                from cyphy.sim import control
 
-            st = control.start(name, baud=baud, home=self.home, virtual_time=virtual_time,
-                               bench=bench if bench is not None else THERMAL_BENCH)
-            self._started.append(name)
-            n = HilNode(st["port"], cfg["name"], self.key_hex, cfg, sim_name=name,
-                        home=self.home, virtual_time=virtual_time)
-        n.install(wifi_pair, extra_secrets=secrets)
+                st = control.start(name, baud=baud, home=self.home, virtual_time=virtual_time,
+                                   bench=bench if bench is not None else THERMAL_BENCH)
+                self._started.append(name)
+                n = HilNode(st["port"], cfg["name"], self.key_hex, cfg, sim_name=name,
+                            home=self.home, virtual_time=virtual_time)
+            n.install(wifi_pair, extra_secrets=secrets)
         return n
 
     def _wifi(self) -> tuple[str, str]:
@@ -133,7 +163,7 @@ def _with_name(cfg: dict, name: str) -> dict:
 @pytest.fixture(scope="session")
 def cyphy_hil(pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HilSession]:
     """The session's HIL settings (sim home, --cyphy-port, key, plot directory)."""
-    s = HilSession(pytestconfig, tmp_path_factory.mktemp("cyphy-hil"))
+    s = HilSession(pytestconfig, tmp_path_factory.mktemp("cyphy-hil"), tmp_path_factory.getbasetemp())
     yield s
     s.stop_all()
 
