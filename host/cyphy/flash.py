@@ -31,6 +31,27 @@ class FlashError(Exception):
     """One line saying what went wrong and what to do."""
 
 
+class FlashInterrupted(Exception):
+    """Ctrl-C (SIGINT) while esptool ran; esptool has been stopped. touched: it had begun
+    to erase or write the flash (the board is then blank or partly written); verified: how
+    many regions it had written and verified."""
+
+    def __init__(self, touched: bool, verified: int = 0) -> None:
+        super().__init__("interrupted")
+        self.touched = touched
+        self.verified = verified
+
+
+# What a write of the filesystem (and --erase-all) takes away: the node's files that no
+# flash image carries. Said before the write (docs/deploy.md, "Flashing").
+NODE_FILES = (("/secrets.json", "its key and Wi-Fi credentials"),
+              ("/autotune.json", "its persisted tuning (autotune results)"),
+              ("/config.json", "its config"))
+# esptool's words once it touches the flash (erase, or write: which erases the sectors
+# it writes)
+_TOUCHED = ("Erasing", "Writing at", "Compressed ")
+
+
 @dataclass
 class FirmwareImage:
     data: bytes
@@ -121,19 +142,42 @@ def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | 
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = bytearray()
     assert p.stdout is not None
-    while True:
-        chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
-        if not chunk:
-            break
-        out += chunk
-        if progress is not None:
-            for m in _PCT.finditer(chunk):
-                progress(float(m.group(1)))
-    rc = p.wait()
+    try:
+        while True:
+            chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
+            if not chunk:
+                break
+            out += chunk
+            if progress is not None:
+                for m in _PCT.finditer(chunk):
+                    progress(float(m.group(1)))
+        rc = p.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C: a terminal sends esptool its own SIGINT; a `kill -INT` reaches only us.
+        # Either way esptool stops now, and we say what it had done.
+        _stop(p)
+        text = out.decode(errors="replace")
+        raise FlashInterrupted(any(w in text for w in _TOUCHED),
+                               text.count("Hash of data verified")) from None
     text = out.decode(errors="replace")
     if rc != 0:
         raise FlashError(_explain(text, port))
     return text
+
+
+def _stop(p: subprocess.Popen) -> None:
+    for sig in ("terminate", "kill"):
+        if p.poll() is not None:
+            break
+        try:
+            getattr(p, sig)()
+            p.wait(0.5)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    try:
+        p.stdout.close()  # type: ignore[union-attr]
+    except OSError:
+        pass
 
 
 def _explain(text: str, port: str) -> str:

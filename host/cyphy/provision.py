@@ -101,7 +101,7 @@ def check_config(cfg: dict, name: str | None) -> dict:
     try:
         C.validate(cfg)
     except C.ConfigError as e:
-        raise ProvisionError(f"config error: {e}") from None
+        raise ProvisionError(f"config error: {e} (fix that field: docs/config.md)") from None
     return cfg
 
 
@@ -208,15 +208,33 @@ def config_bytes(cfg: dict) -> bytes:
 
 
 def load_config_file(path: str) -> dict:
+    """The node config in the file at path, as a dict; ProvisionError in one line naming
+    what is wrong with the file (missing, unreadable, a directory, binary, not JSON, not a
+    JSON object, a sim bench file) and what to give instead."""
+    what = "give the node's config (JSON, docs/config.md; firmware/config.example.json is one)"
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except IsADirectoryError:
+        raise ProvisionError(f"{path}: is a directory; {what}") from None
     except OSError as e:
-        raise ProvisionError(f"{path}: {e.strerror or e}") from None
+        raise ProvisionError(f"{path}: {e.strerror or e}; {what}") from None
+    if b"\0" in data[:4096] or data[:1] == b"\xe9":
+        raise ProvisionError(f"{path}: is a binary file, not a config; {what}")
     try:
-        return json.loads(text)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProvisionError(f"{path}: is not UTF-8 text, not a config; {what}") from None
+    try:
+        cfg = json.loads(text)
     except ValueError as e:
-        raise ProvisionError(f"config error: {path}: is not valid JSON ({e})") from None
+        raise ProvisionError(f"config error: {path}: is not valid JSON ({e}); {what}") from None
+    if not isinstance(cfg, dict):
+        raise ProvisionError(f"config error: {path}: is JSON but not an object; {what}")
+    if "plant" in cfg and "wiring" in cfg and "loops" not in cfg:
+        raise ProvisionError(f"{path}: is a sim bench (plant and wiring: `cyphy sim start --bench`), "
+                             f"not a node config; {what}")
+    return cfg
 
 
 def new_key_hex() -> str:

@@ -65,7 +65,7 @@ def _key(key_file: str | None) -> tuple[str | None, str]:
                                             "target's RAM (see `cyphy check`).")
 @click.option("--reset", is_flag=True, help="Hard-reset the node afterwards so it boots with the new settings.")
 @click.option("--soft-reset", is_flag=True, help=SOFT_RESET_HELP)
-@click.option("--baud", type=int, default=115200, show_default=True, help="Serial line rate.")
+@click.option("--baud", type=click.IntRange(min=1), default=115200, show_default=True, help="Serial line rate.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (never a secret).")
 @device_errors
 def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: str | None,
