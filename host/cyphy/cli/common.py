@@ -1,10 +1,18 @@
 """What every cyphy command shares: exit codes, turning errors into one clear line, the
-URL/key options of commands that talk to a node."""
+URL/key options of commands that talk to a node.
+
+Every command runs inside `cyphy`'s group (cyphy.cli.CyphyGroup), which sends whatever a
+command raises through `one_line()`: a user's mistake (no such file, a binary file, a
+malformed URL, a node that is not running, a refusal...) becomes one line on stderr and an
+exit code, never a traceback; anything unexpected becomes one line saying it is a bug and
+to rerun with `cyphy --debug ...` (or CYPHY_DEBUG=1), which shows the traceback."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -13,6 +21,7 @@ import click
 # Exit codes (docs/cli.md): 0 done; 1 could not (bad input, no node, link failure);
 # 2 usage (click's); 3 the node refused (NACK: the reason is printed).
 EXIT_FAILED = 1
+EXIT_USAGE = 2
 EXIT_REJECTED = 3
 
 
@@ -24,22 +33,118 @@ class Rejected(click.ClickException):
     exit_code = EXIT_REJECTED
 
 
+class BadUsage(click.ClickException):
+    """A usage error shown as one line (no usage block): exit 2."""
+
+    exit_code = EXIT_USAGE
+
+
+class InternalError(click.ClickException):
+    """Something cyphy did not expect: a bug. One line, and how to see the traceback."""
+
+    exit_code = EXIT_FAILED
+
+
+def debug_enabled() -> bool:
+    """`cyphy --debug ...` or CYPHY_DEBUG=1 (set by the group for the commands)."""
+    return os.environ.get("CYPHY_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _flat(text: str) -> str:
+    """One line: the first non-empty line of a message (the rest, if any, is detail)."""
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+def os_error_text(e: OSError) -> str:
+    """'PATH: No such file or directory' and what to do about it."""
+    what = e.strerror or str(e)
+    name = e.filename
+    hint = {errno.ENOENT: "check the path",
+            errno.EACCES: "check its permissions",
+            errno.EPERM: "check its permissions",
+            errno.EISDIR: "give a file, not a directory",
+            errno.ENOTDIR: "a part of the path is not a directory",
+            errno.ENOSPC: "free some space",
+            errno.EROFS: "choose a writable place"}.get(e.errno or 0)
+    where = f"{name}: " if name else ""
+    return f"{where}{what}" + (f" ({hint})" if hint else "")
+
+
+def one_line(e: BaseException) -> click.ClickException | None:
+    """The ClickException a command's exception becomes; None for click's own exceptions
+    and exits (let them through)."""
+    if isinstance(e, (click.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                      SystemExit)):
+        return None
+    from cyphy.client import CommandRejected, ProtocolError
+    from cyphy.links import LinkError
+
+    if isinstance(e, CommandRejected):
+        return Rejected(_flat(str(e)))
+    if isinstance(e, (ProtocolError, LinkError)):
+        return Failed(_flat(str(e)))
+    known: list[type] = []
+    for mod, names in (("cyphy.device", ("DeviceError",)), ("cyphy.sim.nodes", ("SimError",)),
+                       ("cyphy.plot", ("PlotError",)), ("cyphy.keys", ("KeyStoreError",)),
+                       ("cyphy.flash", ("FlashError",)), ("cyphy.provision", ("ProvisionError",)),
+                       ("cyphy.firmware", ("FirmwareError",)), ("cyphy.mp32", ("Mp32Error",)),
+                       ("cyphy.flashimage", ("FlashImageError",)),
+                       ("cyphy.sim.speed", ("SpeedError",)), ("cyphy.chips", ("ChipConfigError",))):
+        m = sys.modules.get(mod)  # a module never imported raised nothing of its own
+        for n in names:
+            cls = getattr(m, n, None) if m is not None else None
+            if isinstance(cls, type):
+                known.append(cls)
+    if known and isinstance(e, tuple(known)):
+        return Failed(_flat(str(e)))
+    if isinstance(e, KeyboardInterrupt):
+        return Failed("interrupted")
+    if isinstance(e, UnicodeDecodeError):
+        return Failed(f"a file is binary or not UTF-8 text ({e.reason} at byte {e.start}): "
+                      f"give the text file the command expects")
+    if isinstance(e, OSError):
+        try:
+            import serial
+
+            if isinstance(e, serial.SerialException):
+                return Failed(_flat(str(e)) + " (check the port: cyphy discover)")
+        except ImportError:  # pragma: no cover
+            pass
+        return Failed(os_error_text(e))
+    try:
+        import serial
+
+        if isinstance(e, serial.SerialException):
+            return Failed(_flat(str(e)) + " (check the port: cyphy discover)")
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(e, MemoryError):
+        return Failed("out of memory")
+    text = _flat(str(e))
+    return InternalError(f"internal error: {type(e).__name__}{': ' + text if text else ''} "
+                         f"(a bug in cyphy: rerun with `cyphy --debug ...` for the traceback "
+                         f"and report it)")
+
+
 def errors(fn: Callable) -> Callable:
-    """Known errors become one line on stderr and an exit code, never a traceback."""
+    """Known errors become one line on stderr and an exit code, never a traceback. (The
+    `cyphy` group does the same for every command; this keeps a command right when it is
+    invoked on its own.)"""
 
     @functools.wraps(fn)
     def wrapper(*a: Any, **kw: Any) -> Any:
-        from cyphy.client import CommandRejected, ProtocolError
-        from cyphy.links import LinkError
-
         try:
             return fn(*a, **kw)
-        except CommandRejected as e:
-            raise Rejected(str(e)) from None
-        except (ProtocolError, LinkError) as e:
-            raise Failed(str(e)) from None
         except KeyboardInterrupt:
             raise click.Abort() from None
+        except Exception as e:
+            exc = one_line(e)
+            if exc is None:
+                raise
+            if debug_enabled():
+                raise
+            raise exc from None
 
     return wrapper
 
