@@ -167,8 +167,14 @@ def vectors():
     add(vector("heartbeat_host_empty_long_crc", H | L, P.HEARTBEAT, 1, 0xFFFFFFFFFFFF, b""))
     # COMMAND
     add(vector("command_set_setpoint_long_auth", H | L, P.COMMAND, 1, host_seq,
-               P.cmd_set(0, P.KEY_SETPOINT, 61.5), KEY32, EPOCH_A))
-    add(vector("command_set_kp_crc", H, P.COMMAND, 2, 9, P.cmd_set(1, P.KEY_KP, -0.375)))
+               P.cmd_set(0, P.KEYS.index("setpoint"), 61.5), KEY32, EPOCH_A))
+    add(vector("command_set_kp_crc", H, P.COMMAND, 2, 9, P.cmd_set(1, P.KEYS.index("kp"), -0.375)))
+    add(vector("command_set_three_auth", H, P.COMMAND, 1, 12,
+               P.cmd_set_many([(0, 0, 120.0), (0, 2, -5.0), (1, 1, 1.0)]), KEY32, EPOCH_A))
+    add(vector("command_set_partial_crc", H, P.COMMAND, 2, 13,
+               P.cmd_set(0, 0, 1.0) + b"\x00"))
+    add(vector("command_set_seventeen_crc", H, P.COMMAND, 2, 14,
+               P.cmd_set_many([(0, 0, 1.0)] * 16) + P.cmd_set(0, 0, 1.0)[1:]))
     add(vector("command_subscribe_long_auth", H | L, P.COMMAND, 1, host_seq + 1,
                P.cmd_subscribe(100, 4, 2), KEY32, EPOCH_A))
     add(vector("command_reboot_crc", H, P.COMMAND, 1, 10, P.cmd_reboot(250)))

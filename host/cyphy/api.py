@@ -85,6 +85,7 @@ class Node:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.hello = session.open()
+        session.sync_time()  # the node dates its fault records with the host's clock
 
     def __enter__(self) -> "Node":
         return self
@@ -110,8 +111,12 @@ class Node:
     def set(self, path: str, value: float | str) -> None:
         """node.set("oven.setpoint", 60); keys: setpoint, mode ("auto"/"manual"), kp, ki,
         kd, output (manual). Acknowledged by the node; CommandRejected says why not."""
-        loop, key = _split(path)
-        self.session.set(loop, key, value)
+        self.set_many([(path, value)])
+
+    def set_many(self, assignments: list[tuple[str, float | str]]) -> None:
+        """node.set_many([("oven.setpoint", 60), ("oven.kp", 3.5)]): all applied between two
+        control passes, or none (CommandRejected names the one refused)."""
+        self.session.set_many([(*_split(path), value) for path, value in assignments])
 
     def get(self, path: str) -> Any:
         """node.get("oven.measurement"), node.get("oven") (the loop's state), or "state",

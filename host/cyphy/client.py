@@ -8,6 +8,7 @@ sorts frames into replies, telemetry and events. docs/protocol.md has the rules 
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -59,6 +60,9 @@ def comms_timeout_warning(comms_timeout_ms: object) -> str | None:
 
 class ProtocolError(Exception):
     """The node could not be reached or did not answer as the protocol says."""
+
+
+FLOAT32_MAX = 3.4028234663852886e38   # a SET carries its value as a float32
 
 
 class CommandRejected(ProtocolError):
@@ -350,13 +354,34 @@ class Session:
                                   + ", ".join(self.hello.loops)) from None
 
     def set(self, loop: str, key: str, value: float | str) -> None:
+        self.set_many([(loop, key, value)])
+
+    def set_many(self, assignments: Sequence[tuple[str, str, float | str]]) -> None:
+        """[(loop, key, value), ...] in one SET: the node applies all of them between two
+        control passes, or none (CommandRejected names the one refused)."""
+        if not 1 <= len(assignments) <= P.MAX_SETS:
+            raise CommandRejected(P.R_OUT_OF_RANGE, f"{len(assignments)} assignments: a node "
+                                  f"takes 1 to {P.MAX_SETS} at once (nothing was applied)")
+        sets = []
+        for loop, key, value in assignments:
+            try:
+                sets.append(self._assignment(loop, key, value))
+            except CommandRejected as e:
+                more = " (nothing was applied)" if len(assignments) > 1 else ""
+                raise CommandRejected(e.reason, f"{loop}.{key} = {value}: {e.text}{more}") from None
+        self.command(P.cmd_set_many(sets))
+
+    def _assignment(self, loop: str, key: str, value: float | str) -> tuple[int, int, float]:
         if key not in P.KEYS:
             raise CommandRejected(P.R_UNKNOWN_TARGET, f"no key {key!r}; keys: " + ", ".join(P.KEYS))
         if key == "mode":
             if value not in ("auto", "manual"):
                 raise CommandRejected(P.R_OUT_OF_RANGE, 'mode must be "auto" or "manual"')
             value = 1.0 if value == "auto" else 0.0
-        self.command(P.cmd_set(self.loop_index(loop), P.KEYS.index(key), float(value)))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+            raise CommandRejected(P.R_OUT_OF_RANGE, f"{key} must be a finite number")
+        return self.loop_index(loop), P.KEYS.index(key), float(value)
 
     def read(self, path: str) -> Any:
         """A parameter's value ("loop.key", a loop name, "state", "stats", "faults", "info")."""

@@ -37,7 +37,14 @@ REASONS = {R_MALFORMED: "malformed", R_UNKNOWN_COMMAND: "unknown command",
 
 def cmd_set(loop, key, value):
     """value: float32, in engineering units (gains as they are; mode 1 auto / 0 manual)."""
-    return struct.pack("<BBBf", CMD_SET, loop, key, value)
+    return cmd_set_many([(loop, key, value)])
+
+
+def cmd_set_many(sets):
+    """[(loop, key, value), ...]: 1 to MAX_SETS assignments the node applies all or none."""
+    if not 1 <= len(sets) <= MAX_SETS:
+        raise ValueError(f"a SET holds 1 to {MAX_SETS} assignments, not {len(sets)}")
+    return bytes((CMD_SET,)) + b"".join(struct.pack("<BBf", lp, k, v) for lp, k, v in sets)
 
 
 def cmd_reboot(delay_ms=100):

@@ -84,11 +84,12 @@ def test_to_fixed_and_back():
 
 
 @pytest.mark.parametrize("x, lo, hi, msg", [
-    (536871.0, VAL_MIN, VAL_MAX, "above the limit 536870911"),
-    (-536871.0, VAL_MIN, VAL_MAX, "below the limit -536870911"),
-    (1.5, 0, 1000, "above the limit 1000"),
+    (536871.0, VAL_MIN, VAL_MAX, r"above the limit 536870\.911$"),
+    (-536871.0, VAL_MIN, VAL_MAX, r"below the limit -536870\.911$"),
+    (1.5, 0, 1000, r"1\.5 is above the limit 1\.0$"),
 ])
 def test_to_fixed_range_errors_name_the_limit(x, lo, hi, msg):
+    # in engineering units, as the user wrote them (not milli-units)
     with pytest.raises(ValueError, match=msg):
         to_fixed(x, lo, hi)
 

@@ -555,8 +555,9 @@ def payloads(draw):
     if t == P.COMMAND:
         c = draw(st.sampled_from(sorted(P.CMD_NAMES)))
         if c == P.CMD_SET:
-            lp, k, val = draw(_u8), draw(_u8), draw(_f32)
-            return t, P.cmd_set(lp, k, val), 0, {"cmd": c, "loop": lp, "key": k, "value": val}
+            sets = draw(st.lists(st.tuples(_u8, _u8, _f32).map(list), min_size=1,
+                                 max_size=P.MAX_SETS))
+            return t, P.cmd_set_many(sets), 0, {"cmd": c, "sets": sets}
         if c == P.CMD_SUBSCRIBE:
             a, b, d = draw(_u16), draw(_u8), draw(_u8)
             return t, P.cmd_subscribe(a, b, d), 0, {"cmd": c, "period_ms": a, "batch": b,
@@ -601,7 +602,7 @@ def test_valid_payloads_round_trip(pl, auth, seq):
 
 
 _LIMITS = ((P.EVENT, 160, lambda s: P.event(P.EV_LOG, 1, 0, 0, 0, s), "text"),
-           (P.NACK, 120, lambda s: P.nack(P.u48(1), P.R_STATE, s), "text"),
+           (P.NACK, 160, lambda s: P.nack(P.u48(1), P.R_STATE, s), "text"),
            (P.READ, 200, P.read_req, "path"),
            (P.HELLO, 255, lambda s: P.hello(EPOCH, bytes(8), 0, 0, b"", [], s, "", ""), "name"))
 

@@ -88,7 +88,7 @@ def payload_from(t, d):
     if t == P.COMMAND:
         c = d["cmd"]
         if c == P.CMD_SET:
-            return P.cmd_set(d["loop"], d["key"], d["value"])
+            return P.cmd_set_many(d["sets"])
         if c == P.CMD_SUBSCRIBE:
             return P.cmd_subscribe(d["period_ms"], d["batch"], d["stats_s"])
         if c == P.CMD_REBOOT:

@@ -102,3 +102,51 @@ def test_no_firmware_is_a_clear_error(sim_node):
     with pytest.raises(ProtocolError, match="node"):
         with Session(SerialLink(sim_node.port), KEY, timeout=1.0) as s:
             s.open()
+
+
+def test_set_applies_all_or_none(node):
+    """Several assignments in one SET: a refusal of any leaves every one unapplied (the
+    node checks all before it applies any, between two control passes), and the refusal
+    names the assignment in the config's words and engineering units."""
+    with Session(SerialLink(node), KEY) as s:
+        s.open()
+        before = s.read("oven")
+        with pytest.raises(CommandRejected) as e:
+            s.set_many([("oven", "setpoint", 120.0), ("oven", "kp", -5.0)])
+        assert e.value.reason == P.R_OUT_OF_RANGE
+        assert e.value.text.startswith("oven.kp = -5.0 refused, nothing was applied: gains must")
+        assert '"direction": "reverse"' in e.value.text and "reverse=True" not in e.value.text
+        after = s.read("oven")
+        assert (after["setpoint"], after["kp"]) == (before["setpoint"], before["kp"]) == (60.0, 4.9)
+        # out of the sensor's valid range: said in degC, with the channel's name, not milli-units
+        with pytest.raises(CommandRejected) as e:
+            s.set_many([("oven", "kp", 2.0), ("oven", "setpoint", 250.0)])
+        assert "250.0 is outside 10.0..149.0 degC" in e.value.text and '"temp"' in e.value.text
+        assert "000" not in e.value.text.replace("250.0", "")
+        assert s.read("oven.kp") == 4.9
+        # a gain after another gain of the same loop: both checked together, both applied
+        s.set_many([("oven", "kp", 2.0), ("oven", "ki", 0.5), ("oven", "setpoint", 70.0),
+                    ("oven", "mode", "manual"), ("oven", "output", 12.5)])
+        st = s.read("oven")
+        assert (st["kp"], st["ki"], st["setpoint"], st["mode"]) == (2.0, 0.5, 70.0, "manual")
+        assert wait(lambda: s.read("oven.output") == 12.5, 3)
+        # the host refuses what it can see is wrong before anything is sent
+        with pytest.raises(CommandRejected, match=r"oven.mode = turbo: .*nothing was applied"):
+            s.set_many([("oven", "setpoint", 65.0), ("oven", "mode", "turbo")])
+        with pytest.raises(CommandRejected, match="finite"):
+            s.set_many([("oven", "setpoint", float("nan"))])
+        assert s.read("oven.setpoint") == 70.0
+
+
+def test_info_gives_units_and_fault_records_carry_wall_time(sim_nodes):
+    port = boot(sim_nodes, bench=STUCK)
+    with Session(SerialLink(port), KEY) as s:
+        s.open()
+        assert s.read("info")["units"] == {"oven": {"measurement": "degC", "output": "%"}}
+        t0 = time.time() * 1000
+        s.sync_time()                     # what cyphy.connect() does at session start
+        assert wait(lambda: any(r[2] == "sensor" for r in s.read("faults")), 15)
+        rec = [r for r in s.read("faults") if r[2] == "sensor"][-1]
+        ticks, loop, kind, value, wall_ms = rec
+        assert (loop, kind) == ("oven", "sensor") and value < 10000
+        assert t0 < wall_ms < time.time() * 1000 + 1000

@@ -2,7 +2,9 @@
 # outside the tick, appends them to a bounded file on flash that survives reset.
 #
 # File format (text, one record per line, oldest first, at most KEEP lines):
-#   <ticks_ms> <loop name or "-"> <kind> <value>
+#   <ticks_ms> <loop name or "-"> <kind> <value> <wall_ms or "-">
+# wall_ms: Unix time in ms, when a host had told the node the time (TIME: clock_set()) before
+# the record was flushed; "-" otherwise (older files have no fifth field).
 from array import array
 import time
 
@@ -32,6 +34,17 @@ class FaultLog:
         self.n = 0                          # buffered, not yet flushed
         self.dropped = 0
         self.listener = None                # called by flush(): (t_ms, loop, kind, value, text)
+        self._clock = None                  # (host Unix ms, ticks_ms) of the last TIME
+
+    def clock_set(self, host_ms, ticks):
+        """A host's time: host_ms (Unix ms) was the time at ticks_ms() == ticks."""
+        self._clock = (host_ms, ticks)
+
+    def _wall(self, t):
+        # Unix ms of ticks t (exact while t is within ~6 days of the last TIME: ticks_diff's
+        # range on every port), or "-"
+        c = self._clock
+        return "-" if c is None else "%d" % (c[0] + time.ticks_diff(t, c[1]))
 
     def record(self, loop, kind, value):
         # Allocation-free (ticks_ms returns a small int). loop: index, or -1 for the node.
@@ -54,8 +67,8 @@ class FaultLog:
         for i in range(n):
             li = self._loop[i]
             name = self.names[li] if 0 <= li < len(self.names) else "-"
-            lines.append("%d %s %s %d" % (self._t[i], name,
-                                          KINDS.get(self._kind[i], "?"), self._val[i]))
+            lines.append("%d %s %s %d %s" % (self._t[i], name, KINDS.get(self._kind[i], "?"),
+                                             self._val[i], self._wall(self._t[i])))
         lines = lines[-KEEP:]
         from .store import write_atomic
         write_atomic(self.path, "\n".join(lines) + "\n")
@@ -75,17 +88,12 @@ class FaultLog:
             return []
 
     def records(self):
-        """[(ticks_ms, loop, kind, value), ...] from flash, oldest first (allocates)."""
+        """[(ticks_ms, loop, kind, value, wall_ms or None), ...] from flash, oldest first
+        (allocates)."""
         out = []
         for ln in self._read_lines():
             p = ln.split()
-            if len(p) == 4:
-                out.append((int(p[0]), p[1], p[2], int(p[3])))
+            if len(p) in (4, 5):
+                w = p[4] if len(p) == 5 else "-"
+                out.append((int(p[0]), p[1], p[2], int(p[3]), None if w == "-" else int(w)))
         return out
-
-    def erase(self):
-        import os
-        try:
-            os.remove(self.path)
-        except OSError:
-            pass

@@ -40,9 +40,9 @@ def to_fixed(x, lo=VAL_MIN, hi=VAL_MAX, name="value"):
     |x * 1000| < 2**24 (16777.216 units); pass larger values as ints (exact)."""
     v = x * SCALE if isinstance(x, int) else int(round(x * SCALE))
     if v < lo:
-        raise ValueError("%s %r below the limit %r (%.3f units)" % (name, x, lo, lo / SCALE))
+        raise ValueError("%s %r is below the limit %r" % (name, x, lo / SCALE))
     if v > hi:
-        raise ValueError("%s %r above the limit %r (%.3f units)" % (name, x, hi, hi / SCALE))
+        raise ValueError("%s %r is above the limit %r" % (name, x, hi / SCALE))
     return v
 
 

@@ -20,6 +20,7 @@ class Input:
     def __init__(self, ch, board):
         self.name = ch.name
         self.kind = ch.kind
+        self.units = ch.units if ch.kind == "adc" else ""
         self.value = 0
         self.raw = 0
         if ch.kind == "adc":
@@ -89,6 +90,7 @@ class Output:
     def __init__(self, ch, board):
         self.name = ch.name
         self.kind = ch.kind
+        self.units = ch.get("units", "")
         self.failsafe = to_fixed(ch.failsafe)
         lo, hi = ch.range
         self.lo = to_fixed(lo)

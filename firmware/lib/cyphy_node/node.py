@@ -199,8 +199,7 @@ class ControlLoop:
 
     @setpoint.setter
     def setpoint(self, v):
-        m = to_fixed(v, self.inp.vmin, self.inp.vmax, "setpoint")
-        (self.pid or self.onoff).set_setpoint(m)
+        self._apply_setpoint(self._within(v, self.inp, self.inp.vmin, self.inp.vmax, "valid range"))
 
     @property
     def measurement(self):
@@ -213,8 +212,7 @@ class ControlLoop:
     @output.setter
     def output(self, v):
         """Manual output (switches the loop to manual)."""
-        self.manual_out = to_fixed(v, self.act.lo, self.act.hi, "output")
-        self.mode = "manual"
+        self._apply_output(self._within(v, self.act, self.act.lo, self.act.hi, "range"))
 
     @property
     def mode(self):
@@ -224,8 +222,56 @@ class ControlLoop:
 
     @mode.setter
     def mode(self, m):
+        self._apply_mode(self._mode(m))
+
+    def set_tunings(self, kp, ki, kd):
+        self.pid.set_tunings(kp, ki, kd)
+
+    def prepare(self, key, value, gains):
+        """What set(key, value) will do, checked now and changing nothing: (fn, arg), and
+        fn(arg) cannot fail. gains: {loop: [kp, ki, kd]} pending in the same request.
+        ValueError (in the config's words and units) or KeyError (no such key)."""
+        if key == "setpoint":
+            return self._apply_setpoint, self._within(value, self.inp, self.inp.vmin,
+                                                      self.inp.vmax, "valid range")
+        if key == "output":
+            return self._apply_output, self._within(value, self.act, self.act.lo,
+                                                    self.act.hi, "range")
+        if key == "mode":
+            return self._apply_mode, self._mode(value)
+        if key in ("kp", "ki", "kd"):
+            if self.pid is None:
+                raise ValueError("%s is an on/off loop: it has no %s" % (self.name, key))
+            g = gains.get(self) or list(self.pid.get_tunings())
+            g[("kp", "ki", "kd").index(key)] = float(value)
+            self.pid.check_tunings(*g)
+            gains[self] = g
+            return self._apply_tunings, tuple(g)
+        raise KeyError(self.name + "." + key)
+
+    def _within(self, v, ch, lo, hi, what):
+        # Engineering value -> milli-units within [lo, hi], or a refusal that names the
+        # channel and its range as the config gives them.
+        try:
+            return to_fixed(v, lo, hi)
+        except ValueError:
+            raise ValueError("%s is outside %s..%s %s, the %s of channel \"%s\" in the config"
+                             % (v, lo / 1000, hi / 1000, ch.units, what, ch.name))
+
+    @staticmethod
+    def _mode(m):
         if m not in ("auto", "manual"):
             raise ValueError('mode must be "auto" or "manual"')
+        return m
+
+    def _apply_setpoint(self, m):
+        (self.pid or self.onoff).set_setpoint(m)
+
+    def _apply_output(self, m):
+        self.manual_out = m
+        self._apply_mode("manual")
+
+    def _apply_mode(self, m):
         self.auto = m == "auto"
         if self.pid is None or self._held:
             return          # applied when the fault clears
@@ -234,8 +280,8 @@ class ControlLoop:
         else:
             self.pid.set_manual(self.manual_out)
 
-    def set_tunings(self, kp, ki, kd):
-        self.pid.set_tunings(kp, ki, kd)
+    def _apply_tunings(self, g):
+        self.pid.set_tunings(*g)
 
     def state(self):
         d = {"setpoint": self.setpoint, "measurement": self.measurement,
@@ -778,19 +824,26 @@ class Node:
     def set(self, path, value):
         """node.set("heater.setpoint", 60.0); also output, mode, kp, ki, kd. Applied in the
         soft context, between two control passes."""
-        return self.soft_call(self._set, path, value)
+        return self.set_many(((path, value),))
 
-    def _set(self, path, value):
-        name, attr = path.split(".", 1)
-        lp = self.loop(name)
-        if attr in ("kp", "ki", "kd"):
-            g = list(lp.pid.get_tunings())
-            g[("kp", "ki", "kd").index(attr)] = float(value)
-            lp.set_tunings(*g)
-        elif attr in ("setpoint", "output", "mode"):
-            setattr(lp, attr, value)
-        else:
-            raise KeyError(path)
+    def set_many(self, items):
+        """node.set_many([("heater.setpoint", 60.0), ("heater.kp", 2.0)]): every assignment
+        is checked before any is applied, then all are applied in one soft call, so a control
+        pass sees all of them or none. ValueError or KeyError names the one refused."""
+        return self.soft_call(self._set_many, items)
+
+    def _set_many(self, items):
+        plan = []
+        gains = {}
+        for path, value in items:
+            name, _, key = path.partition(".")
+            try:
+                plan.append(self.loop(name).prepare(key, value, gains))
+            except ValueError as e:
+                raise ValueError("%s = %s refused%s: %s" % (
+                    path, value, ", nothing was applied" if len(items) > 1 else "", e))
+        for fn, arg in plan:
+            fn(arg)
 
     def get(self, path):
         """node.get("heater.measurement"), or node.get("heater") for the loop's state."""
@@ -821,7 +874,7 @@ class Node:
 
     def faults(self):
         """Fault records on flash (after flushing pending ones), oldest first:
-        [(ticks_ms, loop or "-", kind, value)]."""
+        [(ticks_ms, loop or "-", kind, value, wall_ms or None)] (faults.py)."""
         self.soft_call(self._flush)
         return self.log.records()
 

@@ -51,7 +51,8 @@ def _tick_gain(name, g):
     try:
         return Gain(g)
     except ValueError:
-        raise ValueError("%s = %r out of range for this dt and output range" % (name, g))
+        raise ValueError("the gains are too large for this loop's rate and output range "
+                         "(%s = %r)" % (name, g))
 
 
 class PID:
@@ -122,16 +123,25 @@ class PID:
     def set_tunings(self, kp, ki, kd, p_on_m=None):
         """Gains in output units per input unit (ki per second, kd in seconds). Bumpless while
         running: the integral absorbs the change of the P term at the last error."""
-        if kp < 0.0 or ki < 0.0 or kd < 0.0:
-            raise ValueError("gains must be >= 0; use reverse=True for reverse action")
         pom = self.p_on_m if p_on_m is None else bool(p_on_m)
-        self._derive(kp, ki, kd, self.dt, self.tf, self._F, pom)
+        self._derive(*self.check_tunings(kp, ki, kd, pom))
         old_p = self.p
         if self.is_auto and not self._fresh:
             self._inb = self._db and self._db_lo <= self.e <= self._db_hi
             self._p()
             self._I = self._clamp_i(self._I + ((old_p - self.p) << self._F))
             self.i = (self._I + self._half) >> self._F
+
+    def check_tunings(self, kp, ki, kd, p_on_m=None):
+        """Raise ValueError if set_tunings(kp, ki, kd) would refuse them (changes nothing);
+        the arguments of _derive for them."""
+        if kp < 0.0 or ki < 0.0 or kd < 0.0:
+            raise ValueError('gains must be >= 0 (for reverse action: "direction": "reverse" '
+                             'in the loop\'s controller config)')
+        pom = self.p_on_m if p_on_m is None else bool(p_on_m)
+        a = (kp, ki, kd, self.dt, self.tf, self._F, pom)
+        self._gains(*a)
+        return a
 
     def get_tunings(self):
         return (self.kp, self.ki, self.kd)
@@ -191,9 +201,19 @@ class PID:
         self._fill = True
 
     def _derive(self, kp, ki, kd, dt, tf, F, p_on_m):
+        # Everything is computed first and assigned last: a refused value leaves the
+        # controller unchanged.
+        (self._kp, self._kp_db, self._kpf, self._kpf_db, self._ki, self._ki_db, self._kd,
+         self._kd_db, self._b, self._poff_hi, self._poff_lo) = self._gains(
+            kp, ki, kd, dt, tf, F, p_on_m)
+        self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
+        self.dt, self.tf = float(dt), float(tf)
+        self.p_on_m = p_on_m
+
+    def _gains(self, kp, ki, kd, dt, tf, F, p_on_m):
         # Per-tick gains from the engineering gains, dt, tf and F (the I and D gains carry
-        # 2**F). Everything is computed first and assigned last: a refused value leaves the
-        # controller unchanged. kp * 2**F is only needed (and checked) with p_on_m.
+        # 2**F); ValueError for gains a tick cannot hold. kp * 2**F is only needed (and
+        # checked) with p_on_m.
         f = 1 << F
         kpf = kp * f if p_on_m else 0.0
         mp, mi, md = self.db_gains
@@ -210,11 +230,7 @@ class PID:
              # Offsets outside the band keep P continuous at the edges: kp*(1-mp)*edge.
              to_fixed(kp * (1.0 - mp) * self._db_hi / SCALE, -half, half, "kp * deadband"),
              to_fixed(kp * (1.0 - mp) * self._db_lo / SCALE, -half, half, "kp * deadband"))
-        (self._kp, self._kp_db, self._kpf, self._kpf_db, self._ki, self._ki_db, self._kd,
-         self._kd_db, self._b, self._poff_hi, self._poff_lo) = g
-        self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
-        self.dt, self.tf = float(dt), float(tf)
-        self.p_on_m = p_on_m
+        return g
 
     # ---- run-time control (ints, allocation-free: callable from the tick) ----
 

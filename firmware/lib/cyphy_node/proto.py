@@ -62,18 +62,14 @@ UDP_PORT = const(5477)
 VALUES_PER_LOOP = const(4)  # telemetry: setpoint, measurement, output, status per loop
 
 # COMMAND codes (first payload byte)
-CMD_SET = const(1)        # loop(1) key(1) value(float32)
+CMD_SET = const(1)        # (loop(1) key(1) value(float32)) x 1..MAX_SETS: all applied or none
 CMD_CLEAR = const(2)      # clear latched faults
 CMD_REBOOT = const(3)     # delay_ms(u16)
 CMD_SUBSCRIBE = const(4)  # period_ms(u16) batch(u8) stats_s(u8); period 0 stops telemetry
 CMD_CONFIG = const(5)     # a JSON object merged into /config.json (applied at the next boot)
-# CMD_SET keys
-KEY_SETPOINT = const(0)
-KEY_MODE = const(1)       # value 1 auto, 0 manual
-KEY_KP = const(2)
-KEY_KI = const(3)
-KEY_KD = const(4)
-KEY_OUTPUT = const(5)     # manual output (switches the loop to manual)
+MAX_SETS = const(16)      # assignments in one SET
+# CMD_SET keys, by index; mode: value 1 auto, 0 manual; output: manual output (switches the
+# loop to manual)
 KEYS = ("setpoint", "mode", "kp", "ki", "kd", "output")
 
 # NACK reasons
@@ -553,12 +549,18 @@ def parse_command(p):
     c = r.u8()
     d = {"cmd": c}
     if c == CMD_SET:
-        d["loop"] = r.u8()
-        d["key"] = r.u8()
-        d["value"] = struct.unpack("<f", r.take(4))[0]
-        v = d["value"]
-        if v - v != 0:                   # NaN or an infinity (both give NaN here)
-            raise ProtoError("value is not a finite number", R_OUT_OF_RANGE)
+        n = len(p) - 1
+        if n <= 0 or n % 6 or n // 6 > MAX_SETS:
+            raise ProtoError("SET takes 1 to %d assignments of 6 bytes" % MAX_SETS)
+        sets = []
+        for _ in range(n // 6):
+            lp = r.u8()
+            key = r.u8()
+            v = struct.unpack("<f", r.take(4))[0]
+            if v - v != 0:               # NaN or an infinity (both give NaN here)
+                raise ProtoError("value is not a finite number", R_OUT_OF_RANGE)
+            sets.append([lp, key, v])
+        d["sets"] = sets
     elif c == CMD_SUBSCRIBE:
         d["period_ms"] = r.u16()
         d["batch"] = r.u8()
@@ -577,7 +579,7 @@ def ack(ref, result=b""):
 
 
 def nack(ref, reason, text=""):
-    return bytes(ref) + bytes((reason,)) + _cut(text.encode(), 120)
+    return bytes(ref) + bytes((reason,)) + _cut(text.encode(), 160)
 
 
 def event(kind, t_ms, loop, code, value, text=""):

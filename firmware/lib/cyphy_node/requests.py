@@ -15,6 +15,7 @@ def apply(ep, s, ftype, body):
     if ftype == P.TIME:
         now = time.ticks_ms()
         ep.wall_offset_ms = body["host_ms"] - now
+        ep.node.log.clock_set(body["host_ms"], now)
         r = bytearray(4)
         P.put_u32(r, 0, now)
         return P.ACK, bytes(r)
@@ -57,7 +58,9 @@ def _read(ep, path):
                 "board": getattr(b, "name", "?"), "mcu": getattr(b, "mcu", "?"),
                 "loops": [lp.name for lp in ep.loops], "counters": ep.counters_dict(),
                 "uptime_ms": time.ticks_ms(), "comms_errors": n.comms_errors,
-                "net": ep.net.info() if ep.net is not None else None}
+                "net": ep.net.info() if ep.net is not None else None,
+                "units": {lp.name: {"measurement": lp.inp.units, "output": lp.act.units}
+                          for lp in ep.loops}}
     try:
         return n.get(path)
     except KeyError:
@@ -69,20 +72,24 @@ def _command(ep, s, body):
     c = body["cmd"]
     n = ep.node
     if c == P.CMD_SET:
-        if not 0 <= body["loop"] < ep.nloops:
-            raise P.ProtoError("no loop %d (the node has %d)" % (body["loop"], ep.nloops),
-                               P.R_UNKNOWN_TARGET)
-        if body["key"] >= len(P.KEYS):
-            raise P.ProtoError("no key %d" % body["key"], P.R_UNKNOWN_TARGET)
-        lp = ep.loops[body["loop"]]
-        key = P.KEYS[body["key"]]
-        v = body["value"]
-        if key == "mode":
-            n.set(lp.name + ".mode", "auto" if v else "manual")
-        elif key in ("kp", "ki", "kd") and lp.pid is None:
-            raise P.ProtoError("%s is an on/off loop: no gains" % lp.name, P.R_UNKNOWN_TARGET)
-        else:
-            n.set(lp.name + "." + key, v)
+        # Every assignment is checked before any is applied, and node.set_many applies
+        # them in one soft call: a control pass sees all of them or none.
+        items = []
+        for li, ki, v in body["sets"]:
+            if not 0 <= li < ep.nloops:
+                raise P.ProtoError("no loop %d (the node has %d)" % (li, ep.nloops),
+                                   P.R_UNKNOWN_TARGET)
+            if ki >= len(P.KEYS):
+                raise P.ProtoError("no key %d" % ki, P.R_UNKNOWN_TARGET)
+            lp = ep.loops[li]
+            key = P.KEYS[ki]
+            if key == "mode":
+                v = "auto" if v else "manual"
+            elif key in ("kp", "ki", "kd") and lp.pid is None:
+                raise P.ProtoError("%s is an on/off loop: it has no %s (nothing was applied)"
+                                   % (lp.name, key), P.R_UNKNOWN_TARGET)
+            items.append((lp.name + "." + key, v))
+        n.set_many(items)
         return P.ACK, b""
     if c == P.CMD_CLEAR:
         n.clear()
