@@ -82,11 +82,6 @@ class DacOut:
         """Output value/255 of full scale, value an int 0..255 (machine.DAC's unit)."""
         raise NotImplementedError
 
-    def write_mv(self, mv):
-        """Output about mv millivolts: full scale is the 3.3 V rail, uncalibrated
-        (expect tens of mV of error); clamped to 0..full_mv."""
-        raise NotImplementedError
-
 
 class Periodic:
     """A running periodic callback. Attributes: period_us, count (calls so far)."""

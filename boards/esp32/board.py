@@ -98,9 +98,6 @@ class DacOut(hal.DacOut):
     def write_u8(self, value):
         self._dac.write(value)
 
-    def write_mv(self, mv):
-        self._dac.write(_fraction(mv, self.full_mv, 255))
-
 
 class Periodic(hal.Periodic):
     """machine.Timer(tid) with a soft callback (ESP32 refuses hard=True)."""

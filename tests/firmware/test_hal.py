@@ -345,8 +345,6 @@ def test_pull_resistors_digital_io_and_dac(mpy):
         "seq = []\n"
         "for num, den in ((1, 2), (2, 1), (-5, 7)):\n"
         "    d.write(num, den); seq.append(d._dac.v)\n"
-        "d.write_mv(3300); seq.append(d._dac.v)\n"
-        "d.write_mv(1650); seq.append(d._dac.v)\n"
         "d.write_u8(7); seq.append(d._dac.v)\n"
         "out.append(seq)\n"
         "print(json.dumps(out))\n"
@@ -359,7 +357,7 @@ def test_pull_resistors_digital_io_and_dac(mpy):
     assert r[5] == ["Pin", 27, 3, -1, 1]
     assert r[6] == [0, 1, 0, 1, 0]
     assert r[7] == ["DAC", 25]
-    assert r[8] == [127, 255, 0, 255, 127, 7]
+    assert r[8] == [127, 255, 0, 7]
 
 
 def test_wifi_station_and_the_adc2_rule(mpy):
@@ -516,7 +514,7 @@ def test_channel_io_allocates_nothing(mpy):
         "    for k in range(n):\n"
         "        acc += a.read_uv() + a.read_u16() + i.read()\n"
         "        p.write(k, 1000); p.duty_u16(k); o.write(k & 1); d.write(k, 1000); d.write_u8(k & 255)\n"
-        "        d.write_mv(k); w.feed(); fire(None)\n"
+        "        w.feed(); fire(None)\n"
         "        acc += b.ticks_diff(b.ticks_add(b.ticks_us(), 10), t0) & 1\n"
         "micropython.heap_lock()\n"
         "try:\n"
@@ -714,7 +712,6 @@ def test_tick_io_allocates_nothing_on_the_sim(oven):
         "    for k in range(n):\n"
         "        acc += a.read_uv() + a.read_u16() + i.read()\n"
         "        p.write(k, 2000); p.duty_u16(k); o.write(k & 1); d.write(k, 2000); d.write_u8(k & 255)\n"
-        "        d.write_mv(k)\n"
         "        acc += b.ticks_diff(b.ticks_add(b.ticks_us(), 10), t0) & 1\n"
         "micropython.heap_lock()\n"
         "try:\n"

@@ -174,7 +174,8 @@ class ControlLoop:
 
     def peer(self, bad):
         # Another loop's sensor or exception fault holds this one at fail-safe too: every
-        # output goes safe (issue 3). Cleared, the loop resumes bumplessly like any fault.
+        # output goes safe (docs/firmware.md, "Runtime and safety"). Cleared, the loop
+        # resumes bumplessly like any fault.
         if bad and not self.fault & _OWN:
             if not self.fault & F_PEER:
                 self.fault |= F_PEER

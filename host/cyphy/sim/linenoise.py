@@ -10,7 +10,7 @@ corrupting bytes at random with a seeded RNG, each direction on its own.
 Each byte is dropped with probability `drop`, else replaced by a different random byte
 with probability `corrupt`. A direction's RNG is seeded from `seed` alone, so the n-th byte
 in a direction always meets the same fate. `python -m cyphy.sim.linenoise PORT` runs one
-from the shell and prints its port (docs/sim.md).
+from the shell and prints its port (docs/hil.md, "A noisy serial line").
 """
 
 from __future__ import annotations
