@@ -1,5 +1,8 @@
 """`cyphy monitor`'s live view: one row per loop, redrawn as telemetry arrives (rich on a
-terminal; one line per loop per second otherwise, so that logs stay readable)."""
+terminal; one line per loop per second otherwise, so that logs stay readable). Values carry
+the config's units when the node says them (its info's "units"). While the node is away
+(a reset, a power cut) the view says so: in the table's title on a terminal, one line on
+stderr otherwise."""
 
 from __future__ import annotations
 
@@ -14,9 +17,18 @@ from rich.table import Table
 from .client import status_names
 
 
+def _with(value: Any, unit: str) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return f"{text} {unit}" if unit else text
+
+
 class LiveTable:
     def __init__(self, node: Any, refresh_s: float = 0.25) -> None:
         self.node = node
+        self.units: dict[str, dict[str, str]] = {}
+        self.sessions = 1
+        self.samples = 0  # received, over every session
+        self.status = ""  # what the monitor is doing when it is not showing telemetry
         self.tty = sys.stdout.isatty()
         self.console = Console()
         self.refresh_s = refresh_s if self.tty else 1.0
@@ -35,8 +47,32 @@ class LiveTable:
             self._live.update(self._table(), refresh=True)
             self._live.__exit__(None, None, None)
 
+    def attach(self, node: Any, units: dict[str, dict[str, str]], sessions: int = 1) -> None:
+        """A (new) session with the node: its loops, units, link statistics."""
+        self.node = node
+        self.units = units
+        self.sessions = sessions
+        self._sample = None
+        self.status = ""
+
+    def say(self, message: str) -> None:
+        """An event (the node went away, came back): the table's title, or a line on stderr."""
+        self.status = message
+        if self._live is not None:
+            self._live.update(self._table(), refresh=True)
+        else:
+            print(f"cyphy monitor: {message}", file=sys.stderr, flush=True)
+
+    def waiting(self, why: str) -> None:
+        """Still waiting: the latest reason, in the table only (stderr got the event)."""
+        if self._live is not None:
+            base = self.status.split(" [", 1)[0]
+            self.status = f"{base} [{why}]"
+            self._live.update(self._table(), refresh=True)
+
     def update(self, sample: dict) -> None:
         self._sample = sample
+        self.samples += 1
         now = time.monotonic()
         if now - self._last < self.refresh_s:
             return
@@ -57,8 +93,11 @@ class LiveTable:
                 rows.append([name] + ["-"] * 7)
                 continue
             st = status_names(v["status"])
+            u = self.units.get(name, {})
             jit = stats.get(name, {}).get("jitter_p99_us")
-            rows.append([name, f"{v['setpoint']:g}", f"{v['measurement']:g}", f"{v['output']:g}",
+            rows.append([name, _with(v["setpoint"], u.get("measurement", "")),
+                         _with(v["measurement"], u.get("measurement", "")),
+                         _with(v["output"], u.get("output", "")),
                          st["mode"] + (" (tuning)" if st["tuning"] else ""),
                          ",".join(st["alarms"]) or "-", ",".join(st["faults"]) or "-",
                          "-" if jit is None else f"{jit} us"])
@@ -69,16 +108,20 @@ class LiveTable:
         total = ls.frames + ls.lost
         loss = 100.0 * ls.lost / total if total else 0.0
         return (f"frames {ls.frames}, lost {ls.lost} ({loss:.1f} %), rejected "
-                f"{ls.bad_tag + ls.replayed + ls.malformed}, retries {ls.retries}")
+                f"{ls.bad_tag + ls.replayed + ls.malformed}, retries {ls.retries}"
+                + (f", session {self.sessions}" if self.sessions > 1 else ""))
 
     def _table(self) -> Table:
-        t = Table(title=f"{self.node.name}: {self.link_quality()}", title_justify="left")
+        title = (f"{self.node.name}: {self.status}" if self.status
+                 else f"{self.node.name}: {self.link_quality()}")
+        t = Table(title=title, title_justify="left")
         for col in ("loop", "setpoint", "measurement", "output", "mode", "alarms", "faults",
                     "jitter p99"):
             t.add_column(col, justify="right" if col in ("setpoint", "measurement", "output",
                                                           "jitter p99") else "left")
-        for r in self._rows():
-            t.add_row(*r)
+        if not self.status:
+            for r in self._rows():
+                t.add_row(*r)
         return t
 
     def lines(self) -> list[str]:

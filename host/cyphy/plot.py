@@ -13,43 +13,79 @@ class PlotError(Exception):
     pass
 
 
-def read_recording(path: Path) -> dict[str, dict[str, list[float]]]:
-    """{loop: {"t": seconds from the first sample, "setpoint": [...], ...}} from a CSV."""
+# What matplotlib's Agg canvas writes (a name's suffix picks the format).
+FORMATS = ("png", "svg", "pdf")
+
+
+def read_recording(path: Path) -> dict[str, dict[str, list]]:
+    """{loop: {"t": seconds from the first sample, "setpoint": [...], ..., "units":
+    {"measurement": "degC", "output": "%"}}} from a CSV. The units come from the
+    recording's measurement_units/output_units columns (empty in older recordings). The
+    time axis follows the node's ticks_ms across its wrap, and across a node reset
+    (monitor goes on after one; ticks_ms starts over) it follows the host's clock."""
     try:
-        f = path.open(newline="")
+        f = path.open(newline="", encoding="utf-8")
     except OSError as e:
         raise PlotError(f"{path}: {e.strerror}") from None
-    with f:
-        rows = list(csv.DictReader(f))
+    try:
+        with f:
+            rows = list(csv.DictReader(f))
+    except UnicodeDecodeError:
+        raise PlotError(f"{path}: a binary file, not a CSV recording (record one with "
+                        f"cyphy monitor URL --csv FILE.csv)") from None
+    except csv.Error as e:
+        raise PlotError(f"{path}: not a CSV file ({e})") from None
     need = {"t_ms", "loop", "setpoint", "measurement", "output"}
     if not rows or not need <= set(rows[0]):
         raise PlotError(f"{path}: not a cyphy monitor recording (needs columns "
-                        f"{', '.join(sorted(need))})")
-    loops: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+                        f"{', '.join(sorted(need))}; record one with cyphy monitor URL --csv FILE.csv)")
+    loops: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    units: dict[str, dict[str, str]] = {}
     t0 = None
-    last = None
-    wraps = 0
+    last = None      # the previous row's ticks_ms, as read
+    last_t = None    # ... and on the plot's continuous axis (ms)
+    last_host = None
+    offset = 0
     for i, r in enumerate(rows, start=2):
         try:
-            t = int(r["t_ms"])
+            raw = int(r["t_ms"])
             vals = [float(r[k]) for k in ("setpoint", "measurement", "output")]
         except (TypeError, ValueError):
             raise PlotError(f"{path}, line {i}: not a number") from None
-        if last is not None and t < last - (1 << 29):
-            wraps += 1  # the node's ticks_ms wrapped (every 2**30 ms on ESP32)
-        last = t
-        t += wraps << 30
+        try:
+            host = float(r.get("host_time") or "nan")
+        except ValueError:
+            host = float("nan")
+        if last is not None and raw < last:
+            if raw < last - (1 << 29):
+                offset += 1 << 30  # the node's ticks_ms wrapped (every 2**30 ms on ESP32)
+            else:  # the node reset: go on from the host's clock (or right after)
+                gap = (host - last_host) * 1000 if last_host is not None and host == host else 0
+                offset = int(last_t + max(gap, 1)) - raw
+        last = raw
+        t = raw + offset
+        last_t, last_host = t, (host if host == host else last_host)
         t0 = t if t0 is None else t0
         d = loops[r["loop"]]
         d["t"].append((t - t0) / 1000)
         for k, v in zip(("setpoint", "measurement", "output"), vals):
             d[k].append(v)
-    return {k: dict(v) for k, v in loops.items()}
+        u = {k: (r.get(f"{k}_units") or "").strip() for k in ("measurement", "output")}
+        if any(u.values()):
+            units[r["loop"]] = u
+    out = {k: dict(v) for k, v in loops.items()}
+    for k, d in out.items():
+        d["units"] = units.get(k, {"measurement": "", "output": ""})
+    return out
+
+
+def _label(what: str, unit: str) -> str:
+    return f"{what} ({unit})" if unit else what
 
 
 def plot_response(path: Path, t: Sequence[float], setpoint: Sequence[float],
                   measurement: Sequence[float], output: Sequence[float] | None = None,
-                  title: str = "", notes: Sequence[str] = ()) -> Path:
+                  title: str = "", notes: Sequence[str] = (), units: dict | None = None) -> Path:
     """One loop's response: setpoint and measurement above, output below."""
     import matplotlib
 
@@ -61,7 +97,8 @@ def plot_response(path: Path, t: Sequence[float], setpoint: Sequence[float],
     ax = axes[0][0]
     ax.plot(t, setpoint, "--", label="setpoint")
     ax.plot(t, measurement, label="measurement")
-    ax.set_ylabel("value")
+    units = units or {}
+    ax.set_ylabel(_label("value", units.get("measurement", "")))
     ax.legend(loc="best")
     ax.grid(True, alpha=0.3)
     if title:
@@ -70,7 +107,7 @@ def plot_response(path: Path, t: Sequence[float], setpoint: Sequence[float],
         ax.text(0.01, 0.02 + 0.06 * i, line, transform=ax.transAxes, fontsize=8)
     if output is not None:
         axes[1][0].plot(t, output, color="tab:red", label="output")
-        axes[1][0].set_ylabel("output")
+        axes[1][0].set_ylabel(_label("output", units.get("output", "")))
         axes[1][0].grid(True, alpha=0.3)
     axes[-1][0].set_xlabel("time (s)")
     fig.tight_layout()
@@ -92,10 +129,13 @@ def plot_recording(csv_path: Path, png: Path) -> list[str]:
         a, b = axes[row]
         a.plot(d["t"], d["setpoint"], "--", label="setpoint")
         a.plot(d["t"], d["measurement"], label="measurement")
+        u = d["units"]
         a.set_title(name)
+        a.set_ylabel(_label("setpoint, measurement", u["measurement"]))
         a.legend(loc="best")
         b.plot(d["t"], d["output"], color="tab:red")
         b.set_title(f"{name}: output")
+        b.set_ylabel(_label("output", u["output"]))
         for ax in (a, b):
             ax.grid(True, alpha=0.3)
             ax.set_xlabel("time (s)")
@@ -104,6 +144,8 @@ def plot_recording(csv_path: Path, png: Path) -> list[str]:
         fig.savefig(png, dpi=100)
     except OSError as e:
         raise PlotError(f"{png}: {e.strerror}") from None
+    except ValueError as e:  # a format matplotlib does not write
+        raise PlotError(f"{png}: {e}") from None
     finally:
         plt.close(fig)
     return sorted(loops)

@@ -169,3 +169,30 @@ def emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def table(headers: list[str], rows: list[list[str]], title: str = "",
+          right: tuple[int, ...] = ()) -> str:
+    """A table for people: rich's box on a terminal, aligned plain text otherwise (logs,
+    pipes). right: the columns aligned right (numbers)."""
+    if is_tty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title=title or None, title_justify="left")
+        for i, h in enumerate(headers):
+            t.add_column(h, justify="right" if i in right else "left")
+        for r in rows:
+            t.add_row(*r)
+        c = Console()
+        with c.capture() as cap:
+            c.print(t)
+        return cap.get().rstrip("\n")
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = ([title] if title else []) + [line(headers)] + [line(r) for r in rows]
+    return "\n".join(out)
