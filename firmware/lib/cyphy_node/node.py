@@ -200,7 +200,7 @@ class ControlLoop:
 
     @setpoint.setter
     def setpoint(self, v):
-        self._apply_setpoint(self._within(v, self.inp, self.inp.vmin, self.inp.vmax, "valid range"))
+        self._set1("setpoint", v)
 
     @property
     def measurement(self):
@@ -213,7 +213,7 @@ class ControlLoop:
     @output.setter
     def output(self, v):
         """Manual output (switches the loop to manual)."""
-        self._apply_output(self._within(v, self.act, self.act.lo, self.act.hi, "range"))
+        self._set1("output", v)
 
     @property
     def mode(self):
@@ -223,23 +223,34 @@ class ControlLoop:
 
     @mode.setter
     def mode(self, m):
-        self._apply_mode(self._mode(m))
+        self._set1("mode", m)
 
     def set_tunings(self, kp, ki, kd):
         self.pid.set_tunings(kp, ki, kd)
 
+    def _set1(self, key, v):
+        fn, args = self.prepare(key, v, {})
+        fn(*args)
+
     def prepare(self, key, value, gains):
-        """What set(key, value) will do, checked now and changing nothing: (fn, arg), and
-        fn(arg) cannot fail. gains: {loop: [kp, ki, kd]} pending in the same request.
+        """What setting key to value will do, checked now and changing nothing: (fn, args),
+        and fn(*args) cannot fail. gains: {loop: [kp, ki, kd]} pending in the same request.
         ValueError (in the config's words and units) or KeyError (no such key)."""
-        if key == "setpoint":
-            return self._apply_setpoint, self._within(value, self.inp, self.inp.vmin,
-                                                      self.inp.vmax, "valid range")
-        if key == "output":
-            return self._apply_output, self._within(value, self.act, self.act.lo,
-                                                    self.act.hi, "range")
+        if key == "setpoint" or key == "output":
+            sp = key == "setpoint"
+            ch = self.inp if sp else self.act
+            lo, hi = (ch.vmin, ch.vmax) if sp else (ch.lo, ch.hi)
+            try:
+                m = to_fixed(value, lo, hi)
+            except ValueError:
+                raise ValueError('%s is outside %s..%s %s, the %s of channel "%s" in the config'
+                                 % (value, lo / 1000, hi / 1000, ch.units,
+                                    "valid range" if sp else "range", ch.name))
+            return (self._apply_setpoint if sp else self._apply_output), (m,)
         if key == "mode":
-            return self._apply_mode, self._mode(value)
+            if value not in ("auto", "manual"):
+                raise ValueError('mode must be "auto" or "manual"')
+            return self._apply_mode, (value,)
         if key in ("kp", "ki", "kd"):
             if self.pid is None:
                 raise ValueError("%s is an on/off loop: it has no %s" % (self.name, key))
@@ -247,23 +258,8 @@ class ControlLoop:
             g[("kp", "ki", "kd").index(key)] = float(value)
             self.pid.check_tunings(*g)
             gains[self] = g
-            return self._apply_tunings, tuple(g)
+            return self.pid.set_tunings, tuple(g)
         raise KeyError(self.name + "." + key)
-
-    def _within(self, v, ch, lo, hi, what):
-        # Engineering value -> milli-units within [lo, hi], or a refusal that names the
-        # channel and its range as the config gives them.
-        try:
-            return to_fixed(v, lo, hi)
-        except ValueError:
-            raise ValueError("%s is outside %s..%s %s, the %s of channel \"%s\" in the config"
-                             % (v, lo / 1000, hi / 1000, ch.units, what, ch.name))
-
-    @staticmethod
-    def _mode(m):
-        if m not in ("auto", "manual"):
-            raise ValueError('mode must be "auto" or "manual"')
-        return m
 
     def _apply_setpoint(self, m):
         (self.pid or self.onoff).set_setpoint(m)
@@ -280,9 +276,6 @@ class ControlLoop:
             self.pid.set_auto()
         else:
             self.pid.set_manual(self.manual_out)
-
-    def _apply_tunings(self, g):
-        self.pid.set_tunings(*g)
 
     def state(self):
         d = {"setpoint": self.setpoint, "measurement": self.measurement,
@@ -843,8 +836,8 @@ class Node:
             except ValueError as e:
                 raise ValueError("%s = %s refused%s: %s" % (
                     path, value, ", nothing was applied" if len(items) > 1 else "", e))
-        for fn, arg in plan:
-            fn(arg)
+        for fn, args in plan:
+            fn(*args)
 
     def get(self, path):
         """node.get("heater.measurement"), or node.get("heater") for the loop's state."""
