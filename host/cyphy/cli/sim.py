@@ -8,24 +8,58 @@ from pathlib import Path
 import click
 
 from cyphy.sim import control
-from cyphy.sim.nodes import CHIP_NAMES, Node, SimError
+from cyphy.sim.nodes import CHIP_NAMES, Node, SimError, parse_heap
 
 
 def _fail(e: Exception) -> None:
-    raise click.ClickException(str(e))
+    # one line: a message's first line (a boot failure's log tail is in the node's log)
+    raise click.ClickException(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
 
 
-@click.group()
+NODE_CONFIG_KEYS = ("loops", "channels", "comms_timeout_ms", "schema")
+
+
+def check_bench_file(path: Path) -> None:
+    """Refuse, in one line, a --bench file that is not a bench: missing, unreadable, binary,
+    not JSON, or a node config (which also has a "plant", for `cyphy check` and the HIL
+    plugin, but no wiring: every input would read 0)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SimError(f"--bench {path}: a binary file, not a bench (a JSON file with "
+                       f'"plant" and "wiring": docs/boards.md)') from None
+    except OSError as e:
+        raise SimError(f"--bench {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise SimError(f"--bench {path}: not JSON ({e}); a bench is a JSON object with "
+                       f'"plant" and "wiring" (docs/boards.md)') from None
+    if not isinstance(data, dict):
+        raise SimError(f'--bench {path}: not a bench: a bench is a JSON object with "plant" and '
+                       f'"wiring" (docs/boards.md)')
+    if any(k in data for k in NODE_CONFIG_KEYS) and "wiring" not in data:
+        raise SimError(f'--bench {path}: this looks like a node config (it has '
+                       f'{", ".join(repr(k) for k in NODE_CONFIG_KEYS if k in data)}), not a bench: '
+                       f'a bench wires the board\'s pins to a plant ("plant" and "wiring", '
+                       f'docs/boards.md); flash the config with cyphy flash --config')
+    if "wiring" not in data:
+        raise SimError(f'--bench {path}: no "wiring": a bench says which pin sees which plant '
+                       f'signal ("plant" and "wiring", docs/boards.md)')
+
+
+@click.group(short_help="Run simulated nodes (the sim board) on this machine.")
 def sim() -> None:
-    """Run simulated nodes (the sim board) on this machine."""
+    """Run simulated nodes (the sim board) on this machine: start, stop, list, erase,
+    delete."""
 
 
-@sim.command()
+@sim.command(short_help="Power on node NAME; prints its serial port last.")
 @click.argument("name")
 @click.option("--baud", type=int, default=115200, show_default=True,
               help="Emulated UART line rate (8N1); 0 turns line-rate emulation off.")
-@click.option("--heap", default="512K", show_default=True, help="MicroPython heap. The default is an ESP32 with PSRAM's (the cyphy firmware needs one, or frozen modules); 192K is about an ESP32-WROOM without PSRAM.")
-@click.option("--timeout", type=float, default=control.START_TIMEOUT_S, show_default=True,
+@click.option("--heap", default="512K", show_default=True, help="MicroPython heap: bytes, or with K or M (110000, 512K, 2M). The default is an ESP32 with PSRAM's (the cyphy firmware needs one, or frozen modules); 192K is about an ESP32-WROOM without PSRAM, and about the least the sim boots in.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=control.START_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the node's REPL.")
 @click.option("--ticks-start", type=int, default=0, show_default=True,
               help="time.ticks_us() at power-on (ESP32 ticks wrap at 2**30 us); set it just "
@@ -53,8 +87,17 @@ def sim() -> None:
                    "`cyphy get URL stats` reports compute time in chip microseconds.")
 def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
           bench: Path | None, download: bool, chip: str | None, speed: str) -> None:
-    """Power on node NAME in the background; prints its serial port last."""
+    """Power on node NAME in the background; prints its serial port last.
+
+    If it does not boot, one line says why; the node's supervisor.log has the details
+    (cyphy sim list --json: its directory)."""
     try:
+        Node.named(name)  # the name first: nothing is created for a bad one
+        parse_heap(heap)
+        if bench is not None:
+            check_bench_file(bench)
+        log = Node.named(name).supervisor_log
+        log_at = log.stat().st_size if log.exists() else 0
         if chip is not None:
             node = Node.named(name)
             if node.state() is None:
@@ -63,6 +106,18 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
                            virtual_time=virtual_time, bench=bench, download=download, speed=speed)
     except SimError as e:
+        first = str(e).strip().splitlines()[0]
+        if "did not boot" in first:
+            # Only this boot's story: what the supervisor said (never an earlier boot's lines).
+            why = first.split("did not boot:", 1)[1].strip()
+            why = why[len("error "):] if why.startswith("error ") else why
+            if why.startswith("timed out"):
+                why = (f"its REPL did not answer within --timeout {timeout:g} s; powered off again "
+                       f"(a longer --timeout, or see what it printed this boot in {log} after "
+                       f"byte {log_at})")
+            else:
+                why += f" (details: {log})"
+            _fail(SimError(f"node {name} did not boot: {why}"))
         _fail(e)
     if st.get("already_running"):
         click.echo(f"node {name} is already running (pid {st['pid']})")
@@ -81,7 +136,7 @@ def _mcu(name: str) -> str:
     return chips.chip(Node.named(name).chip())["mcu"]
 
 
-@sim.command()
+@sim.command(short_help="Power off node NAME; its flash is kept.")
 @click.argument("name")
 def stop(name: str) -> None:
     """Power off node NAME (its flash image is kept)."""
@@ -92,7 +147,7 @@ def stop(name: str) -> None:
         _fail(e)
 
 
-@sim.command()
+@sim.command(short_help="Erase the flash of stopped node NAME.")
 @click.argument("name")
 def erase(name: str) -> None:
     """Erase the flash of stopped node NAME; it formats a fresh filesystem at next start."""
@@ -103,7 +158,24 @@ def erase(name: str) -> None:
     click.echo(f"node {name}: flash erased")
 
 
-@sim.command("list")
+@sim.command(short_help="Delete node NAME: its flash, bench and logs.")
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Power it off first if it is running.")
+def delete(name: str, force: bool) -> None:
+    """Delete sim node NAME for good: its identity (MAC, IP), flash image, bench and logs.
+    A running node is refused unless --force, which powers it off first. Keys that `cyphy
+    provision` kept for the name it was given stay in $CYPHY_HOME/keys."""
+    from cyphy.sim.nodes import delete as delete_node
+
+    try:
+        if not delete_node(Node.named(name), force=force):
+            raise SimError(f"no sim node named {name!r} (see: cyphy sim list)")
+    except SimError as e:
+        _fail(e)
+    click.echo(f"node {name}: deleted")
+
+
+@sim.command("list", short_help="List sim nodes and their serial ports.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(as_json: bool) -> None:
     """List sim nodes and their serial ports."""

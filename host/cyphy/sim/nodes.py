@@ -97,6 +97,24 @@ CHIP_NAMES = ("esp32", "esp32s3", "esp32c3")
 DEFAULT_CHIP = "esp32"
 
 
+HEAP_MIN = 16 * 1024          # no MicroPython starts in less
+HEAP_MAX = 256 * 1024 * 1024  # a sim node is a microcontroller
+HEAP_RE = re.compile(r"^\s*(\d+)\s*([kKmM]?)\s*$")
+
+
+def parse_heap(text: str) -> int:
+    """A --heap value in bytes: 110000, 512K, 2M (K = 1024). SimError says what is wrong."""
+    m = HEAP_RE.match(str(text))
+    if not m:
+        raise SimError(f"--heap {text!r}: write a size in bytes, or with K or M, e.g. 512K, 2M "
+                       f"or 110000")
+    n = int(m.group(1)) * {"": 1, "K": 1024, "M": 1024 * 1024}[m.group(2).upper()]
+    if not HEAP_MIN <= n <= HEAP_MAX:
+        raise SimError(f"--heap {text}: {n} bytes is outside {HEAP_MIN // 1024}K..{HEAP_MAX // (1024 * 1024)}M "
+                       f"(the default 512K is an ESP32 with PSRAM; the sim boots from about 192K)")
+    return n
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
         raise SimError(
@@ -244,6 +262,23 @@ class Node:
                 time.sleep(0.01)
         self.state_path.unlink(missing_ok=True)
         return True
+
+
+def delete(node: Node, force: bool = False, timeout: float = 5.0) -> bool:
+    """Remove a sim node: its identity, flash image, bench and logs (keys kept by `cyphy
+    provision` are the node name's, not the sim node's, and stay). A running node is
+    refused unless force (then it is powered off first). False if there was no such node."""
+    import shutil
+
+    if not node.root.exists():
+        return False
+    if node.state() is not None:
+        if not force:
+            raise SimError(f"node {node.name} is running: stop it first (cyphy sim stop {node.name}) "
+                           f"or delete it with --force")
+        node.stop(timeout)
+    shutil.rmtree(node.root)
+    return True
 
 
 def all_nodes(home: Path | None = None) -> list[Node]:

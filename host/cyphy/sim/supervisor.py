@@ -35,7 +35,7 @@ from pathlib import Path
 from cyphy import flashimage
 from cyphy.sim import romloader
 from cyphy.sim import speed as sim_speed
-from cyphy.sim.nodes import Node, chips_source, rom_dir
+from cyphy.sim.nodes import Node, SimError, chips_source, parse_heap, rom_dir
 from cyphy.sim.equipment import Equipment, skip_command
 
 TX_FIFO = 256  # bytes the node may have in flight before print() blocks (UART TX buffer)
@@ -47,6 +47,7 @@ RX_BACKLOG = 4096  # host bytes buffered before we stop reading the PTY (host wr
 RX_RING = 259
 HOST_POLL_S = 0.02  # how often to look for a host opening the port while none has it
 CRASH_BACKOFF_S = 1.0
+BOOT_CRASHES = 3  # stops before the REPL ever answered: the node cannot boot, say so
 LOG_LIMIT = 1 << 20  # console.log and supervisor.log rotate at 1 MiB (one old file kept)
 
 ESC = 0
@@ -225,10 +226,7 @@ BENCH_HEAP = 192 * 1024
 
 def _heap_plus(heap: str, extra: int) -> str:
     """MicroPython's -X heapsize value (e.g. "256K") plus extra bytes."""
-    units = {"K": 1024, "M": 1024 * 1024}
-    h = heap.strip().upper()
-    n = int(h[:-1]) * units[h[-1]] if h[-1] in units else int(h)
-    return str(n + extra)
+    return str(parse_heap(heap) + extra)
 
 
 class Supervisor:
@@ -253,7 +251,8 @@ class Supervisor:
         self.ticks_epoch: tuple[float, int] | None = None
         self.baud = baud
         # The plant's share of the heap comes on top (BENCH_HEAP), as a real plant is physical.
-        self.heap = _heap_plus(heap, BENCH_HEAP) if self.bench else heap
+        self.heap_arg = heap
+        self.heap = _heap_plus(heap, BENCH_HEAP if self.bench else 0)  # bytes
         self.ready_fd = ready_fd
         self.tx = Pacer(baud)
         self.rx = Pacer(baud)
@@ -421,6 +420,15 @@ class Supervisor:
             now = time.monotonic()
             self.crashes = [t for t in self.crashes if now - t < 10] + [now]
             self.log(f"node process exited unexpectedly (status {rc}); rebooting")
+            if self.ready_fd is not None and len(self.crashes) >= BOOT_CRASHES:
+                # It never came up: tell the starter now instead of crash-looping until its
+                # timeout (a heap too small for the sim, most often).
+                self.log(f"the node stopped {len(self.crashes)} times before its REPL answered: giving up")
+                self.notify(f"error its MicroPython process stopped {len(self.crashes)} times while "
+                            f"booting (status {rc}; heap {parse_heap(self.heap_arg)} bytes: the sim "
+                            f"boots from about 192K, the default is 512K)")
+                self.stopping = True
+                return
             self.console_out(b"\r\nGuru Meditation Error: the node's MicroPython process stopped (status %d). Rebooting...\r\n" % rc)
             if len(self.crashes) >= 5:
                 time.sleep(CRASH_BACKOFF_S)  # do not spin on a node that cannot boot
@@ -864,6 +872,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", choices=("host", "chip"), default="host")
     a = ap.parse_args(argv)
     node = Node.named(a.name, a.home)
+    try:
+        parse_heap(a.heap)  # garbage would crash-loop the node until the starter's timeout
+    except SimError as e:
+        if a.ready_fd is not None:
+            os.write(a.ready_fd, f"error {e}".encode())
+        return 1
     try:
         sup = Supervisor(node, a.baud, a.heap, a.ready_fd, a.ticks_start, a.virtual_time, a.download,
                          a.speed)
