@@ -245,13 +245,20 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
               wifi: tuple[str, str] | None = None, key_hex: str | None = None,
               key_source: str = "given", new_key: bool = False, dry_run: bool = False,
               progress: Callable[[int, int, str], None] | None = None, force: bool = False,
-              config_file: str | None = None) -> dict:
+              config_file: str | None = None, state: dict | None = None) -> dict:
     """Provision the node on dev. name: the node's name (None: keep the config's);
     config: the config (None: keep the node's, renamed); wifi: (ssid, password) to set
     (None: keep); key_hex: the key to set (None: keep the node's, else the host's stored
     key for the name, else a new one; new_key=True: always a new one). A new config must
     fit the node's RAM (check_fit) unless force. Returns the report (what changed; never
-    a secret)."""
+    a secret). state: a dict whose "phase" says how far it got (for a caller interrupted
+    by Ctrl-C to say what the node holds): "check", "staged" (nothing written to the node
+    yet), "config" (sending /config.json.tmp: the previous file is whole), "config-rename",
+    "config-done", "secrets" (the node's /secrets.json: previous or new, whole),
+    "secrets-done", "done"."""
+    if state is None:
+        state = {}
+    state["phase"] = "check"
     fit_warnings: list[str] = []
     if config is not None:
         config = check_config(config, name)
@@ -316,6 +323,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         renamed_hex = keys.load_key_hex(old_name)  # a renamed node: its key may be kept here
     cand = key_hex or host_hex or renamed_hex
     q = _sec(dev, None, None, cand, False)
+    runs_key, runs_file_key = running_key(dev)
     held_match = None  # the node's key, when it is another key this host holds
     if q["has_key"] and not q["same_key"] and key_hex is None:
         # a key change not confirmed yet (keys.NAME.pending), or keys under the old name
@@ -358,6 +366,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         for k in (node_hex, want):
             if k is not None:
                 keys.stage(name, k)
+    state["phase"] = "staged"
     wifi_d = {"ssid": wifi[0], "password": wifi[1]} if wifi is not None else None
 
     report = {
@@ -370,6 +379,9 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         "wifi": {"ssid": wifi[0] if wifi else q["ssid"], "changed": False,
                  "password_set": bool(wifi[1]) if wifi else q["has_password"]},
         "warnings": warnings,
+        "node_had_key": bool(q["has_key"]),
+        "node_runs_key": runs_key,           # None: its firmware is not running
+        "node_runs_file_key": runs_file_key,
     }
 
     # ---- write: config, then secrets (each atomic; a power loss between them leaves the
@@ -382,7 +394,12 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
             if progress is not None:
                 def cb(n: int) -> None:
                     progress(n, len(config_data), CONFIG_PATH)
-            dev.write_atomic(CONFIG_PATH, config_data, cb)
+            # write_atomic's two steps, so that an interrupted caller knows which happened
+            state["phase"] = "config"
+            dev.send(CONFIG_PATH + ".tmp", config_data, cb)
+            state["phase"] = "config-rename"
+            dev.rename([(CONFIG_PATH + ".tmp", CONFIG_PATH)])
+            state["phase"] = "config-done"
             if dev.sha256(CONFIG_PATH) != cfg_sha:
                 raise DeviceError(f"{dev.port}: {CONFIG_PATH} does not read back as written")
     # ---- the compiled config (cyphy_node/cfgview.py): what the node boots from, so that it
@@ -391,10 +408,14 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     if dev.sha256(COMPILED_PATH) != hashlib.sha256(compiled).hexdigest():
         report["config"]["compiled"] = "would write" if dry_run else "written"
         if not dry_run:
-            dev.write_atomic(COMPILED_PATH, compiled)
+            dev.write_atomic(COMPILED_PATH, compiled)  # the same config, compiled: the phase stays
     else:
         report["config"]["compiled"] = "unchanged"
+    if not dry_run and (set_key is not None or wifi_d is not None):
+        state["phase"] = "secrets"
     w = _sec(dev, set_key, wifi_d, cand, not dry_run)
+    if state["phase"] == "secrets":
+        state["phase"] = "secrets-done"
     if w["changed"]:
         if dry_run:
             report["secrets"]["action"] = "would write"
@@ -416,7 +437,44 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         report["key"]["host_file"] = str(keys.key_path(name))
     # how many keys this host holds for the node (2 or more: a key change not yet confirmed)
     report["host_keys_held"] = len(keys.load_key_hexes(name))
+    state["phase"] = "done"
     return report
+
+
+# What the running firmware uses, as opposed to the file it boots from: whether its
+# protocol endpoint has a key, and whether that is /secrets.json's. Booleans only.
+RUNNING_SRC = """\
+try:
+ _k = node.comms.key
+except Exception:
+ _k = 0
+if _k == 0:
+ print('?')
+else:
+ try:
+  import json
+  from cyphy_node import proto
+  with open('/secrets.json') as _f:
+   _s = json.load(_f).get('key')
+  _s = proto.key_from_hex(_s)._ipad == _k._ipad if _s and _k is not None else False
+ except Exception:
+  _s = False
+ print(int(_k is not None), int(_s))
+ _s = None
+_k = None
+"""
+
+
+def running_key(dev: Device) -> tuple[bool | None, bool | None]:
+    """(the running node has a key, it is the one in its /secrets.json); None, None when
+    the firmware is not running (no `node` in the REPL)."""
+    try:
+        out = dev.exec(RUNNING_SRC).split()
+    except DeviceError:
+        return None, None
+    if len(out) != 2:
+        return None, None
+    return out[0] == "1", out[1] == "1"
 
 
 def _sec(dev: Device, key: str | None, wifi: dict | None, cand: str | None, write: bool) -> dict:

@@ -9,6 +9,86 @@ import click
 
 from cyphy.cli.common import emit
 from cyphy.cli.deploy import PORT_HELP, SOFT_RESET_HELP, device_errors, open_device, progress_bar
+from cyphy.cli.flash import Interrupted, again, sigint_held
+
+
+def _close_now(dev) -> None:
+    """Close the port at once after Ctrl-C: no more exchanges with the node (a transfer it
+    was in the middle of ends by itself, and the next command's connection recovers it)."""
+    if dev is None:
+        return
+    try:
+        dev._helpers.clear()  # nothing to delete: the node may be mid-transfer
+    except AttributeError:
+        pass
+    dev.close()
+
+
+def _interrupted(state: dict, port: str) -> str:
+    """One line: what the node holds after Ctrl-C in this phase (cyphy.provision)."""
+    ph = state.get("phase")
+    cmd = again()
+    if ph in ("open", "check", "staged"):
+        return f"nothing was written to {port}: the node is untouched"
+    if ph == "config":
+        return (f"{port} keeps its previous files (the new /config.json was not in place yet); "
+                f"run `{cmd}` again")
+    if ph == "config-rename":
+        return (f"{port} has its previous /config.json or the new one, each whole (a rename), and "
+                f"its previous key; run `{cmd}` again")
+    if ph in ("config-done", "secrets"):
+        sec = ("its previous key" if ph == "config-done" else
+               "its previous or its new /secrets.json, whole (this host holds both keys)")
+        return f"{port} has its new /config.json and {sec}; run `{cmd}` again to finish"
+    if ph in ("secrets-done", "done"):
+        return (f"{port} is provisioned; it runs its previous config and key until it resets "
+                f"(this host accepts both): `cyphy provision --port {port} --reset`")
+    if ph == "reset":
+        return (f"{port} is provisioned and was resetting: it boots with the new settings "
+                f"(this host accepts the old and the new key)")
+    if ph == "confirm":
+        return (f"{port} is provisioned and reset, running the new settings; this host keeps the "
+                f"old key too until the next cyphy get/set/monitor confirms the new one")
+    return f"{port}: state unknown; run `{cmd}` again"
+
+
+def _effect(r: dict, port: str) -> str:
+    """When what was written takes effect on the node, in one sentence."""
+    if r["dry_run"]:
+        return "nothing written"
+    cfg = r["config"]["action"] == "written"
+    key = r["key"]["changed"]
+    wifi = r["wifi"]["changed"]
+    stale = r.get("node_runs_file_key") is False  # it ran another key than its file's
+    if not (cfg or key or wifi):
+        if r.get("reset"):
+            if stale and r.get("key_confirmed"):
+                return "reset: the node runs the key in its /secrets.json (it answered with it)"
+            return "reset: the node runs these settings"
+        if stale:
+            return ("nothing changed; the node still runs its previous key until it resets "
+                    f"(this host accepts both): `cyphy provision --port {port} --reset`")
+        return "nothing changed"
+    what = ", ".join(w for w, c in (("config", cfg), ("key", key), ("Wi-Fi", wifi)) if c)
+    if r.get("reset"):
+        if key and r.get("key_confirmed") and r.get("host_keys_held", 0) <= 1:
+            return f"reset: the node runs the new {what} (it answered with the new key)"
+        if key:
+            return (f"reset: the node boots with the new {what}; this host keeps the old key too "
+                    f"until a session confirms the new one")
+        return f"reset: the node runs the new {what}"
+    if key and r.get("node_runs_key") is False:
+        prev = [w for w in ("config", "Wi-Fi") if w in what]
+        s = ("the node runs without a key" + (f" and with its previous {' and '.join(prev)}" if prev else "")
+             + " until it resets (meanwhile cyphy get/set refuse it unless --unprovisioned)")
+    elif key and r.get("node_runs_key") is None:
+        s = (f"the node's firmware is not running: it starts with the new {what} at its next "
+             f"reset; this host accepts the old and the new key until then")
+    else:
+        s = f"the node runs its previous {what} until it resets"
+        if key:
+            s += "; this host accepts both keys until then"
+    return s + f": `cyphy provision --port {port} --reset`, or power it off and on"
 
 
 def _secret_file(path: str, what: str) -> str:
@@ -106,38 +186,58 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     if wifi_password_file and not wifi_ssid:
         raise click.UsageError("--wifi-password-file needs --wifi-ssid")
 
-    with progress_bar(not as_json, "provision") as cb:
-        with open_device(port, baud, soft_reset) as dev:
-            report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb,
-                         force=force, config_file=config_file)
-            if reset and not dry_run:
-                from cyphy.deploy import boot_lines
+    state: dict = {"phase": "open"}
+    dev = None
+    try:
+        with progress_bar(not as_json, "provision") as cb:
+            dev = open_device(port, baud, soft_reset)
+            try:
+                report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb,
+                             force=force, config_file=config_file, state=state)
+                if reset and not dry_run:
+                    from cyphy.deploy import boot_lines
 
-                report["boot"] = boot_lines(dev.reset())
-                report["reset"] = True
-            else:
-                report["reset"] = False
-    if report["reset"] and report["host_keys_held"] > 1:
-        report["host_keys_held"] = _confirm_key(port, report["name"])
+                    state["phase"] = "reset"
+                    report["boot"] = boot_lines(dev.reset())
+                    report["reset"] = True
+                else:
+                    report["reset"] = False
+            except KeyboardInterrupt:
+                with sigint_held():
+                    _close_now(dev)
+                dev = None
+                raise
+            finally:
+                if dev is not None:
+                    dev.close()
+        if report["reset"] and (report["key"]["changed"] or report["host_keys_held"] > 1
+                                or report.get("node_runs_file_key") is False):
+            state["phase"] = "confirm"
+            report["host_keys_held"], report["key_confirmed"] = _confirm_key(port, report["name"])
+    except KeyboardInterrupt:
+        raise Interrupted(_interrupted(state, port)) from None
+    report["takes_effect"] = _effect(report, port)
     emit(report, as_json, _text)
     for w in report["warnings"]:
         click.echo(f"warning: {w}", err=True)
 
 
-def _confirm_key(port: str, name: str) -> int:
+def _confirm_key(port: str, name: str) -> tuple[int, bool]:
     """After a reset with a new key: a session with the node confirms the key change, so
     that the host drops the old key (cyphy.keys.confirm). Best effort: unconfirmed, the
-    host keeps both and the next session confirms. Returns the keys now held for name."""
+    host keeps both and the next session confirms. Returns the keys now held for name, and
+    whether the node answered (with a key this host holds: the new one, after the reset)."""
     from cyphy import keys
     from cyphy.api import connect
 
     url = port if "://" in port else f"serial://{port}"
+    ok = False
     try:
         with connect(url, timeout=3.0):
-            pass
+            ok = True
     except Exception:  # noqa: BLE001 - no firmware, a busy port...: confirmed later
         pass
-    return len(keys.load_key_hexes(name))
+    return len(keys.load_key_hexes(name)), ok
 
 
 def _text(r: dict) -> str:
@@ -155,6 +255,8 @@ def _text(r: dict) -> str:
         if r.get("host_keys_held", 0) > 1:
             upd += "; the previous key is kept until the node answers with the new one"
         lines.append(f"host key: {k['host_file']} ({upd})")
+    if r.get("takes_effect"):
+        lines.append(f"takes effect: {r['takes_effect']}")
     s = f"node {r['name']} on {r['port']}"
     if r["dry_run"]:
         s += ": dry run, nothing written"
