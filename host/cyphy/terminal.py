@@ -12,7 +12,9 @@ import serial
 EXIT_KEY = 0x1D  # Ctrl-]
 
 
-def run(port: str, baud: int = 115200) -> None:
+def run(port: str, baud: int = 115200, opened: "callable | None" = None) -> None:
+    """The terminal until Ctrl-] or the end of stdin; opened() is called once the port is
+    open (a port that cannot be opened raises LinkError first)."""
     try:
         # dsrdtr/rtscts off and DTR/RTS left alone: on ESP32 boards they drive EN and IO0
         s = serial.Serial()
@@ -25,6 +27,8 @@ def run(port: str, baud: int = 115200) -> None:
         from .links import LinkError, _serial_hint
 
         raise LinkError(_serial_hint(port, e)) from None
+    if opened is not None:
+        opened()
     fd_in = sys.stdin.fileno()
     old = None
     if os.isatty(fd_in):

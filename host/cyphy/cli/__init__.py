@@ -45,6 +45,15 @@ def _debug_from_argv(args: list[str]) -> bool:
     return False
 
 
+def _print_chain(e: BaseException) -> None:
+    """The traceback of e and of what it was raised from, even `from None`."""
+    cur: BaseException | None = e
+    while cur is not None:
+        cur.__suppress_context__ = False
+        cur = cur.__context__
+    traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+
+
 class CyphyGroup(click.Group):
     """click.Group whose commands never show a traceback for a user's mistake, and whose
     usage errors are one line."""
@@ -52,12 +61,17 @@ class CyphyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as e:
+            # A command's own one-line error: with --debug, what it was made from.
+            if debug_enabled() and e.__context__ is not None:
+                _print_chain(e.__context__)
+            raise
         except Exception as e:  # noqa: BLE001 - every command's errors, once
             exc = one_line(e)
             if exc is None:
                 raise
             if debug_enabled():
-                traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+                _print_chain(e)
             raise exc from None
         except KeyboardInterrupt:
             raise click.Abort() from None

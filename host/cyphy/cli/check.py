@@ -44,6 +44,10 @@ def check(config_file: str, chip: str, psram: bool, as_json: bool) -> None:
     try:
         C.heap_for(chip, psram)
         cfg = C.load_config(config_file)
+        if "wiring" in cfg and "loops" not in cfg:
+            raise C.CheckUsageError(f'{config_file}: this looks like a sim bench file ("plant" and '
+                                    f'"wiring", for cyphy sim start --bench), not a node config '
+                                    f'("channels" and "loops", docs/config.md)')
         rep = C.check(cfg, chip, psram)
     except C.CheckUsageError as e:
         raise UsageFailure(str(e)) from None

@@ -149,8 +149,23 @@ def errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _key_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--key-file must be a readable text file (the key in hex): one usage line else."""
+    if value is None:
+        return None
+    try:
+        with open(value, encoding="utf-8") as f:
+            f.read(4096)
+    except UnicodeDecodeError:
+        raise click.BadParameter(f"{value}: a binary file, not a key (a key file holds the key "
+                                 f"in hex)") from None
+    except OSError as e:
+        raise click.BadParameter(os_error_text(e)) from None
+    return value
+
+
 def key_options(fn: Callable) -> Callable:
-    fn = click.option("--key-file", type=click.Path(dir_okay=False),
+    fn = click.option("--key-file", type=click.Path(dir_okay=False), callback=_key_file,
                       help="The node's key (hex). Default: $CYPHY_KEY, $CYPHY_KEY_FILE, or "
                            "the key `cyphy provision` kept for the node's name.")(fn)
     return fn

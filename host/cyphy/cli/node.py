@@ -376,8 +376,8 @@ def repl(port: str, baud: int) -> None:
     from cyphy.links import serial_device
 
     dev = serial_device(port)
-    click.echo(f"cyphy repl: {port} (Ctrl-] leaves; the node is not reset)", err=True)
-    terminal.run(dev, baud)
+    terminal.run(dev, baud, opened=lambda: click.echo(
+        f"cyphy repl: {port} (Ctrl-] leaves; the node is not reset)", err=True))
     click.echo("\ncyphy repl: left", err=True)
 
 
