@@ -29,8 +29,8 @@ class Found:
     uid: str
     loops: list[str]
     authenticated: bool           # the node signs its frames (it has a key)
-    verified: bool | None = None  # the tag checked out with a key we hold (given, or the key
-                                  # store's for its name); False: it did not, or the node has
+    verified: bool | None = None  # the tag checked out with a key we hold (given, or one of the
+                                  # key store's for its name); False: it did not, or the node has
                                   # no key though we hold one for its name; None: no key held
     how: str = "answer"           # "answer" to our HELLO_REQ, or "announce"
     extra: dict = field(default_factory=dict)
@@ -50,7 +50,9 @@ def _found(data: bytes, src: tuple[str, int], nonce: bytes | None, key: P.Key | 
     zero = bytes(P.NONCE_LEN)
     if h["nonce"] != zero and h["nonce"] != nonce:
         return None  # an answer to somebody else's HELLO_REQ
-    held = [key] if key is not None else _stored_keys(h["name"])
+    # the key given (for one node, perhaps another) and every key the store holds for this
+    # node's name: the primary and, during a key change, the pending ones (cyphy.keys)
+    held = ([key] if key is not None else []) + _stored_keys(h["name"])
     if f.auth:
         verified = any(f.check(k, h["epoch"], h["roc"]) for k in held) if held else None
     elif not f.check():
@@ -64,10 +66,14 @@ def _found(data: bytes, src: tuple[str, int], nonce: bytes | None, key: P.Key | 
 
 
 def _stored_keys(name: str) -> list[P.Key]:
-    """The keys this host's key store holds for a node name (cyphy.keys), if any."""
+    """The keys this host's key store holds for a node name (cyphy.keys), if any: the
+    primary and the pending ones of a key change not yet confirmed."""
     from . import keys
 
-    return [P.key_from_hex(h) for h in keys.load_key_hexes(name)]
+    try:
+        return [P.key_from_hex(h) for h in keys.load_key_hexes(name)]
+    except (keys.KeyStoreError, ValueError):
+        return []
 
 
 def discover_udp(timeout: float = 1.0, port: int = P.UDP_PORT, key: P.Key | None = None,
