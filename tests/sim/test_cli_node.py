@@ -32,7 +32,8 @@ def no_traceback(p) -> None:
 def test_set_get_and_exit_codes(node):
     p = cyphy("set", node, "oven.setpoint=45", "oven.kp=3.5")
     assert "oven.setpoint = 45.0: acknowledged" in p.stdout
-    assert cyphy("get", node, "oven.setpoint").stdout.strip() == "45.0"
+    assert cyphy("get", node, "oven.setpoint").stdout.strip() == "45 degC"   # the config's units
+    assert cyphy("get", node, "oven.setpoint", "--json").stdout.strip() == "45.0"
     state = json.loads(cyphy("get", node, "oven", "--json").stdout)
     assert state["kp"] == 3.5 and state["mode"] == "auto"
     p = cyphy("set", node, "oven.setpoint=1000", ok=False)     # outside the sensor's range
@@ -52,12 +53,73 @@ def test_set_get_and_exit_codes(node):
     no_traceback(p)
 
 
+def test_set_is_all_or_none(node):
+    """Issue 14: `set a.setpoint=120 a.kp=-5` used to apply the setpoint and refuse kp."""
+    before = json.loads(cyphy("get", node, "oven", "--json").stdout)
+    p = cyphy("set", node, "oven.setpoint=50", "oven.kp=-5", ok=False)
+    assert p.returncode == 3 and p.stdout == ""
+    [line] = p.stderr.splitlines()
+    assert "oven.kp" in line and "nothing was applied" in line, line
+    state = json.loads(cyphy("get", node, "oven", "--json").stdout)
+    assert state["kp"] == before["kp"] > 0
+    assert state["setpoint"] == before["setpoint"] == 60.0, state  # not applied either
+    for bad, why in (("oven.setpoint=abc", "not a number"), ("oven.setpoint=", "no value"),
+                     ("oven.mode=fast", "auto or manual")):
+        p = cyphy("set", node, "oven.kp=2", bad, ok=False)
+        assert p.returncode == 2 and why in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    assert json.loads(cyphy("get", node, "oven", "--json").stdout)["kp"] != 2.0
+    cyphy("set", node, "oven.setpoint=55", "oven.kp=2.5", "oven.mode=auto")
+    state = json.loads(cyphy("get", node, "oven", "--json").stdout)
+    assert (state["setpoint"], state["kp"], state["mode"]) == (55.0, 2.5, "auto")
+
+
+def test_get_prints_tables_with_units(node):
+    info = cyphy("get", node, "info").stdout
+    assert "units" in info and "measurement degC, output %" in info and "{" not in info
+    assert json.loads(cyphy("get", node, "info", "--json").stdout)["units"] == {
+        "oven": {"measurement": "degC", "output": "%"}}
+    state = cyphy("get", node, "state").stdout.splitlines()
+    assert state[0].split()[:5] == ["loop", "mode", "setpoint", "measurement", "output"]
+    assert "60 degC" in state[1] and "%" in state[1]
+    loop = cyphy("get", node, "oven").stdout
+    assert "setpoint" in loop and "60 degC" in loop and "{" not in loop
+    stats = cyphy("get", node, "stats").stdout.splitlines()
+    assert "jitter p99 us" in stats[0] and stats[1].startswith("oven ")
+    faults = cyphy("get", node, "faults").stdout
+    records = json.loads(cyphy("get", node, "faults", "--json").stdout)
+    if records:
+        assert "time" in faults and "kind" in faults and "[" not in faults
+    else:
+        assert faults.strip() == "no faults recorded"
+
+
+def test_fault_records_read_for_people():
+    """A record's time: the wall clock when the node knew it, else its ticks; a sensor
+    fault's value in the sensor's units (milli-units on the wire)."""
+    import time as _time
+    from datetime import datetime
+
+    from cyphy.cli.node import format_get
+
+    wall = int(_time.time() * 1000)
+    out = format_get("faults", [[5148, "-", "comms", 5100], [7000, "oven", "sensor", 7041, None],
+                                [9000, "oven", "sensor", -10000, wall]],
+                     {"oven": {"measurement": "degC", "output": "%"}})
+    lines = out.splitlines()
+    assert "t+5.148 s" in lines[2] and "5.1 s without a host" in lines[2]
+    assert "t+7.000 s" in lines[3] and "7.041 degC" in lines[3]
+    assert datetime.fromtimestamp(wall / 1000).strftime("%Y-%m-%d %H:%M:%S") in lines[4]
+    assert "-10 degC" in lines[4] and "[" not in out
+
+
 def test_monitor_records_and_plot_draws(node, tmp_path):
     rec = tmp_path / "run.csv"
     p = cyphy("monitor", node, "--seconds", "2", "--period-ms", "50", "--csv", str(rec))
     assert "oven: sp 60" in p.stdout and "link: frames" in p.stdout
+    assert "oven: sp 60 degC y " in p.stdout and " %" in p.stdout   # the config's units
     rows = list(csv.DictReader(rec.open()))
     assert len(rows) > 10 and rows[0]["loop"] == "oven" and float(rows[-1]["setpoint"]) == 60.0
+    assert (rows[0]["measurement_units"], rows[0]["output_units"]) == ("degC", "%")
     p = cyphy("plot", str(rec))
     png = rec.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "1 loop(s): oven" in p.stdout
