@@ -18,6 +18,7 @@
 #   fotd     heater % 0..100 -> temperature degC          loads: ambient degC
 #   dcmotor  voltage V vmin..vmax -> speed rad/s, current A   loads: load_torque N m
 #   twotank  pump V 0..vmax -> levels h1, h2 m           loads: valve 0..1 (tank 2 outlet)
+#   second_order  drive umin..umax -> y (gain units)      loads: load (added to drive)
 #
 # Integration:
 #   fotd     exact discretisation of the first-order lag over every segment in which the
@@ -552,31 +553,8 @@ class DCMotor(Plant):
         return self._w if i == 0 else self._i
 
     def _discretise(self, s):
-        a11, a12, a21, a22 = self._a11, self._a12, self._a21, self._a22
-        half = 0.5 * (a11 + a22) * s  # exp(M) = e^half (cosh q I + sinh(q)/q (M - half I))
-        d = half * half - (a11 * a22 - a12 * a21) * s * s  # q^2, q = eigenvalue spread / 2
-        if -1e-3 < d < 1e-3:  # near-repeated eigenvalues: series of cosh(q), sinh(q)/q
-            e = math.exp(half)
-            c = e * (1.0 + d * (0.5 + d * (1.0 / 24.0 + d / 720.0)))
-            sq = e * (1.0 + d * (1.0 / 6.0 + d * (1.0 / 120.0 + d / 5040.0)))
-        elif d > 0.0:  # real eigenvalues (half +- q) * 1/s: no overflow since both < 0
-            q = math.sqrt(d)
-            e1, e2 = math.exp(half + q), math.exp(half - q)
-            c, sq = 0.5 * (e1 + e2), 0.5 * (e1 - e2) / q
-        else:  # complex pair
-            q = math.sqrt(-d)
-            e = math.exp(half)
-            c, sq = e * math.cos(q), e * math.sin(q) / q
-        diag = c - half * sq
-        p11, p12 = diag + sq * a11 * s, sq * a12 * s
-        p21, p22 = sq * a21 * s, diag + sq * a22 * s
-        # Gamma = A^-1 (Phi - I) B, B = diag(1/L, -1/J)
-        det = a11 * a22 - a12 * a21
-        g11 = (a22 * (p11 - 1.0) - a12 * p21) / det
-        g12 = (a22 * p12 - a12 * (p22 - 1.0)) / det
-        g21 = (a11 * p21 - a21 * (p11 - 1.0)) / det
-        g22 = (a11 * (p22 - 1.0) - a21 * p12) / det
-        self._phi = (p11, p12, p21, p22)
+        p, g11, g12, g21, g22 = _zoh2(self._a11, self._a12, self._a21, self._a22, s)
+        self._phi = p
         self._gam = (g11 / self.L, -g12 / self.J, g21 / self.L, -g22 / self.J)
         self._s_last = s
 
@@ -587,6 +565,83 @@ class DCMotor(Plant):
         i, w, v, tl = self._i, self._w, self._u[0], self._u[1]
         self._i = p[0] * i + p[1] * w + g[0] * v + g[1] * tl
         self._w = p[2] * i + p[3] * w + g[2] * v + g[3] * tl
+
+
+def _zoh2(a11, a12, a21, a22, s):
+    """Phi = exp(A s) and A^-1 (Phi - I) of a 2x2 matrix A (det A != 0), in closed form:
+    (Phi, g11, g12, g21, g22)."""
+    half = 0.5 * (a11 + a22) * s  # exp(M) = e^half (cosh q I + sinh(q)/q (M - half I))
+    d = half * half - (a11 * a22 - a12 * a21) * s * s  # q^2, q = eigenvalue spread / 2
+    if -1e-3 < d < 1e-3:  # near-repeated eigenvalues: series of cosh(q), sinh(q)/q
+        e = math.exp(half)
+        c = e * (1.0 + d * (0.5 + d * (1.0 / 24.0 + d / 720.0)))
+        sq = e * (1.0 + d * (1.0 / 6.0 + d * (1.0 / 120.0 + d / 5040.0)))
+    elif d > 0.0:  # real eigenvalues (half +- q) * 1/s: no overflow since both < 0
+        q = math.sqrt(d)
+        e1, e2 = math.exp(half + q), math.exp(half - q)
+        c, sq = 0.5 * (e1 + e2), 0.5 * (e1 - e2) / q
+    else:  # complex pair
+        q = math.sqrt(-d)
+        e = math.exp(half)
+        c, sq = e * math.cos(q), e * math.sin(q) / q
+    diag = c - half * sq
+    p11, p12 = diag + sq * a11 * s, sq * a12 * s
+    p21, p22 = sq * a21 * s, diag + sq * a22 * s
+    # Gamma = A^-1 (Phi - I) B; the caller multiplies by its B
+    det = a11 * a22 - a12 * a21
+    g11 = (a22 * (p11 - 1.0) - a12 * p21) / det
+    g12 = (a22 * p12 - a12 * (p22 - 1.0)) / det
+    g21 = (a11 * p21 - a21 * (p11 - 1.0)) / det
+    g22 = (a11 * (p22 - 1.0) - a21 * p12) / det
+    return (p11, p12, p21, p22), g11, g12, g21, g22
+
+
+class SecondOrder(FOTD):
+    """Second order plus dead time, possibly underdamped (a positioning stage on a flexible
+    coupling, a thermal plant with two lags):
+    y'' + 2 zeta wn y' + wn^2 y = wn^2 (gain * (drive(t - dead_time) + load)).
+
+    Linear, so discretised exactly like dcmotor (zero-order hold, closed-form exp(A s));
+    the dead time uses fotd's ring buffer."""
+
+    TYPE = "second_order"
+    inputs = ("drive",)
+    outputs = ("y",)
+    loads = ("load",)
+    LOAD_DEFAULTS = (0.0,)
+    PARAMS = (("gain", 1.0, "any"), ("wn_rad_s", 1.0, "pos"), ("zeta", 0.3, "pos"),
+              ("dead_time_s", 0.0, "nonneg"), ("umin", 0.0, "any"), ("umax", 100.0, "any"))
+    LIVE_PARAMS = ("gain", "wn_rad_s", "zeta")
+
+    def _setup(self):
+        if not self.umin < self.umax:
+            raise _bad("'umin'", "must be < umax (got %r >= %r)" % (self.umin, self.umax))
+        FOTD._setup(self)
+        self._lo[0], self._hi[0] = self.umin, self.umax
+        self._v = 0.0
+
+    def _refresh(self):
+        self._s_last = -1.0
+
+    def _set_out(self, i, v, where=None):
+        if i < 0:
+            self._T = self.gain * self._u[1]
+            self._v = 0.0
+        else:
+            self._T = v  # the rate starts at 0
+
+    def _advance(self, s):
+        if s != self._s_last:
+            w = self.wn_rad_s
+            self._phi, g11, g12, g21, g22 = _zoh2(0.0, 1.0, -w * w, -2.0 * self.zeta * w, s)
+            self._gam = (g12 * w * w, g22 * w * w)  # B = (0, wn^2)
+            self._s_last = s
+        ud = self._ud if self._n else self._u[0]
+        f = self.gain * (ud + self._u[1])
+        p, g = self._phi, self._gam
+        y, v = self._T, self._v
+        self._T = p[0] * y + p[1] * v + g[0] * f
+        self._v = p[2] * y + p[3] * v + g[1] * f
 
 
 class TwoTank(Plant):
@@ -667,7 +722,7 @@ def _clamp(x, hi):
     return 0.0 if x < 0.0 else hi if x > hi else x
 
 
-TYPES = {"fotd": FOTD, "dcmotor": DCMotor, "twotank": TwoTank}
+TYPES = {"fotd": FOTD, "dcmotor": DCMotor, "twotank": TwoTank, "second_order": SecondOrder}
 
 
 def make(spec, seed=1):
