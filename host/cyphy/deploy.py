@@ -12,13 +12,21 @@ Steps (docs/deploy.md):
    that the tree does not have any more (and sources that would shadow a .mpy), so the
    node switches from the old tree to the new one in a few milliseconds; a power loss
    before that leaves the old firmware whole (a later deploy cleans up the .tmp files).
+
+Ctrl-C (KeyboardInterrupt) at any moment stops the deploy within a second or so and leaves
+the node's console free (cyphy.device stops a transfer, cyphy.rawrepl an exec); the
+renames of step 3 take milliseconds and are finished first, so every file is either old or
+new. state["phase"] says how far it got, and interrupted() says it in words.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 from cyphy import firmware
 from cyphy.device import Device, DeviceError
@@ -85,10 +93,34 @@ def plan(dev: Device, target: str | None = None, force: bool = False) -> tuple[s
     return target, built, actions, stale_dirs
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Ctrl-C waits until the block is done (milliseconds), then raises KeyboardInterrupt.
+    Only in the main thread (elsewhere Python delivers no SIGINT anyway)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    old = signal.signal(signal.SIGINT, lambda sig, frame: got.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if got:
+        raise KeyboardInterrupt
+
+
 def deploy(dev: Device, target: str | None = None, dry_run: bool = False, force: bool = False,
-           reset: bool = False, progress: Callable[[int, int, str], None] | None = None) -> dict:
+           reset: bool = False, progress: Callable[[int, int, str], None] | None = None,
+           state: dict | None = None) -> dict:
     """Deploy the firmware tree; returns the report (see cyphy deploy --json).
-    progress(done_bytes, total_bytes, path) is called as file bytes go out."""
+    progress(done_bytes, total_bytes, path) is called as file bytes go out. state (a dict
+    the caller keeps) tells an interrupted caller how far it got: "phase" is "plan"
+    (nothing written), "send" ("sent": the PATH.tmp files written so far; every PATH still
+    old), "switched" ("replaced": every PATH new; stale files may remain), "done"."""
+    if state is None:
+        state = {}
+    state.update(phase="plan", sent=[], replaced=[])
     t0 = time.monotonic()
     target, built, actions, stale_dirs = plan(dev, target, force)
     data = {b.dst: b.data for b in built}
@@ -98,6 +130,7 @@ def deploy(dev: Device, target: str | None = None, dry_run: bool = False, force:
     wire = 0
     t_send = 0.0
     if not dry_run:
+        state["phase"] = "send"
         if send:
             dev.mkdirs({d for a in send for d in _parents(a.path)})
         done = 0
@@ -106,14 +139,18 @@ def deploy(dev: Device, target: str | None = None, dry_run: bool = False, force:
                 if progress is not None:
                     progress(base + n, total, a.path)
 
+            state["sent"].append(a.path)  # its PATH.tmp is (being) written
             r = dev.send(a.path + ".tmp", data[a.path], cb)
             wire += r["wire"]
             t_send += r["seconds"]
             done += a.size
             if progress is not None:
                 progress(done, total, a.path)
-        # the switch: every rename and removal in one exec
-        dev.rename([(a.path + ".tmp", a.path) for a in send])
+        # the switch: every rename in one exec, not cut short by Ctrl-C (milliseconds)
+        with sigint_deferred():
+            dev.rename([(a.path + ".tmp", a.path) for a in send])
+            state["phase"] = "switched"
+            state["replaced"] = [a.path for a in send]
         if delete or stale_dirs:
             dev.remove([a.path for a in delete], stale_dirs)
         if send or delete or stale_dirs:
@@ -145,7 +182,26 @@ def deploy(dev: Device, target: str | None = None, dry_run: bool = False, force:
     if reset and not dry_run:
         report["boot"] = boot_lines(dev.reset())
         report["reset"] = True
+    state["phase"] = "done"
     return report
+
+
+def interrupted(state: dict) -> str:
+    """What the node holds after a deploy stopped by Ctrl-C (state from deploy())."""
+    phase = state.get("phase", "plan")
+    if phase == "plan":
+        return "nothing on the node was changed"
+    if phase == "send":
+        n = len(state.get("sent", []))
+        if not n:
+            return "the node keeps its previous files (nothing was replaced)"
+        return (f"the node keeps its previous files (nothing was replaced); {n} .tmp "
+                f"file{'s' if n != 1 else ''} left there, which the next deploy removes")
+    n = len(state.get("replaced", []))
+    if phase == "switched":
+        return (f"the new files are in place ({n} replaced, each whole); stale files may "
+                f"remain: run cyphy deploy again to finish")
+    return "the deploy had finished"
 
 
 def boot_lines(text: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""Raw-REPL access to a node's filesystem over its serial port (mpremote's transport).
+"""A node's filesystem over its raw REPL, and cyphy's file stream (docs/deploy.md).
 
     with Device.open("sim://oven") as dev:         # or /dev/ttyUSB0, serial:///dev/ttyUSB0
         dev.info()                                 # {"target": "sim", "version": ..., "mpy": ...}
@@ -6,17 +6,22 @@
         dev.sha256("/config.json")                 # hex digest, or None (no such file)
         dev.write_atomic("/config.json", data)     # /config.json.tmp, verified, renamed
 
-The node is never soft-reset: the raw REPL is entered with Ctrl-C + Ctrl-A, so the loops
-main.py started keep running, and leaving returns to the friendly prompt.
-
-Files go over a binary stream with flow control (docs/deploy.md): the node runs a small
-receiver (`_cyrx`) that reads the file from its console input in 128-byte units and
+The raw REPL is cyphy.rawrepl's client (mpremote's transport underneath): entered with
+Ctrl-C + Ctrl-A, never a soft reset, so the loops main.py started keep running; leaving
+returns to the friendly prompt. What is ours here is the file stream: the node runs a
+small receiver (`_cyrx`) that reads the file from its console input in 128-byte units and
 acknowledges each with one byte; the host keeps at most 256 bytes unacknowledged, which
 fits the 260-byte console input buffer of MicroPython's ESP32 port even while the node is
-busy writing flash. Each file is split into 4 KB pieces, each deflate-compressed on its
-own (raw deflate, 2 KB window) when that makes it smaller and the node has `deflate`.
-A file is written to PATH.tmp, read back from flash and hashed (SHA-256) on the node, and
-only renamed over PATH when the hash matches.
+busy writing flash. Each file is split into 2 KB pieces, each raw-deflate compressed on
+its own (1 KB window) when that makes it smaller and the node has `deflate`. A file is
+written to PATH.tmp, read back from flash and hashed (SHA-256) on the node, and only
+renamed over PATH when the hash matches.
+
+Ending a transfer early: a piece header with length 0 tells the receiver to stop (it
+raises, having written nothing but PATH.tmp). Ctrl-C on the host completes the piece in
+flight with zeros and sends that header; a host that finds a receiver a killed host left
+running feeds it zeros (they complete the piece, then read as the stop header); and the
+receiver stops by itself after RX_IDLE_S without a byte or on a header it cannot take.
 """
 
 from __future__ import annotations
@@ -29,23 +34,29 @@ import zlib
 from typing import Callable, Iterable
 from urllib.parse import urlparse
 
+from cyphy.rawrepl import Interrupted, NodeError, RawRepl, ReplError, last_line
+
 UNIT = 128          # the node acknowledges every UNIT bytes of the stream it has consumed
 WINDOW = 256        # bytes the host may have sent and not yet seen acknowledged
 CHUNK = 2048        # file bytes per compressed piece (the node buffers one piece)
 WBITS = 10          # deflate window: 1 KB on the node
 ACK = b"\x06"
+STOP = b"\x00\x00\x00"  # a piece header of length 0: the receiver stops (never a real piece)
 STALL_S = 20.0      # no acknowledgement for this long: the transfer failed
-RX_IDLE_S = 3.0     # the node's receiver gives up after this long without a byte (a host
-                    # that died mid-transfer); the next host frees it at once (Device._free_rx)
+RX_IDLE_S = 1.0     # the node's receiver stops after this long without a byte (a host that
+                    # died or went quiet mid-transfer); the next host frees it at once
+ABORT_S = 1.0       # how long the host spends ending its own transfer on Ctrl-C
 
 # The node side of a transfer, defined once per session as the global _cyrx and deleted
 # on close. _cyrx(path, pieces) receives `pieces` pieces of
-#   mode (0 stored, 1 raw deflate) | length (2 bytes, little-endian) | data
-# into path, then reads the file back and prints "<size> <sha256 hex>". Memory: a running
+#   mode (0 stored, 1 raw deflate) | length (2 bytes, little-endian, 1..CHUNK+64) | data
+# into path, then reads the file back and prints "<size> <sha256 hex>". A header with
+# another mode or length (STOP: length 0) ends it with ValueError. Memory: a running
 # node's heap is fragmented (~50 KB free, the largest free block ~3 KB), so nothing here
 # allocates more than CHUNK bytes at once: stored data goes straight from a 128-byte buffer
 # to the file; a compressed piece is collected in one preallocated BytesIO and inflated
-# from there with a 2**WBITS-byte window.
+# from there with a 2**WBITS-byte window. On any error the receiver reads what the host
+# still had in flight until the line is quiet for 200 ms, then raises.
 RX_SRC = """\
 def _cyrx(p, n):
  import sys, select, micropython, hashlib, binascii, io, gc
@@ -85,6 +96,8 @@ def _cyrx(p, n):
    hi[0] = 0
    rd(3, hw)
    k = hb[1] | hb[2] << 8
+   if hb[0] > 1 or not 0 < k <= %(chunk)d:
+    raise ValueError('transfer stopped')
    if hb[0] == 0:
     rd(k, f.write)
     continue
@@ -216,30 +229,6 @@ def resolve_port(url: str) -> str:
     raise DeviceError(f"{url}: not a serial port; give /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
 
 
-def _open_error(port: str, dev: str) -> DeviceError:
-    """Why the port would not open, in words (mpremote only says 'failed to access')."""
-    import serial
-
-    if "://" not in dev and not os.path.exists(dev):
-        return DeviceError(f"{port}: no such serial port (cyphy discover lists the ports it sees)")
-    try:
-        s = serial.serial_for_url(dev, 115200, exclusive=True, timeout=0)
-        s.close()
-    except serial.SerialException as e:
-        msg = str(e)
-        if "lock" in msg.lower() or "busy" in msg.lower() or "Errno 16" in msg or "Errno 11" in msg:
-            return DeviceError(f"{port}: the port is busy: another program (mpremote, a terminal, "
-                               f"cyphy monitor) has it open")
-        if "Errno 13" in msg or "ermission" in msg:
-            return DeviceError(f"{port}: permission denied (on Linux, add yourself to the dialout group)")
-        if "Errno 2" in msg:
-            return DeviceError(f"{port}: no such serial port (cyphy discover lists the ports it sees)")
-        return DeviceError(f"{port}: cannot open: {msg}")
-    except (OSError, ValueError) as e:
-        return DeviceError(f"{port}: cannot open: {e}")
-    return DeviceError(f"{port}: cannot open the port")
-
-
 def target_of(info: dict) -> str | None:
     """'sim' for a sim node, 'esp32' for an ESP32 MicroPython, None otherwise."""
     machine = str(info.get("machine", ""))
@@ -250,28 +239,61 @@ def target_of(info: dict) -> str | None:
     return None
 
 
+def free_receiver(repl: RawRepl, seen: bytes) -> None:
+    """End a receiver (_cyrx) a host that died left running: it reads the stream with
+    Ctrl-C disabled, so our Ctrl-C went in as file data. Feed it zeros under its own flow
+    control (acknowledged per UNIT): they complete the piece it is in, then read as the
+    STOP header; the program ends (0x04) and the raw REPL is back. Costs at most about one
+    piece (CHUNK bytes). `seen`: what the node said to the failed entry."""
+    if not seen.count(ACK) and b"\x04" in seen:
+        return  # not a receiver: something else (a program that ended, the REPL)
+    ser = repl.serial
+    acks = seen.count(ACK)
+    sent = 0
+    last = time.monotonic()
+    end = last + 10.0
+    old = ser.timeout
+    ser.timeout = 0.02
+    try:
+        while time.monotonic() < end:
+            allowed = WINDOW + acks * UNIT
+            if sent < allowed:
+                ser.write(bytes(allowed - sent))
+                sent = allowed
+            data = ser.read(max(1, ser.in_waiting))
+            if data:
+                a = data.count(ACK)
+                if a:
+                    acks += a
+                    last = time.monotonic()
+                if b"\x04" in data:
+                    break  # the receiver has ended (a traceback)
+            elif time.monotonic() - last > 0.5:
+                # no acknowledgement: not a receiver waiting for bytes (or one that is
+                # draining its input before it raises: let it finish)
+                break
+        # the receiver reads until the line is quiet for 200 ms before it raises
+        quiet = time.monotonic()
+        while time.monotonic() - quiet < 0.3 and time.monotonic() < end:
+            if ser.read(max(1, ser.in_waiting)):
+                quiet = time.monotonic()
+    finally:
+        ser.timeout = old
+
+
 class Device:
-    """A node's raw REPL (see the module docstring). Use Device.open(port)."""
+    """A node's files over its raw REPL (see the module docstring). Use Device.open(port)."""
 
     def __init__(self, port: str, baud: int = 115200, timeout: float = 20.0,
                  soft_reset: bool = False) -> None:
-        from mpremote.transport import TransportError
-        from mpremote.transport_serial import SerialTransport
-
         self.port = port
         self.baud = baud
         self.timeout = timeout
-        dev = resolve_port(port)
-        self.device = dev
+        self.device = resolve_port(port)
         try:
-            self.t = SerialTransport(dev, baudrate=baud, exclusive=True, timeout=1)
-        except TransportError:
-            raise _open_error(port, dev) from None
-        except Exception as e:  # noqa: BLE001 - pyserial raises several kinds
-            raise _open_error(port, dev) from e
-        self.ser = self.t.serial
-        self._pending = bytearray()
-        self._raw_paste = True
+            self.repl = RawRepl(self.device, baud, name=port, timeout=timeout, unstick=free_receiver)
+        except ReplError as e:
+            raise DeviceError(str(e)) from None
         self._helpers: set[str] = set()
         self._info: dict | None = None
         try:
@@ -279,7 +301,7 @@ class Device:
             if soft_reset:
                 self.soft_reset()
         except BaseException:
-            self.t.close()
+            self.repl.close()
             raise
 
     @classmethod
@@ -290,17 +312,25 @@ class Device:
         first) and starts its loops again; main.py does not run."""
         return cls(port, baud, timeout, soft_reset)
 
+    @property
+    def ser(self):  # noqa: ANN201 - pyserial's Serial
+        """The serial port (the stream is written on it directly)."""
+        return self.repl.serial
+
+    def _enter(self) -> None:
+        try:
+            self.repl.enter()
+        except ReplError as e:
+            raise DeviceError(str(e)) from None
+
     def soft_reset(self) -> None:
         """Ctrl-D in the raw REPL: a fresh MicroPython heap; stays in the raw REPL."""
         self._helpers.clear()
         self._info = None
-        self.ser.write(b"\x04")
         try:
-            self._read_until(b"soft reboot", self.timeout)
-            self._read_until(b"raw REPL; CTRL-B to exit\r\n>", self.timeout)
-        except TimeoutError:
-            raise DeviceError(f"{self.port}: no raw REPL after a soft reset") from None
-        self._pending = bytearray()
+            self.repl.soft_reset()
+        except ReplError as e:
+            raise DeviceError(str(e)) from None
 
     def __enter__(self) -> "Device":
         return self
@@ -308,187 +338,44 @@ class Device:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ------------------------------------------------------------------ REPL
-    def _read_until(self, marker: bytes, timeout: float) -> bytes:
-        """Input up to and including marker (bytes after it stay in self._pending)."""
-        end = time.monotonic() + timeout
-        got = self._pending
-        while marker not in got:
-            if time.monotonic() > end:
-                self._pending = bytearray()
-                raise TimeoutError(bytes(got))
-            got += self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
-        i = got.index(marker) + len(marker)
-        self._pending = got[i:]
-        return bytes(got[:i])
-
-    def _drain(self, quiet: float = 0.05, limit: float = 1.0) -> None:
-        """Read and drop input until the line has been quiet for `quiet` seconds (at
-        most `limit` seconds)."""
-        self._pending = bytearray()
-        old = self.ser.timeout
-        self.ser.timeout = quiet
-        end = time.monotonic() + limit
-        try:
-            while self.ser.read(4096) and time.monotonic() < end:
-                pass
-        finally:
-            self.ser.timeout = old
-
-    def _enter(self) -> None:
-        """Into the raw REPL without a soft reset (Ctrl-C, Ctrl-A)."""
-        banner = b"raw REPL; CTRL-B to exit\r\n>"
-        seen = b""
-        for attempt in range(3):
-            # Ctrl-C twice: stop a running program (node.serve(), a script); Ctrl-A: raw REPL
-            time.sleep(0.08)  # after a pause, so that node.serve() takes it as a person's
-            self.ser.write(b"\r\x03\x03")
-            time.sleep(0.05)
-            self._drain()
-            self.ser.write(b"\r\x01")
-            try:
-                self._read_until(banner, 1.5 if attempt == 0 else 5.0)
-                self._pending = bytearray()
-                self.t.in_raw_repl = True
-                return
-            except TimeoutError as e:
-                seen = e.args[0]
-                if attempt < 2:
-                    self._free_rx(seen)
-        tail = seen[-120:].decode(errors="replace")
-        raise DeviceError(f"{self.port}: no MicroPython raw REPL answered (is it a MicroPython board, "
-                          f"and is nothing else using its console?); last output: {tail!r}")
-
-    def _free_rx(self, seen: bytes) -> None:
-        """End the receiver (_cyrx) of a transfer whose host died: it reads the stream with
-        Ctrl-C disabled, so our Ctrl-C went in as file data. Feed it zeros under its own
-        flow control (acknowledged per UNIT): zeros complete the piece it is in, then read
-        as empty stored pieces until it has its count, or fail to inflate; either way the
-        program ends (0x04) and the raw REPL is back. Costs at most about one piece
-        (CHUNK bytes) and a header per remaining piece."""
-        acks = seen.count(ACK)
-        if not acks and b"\x04" in seen:
-            return  # not a receiver: something else (a program that ended, the REPL)
-        sent = 0
-        got = bytearray()
-        last = time.monotonic()
-        end = last + 30.0
-        old = self.ser.timeout
-        self.ser.timeout = 0.02
-        try:
-            while time.monotonic() < end:
-                allowed = WINDOW + acks * UNIT
-                if sent < allowed:
-                    self.ser.write(b"\x00" * (allowed - sent))
-                    sent = allowed
-                data = self.ser.read(max(1, self.ser.in_waiting))
-                if data:
-                    got += data
-                    a = data.count(ACK)
-                    if a:
-                        acks += a
-                        last = time.monotonic()
-                    if b"\x04" in data:
-                        break  # the receiver has ended (a result or a traceback)
-                elif time.monotonic() - last > 0.5:
-                    # no acknowledgement: not a receiver waiting for bytes (or one that is
-                    # draining its input before it raises: let it finish)
-                    break
-        finally:
-            self.ser.timeout = old
-        self._drain(0.3, 2.0)
-
     def close(self) -> None:
+        """Delete the helpers this session defined, back to the friendly prompt, close."""
         try:
-            if self._helpers:
-                try:
-                    self.exec("\n".join(f"try:\n del {h}\nexcept NameError:\n pass" for h in self._helpers))
-                except DeviceError:
-                    pass
-            self.ser.write(b"\r\x02")  # back to the friendly prompt, where a person expects it
-            self.ser.flush()
-        except Exception:  # noqa: BLE001 - closing must not fail
+            if self._helpers and self.repl.in_raw:
+                self.exec("\n".join(f"try:\n del {h}\nexcept NameError:\n pass" for h in self._helpers),
+                          timeout=2.0)
+        except (DeviceError, KeyboardInterrupt):
             pass
-        try:
-            self.t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        self._helpers.clear()
+        self.repl.close()
 
+    # ------------------------------------------------------------------ REPL
     def exec(self, code: str, timeout: float | None = None) -> str:
         """Run code in the raw REPL; its printed output. ExecError carries the node's
         traceback when the code raises."""
         out, err = self._exec(code, timeout)
         if err:
-            raise ExecError(f"{self.port}: the node raised: {_last_line(err)}{_hint(err)}", err)
+            raise ExecError(f"{self.port}: the node raised: {last_line(err)}{_hint(err)}", err)
         return out
 
     def _exec(self, code: str, timeout: float | None = None,
-              stream: Callable[[], bytes] | None = None) -> tuple[str, str]:
+              stream: Callable[[], tuple[bytes, bool]] | None = None) -> tuple[str, str]:
+        """(stdout, stderr) of code. stream: run after the code started; returns the
+        stdout it read meanwhile and whether that includes its end (0x04)."""
         timeout = self.timeout if timeout is None else timeout
         try:
-            self._send_code(code.encode(), timeout)
+            self.repl.start(code)
+            pre, done = b"", False
             if stream is not None:
-                self._pending += stream()
-            out = self._read_until(b"\x04", timeout)
-            err = self._read_until(b"\x04", timeout)
-            self._read_until(b">", timeout)
-        except TimeoutError:
-            raise DeviceError(f"{self.port}: the node did not answer within {timeout:.0f} s") from None
-        except DeviceError:
-            raise
-        except Exception as e:  # noqa: BLE001 - pyserial's errors when the port goes away
-            raise DeviceError(f"{self.port}: lost the node's REPL: {e}") from None
-        out = out[:-1].replace(ACK, b"")
-        return out.decode(errors="replace"), err[:-1].decode(errors="replace")
-
-    def _send_code(self, code: bytes, timeout: float) -> None:
-        """Hand code to the raw REPL (at its '>' prompt) and start it: raw-paste mode with
-        the node's flow control (MicroPython >= 1.14), else plain raw REPL."""
-        ser = self.ser
-        if self._raw_paste:
-            ser.write(b"\x05A\x01")
-            a = self._read_exact(2, timeout)
-            if a == b"R\x01":
-                window = int.from_bytes(self._read_exact(2, timeout), "little")
-                remain = window
-                i = 0
-                while i < len(code):
-                    while remain == 0 or self._pending or ser.in_waiting:
-                        c = self._read_exact(1, timeout)
-                        if c == b"\x01":
-                            remain += window
-                        elif c == b"\x04":  # the node ended the paste
-                            ser.write(b"\x04")
-                            return
-                        else:
-                            raise DeviceError(f"{self.port}: unexpected {c!r} from the node during raw paste")
-                    n = min(remain, len(code) - i)
-                    ser.write(code[i:i + n])
-                    remain -= n
-                    i += n
-                ser.write(b"\x04")
-                self._read_until(b"\x04", timeout)
-                return
-            if a != b"R\x00":
-                # an old raw REPL took "\x05A\x01" as input and re-prompted ("ra" read above)
-                self._read_until(b"w REPL; CTRL-B to exit\r\n>", timeout)
-            self._raw_paste = False
-        for i in range(0, len(code), 256):
-            ser.write(code[i:i + 256])
-            time.sleep(0.01)
-        ser.write(b"\x04")
-        if self._read_exact(2, timeout) != b"OK":
-            raise DeviceError(f"{self.port}: the raw REPL did not accept the code")
-
-    def _read_exact(self, n: int, timeout: float) -> bytes:
-        end = time.monotonic() + timeout
-        while len(self._pending) < n:
-            if time.monotonic() > end:
-                raise TimeoutError(bytes(self._pending))
-            self._pending += self.ser.read(max(1, min(self.ser.in_waiting, 4096)))
-        out = bytes(self._pending[:n])
-        del self._pending[:n]
-        return out
+                try:
+                    pre, done = stream()
+                except KeyboardInterrupt:
+                    # the stream has stopped the receiver: wait for the raw prompt
+                    raise self.repl.cancel() from None
+            out, err = self.repl.finish(timeout, pre, done)
+        except ReplError as e:
+            raise DeviceError(str(e)) from None
+        return out.replace(ACK, b"").decode(errors="replace"), err.decode(errors="replace")
 
     def eval(self, expr: str) -> object:
         """A Python literal computed on the node (repr, parsed with ast.literal_eval)."""
@@ -553,27 +440,13 @@ class Device:
 
     def read(self, path: str) -> bytes | None:
         """A (small) file's content, or None if there is none. Hex over the console."""
-        out = self.exec(
-            "import binascii\n"
-            "try:\n"
-            f" _f = open({path!r}, 'rb')\n"
-            "except OSError:\n"
-            " print('-')\n"
-            "else:\n"
-            " while True:\n"
-            "  _b = _f.read(256)\n"
-            "  if not _b:\n"
-            "   break\n"
-            "  print(binascii.hexlify(_b).decode())\n"
-            " _f.close()\n"
-            " print('.')\n"
-            " del _f, _b\n")
-        lines = out.split()
-        if lines and lines[0] == "-":
-            return None
-        if not lines or lines[-1] != ".":
-            raise DeviceError(f"{self.port}: could not read {path}")
-        return bytes.fromhex("".join(lines[:-1]))
+        try:
+            return self.repl.read_file(path, self.timeout)
+        except NodeError as e:
+            raise ExecError(f"{self.port}: reading {path}: the node raised: {last_line(e.node_error)}",
+                            e.node_error) from None
+        except ReplError as e:
+            raise DeviceError(str(e)) from None
 
     def listdir(self, path: str = "/") -> list[tuple[str, bool, int]]:
         """[(name, is_dir, size)] of a directory."""
@@ -609,18 +482,25 @@ class Device:
                   " try:\n  os.rmdir(_p)\n except OSError:\n  pass\n")
 
     def rename(self, pairs: list[tuple[str, str]]) -> None:
-        """os.rename(a, b) for every pair, in one exec (LittleFS renames are atomic)."""
+        """os.rename(a, b) for every pair, in one exec (LittleFS renames are atomic). The
+        node takes no Ctrl-C meanwhile (milliseconds), so all of them happen or none."""
         if pairs:
-            self.exec("import os\n"
-                      f"for _a, _b in {pairs!r}:\n"
-                      " os.rename(_a, _b)\n")
+            self.exec("import os, micropython\n"
+                      "micropython.kbd_intr(-1)\n"
+                      "try:\n"
+                      f" for _a, _b in {pairs!r}:\n"
+                      "  os.rename(_a, _b)\n"
+                      "finally:\n"
+                      " micropython.kbd_intr(3)\n")
 
     def send(self, path: str, data: bytes, progress: Callable[[int], None] | None = None,
              compress: bool | None = None) -> dict:
         """Write data to path (not atomic by itself; see write_atomic) over the binary
         stream, then read it back on the node and check its SHA-256. Returns
         {"bytes": len(data), "wire": stream bytes sent, "seconds": s}. Compressed when the
-        node has `deflate`; if the node lacks the memory to inflate, sent again stored."""
+        node has `deflate`; if the node lacks the memory to inflate, sent again stored.
+        Ctrl-C (KeyboardInterrupt) ends the node's receiver before it propagates: path
+        is then incomplete, and nothing else was touched."""
         if compress is None:
             compress = bool(self.info().get("deflate"))
         try:
@@ -633,70 +513,22 @@ class Device:
     def _send(self, path: str, data: bytes, progress: Callable[[int], None] | None,
               compress: bool) -> dict:
         pieces = encode(data, compress)
-        stream = b"".join(pieces)
         self._helper("_cyrx", RX_SRC)
         t0 = time.monotonic()
-
-        def pump() -> bytes:
-            return self._pump(stream, data, progress)
-
-        out, err = self._exec(f"_cyrx({path!r}, {len(pieces)})", timeout=max(self.timeout, 30), stream=pump)
+        stream = Stream(self.ser, pieces, len(data), progress)
+        out, err = self._exec(f"_cyrx({path!r}, {len(pieces)})", timeout=max(self.timeout, 30),
+                              stream=stream.pump)
+        if stream.stalled:
+            raise DeviceError(f"{self.port}: the node stopped acknowledging the transfer "
+                              f"after {stream.sent} of {stream.total} bytes")
         if err:
-            self._recover()
-            raise ExecError(f"{self.port}: writing {path} failed on the node: {_last_line(err)}{_hint(err)}", err)
+            raise ExecError(f"{self.port}: writing {path} failed on the node: {last_line(err)}{_hint(err)}", err)
         want = hashlib.sha256(data).hexdigest()
         got = out.split()
         if got[-2:] != [str(len(data)), want]:
             raise DeviceError(f"{self.port}: {path}: the node read back different content "
                               f"(sha256 {got[-1] if got else '?'}, expected {want})")
-        return {"bytes": len(data), "wire": len(stream), "seconds": time.monotonic() - t0}
-
-    def _pump(self, stream: bytes, data: bytes, progress: Callable[[int], None] | None) -> bytes:
-        """Send stream under the node's flow control; returns console output seen meanwhile
-        (ACKs removed later). Stops early if the node's program ends (0x04)."""
-        ser = self.ser
-        sent = 0
-        acks = 0
-        seen = bytearray()
-        last = time.monotonic()
-        old = ser.timeout
-        ser.timeout = 0.01
-        total = len(stream)
-        ratio = len(data) / total if total else 1.0
-        try:
-            while True:
-                # the first ACK says "ready" (Ctrl-C is off) and opens the window
-                allowed = 0 if acks == 0 else (acks - 1) * UNIT + WINDOW
-                if sent < total and sent < allowed:
-                    n = min(allowed, total) - sent
-                    ser.write(stream[sent:sent + n])
-                    sent += n
-                if sent >= total and acks > 0:
-                    return bytes(seen)
-                if self._pending:  # read along with the raw-paste acknowledgement
-                    got = bytes(self._pending)
-                    self._pending.clear()
-                else:
-                    got = ser.read(max(1, ser.in_waiting))
-                if got:
-                    a = got.count(ACK)
-                    if a:
-                        acks += a
-                        last = time.monotonic()
-                        if progress is not None:
-                            progress(int(min(sent, max(0, (acks - 1) * UNIT)) * ratio))
-                    seen += got
-                    if b"\x04" in got:  # the program ended early (an error)
-                        return bytes(seen)
-                elif time.monotonic() - last > STALL_S:
-                    raise DeviceError(f"{self.port}: the node stopped acknowledging the transfer "
-                                      f"after {sent} of {total} bytes")
-        finally:
-            ser.timeout = old
-
-    def _recover(self) -> None:
-        self._drain(0.2)
-        self._enter()
+        return {"bytes": len(data), "wire": stream.sent, "seconds": time.monotonic() - t0}
 
     def write_atomic(self, path: str, data: bytes, progress: Callable[[int], None] | None = None) -> dict:
         """PATH.tmp, verified by its SHA-256 read back on the node, then renamed over PATH:
@@ -711,21 +543,96 @@ class Device:
         printed meanwhile ("" if the port went away, as native USB ports do). The Device
         is closed afterwards (the helpers die with the reset)."""
         self._helpers.clear()
-        boot = b""
-        try:
-            self._send_code(b"import machine\nmachine.reset()\n", 5.0)
-            if wait:
-                try:
-                    boot = self._read_until(b'Type "help()" for more information.', wait)
-                except TimeoutError as e:
-                    boot = e.args[0]
-        except Exception:  # noqa: BLE001 - the reset can cut the answer short
-            pass
-        try:
-            self.t.close()
-        except Exception:  # noqa: BLE001
-            pass
+        boot = self.repl.hard_reset(wait)
+        self.repl.close()
         return boot.decode(errors="replace")
+
+
+class Stream:
+    """The host side of one transfer: the pieces, sent under the receiver's flow control
+    (the first ACK says it is ready; then at most WINDOW bytes unacknowledged)."""
+
+    def __init__(self, ser, pieces: list[bytes], size: int,  # noqa: ANN001 - pyserial's Serial
+                 progress: Callable[[int], None] | None) -> None:
+        self.ser = ser
+        self.data = b"".join(pieces)
+        self.total = len(self.data)
+        self.ends = [0]  # where each piece ends in the stream (and the first begins)
+        at = 0
+        for p in pieces:
+            at += len(p)
+            self.ends.append(at)
+        self.ratio = size / self.total if self.total else 1.0
+        self.progress = progress
+        self.sent = 0
+        self.acks = 0
+        self.stalled = False
+
+    def pump(self) -> tuple[bytes, bool]:
+        """Send the stream; (stdout seen meanwhile, whether it ended: 0x04). Reads byte by
+        byte, so that nothing after the program's output is taken from the REPL client.
+        On KeyboardInterrupt the receiver is stopped first (stop())."""
+        ser = self.ser
+        seen = bytearray()
+        last = time.monotonic()
+        old = ser.timeout
+        ser.timeout = 0.01
+        try:
+            while True:
+                if self.sent < self.total and self.sent < self.allowed():
+                    n = min(self.allowed(), self.total) - self.sent
+                    ser.write(self.data[self.sent:self.sent + n])
+                    self.sent += n
+                if self.sent >= self.total and self.acks > 0:
+                    return bytes(seen), False
+                c = ser.read(1)
+                if c == ACK:
+                    self.acks += 1
+                    last = time.monotonic()
+                    if self.progress is not None:
+                        self.progress(int(min(self.sent, max(0, (self.acks - 1) * UNIT)) * self.ratio))
+                elif c == b"\x04":
+                    return bytes(seen), True  # the program ended early (an error)
+                elif c:
+                    seen += c
+                elif time.monotonic() - last > STALL_S:
+                    self.stalled = True
+                    self.stop()
+                    return bytes(seen), False
+        except KeyboardInterrupt:
+            self.stop()
+            raise
+        finally:
+            ser.timeout = old
+
+    def allowed(self) -> int:
+        return 0 if self.acks == 0 else (self.acks - 1) * UNIT + WINDOW
+
+    def stop(self) -> None:
+        """End the node's receiver now: zeros complete the piece in flight, then the STOP
+        header; under flow control, within ABORT_S. The receiver then raises, and the
+        exec's end follows as usual."""
+        end = next((e for e in self.ends if e >= self.sent), self.sent)
+        tail = bytes(end - self.sent) + STOP
+        base = self.sent
+        done = 0
+        deadline = time.monotonic() + ABORT_S
+        ser = self.ser
+        try:
+            while done < len(tail) and time.monotonic() < deadline:
+                room = (self.allowed() if self.acks else WINDOW) - (base + done)
+                if room > 0:
+                    n = min(room, len(tail) - done)
+                    ser.write(tail[done:done + n])
+                    done += n
+                    continue
+                c = ser.read(1)
+                if c == ACK:
+                    self.acks += 1
+                elif c == b"\x04":
+                    return  # the receiver has ended
+        except Exception:  # noqa: BLE001 - best effort: the receiver also stops when quiet
+            pass
 
 
 def encode(data: bytes, compress: bool) -> list[bytes]:
@@ -751,6 +658,5 @@ def _hint(err: str) -> str:
     return ""
 
 
-def _last_line(err: str) -> str:
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    return lines[-1].strip() if lines else "error"
+__all__ = ["ACK", "CHUNK", "Device", "DeviceError", "ExecError", "Interrupted", "encode",
+           "resolve_port", "target_of"]

@@ -84,12 +84,22 @@ def deploy(port: str, target: str | None, dry_run: bool, force: bool, reset: boo
     written to PATH.tmp and verified on the node; all are then renamed in one step, so a
     power loss leaves the old firmware whole. The node's loops keep running until --reset.
 
-    Exit codes: 0 done, 1 failed (no port, not a MicroPython REPL, a transfer error), 2 usage."""
+    Exit codes: 0 done, 1 failed (no port, not a MicroPython REPL, a transfer error), 2 usage,
+    130 interrupted (Ctrl-C: one line says what the node holds)."""
     from cyphy.deploy import deploy as run
+    from cyphy.deploy import interrupted
 
-    with progress_bar(not as_json, "deploy") as cb:
-        with open_device(port, baud, soft_reset) as dev:
-            report = run(dev, target=target, dry_run=dry_run, force=force, reset=reset, progress=cb)
+    state: dict = {}
+    try:
+        with progress_bar(not as_json, "deploy") as cb:
+            with open_device(port, baud, soft_reset) as dev:
+                report = run(dev, target=target, dry_run=dry_run, force=force, reset=reset,
+                             progress=cb, state=state)
+    except KeyboardInterrupt:
+        # one line: what the node holds; its console is free (the transfer or exec was
+        # ended on the node's side before the interrupt got here)
+        click.echo(f"{port}: deploy interrupted: {interrupted(state)}", err=True)
+        raise click.exceptions.Exit(130) from None
     emit(report, as_json, _text)
 
 
