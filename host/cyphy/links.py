@@ -5,7 +5,8 @@
     udp://192.168.1.40[:5477]             Wi-Fi (one frame per datagram)
     sim://NAME                            a sim node's console (its PTY under $CYPHY_HOME)
 
-A link moves whole frames (bytes); the session logic is in cyphy.client.
+A link moves whole frames (bytes); the session logic is in cyphy.client. A serial link's
+port is opened by cyphy.rawrepl's client, which also runs SerialLink.exec's code.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlparse
 from cyphy_node import serfec
 
 from . import codec as P
+from .rawrepl import RawRepl, ReplError
 
 
 class LinkError(Exception):
@@ -31,10 +33,6 @@ class NoServe(LinkError):
 
 class Link(Protocol):
     def send(self, frame: bytes) -> None: ...
-    def _must_enter(self) -> bool:
-        # the node is back at its REPL, or may be: serve() ends after 2 s without input
-        return self.broken or time.monotonic() - self._last_write > self.SILENT_S
-
     def recv(self, timeout: float) -> bytes | None: ...
     def close(self) -> None: ...
     def describe(self) -> str: ...
@@ -42,17 +40,20 @@ class Link(Protocol):
 
 class UdpLink:
     def __init__(self, host: str, port: int = P.UDP_PORT) -> None:
-        self.addr = (socket.gethostbyname(host), port)
+        try:
+            self.addr = (socket.gethostbyname(host), port)
+        except (socket.gaierror, UnicodeError) as e:
+            why = getattr(e, "strerror", None) or str(e)
+            where = f"udp://{host}" + (f":{port}" if port != P.UDP_PORT else "")
+            raise LinkError(f"{where}: cannot find the host {host!r} ({why}); check the "
+                            f"name, or give the node's IP address (cyphy discover lists the nodes "
+                            f"it hears)") from None
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         self.sock.bind(("", 0))
 
     def send(self, frame: bytes) -> None:
         self.sock.sendto(frame, self.addr)
-
-    def _must_enter(self) -> bool:
-        # the node is back at its REPL, or may be: serve() ends after 2 s without input
-        return self.broken or time.monotonic() - self._last_write > self.SILENT_S
 
     def recv(self, timeout: float) -> bytes | None:
         self.sock.settimeout(timeout)
@@ -97,14 +98,13 @@ class SerialLink:
 
     def __init__(self, url: str, baud: int = 115200, enter: bool = True, enter_s: float = 30.0,
                  fec: bool = False) -> None:
-        import serial
-
         try:
-            self.ser = serial.serial_for_url(url, baud, timeout=0.05, exclusive=True)
-        except serial.SerialException as e:
-            raise LinkError(_serial_hint(url, e)) from None
-        except (OSError, ValueError) as e:
-            raise LinkError(f"{url}: {e}") from None
+            # the port, and the raw REPL that exec() uses
+            self.repl = RawRepl(url, baud, name=url)
+        except ReplError as e:
+            raise LinkError(str(e)) from None
+        self.ser = self.repl.serial
+        self.ser.timeout = 0.05
         self.url = url
         self.enter_s = enter_s
         # frames as blocks, each sent serfec.ROUNDS times (docs/protocol.md, "On a noisy
@@ -244,34 +244,24 @@ class SerialLink:
             return self._frames.pop(0)
 
     def exec(self, code: str, timeout: float = 10.0) -> str:
-        """Run code in the raw REPL (no session may be open: see Session.close_session);
-        returns its output, or raises LinkError with the node's traceback. The node's
-        loops keep running: the raw REPL is entered without a soft reset."""
+        """Leave the protocol, run code in the raw REPL, come back (no session may be
+        open: see Session.close_session); returns its output, or raises LinkError with the
+        node's traceback. The node's loops keep running: no soft reset."""
         with self._rlock, self._wlock:
-            s = self.ser
             self._pause()
-            self._write(b"\r\x03\x03")
-            time.sleep(0.05)
-            self._write(b"\r\x01")
-            self._expect(b"raw REPL; CTRL-B to exit\r\n>", 5.0, "the raw REPL")
-            self._write(code.encode() + b"\x04")
-            self._expect(b"OK", timeout, "an OK from the raw REPL")
-            out = self._until(b"\x04", timeout)
-            err = self._until(b"\x04", timeout)
-            self._write(b"\x02")  # back to the friendly REPL, where a person expects it
-            self._expect(b">>> ", 5.0, "the friendly prompt")
-            self._pending = bytearray()
-            self.broken = True     # the next frame needs node.serve() again
+            try:
+                self.repl.enter()  # CR Ctrl-C after a pause also ends a running serve()
+                out, err = self.repl.exec_raw(code, timeout)
+                self.repl.leave(wait=True)  # the friendly REPL, where a person expects it
+            except ReplError as e:
+                raise LinkError(str(e)) from None
+            finally:
+                self._last_write = time.monotonic()
+                self._pending = bytearray()
+                self.broken = True     # the next frame needs node.serve() again
         if err:
             raise LinkError(f"{self.url}: the code raised:\n{err.decode(errors='replace').strip()}")
         return out.decode(errors="replace")
-
-    def _until(self, marker: bytes, timeout: float) -> bytes:
-        """Input up to marker (not included)."""
-        try:
-            return self._expect(marker, timeout, "end of output")[:-len(marker)]
-        except LinkError:
-            raise LinkError(f"{self.url}: the node did not finish within {timeout:.0f} s") from None
 
     def _split(self, data: bytes) -> None:
         # 00 ends a chunk; a chunk that is not a frame is console text (the REPL's)
@@ -325,7 +315,7 @@ class SerialLink:
             self.ser.flush()
         except Exception:  # noqa: BLE001 - closing must not fail
             pass
-        self.ser.close()
+        self.repl.close()
 
     def describe(self) -> str:
         return self.url
@@ -362,14 +352,26 @@ def serial_device(url: str) -> str:
 
 
 def open_link(url: str) -> Link:
-    """A Link for a URL (see the module docstring)."""
+    """A Link for a URL (see the module docstring). A URL that cannot work raises LinkError
+    saying what is wrong with it."""
     u = urlparse(url)
     q = parse_qs(u.query)
     if u.scheme == "udp":
         if not u.hostname:
             raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
-        return UdpLink(u.hostname, u.port or P.UDP_PORT)
+        try:
+            port = u.port
+        except ValueError:
+            port = 0
+        if port == 0 or (port is None and u.netloc.endswith(":")):
+            raise LinkError(f"{url}: the UDP port must be a number from 1 to 65535, e.g. "
+                            f"udp://{u.hostname}:{P.UDP_PORT} (or leave it out: {P.UDP_PORT})")
+        return UdpLink(u.hostname, port or P.UDP_PORT)
     if u.scheme in ("serial", "sim") or (not u.scheme and url.startswith("/dev/")):
-        return SerialLink(serial_device(url), int(q.get("baud", ["115200"])[0]),
+        baud = q.get("baud", ["115200"])[0]
+        if not baud.isdigit() or int(baud) <= 0:
+            raise LinkError(f"{url}: baud must be a whole number of bits per second, e.g. "
+                            f"?baud=115200")
+        return SerialLink(serial_device(url), int(baud),
                           fec=q.get("fec", ["0"])[0] in ("1", "on", "true", "yes"))
     raise LinkError(f"{url}: unknown link; use serial:///dev/ttyUSB0, udp://HOST[:PORT] or sim://NAME")
