@@ -16,7 +16,7 @@
 # fundamental of that pulse train; D = 1/2 gives the familiar 4 d / pi). The peak-based
 # estimate (with the hysteresis correction sqrt(a^2 - eps^2)) is reported alongside.
 from array import array
-from math import pi, sin, sqrt
+from math import atan2, pi, sin, sqrt, tan
 
 from .fixed import VAL_MAX, VAL_MIN, Acc, to_fixed
 
@@ -30,13 +30,19 @@ RUNNING = const(0)
 DONE = const(1)
 FAILED = const(2)
 _DEV = const(1 << 20)               # |y - sp| is clamped here before accumulation
+_FIRST = const(20000)               # default timeout of the first cycle, ticks
+_TICKS_MAX = const((1 << 29) - 1)
+_EXTRA = const(6)                   # settle cycles added while the period still changes
 
 
 class RelayTune:
     """Relay between `low` and `high` (output units) around `setpoint` with hysteresis `hyst`
     (measurement units; set it above the noise band). Direct action: the relay is high while
-    the measurement is below the band. The first `settle` cycles are discarded, the next
-    `cycles` measured. Fails after `timeout` seconds (default: 200 cycles' worth of 1000 s).
+    the measurement is below the band. The first `settle` cycles are discarded (up to 6 more
+    while consecutive periods still differ by over 1/16), the next `cycles` measured. Fails (status FAILED, output `idle`, reason in result()) when the
+    first cycle has not ended after `timeout` seconds (default: 20000 ticks of this loop,
+    i.e. scaled to its rate), or, once it has, when the run takes longer than 3 times
+    that first cycle's period per remaining cycle.
     """
 
     def __init__(self, setpoint, dt, high, low, hyst=0.0, reverse=False, cycles=4,
@@ -54,8 +60,11 @@ class RelayTune:
         self.reverse = bool(reverse)
         self.cycles = int(cycles)
         self.settle = int(settle)
-        t = 200000.0 if timeout is None else float(timeout)
-        self.max_ticks = min(int(t / self.dt), (1 << 29) - 1)
+        self._smax = self.settle + _EXTRA                # settle cycles at most
+        self._tp = 0                                   # ticks of the previous cycle
+        n = _FIRST if timeout is None else int(float(timeout) / self.dt)
+        self.max_ticks = max(1, min(n, _TICKS_MAX))
+        self._fixed = timeout is not None
         self._per = array("i", [0] * self.cycles)      # period of each measured cycle, ticks
         self._pp = array("i", [0] * self.cycles)       # peak-to-peak of each, milli-units
         self._sy = Acc()                               # sum of (y - sp) over measured cycles
@@ -68,6 +77,11 @@ class RelayTune:
         self._ticks = 0
         self._n = self._nhi = 0                        # measured ticks, of which relay high
         self._ymax = self._ymin = 0
+        self._ts = 0                                   # ticks since the last switch
+        self._ext = 0                                  # extreme of y since then ...
+        self._text = 0                                 # ... reached after this many ticks
+        self._sl = self._nl = 0                        # sum and count of turn times (ticks)
+        self.why = ""
 
     def update(self, y):
         """One period: measurement (milli-units) -> relay output (milli-units)."""
@@ -78,11 +92,14 @@ class RelayTune:
         if self._ticks > self.max_ticks:
             self.status = FAILED
             self.out = self.idle
+            self.relay = 0
             return self.out
         if self.relay < 0:
             self.relay = 1 if (y < self.sp) != self.reverse else 0
             self._ymax = self._ymin = y
         self._t += 1
+        self._ts += 1
+        self._turn(y)
         if y > self._ymax:
             self._ymax = y
         if y < self._ymin:
@@ -104,24 +121,57 @@ class RelayTune:
         else:
             self._syr.add(-d)
 
+    def _turn(self, y):
+        # After a switch the measurement keeps going the old way for the plant's apparent
+        # dead time, then turns: track the extreme since the switch and when it came.
+        # Relay high (direct action): y was falling, watch the minimum.
+        if (y < self._ext) if (self.relay != self.reverse) else (y > self._ext):
+            self._ext = y
+            self._text = self._ts
+
     def _switch(self, y):
         # above / below the hysteresis band; sp +- eps fits (eps <= 2**20).
         above = y > self.sp + self.eps
         below = y < self.sp - self.eps
         if self.relay:
             if (below if self.reverse else above):
+                self._half(y)
                 self.relay = 0
         elif (above if self.reverse else below):
+            self._half(y)
             self.relay = 1
             self._edge(y)
 
+    def _half(self, y):
+        # A switch ends a half cycle: keep its turn time if it was a measured one.
+        if self.settle < self._edges <= self.settle + self.cycles:
+            self._sl += self._text
+            self._nl += 1
+        self._ts = self._text = 0
+        self._ext = y
+
     def _edge(self, y):
         # A rising edge ends cycle number _edges (cycle j runs from edge j to edge j + 1).
+        if self._edges == self.settle and self._edges >= 2 and self.settle < self._smax:
+            # About to measure: wait (up to _EXTRA more cycles) while the last two cycles
+            # still differ by more than 1/16 - the mean level of a slow plant is still
+            # moving under an asymmetric relay.
+            d = self._t - self._tp
+            if d > self._t >> 4 or -d > self._t >> 4:
+                self.settle += 1
+        self._tp = self._t
         j = self._edges - self.settle - 1
         if 0 <= j < self.cycles:
             self._per[j] = self._t
             self._pp[j] = self._ymax - self._ymin
         self._edges += 1
+        if self._edges == 2 and not self._fixed:
+            # The first whole cycle is known: the rest may take 3 of its periods each.
+            n = (self._smax + self.cycles) * 3
+            self.max_ticks = self._ticks + (self._t if self._t < _TICKS_MAX // n else
+                                            _TICKS_MAX // n) * n
+            if self.max_ticks > _TICKS_MAX:
+                self.max_ticks = _TICKS_MAX
         self._t = 0
         self._ymax = self._ymin = y
         if j + 1 >= self.cycles:
@@ -134,11 +184,18 @@ class RelayTune:
         return (max(0, min(self.cycles, self._edges - self.settle - 1)), self.cycles)
 
     def result(self):
-        """Plain data once finished (None while running): Ku, Pu and tuning rules."""
+        """Plain data once finished (None while running): the ultimate point, the identified
+        model, the chosen rule and its gains, and whether the run can be trusted."""
         if self.status == RUNNING:
             return None
         if self.status == FAILED:
-            return {"ok": False, "reason": "timeout after %d ticks" % self._ticks}
+            if self._edges < 2:
+                why = "timeout: no whole oscillation within %d ticks (%g s)" % (
+                    self._ticks, self._ticks * self.dt)
+            else:
+                why = "timeout: %d cycles measured, %d wanted, within %d ticks (%g s)" % (
+                    self.progress()[0], self.cycles, self._ticks, self._ticks * self.dt)
+            return {"ok": False, "stable": False, "reason": why}
         per = [p * self.dt for p in self._per]
         pp = [a / 1000.0 for a in self._pp]
         pu = sum(per) / len(per)
@@ -155,7 +212,8 @@ class RelayTune:
         ku_peak = 4.0 * d / (pi * sqrt(max(a_peak * a_peak - eps * eps, 1e-30)))
         spread_p = (max(per) - min(per)) / pu
         spread_a = (max(pp) - min(pp)) / (2.0 * a_peak) if a_peak else 1.0
-        return {
+        turn = self._sl * self.dt / self._nl if self._nl else 0.0
+        r = {
             "ok": True,
             "ku": ku, "pu": pu,
             "ku_peak": ku_peak,
@@ -166,11 +224,123 @@ class RelayTune:
             "hyst": eps,
             "periods": per,
             "peak_to_peak": pp,
-            # Cycles that differ by more than 10 % mean the oscillation had not settled
-            # (or noise crossed the band): repeat with more settle cycles or more hysteresis.
-            "stable": spread_p < 0.1 and spread_a < 0.1,
+            "turn": turn,
             "rules": rules(ku, pu),
         }
+        why = ""
+        # Trust: the first half of the measured cycles against the second half (a drift
+        # means the oscillation had not settled), and no cycle far off the mean (a
+        # disturbance, or noise crossing the hysteresis band). Allowed on top of 10 %:
+        # what sampling adds (a period is counted in whole ticks, a peak is sampled up to
+        # a tick away from the true one; N ticks per cycle) and noise (up to the
+        # hysteresis band on each peak). Cycle-to-cycle jitter itself is expected on
+        # plants without dead time, where noise at the switching instants sets much of
+        # the amplitude; the means are still good (more `cycles` average it further).
+        nt = pu / self.dt
+        h = len(per) // 2
+        drift_p = abs(sum(per[:h]) / h - sum(per[h:]) / (len(per) - h)) / pu
+        drift_a = abs(sum(pp[:h]) / h - sum(pp[h:]) / (len(pp) - h)) / (2.0 * a_peak) \
+            if a_peak else 1.0
+        tol_p = 0.1 + 2.0 / nt
+        tol_a = 0.1 + 4.0 / nt + (2.0 * eps / a_peak if a_peak else 0.0)
+        if drift_p >= tol_p or drift_a >= tol_a or spread_p >= 0.4 or spread_a >= 0.6:
+            why = "cycles drift by %d %% (period) and %d %% (amplitude), spread %d %% and " \
+                  "%d %%: not settled, disturbed, or noise crossed the hysteresis band" % (
+                      drift_p * 100, drift_a * 100, spread_p * 100, spread_a * 100)
+        elif not 0.0 < ku < 1e30:
+            why = "no measurable oscillation (Ku %r)" % ku
+        else:
+            m = model(ku, pu, eps / (b1 or 1.0), turn, self.dt)
+            r["model"] = m
+            r.update(tune(m, self.dt))
+        r["stable"] = not why
+        r["reason"] = why
+        return r
+
+
+# ---- identification: a first-order-plus-dead-time model from the relay run ----
+#
+# The relay run gives one point of the frequency response and one time: at w = 2 pi / Pu,
+# |Re G| = 1 / Ku (the covariance above) and, since a relay with hysteresis eps switches
+# when the first harmonic a1 crosses eps, the phase is -pi + phi with sin phi = eps / a1:
+#     |G| sin phi = eps / b1,  |G| cos phi = 1 / Ku.
+# After each switch the measurement keeps its direction for the apparent dead time L, then
+# turns (exactly L on an FOPDT plant; on lag plants without delay, a shorter time that
+# plays the same role). The model K exp(-L s) / (T s + 1) through that point with that L:
+#     w T = tan(pi - phi - w L),   K = |G| sqrt(1 + (w T)^2)
+# (Li, Eskinat and Luyben 1991 fit the same model from Ku, Pu and a measured dead time).
+# pi - phi - w L above ~pi/2 means a near-integrating plant (T capped at 20 L here: the
+# rule only needs K / T there); below 0 an almost pure delay (T = 0, L from the phase).
+
+def model(ku, pu, s_b, turn, dt):
+    """FOPDT {"K", "T", "L", "tau"} from Ku, Pu, eps / b1, the turn time and the period (s)."""
+    w = 2.0 * pi / pu
+    g = sqrt(1.0 / (ku * ku) + s_b * s_b)
+    # Lag at w of the plant alone: the loop's lag less the hold's half period (the relay
+    # acts on samples, up to a period after the crossing).
+    phase = pi - atan2(s_b, 1.0 / ku) - w * dt / 2.0
+    L = turn
+    x = phase - w * L
+    if x <= 0.05:                                     # delay alone explains the lag
+        L = phase / w
+        x = 0.05
+    wt = tan(x) if x < 1.5 else tan(1.5)
+    T = wt / w
+    if L < 1e-3 * T:
+        L = 1e-3 * T
+    if T > 20.0 * L:
+        T = 20.0 * L                                  # lag-dominant: keep K / T right
+        wt = w * T
+    K = g * sqrt(1.0 + wt * wt)
+    return {"class": "fopdt", "K": K, "T": T, "L": L, "tau": L / (L + T)}
+
+
+# ---- the rule: PID gains for the identified FOPDT model ----
+#
+# _TABLE rows: (tau, A, B, C, p_on_m) with tau = L / (L + T) the normalised dead time and
+#     kp = A / (K tau),  Ti = B L,  Td = C L,  derivative filter Td / 10
+# (A, B, C are O(1) from lag-dominant to delay-dominant plants, so linear interpolation in
+# tau is accurate). Derived like AMIGO (Astrom and Hagglund 2004): optimal PIDs computed
+# offline for a batch of FOPDT plants and tabulated, here the PID of cyphy's structure
+# minimising the larger of its two IAE ratios (setpoint step, load step) to the IAE-optimal
+# PID of each task (docs/control.md, "Relay autotune").
+_TABLE = (
+    (0.02, 0.7204, 2.5311, 0.3916, 0),
+    (0.05, 0.7057, 2.6544, 0.3545, 0),
+    (0.1, 0.6874, 3.322, 0.295, 0),
+    (0.15, 0.653, 3.1934, 0.3802, 0),
+    (0.2, 0.6166, 3.6042, 0.3929, 0),
+    (0.3, 0.5572, 2.3199, 0.4076, 0),
+    (0.4, 0.5018, 1.6207, 0.4128, 0),
+    (0.5, 0.4732, 1.2895, 0.3654, 0),
+    (0.6, 0.441, 1.007, 0.3315, 0),
+    (0.7, 0.412, 0.7872, 0.302, 0),
+    (0.8, 0.3655, 0.5932, 0.2361, 0),
+)
+
+
+def tune(m, dt):
+    """{"rule", "why", "kp", "ki", "kd", "d_filter", "p_on_m"} for model m (FOPDT)."""
+    L = m["L"] + dt / 2.0                             # the hold adds half a period of delay
+    T = m["T"]
+    tau = L / (L + T)
+    t = _TABLE
+    i = 0
+    while i < len(t) - 2 and tau > t[i + 1][0]:
+        i += 1
+    lo, hi = t[i], t[i + 1]
+    f = (tau - lo[0]) / (hi[0] - lo[0])
+    f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
+    a, b, c = (lo[k] + f * (hi[k] - lo[k]) for k in (1, 2, 3))
+    kp = a / (m["K"] * tau)
+    td = c * L
+    pom = (lo[4] if f < 0.5 else hi[4]) == 1
+    return {"rule": "fopdt_table", "kp": kp, "ki": kp / (b * L), "kd": kp * td,
+            "d_filter": td / 10.0, "p_on_m": pom,
+            "why": "FOPDT K %.4g, T %.4g s, L %.4g s (dead time / (dead time + lag) %.2f): %s" % (
+                m["K"], T, m["L"], tau,
+                "P on measurement keeps the setpoint overshoot down" if pom else
+                "P on error")}
 
 
 def _pid(kp, ti, td):

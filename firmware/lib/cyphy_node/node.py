@@ -729,11 +729,13 @@ class Node:
 
     # ---- relay autotune (Astrom-Hagglund), result kept on flash ----
 
-    def autotune(self, name, high, low, hyst=0.0, rule="tyreus_luyben", cycles=4, settle=2,
+    def autotune(self, name, high, low, hyst=0.0, rule="auto", cycles=4, settle=2,
                  timeout_s=None):
         """Replace loop `name`'s PID by a relay (output high/low around its setpoint) until
-        `cycles` oscillations are measured; then the PID gets the gains of `rule` (see
-        autotune.rules) and the result is written to /autotune.json, applied at every boot."""
+        `cycles` oscillations are measured; then the PID gets the gains of `rule` ("auto":
+        chosen from the model the run identified; or one of autotune.rules) and the result
+        is written to /autotune.json, applied at every boot. A run that times out or is not
+        stable changes nothing: the PID resumes from the output it had before."""
         return self.soft_call(self._autotune, name, high, low, hyst, rule, cycles, settle,
                               timeout_s)
 
@@ -743,9 +745,12 @@ class Node:
         lp = self.loop(name)
         if lp.pid is None:
             raise ValueError("%s: autotune needs a PID loop" % name)
-        if rule not in rules(1.0, 1.0):
-            raise ValueError("rule must be one of " + ", ".join(sorted(rules(1.0, 1.0))))
+        if rule != "auto" and rule not in rules(1.0, 1.0):
+            raise ValueError("rule must be auto or one of " + ", ".join(sorted(rules(1.0, 1.0))))
+        if lp.tuner is not None:
+            raise ValueError("%s: an autotune is already running" % name)
         lp.tune_rule = rule
+        lp.tune_u0 = lp.u                   # the output to return to if the run is refused
         lp.tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
                              reverse=lp.pid.reverse, cycles=cycles, settle=settle,
                              timeout=timeout_s)
@@ -763,24 +768,42 @@ class Node:
                 self._finish_tune(lp)
 
     def _finish_tune(self, lp):
-        # Runs once per autotune (may allocate): keep the result, apply the gains.
+        # Runs once per autotune (may allocate): keep the result; apply the gains only if
+        # the run finished and was stable, else return to the output before the tune.
         r = lp.tuner.result()
         lp.tuner = None
         self._tuning -= 1
-        r["rule"] = lp.tune_rule
-        self.tuned[lp.name] = r
-        if r["ok"]:
+        rule = lp.tune_rule
+        if r.get("stable") and rule != "auto":
+            g = r["rules"][rule]
+            r["rule"], r["why"] = rule, "asked for"
+            r["kp"], r["ki"], r["kd"] = g["kp"], g["ki"], g["kd"]
+            r.pop("d_filter", None)
+            r.pop("p_on_m", None)
+        back = lp.u
+        if r["ok"] and r.get("stable"):
             self._apply_tuning(lp, r)
+        else:
+            r["applied"] = False
+            back = lp.tune_u0
+        if r["applied"] or lp.name not in self.tuned:
+            self.tuned[lp.name] = r     # a refused run never replaces applied gains on flash
+        else:
+            self.tuned[lp.name]["last_refused"] = r
         self._save_tunings()
-        lp.pid.set_manual(lp.u)  # continue from the relay's last output (milli-units): bumpless
-        if lp.auto:
+        lp.pid.set_manual(back)  # continue from the relay's last output (milli-units), or
+        if lp.auto:              # from the output before a refused run: bumpless
             lp.pid.set_auto()
 
     def _apply_tuning(self, lp, r):
-        g = r["rules"][r["rule"]]
+        pid = lp.pid
+        tf = pid.tf
         try:
-            lp.pid.set_tunings(g["kp"], g["ki"], g["kd"])
+            if "d_filter" in r:
+                pid.set_d_filter(r["d_filter"])
+            pid.set_tunings(r["kp"], r["ki"], r["kd"], r.get("p_on_m"))
         except ValueError as e:  # gains the fixed-point PID cannot hold: keep the old ones
+            pid.set_d_filter(tf)
             r["applied"] = False
             r["error"] = str(e)
             return
@@ -796,7 +819,11 @@ class Node:
             return {}
         for lp in self.loops:
             r = saved.get(lp.name)
-            if r and r.get("ok") and lp.pid is not None and r.get("rule") in r.get("rules", {}):
+            if not (r and r.get("ok") and r.get("applied", True) and lp.pid is not None):
+                continue
+            if "kp" not in r and r.get("rule") in r.get("rules", {}):
+                r.update(r["rules"][r["rule"]])     # a file from before the "auto" rule
+            if "kp" in r:
                 self._apply_tuning(lp, r)
         return saved
 

@@ -1,0 +1,459 @@
+"""The relay autotune judged as a user would: a family of plants, the closed loop the node
+runs after a tune, and the reference it is compared with (tests and `make bench`).
+
+- family(seed, n): plants drawn from parameter ranges and a seed (FOPDT with dead time /
+  time constant 0.02..2, DC motors, two-tank levels at several operating points,
+  underdamped second-order plants with some dead time), built with _plant.make() (the sim
+  board's models), each with its loop rate, actuator range, operating point, noise and a
+  relay an operator would choose.
+- autotune(case, seed): the firmware's RelayTune on the noisy plant, from rest at the
+  operating point; result() as the node gets it.
+- evaluate(case, gains): setpoint step and load step (a step on the plant input, as in
+  SIMC and AMIGO) with the firmware's PID, without noise: IAE, overshoot, settling time.
+- optimum(case, task): the reference. The PID of the same structure (P on error or on
+  measurement, D on measurement with filter Td / 10, same sample time and output limits,
+  conditional anti-windup) minimising the task's IAE subject to: the setpoint step
+  overshoots at most 10 % and settles within 2 %, the load step settles within 2 %, and
+  the maximum sensitivity Ms <= 2 (the usual upper bound of acceptable robustness,
+  Astrom & Hagglund 2006, ch. 4; without a robustness bound the IAE optimum of a plant
+  without dead time is an infinitely fast, useless loop). Nelder-Mead from several starts.
+
+Floats and plain Python; the optimiser runs the float reference PID (reference_pid.RefPID,
+the same controller as pid.py within fixed-point rounding) for speed.
+"""
+
+from __future__ import annotations
+
+import cmath
+import math
+import random
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reference_pid import RefPID  # also puts firmware/lib on sys.path
+
+REPO = Path(__file__).resolve().parents[2]
+ROM = REPO / "boards" / "sim" / "rom"
+if str(ROM) not in sys.path:
+    sys.path.insert(0, str(ROM))
+
+import _plant  # noqa: E402
+
+from cyphy_node.autotune import RUNNING, RelayTune  # noqa: E402
+from cyphy_node.pid import PID  # noqa: E402
+
+OS_MAX = 0.10          # setpoint overshoot, fraction of the step
+BAND = 0.02            # settling band, fraction of the step (load: of its open-loop effect)
+MS_MAX = 2.0           # robustness bound of the reference optimum
+KINDS = ("fotd", "dcmotor", "twotank", "second_order")
+
+
+@dataclass
+class Case:
+    name: str
+    kind: str
+    spec: dict                 # for _plant.make (no noise, no initial)
+    inp: str
+    out: str
+    initial: dict              # equilibrium at the operating point
+    u0: float                  # operating input
+    umin: float
+    umax: float
+    du: float                  # input step whose static effect is the setpoint step
+    scale: float               # measurement units per plant unit (a user's choice of unit)
+    kstat: float               # static gain, measurement units per input unit
+    y0: float                  # operating measurement, units
+    dt: float
+    n: int                     # ticks per step experiment
+    gfun: object = field(repr=False, default=None)  # s -> plant G(s), units per input unit
+    noise: float = 0.0         # measurement noise std, plant units
+    params: dict = field(default_factory=dict)
+
+    @property
+    def step(self):
+        return self.kstat * self.du
+
+    def plant(self, seed=1, noise=False):
+        spec = dict(self.spec, initial=dict(self.initial))
+        if noise and self.noise:
+            spec["noise"] = {"std": {self.out: self.noise}}
+        return _plant.make(spec, seed=seed)
+
+    def relay(self):
+        """What an operator would set: an asymmetric relay around the operating input,
+        hysteresis three noise standard deviations (above the noise band)."""
+        return dict(high=min(self.umax, self.u0 + 2.5 * self.du),
+                    low=max(self.umin, self.u0 - 2.0 * self.du),
+                    hyst=max(3.0 * self.noise * self.scale, 0.002))
+
+
+def _lu(rnd, lo, hi):
+    return math.exp(rnd.uniform(math.log(lo), math.log(hi)))
+
+
+def _fotd(rnd, i):
+    K = rnd.uniform(0.5, 2.0)
+    r = _lu(rnd, 0.02, 2.0)                   # dead time / time constant
+    j = rnd.randint(1, 10)
+    L, dt = 0.8 * j, 0.1 * j                  # 8 samples per dead time, on the 0.1 s grid
+    T = L / r
+    n = int((40 * L + 4 * min(T, 10 * L)) / dt)
+    return Case(f"fotd{i} L/T={r:.2f}", "fotd",
+                {"type": "fotd", "gain": K, "tau_s": T, "dead_time_s": L, "ambient": 20.0},
+                "heater", "temperature", {"heater": 50.0, "temperature": 20 + 50 * K},
+                50.0, 0.0, 100.0, 10.0, 1.0, K, 20 + 50 * K, dt, n,
+                lambda s: K * cmath.exp(-L * s) / (T * s + 1), 0.01 * K * 10.0,
+                {"K": K, "T": T, "L": L})
+
+
+def _dcmotor(rnd, i):
+    J, b = _lu(rnd, 0.005, 0.02), _lu(rnd, 0.05, 0.2)
+    K, R, Lm = _lu(rnd, 0.01, 0.05), _lu(rnd, 0.5, 2.0), _lu(rnd, 0.1, 1.0)
+    den0 = R * b + K * K
+    kw = K / den0                              # rad/s per V
+    u0 = 6.0
+    w0 = kw * u0
+    i0 = b * w0 / K
+    # poles of (Lm s + R)(J s + b) + K^2
+    a, bb, c = Lm * J, Lm * b + R * J, den0
+    disc = math.sqrt(max(bb * bb - 4 * a * c, 0.0))
+    slow = (bb - disc) / (2 * a) if disc else bb / (2 * a)
+    fast = (bb + disc) / (2 * a)
+    dt = round(max(0.002, 1.0 / (20 * fast)), 3)
+    n = max(300, int(8.0 / slow / dt))
+    scale = 10.0 / (kw * 1.2)                  # the 1.2 V step is 10 units
+    return Case(f"dcmotor{i}", "dcmotor",
+                {"type": "dcmotor", "J": J, "b": b, "K": K, "R": R, "L": Lm,
+                 "vmin": 0.0, "vmax": 12.0},
+                "voltage", "speed", {"voltage": u0, "speed": w0, "current": i0},
+                u0, 0.0, 12.0, 1.2, scale, kw * scale, w0 * scale, dt, n,
+                lambda s: scale * K / ((Lm * s + R) * (J * s + b) + K * K), 0.01 * kw * 1.2,
+                {"poles": (-slow, -fast)})
+
+
+def _twotank(rnd, i):
+    A1, A2 = 28e-4 * rnd.uniform(0.8, 1.25), 32e-4 * rnd.uniform(0.8, 1.25)
+    a1, a2 = 7.1e-6 * rnd.uniform(0.8, 1.25), 5.7e-6 * rnd.uniform(0.8, 1.25)
+    k, g = 3.33e-6, 9.81
+    c1, c2 = a1 * math.sqrt(2 * g), a2 * math.sqrt(2 * g)
+    u0 = rnd.uniform(1.0, 2.6)                 # operating point: tank 2 from ~1/10 to ~3/5 full
+    q = k * u0
+    h1, h2 = (q / c1) ** 2, (q / c2) ** 2
+    if h2 > 0.15:                              # keep clear of the 0.2 m rim
+        u0 *= math.sqrt(0.15 / h2)
+        q = k * u0
+        h1, h2 = (q / c1) ** 2, (q / c2) ** 2
+    g1 = c1 / (2 * math.sqrt(h1))              # linearised outflow conductances
+    g2 = c2 / (2 * math.sqrt(h2))
+    kh = k / g2                                # m per V
+    scale = 1000.0                             # mm
+    t1, t2 = A1 / g1, A2 / g2
+    dt = round(min(t1, t2) / 20, 1)
+    n = int(6 * (t1 + t2) / dt)
+    du = 0.1 * u0
+    return Case(f"twotank{i} h2={h2 * 100:.1f}cm", "twotank",
+                {"type": "twotank", "A1": A1, "A2": A2, "a1": a1, "a2": a2, "k": k},
+                "pump", "h2", {"pump": u0, "h1": h1, "h2": h2}, u0, 0.0, 10.0, du,
+                scale, kh * scale, h2 * scale, dt, n,
+                lambda s: scale * k / (A1 * s + g1) * g1 / (A2 * s + g2), 0.01 * du * kh,
+                {"tau1": t1, "tau2": t2, "h2": h2})
+
+
+def _second_order(rnd, i):
+    K = rnd.uniform(0.5, 2.0)
+    wn = _lu(rnd, 0.5, 5.0)
+    z = rnd.uniform(0.15, 0.6)
+    L = round(_lu(rnd, 0.1, 1.0) / wn, 2)
+    dt = max(0.005, round(min(L, 0.5 / wn) / 8, 3))
+    n = int(max(40 * L, 30 / wn) / dt)
+    return Case(f"second_order{i} zeta={z:.2f}", "second_order",
+                {"type": "second_order", "gain": K, "wn_rad_s": wn, "zeta": z,
+                 "dead_time_s": L},
+                "drive", "y", {"drive": 50.0, "y": 50.0 * K}, 50.0, 0.0, 100.0, 10.0, 1.0,
+                K, 50.0 * K, dt, n,
+                lambda s: K * wn * wn * cmath.exp(-L * s) / (s * s + 2 * z * wn * s + wn * wn),
+                0.01 * K * 10.0, {"wn": wn, "zeta": z, "L": L})
+
+
+_MAKERS = {"fotd": _fotd, "dcmotor": _dcmotor, "twotank": _twotank,
+           "second_order": _second_order}
+
+
+def family(seed, per_kind=2, kinds=KINDS):
+    """per_kind plants of each kind, drawn from the ranges above with this seed."""
+    rnd = random.Random(seed)
+    out = []
+    for kind in kinds:
+        for j in range(per_kind):
+            c = _MAKERS[kind](rnd, j)
+            c.name = f"{c.name} s{seed}"
+            out.append(c)
+    return out
+
+
+# ---- the relay run and the loop it leaves behind ----
+
+def autotune(case, seed=1, cycles=4, settle=2):
+    """Run the firmware's RelayTune on the noisy plant from rest at its operating point."""
+    p = case.plant(seed=seed, noise=True)
+    at = RelayTune(case.y0, case.dt, cycles=cycles, settle=settle, **case.relay())
+    ticks = 0
+    while at.status == RUNNING:
+        u = at.update(round(case.scale * p.measure(case.out) * 1000)) / 1000.0
+        p.set_input(case.inp, u)
+        p.step(case.dt)
+        ticks += 1
+    r = at.result()
+    r["ticks"] = ticks
+    return r
+
+
+def gains(r):
+    return {k: r[k] for k in ("kp", "ki", "kd", "d_filter", "p_on_m")}
+
+
+def _pid(case, g, fw, sp):
+    kw = dict(out_min=case.umin, out_max=case.umax, setpoint=sp, p_on_m=g["p_on_m"],
+              d_filter=g["d_filter"], integral=case.u0, sp_rate=g.get("sp_rate", 0.0))
+    if fw:
+        return PID(g["kp"], g["ki"], g["kd"], case.dt, **kw)
+    return RefPID(g["kp"], g["ki"], g["kd"], case.dt, **kw)
+
+
+def simulate(case, g, task, fw=True, trace=False):
+    """One step experiment from equilibrium: task "setpoint" (step of the setpoint by
+    case.step) or "load" (the plant input gets -case.du on top of the controller's
+    output). Returns {"iae" (units s), "overshoot" (fraction), "settle_s", "settled"}."""
+    step = case.step
+    pid = _pid(case, g, fw, case.y0)
+    sp = case.y0 + step if task == "setpoint" else case.y0
+    if fw:
+        pid.set_setpoint(round(sp * 1000))
+    else:
+        pid.setpoint = sp
+    d = -case.du if task == "load" else 0.0
+    p = case.plant()
+    dt, scale, inp, out = case.dt, case.scale, case.inp, case.out
+    iae, peak, last_out, k = 0.0, 0.0, -1, 0
+    band = BAND * step
+    ys = []
+    for k in range(case.n):
+        y = scale * p.true(out)
+        e = sp - y
+        if trace:
+            ys.append(y)
+        iae += abs(e) * dt
+        if abs(e) > band:
+            last_out = k
+            if abs(e) > 20 * step:
+                return {"iae": math.inf, "overshoot": math.inf, "settle_s": math.inf,
+                        "settled": False}
+        if task == "setpoint":
+            peak = max(peak, -e)
+        else:
+            peak = max(peak, abs(e))
+        if fw:
+            u = pid.update(round(y * 1000)) / 1000.0
+        else:
+            u = pid.update(y)
+        p.set_input(inp, u + d)
+        p.step(dt)
+    settle = (last_out + 1) * dt
+    r = {"iae": iae, "overshoot": peak / step if task == "setpoint" else peak / step,
+         "settle_s": settle, "settled": last_out < 0.75 * case.n}
+    if trace:
+        r["y"] = ys
+    return r
+
+
+def evaluate(case, g, fw=True):
+    return {"setpoint": simulate(case, g, "setpoint", fw), "load": simulate(case, g, "load", fw)}
+
+
+# ---- robustness: the maximum sensitivity of the sampled loop ----
+
+def ms(case, g):
+    """max |1 / (1 + C G)| over frequency: the PID exactly as pid.py discretises it (I
+    forward sum, filtered D on measurement; P on measurement does not change the loop),
+    the plant G(jw) with the zero-order hold, up to the Nyquist frequency."""
+    dt = case.dt
+    kp, ki, kd, tf = g["kp"], g["ki"], g["kd"], g["d_filter"]
+    b = tf / (tf + dt)
+    best = 1.0
+    wmax = math.pi / dt
+    w = wmax * 1e-5
+    while w <= wmax:
+        z1 = cmath.exp(-1j * w * dt)               # z^-1
+        c = kp + ki * dt / (1 - z1) + kd / (tf + dt) * (1 - z1) / (1 - b * z1)
+        s = 1j * w
+        zoh = (1 - cmath.exp(-s * dt)) / (s * dt)
+        lw = c * case.gfun(s) * zoh
+        m = 1.0 / abs(1 + lw)
+        if m > best:
+            best = m
+        w *= 1.05
+    return best
+
+
+# ---- the reference optimum ----
+
+def nelder_mead(f, x0, steps, iters=120, tol=1e-3):
+    """Minimise f from x0 (a small Nelder-Mead: reflection, expansion, contraction,
+    shrink). Returns (x, f(x))."""
+    n = len(x0)
+    pts = [list(x0)]
+    for i in range(n):
+        x = list(x0)
+        x[i] += steps[i]
+        pts.append(x)
+    vals = [f(x) for x in pts]
+    for _ in range(iters):
+        order = sorted(range(n + 1), key=lambda i: vals[i])
+        pts = [pts[i] for i in order]
+        vals = [vals[i] for i in order]
+        if abs(vals[-1] - vals[0]) <= tol * abs(vals[0]) and vals[0] < math.inf:
+            break
+        c = [sum(p[i] for p in pts[:-1]) / n for i in range(n)]
+        xr = [c[i] + (c[i] - pts[-1][i]) for i in range(n)]
+        fr = f(xr)
+        if fr < vals[0]:
+            xe = [c[i] + 2 * (c[i] - pts[-1][i]) for i in range(n)]
+            fe = f(xe)
+            pts[-1], vals[-1] = (xe, fe) if fe < fr else (xr, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = xr, fr
+        else:
+            xc = [c[i] + 0.5 * (pts[-1][i] - c[i]) for i in range(n)]
+            fc = f(xc)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = xc, fc
+            else:
+                for j in range(1, n + 1):
+                    pts[j] = [pts[0][i] + 0.5 * (pts[j][i] - pts[0][i]) for i in range(n)]
+                    vals[j] = f(pts[j])
+    i = min(range(n + 1), key=lambda i: vals[i])
+    return pts[i], vals[i]
+
+
+def _g(x, pom):
+    kp, ki, kd = math.exp(x[0]), math.exp(x[1]), math.exp(x[2])
+    return {"kp": kp, "ki": ki, "kd": kd, "d_filter": kd / kp / 10.0, "p_on_m": pom}
+
+
+def feasible(case, g, fw=False):
+    """The spec every loop must meet, and the figures: (ok, {task: sim}, Ms)."""
+    m = ms(case, g)
+    if m > MS_MAX:
+        return False, None, m
+    sp = simulate(case, g, "setpoint", fw)
+    if not (sp["settled"] and sp["overshoot"] <= OS_MAX):
+        return False, {"setpoint": sp}, m
+    ld = simulate(case, g, "load", fw)
+    return ld["settled"], {"setpoint": sp, "load": ld}, m
+
+
+def optimum(case, task, starts):
+    """The reference PID for task ("setpoint" or "load"), searched from the gain sets in
+    `starts` (each tried with P on error and on measurement). Returns (gains, sims, Ms)."""
+    best = (math.inf, None)
+    for g0 in starts:
+        for pom in (False, True):
+            cache = {}
+
+            def cost(x, pom=pom):
+                key = tuple(round(v, 4) for v in x)
+                if key not in cache:
+                    g = _g(x, pom)
+                    ok, sims, m = feasible(case, g)
+                    if ok:
+                        cache[key] = sims[task]["iae"]
+                    else:
+                        cache[key] = 1e9 * (1 + max(m - MS_MAX, 0)) + (
+                            sims["setpoint"]["overshoot"] if sims else 0)
+                return cache[key]
+
+            x0 = [math.log(g0["kp"]), math.log(max(g0["ki"], 1e-9)),
+                  math.log(max(g0["kd"], g0["kp"] * case.dt * 0.1))]
+            x, v = nelder_mead(cost, x0, [0.3, 0.3, 0.6])
+            if v < best[0]:
+                best = (v, _g(x, pom))
+    g = best[1]
+    if g is None:
+        return None, None, None
+    ok, sims, m = feasible(case, g)
+    if not ok:
+        return None, None, None
+    return g, sims, m
+
+
+# ---- the rule's table (autotune._TABLE), derived like AMIGO ----
+
+def simc(K, T, L):
+    """SIMC PI (Skogestad 2003, tau_c = L) with a little derivative: a feasible start."""
+    kp = T / (K * 2 * L) if T > 0 else 0.2 / K
+    kp = max(kp, 0.2 / K)
+    ti = max(min(T, 8 * L), L / 3)
+    return {"kp": kp, "ki": kp / ti, "kd": kp * 0.1 * L, "d_filter": 0.01 * L,
+            "p_on_m": False}
+
+
+def fotd_case(tau, dt_per_L=16):
+    """Normalised FOPDT: K = 1, L = 1.6 s, T = L (1 - tau) / tau."""
+    L = 1.6
+    T = L * (1 - tau) / tau
+    dt = L / dt_per_L
+    return Case(f"fotd tau={tau:.2f}", "fotd",
+                {"type": "fotd", "gain": 1.0, "tau_s": T, "dead_time_s": L, "ambient": 0.0},
+                "heater", "temperature", {"heater": 50.0, "temperature": 50.0},
+                50.0, 0.0, 100.0, 10.0, 1.0, 1.0, 50.0, dt,
+                int((40 * L + 4 * min(T, 10 * L)) / dt),
+                lambda s: cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": 1.0, "T": T, "L": L})
+
+
+def minimax(case, ref_sp, ref_ld, starts, os_max=0.04, ms_max=1.7):
+    """The gains minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld) with margins on the
+    spec (os_max, ms_max) for the identification's errors."""
+    best = (math.inf, None)
+    for g0 in starts:
+        for pom in (False, True):
+            def cost(x, pom=pom):
+                g = _g(x, pom)
+                m = ms(case, g)
+                if m > ms_max:
+                    return 1e9 * (1 + m)
+                sp = simulate(case, g, "setpoint", False)
+                if not sp["settled"] or sp["overshoot"] > os_max:
+                    return 1e6 * (1 + sp["overshoot"])
+                ld = simulate(case, g, "load", False)
+                if not ld["settled"]:
+                    return 1e6
+                return max(sp["iae"] / ref_sp, ld["iae"] / ref_ld)
+
+            x0 = [math.log(g0["kp"]), math.log(max(g0["ki"], 1e-9)),
+                  math.log(max(g0["kd"], g0["kp"] * case.dt * 0.1))]
+            x, v = nelder_mead(cost, x0, [0.3, 0.3, 0.6])
+            if v < best[0]:
+                best = (v, _g(x, pom))
+    return best
+
+
+def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print):
+    """Rows (tau, A, B, C, p_on_m) of autotune._TABLE: kp = A / (K tau), Ti = B L,
+    Td = C L with L the dead time plus half a sample (what the node's rule uses)."""
+    rows = []
+    for tau in taus:
+        c = fotd_case(tau)
+        P = c.params
+        s0 = simc(P["K"], P["T"], P["L"])
+        starts = [s0, dict(s0, kp=s0["kp"] * 0.6, ki=s0["ki"] * 0.4)]
+        gs, ss, _ = optimum(c, "setpoint", starts)
+        gl, sl, _ = optimum(c, "load", starts + [gs])
+        r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl, s0])
+        L = P["L"] + c.dt / 2
+        te = L / (L + P["T"])
+        row = (tau, round(g["kp"] * P["K"] * te, 4), round(g["kp"] / g["ki"] / L, 4),
+               round(g["kd"] / g["kp"] / L, 4), int(g["p_on_m"]))
+        log(f"tau {tau}: ratio {r:.3f} row {row}  sp* {gs}  ld* {gl}")
+        rows.append(row)
+    return rows
