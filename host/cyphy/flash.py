@@ -134,20 +134,27 @@ _ERRORS = (
 
 
 def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | None = None,
-                before: str = "default-reset", after: str = "hard-reset", baud: int = 460800) -> str:
+                before: str = "default-reset", after: str = "hard-reset", baud: int = 460800,
+                on_touch: Callable[[], None] | None = None) -> str:
     """esptool --chip esp32 ... (a subprocess: esptool's own exit and output stay apart);
-    its output, or FlashError with a one-line reason."""
+    its output, or FlashError with a one-line reason. on_touch() is called once, when
+    esptool says it begins to erase or write the flash."""
     cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud",
            str(baud), "--before", before, "--after", after, *args]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p = _popen_held(cmd)
     out = bytearray()
     assert p.stdout is not None
     try:
+        if p.interrupted:  # Ctrl-C while esptool was starting
+            raise KeyboardInterrupt
         while True:
             chunk = p.stdout.read1(4096) if hasattr(p.stdout, "read1") else p.stdout.read(1)
             if not chunk:
                 break
             out += chunk
+            if on_touch is not None and any(w.encode() in out for w in _TOUCHED):
+                on_touch()
+                on_touch = None
             if progress is not None:
                 for m in _PCT.finditer(chunk):
                     progress(float(m.group(1)))
@@ -163,6 +170,25 @@ def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | 
     if rc != 0:
         raise FlashError(_explain(text, port))
     return text
+
+
+def _popen_held(cmd: list[str]) -> subprocess.Popen:
+    """Popen(cmd), with a SIGINT that comes meanwhile held until it has returned (then
+    p.interrupted is True): interrupted inside Popen, the child would run on unseen."""
+    import signal
+
+    seen: list[int] = []
+    try:
+        old = signal.signal(signal.SIGINT, lambda *_: seen.append(1))
+    except ValueError:  # not the main thread
+        old = None
+    try:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    p.interrupted = bool(seen)  # type: ignore[attr-defined]
+    return p
 
 
 def _stop(p: subprocess.Popen) -> None:
@@ -199,7 +225,8 @@ def flash(port: str, firmware: Path | None, config: dict | None, target: str = "
 
 def write(port: str, parts: list[tuple[int, bytes, str]], erase: bool = True,
           before: str = "default-reset", after: str = "hard-reset", baud: int = 460800,
-          progress: Callable[[str, float], None] | None = None) -> dict:
+          progress: Callable[[str, float], None] | None = None,
+          on_touch: Callable[[], None] | None = None) -> dict:
     """esptool write-flash of the planned regions, each verified by MD5."""
     with tempfile.TemporaryDirectory() as tmp:
         args = ["write-flash"]
@@ -210,7 +237,7 @@ def write(port: str, parts: list[tuple[int, bytes, str]], erase: bool = True,
             f.write_bytes(data)
             args += [f"{off:#x}", str(f)]
         cb = (lambda pct: progress("writing", pct)) if progress else None
-        text = run_esptool(port, args, cb, before=before, after=after, baud=baud)
+        text = run_esptool(port, args, cb, before=before, after=after, baud=baud, on_touch=on_touch)
     verified = text.count("Hash of data verified")
     if verified < len(parts):
         raise FlashError(f"esptool did not verify every region on {port} "

@@ -52,6 +52,21 @@ def wait_stderr_line(p: subprocess.Popen, prefix: bytes, timeout: float = 30) ->
     return line
 
 
+def wait_child(p: subprocess.Popen, timeout: float = 30) -> None:
+    """Until p runs esptool (its child process)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and p.poll() is None:
+        try:
+            kids = [c for t in os.listdir(f"/proc/{p.pid}/task")
+                    for c in Path(f"/proc/{p.pid}/task/{t}/children").read_text().split()]
+            if any(b"-m\x00esptool\x00" in Path(f"/proc/{c}/cmdline").read_bytes() for c in kids):
+                return
+        except OSError:
+            pass
+        time.sleep(0.002)
+    raise AssertionError("no esptool")
+
+
 def read_at(path: Path, off: int, n: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(off)
@@ -75,11 +90,12 @@ def answers(n) -> bool:
 def test_ctrl_c_before_esptool_writes_leaves_the_node_untouched(node):
     n, cfg = node
     p = start(cfg)
-    wait_stderr_line(p, b"flash: sim://fi: erasing the whole flash")
+    wait_child(p)                               # esptool started: it is still loading
     rc, took, err = interrupt(p, group=False)   # `kill -INT`: esptool must be stopped by cyphy
     lines = err.strip().splitlines()
     assert rc == 130 and took < 2.0, (rc, took, err)
     assert len(lines) == 1 and lines[0].startswith("Error: interrupted: ") and "as it was" in lines[0], err
+    assert "esptool had not begun to write" in lines[0], err
     assert "Traceback" not in err
     n.port = n.node.state()["port"]
     assert answers(n)                                   # the firmware runs as before
@@ -99,7 +115,8 @@ def test_ctrl_c_while_esptool_writes_says_blank_and_the_command_again(node):
     rc, took, err = interrupt(p, group=True)      # a terminal's Ctrl-C: esptool gets it too
     lines = err.strip().splitlines()
     assert rc == 130 and took < 2.0, (rc, took, err)
-    assert len(lines) == 1 and "blank or partly written" in lines[0], err
+    assert len(lines) == 1 and "blank or partly written" in lines[0] and lines[0].startswith(
+        "Error: interrupted: esptool was writing: sim://fi's flash"), err
     m = re.search(r"run `(cyphy flash [^`]*)` again", lines[0])
     assert m, err
     # the node waits in its ROM loader; the command it names brings it back

@@ -83,7 +83,8 @@ def flash(port: str, firmware: Path | None, config_path: Path | None, name: str 
 
     The node's filesystem is replaced whole (and the whole chip erased unless --no-erase):
     its key (/secrets.json), its persisted tuning (/autotune.json) and its config go, as
-    with esptool write-flash. It is said before the write, with what to run next.
+    with esptool write-flash. It is said as esptool begins to erase or write, and the
+    output ends with what to run next.
 
     Ctrl-C stops at once and says what state the node is left in (untouched, or blank
     and the command to run again). Exit codes: 0 done, 1 failed, 2 usage, 130 interrupted."""
@@ -111,12 +112,12 @@ def flash(port: str, firmware: Path | None, config_path: Path | None, name: str 
                 report = _flash_sim(port[len("sim://"):].strip("/"), parts, not no_erase, cb)
             else:
                 dev = port[len("serial://"):] if port.startswith("serial://") else port
-                _say_erase(port, not no_erase, None)
                 try:
                     from cyphy.flash import write
 
                     report = write(dev, parts, not no_erase, before or "default-reset",
-                                   after or "hard-reset", baud or 460800, cb)
+                                   after or "hard-reset", baud or 460800, cb,
+                                   on_touch=lambda: _say_erase(port, not no_erase, None))
                 except FlashInterrupted as e:
                     raise Interrupted(_interrupted_state(port, e.touched, False)) from None
     except (FlashError, ProvisionError) as e:
@@ -140,7 +141,8 @@ def _interrupted_state(port: str, touched: bool, rom_loader: bool) -> str:
 
 
 def _say_erase(port: str, erase: bool, present: list[str] | None) -> None:
-    """Before the write: what it takes away (stderr, so that --json stays clean)."""
+    """As esptool begins to erase or write: what that takes away (stderr, so that --json
+    stays clean)."""
     from cyphy.flash import NODE_FILES
 
     files = [f"{what} ({p})" for p, what in NODE_FILES if present is None or p in present]
@@ -192,9 +194,9 @@ def _flash_sim(name: str, parts: list, erase: bool, cb) -> dict:
             except Exception:  # noqa: BLE001 - blank or foreign flash: nothing to say about it
                 present = []
             st = control.start(name, baud=baud, download=True)
-            _say_erase(port, erase, present)
             try:
-                report = write(st["port"], parts, erase, "no-reset", "no-reset", 460800, cb)
+                report = write(st["port"], parts, erase, "no-reset", "no-reset", 460800, cb,
+                               on_touch=lambda: _say_erase(port, erase, present))
             except FlashInterrupted as e:
                 touched = e.touched
                 raise Interrupted(_interrupted_state(port, e.touched, True)) from None

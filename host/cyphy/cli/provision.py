@@ -94,11 +94,19 @@ def _effect(r: dict, port: str) -> str:
 def _secret_file(path: str, what: str) -> str:
     from cyphy.provision import ProvisionError
 
+    hint = ("give a text file holding the key in hex (16 to 64 bytes)" if what == "key"
+            else f"give a text file holding the {what}")
     try:
-        with open(path) as f:
-            return f.read().rstrip("\r\n")
+        with open(path, "rb") as f:
+            data = f.read(1 << 16)
     except OSError as e:
-        raise ProvisionError(f"{what} file {path}: {e.strerror or e}") from None
+        raise ProvisionError(f"{what} file {path}: {e.strerror or e}; {hint}") from None
+    try:
+        if b"\0" in data:
+            raise UnicodeError
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeError:
+        raise ProvisionError(f"{what} file {path}: is binary, not text; {hint}") from None
 
 
 def _wifi_password(password_file: str | None) -> str:
