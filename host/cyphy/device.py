@@ -344,7 +344,7 @@ class Device:
             if self._helpers and self.repl.in_raw:
                 self.exec("\n".join(f"try:\n del {h}\nexcept NameError:\n pass" for h in self._helpers),
                           timeout=2.0)
-        except (DeviceError, KeyboardInterrupt):
+        except (Exception, KeyboardInterrupt):  # noqa: BLE001 - closing must not fail
             pass
         self._helpers.clear()
         self.repl.close()
@@ -375,6 +375,8 @@ class Device:
             out, err = self.repl.finish(timeout, pre, done)
         except ReplError as e:
             raise DeviceError(str(e)) from None
+        except (OSError, ValueError) as e:  # pyserial's errors when the port goes away
+            raise DeviceError(f"{self.port}: lost the node's REPL: {e}") from None
         return out.replace(ACK, b"").decode(errors="replace"), err.decode(errors="replace")
 
     def eval(self, expr: str) -> object:

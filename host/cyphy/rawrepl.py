@@ -247,9 +247,9 @@ class RawRepl:
 
         if not self.in_raw:
             self.enter()
-        elif self.transport.prompt_read and self.serial.in_waiting:
-            self.serial.read(self.serial.in_waiting)  # at rest nothing is pending: line noise
         try:
+            if self.transport.prompt_read and self.serial.in_waiting:
+                self.serial.read(self.serial.in_waiting)  # at rest nothing is pending: line noise
             with self._io_timeout():
                 self.transport.exec_raw_no_follow(code)
         except KeyboardInterrupt:
