@@ -332,24 +332,17 @@ def rss_kb(pid: int) -> int | None:
 
 
 class Repl:
-    """A node's raw REPL over its serial port, entered without a soft reset (Ctrl-C,
-    Ctrl-A), so whatever main.py started keeps running. Output is buffered across reads:
-    an answer that arrives in one chunk with the "OK" is never lost."""
+    """A node's raw REPL (cyphy.rawrepl's client), entered without a soft reset, so
+    whatever main.py started keeps running. The port is not opened exclusively: the
+    fail-safe trials run code while a protocol link may hold it."""
 
     def __init__(self, port: str, baud: int = 115200) -> None:
-        import serial
+        from cyphy.rawrepl import RawRepl
 
-        self.s = serial.serial_for_url(port, baud, timeout=0.05)
-        self.buf = bytearray()
-        self.in_raw = False
+        self.repl = RawRepl(port, baud, exclusive=False)
 
     def close(self) -> None:
-        try:
-            if self.in_raw:
-                self.s.write(b"\x02")  # back to the friendly prompt, where a person expects it
-                self.s.flush()
-        finally:
-            self.s.close()
+        self.repl.close()  # back to the friendly prompt, where a person expects it
 
     def __enter__(self) -> "Repl":
         return self
@@ -357,36 +350,26 @@ class Repl:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def read_until(self, marker: bytes, timeout: float) -> bytes:
-        end = time.monotonic() + timeout
-        while marker not in self.buf:
-            if time.monotonic() > end:
-                tail = bytes(self.buf[-300:]).decode(errors="replace")
-                raise TimeoutError(f"no {marker!r} from the node within {timeout:.0f} s; "
-                                   f"last output: {tail!r}")
-            self.buf += self.s.read(self.s.in_waiting or 1)
-        i = self.buf.index(marker) + len(marker)
-        out = bytes(self.buf[:i])
-        del self.buf[:i]
-        return out
-
     def raw(self, timeout: float = 10.0) -> None:
-        self.s.write(b"\r\x03\x01")
-        self.read_until(b"raw REPL; CTRL-B to exit\r\n>", timeout)
-        self.in_raw = True
+        from cyphy.rawrepl import ReplError
+
+        try:
+            self.repl.enter()
+        except ReplError as e:
+            raise TimeoutError(str(e)) from None
 
     def run(self, code: str, timeout: float = 60.0) -> str:
         """Run code; its output. RuntimeError with the node's traceback if it raised."""
-        if not self.in_raw:
+        from cyphy.rawrepl import NodeError, ReplError
+
+        if not self.repl.in_raw:
             self.raw()
-        self.s.write(code.encode() + b"\x04")
-        self.read_until(b"OK", timeout)
-        out = self.read_until(b"\x04", timeout)[:-1]
-        err = self.read_until(b"\x04", timeout)[:-1]
-        self.read_until(b">", timeout)
-        if err:
-            raise RuntimeError("the node raised: " + err.decode(errors="replace").strip()[-500:])
-        return out.decode(errors="replace")
+        try:
+            return self.repl.exec(code, timeout)
+        except NodeError as e:
+            raise RuntimeError("the node raised: " + e.node_error.strip()[-500:]) from None
+        except ReplError as e:
+            raise TimeoutError(str(e)) from None
 
 
 def node_exec(port: str, code: str, timeout: float = 60.0) -> str:

@@ -1,21 +1,24 @@
-"""A minimal serial console client for console-fidelity tests (pyserial, no mpremote)."""
+"""A serial console client for console-fidelity tests: byte-level access to the friendly
+REPL (pyserial), and the raw REPL through cyphy.rawrepl's client (mpremote's transport)."""
 
 from __future__ import annotations
 
 import time
 
-import serial
+from cyphy.rawrepl import RawRepl, ReplError
 
 BANNER_END = b'Type "help()" for more information.\r\n>>> '
 
 
 class Console:
     def __init__(self, port: str, baud: int = 115200) -> None:
-        self.s = serial.serial_for_url(port, baud, timeout=0.05)
+        self.repl = RawRepl(port, baud, exclusive=False)
+        self.s = self.repl.serial
+        self.s.timeout = 0.05
         self.seen = bytearray()
 
     def close(self) -> None:
-        self.s.close()
+        self.repl.close(leave=False)  # the node stays where the test left it
 
     def __enter__(self) -> "Console":
         return self
@@ -52,17 +55,19 @@ class Console:
         self.read_until(BANNER_END)
 
     def raw(self) -> None:
-        self.write(b"\r\x03\x01")
-        self.read_until(b"raw REPL; CTRL-B to exit\r\n>")
+        """Into the raw REPL (no soft reset), its '>' prompt read."""
+        self.seen.clear()
+        try:
+            self.repl.enter()
+        except ReplError as e:
+            raise AssertionError(str(e)) from None
 
     def raw_exec(self, src: bytes, timeout: float = 10.0) -> tuple[bytes, bytes]:
         """Run src in the raw REPL: (stdout, exception text)."""
-        self.write(src + b"\x04")
-        self.read_until(b"OK", timeout)
-        out = self.read_until(b"\x04", timeout)[:-1]
-        err = self.read_until(b"\x04", timeout)[:-1]
-        self.read_until(b">", timeout)
-        return out, err
+        try:
+            return self.repl.exec_raw(src, timeout)
+        except ReplError as e:
+            raise AssertionError(str(e)) from None
 
     def run(self, src: str, timeout: float = 60.0) -> str:
         """Run src in the raw REPL; the test fails with the node's traceback on an error."""

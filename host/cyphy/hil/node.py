@@ -8,7 +8,6 @@ or record a run on the node itself (record(): exact on virtual time)."""
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,25 +73,23 @@ class HilNode:
         self.reset()
 
     def reset(self, timeout: float = 60.0) -> str:
-        """Hard reset (machine.reset()) and wait until main.py reports the loops running."""
-        import serial
+        """Hard reset (machine.reset(), from the raw REPL) and wait until main.py reports
+        the loops running."""
+        from cyphy.rawrepl import RawRepl, ReplError
 
-        s = serial.serial_for_url(self.port, 115200, timeout=0.05)
         try:
-            s.write(b"\r\x03\x03\x02")      # whatever runs, back to the friendly prompt
-            _read_until(s, BANNER_END, 10.0, self.port)
-            time.sleep(0.05)
-            s.reset_input_buffer()
-            s.write(b"import machine; machine.reset()\r")
-            # the ESP32 ROM's first line after a reset ("rst:0xc (SW_CPU_RESET)..."), then
-            # main.py's output, then MicroPython's banner
-            seen = _read_until(s, b"rst:", timeout, self.port)
-            seen += _read_until(s, BANNER_END, timeout, self.port)
-        finally:
-            s.close()
-        text = bytes(seen)
-        self.boot_log = text.decode(errors="replace")
-        if not BOOTED.search(text):
+            with RawRepl(self.port, exclusive=False) as repl:
+                repl.enter()
+                # the ESP32 ROM's lines ("rst:0xc (SW_CPU_RESET)..."), main.py's output,
+                # then MicroPython's banner
+                seen = repl.hard_reset(timeout, until=BANNER_END)
+        except ReplError as e:
+            raise HilError(str(e)) from None
+        self.boot_log = seen.decode(errors="replace")
+        if BANNER_END not in seen:
+            raise HilError(f"{self.port}: no {BANNER_END.decode()!r} from the node within "
+                           f"{timeout:.0f} s; it said: {self.boot_log[-400:]!r}")
+        if not BOOTED.search(seen):
             raise HilError(f"{self.port}: the node booted without its loops running:\n"
                            + self.boot_log[-600:])
         return self.boot_log
@@ -134,17 +131,6 @@ class HilNode:
         import json
 
         return json.loads(self.exec("import json\nprint(json.dumps(node.state()))"))
-
-
-def _read_until(s, marker: bytes, timeout: float, port: str) -> bytearray:
-    seen = bytearray()
-    end = time.monotonic() + timeout
-    while marker not in seen:
-        if time.monotonic() > end:
-            raise HilError(f"{port}: no {marker.decode()!r} from the node within {timeout:.0f} s; "
-                           f"it said: {bytes(seen[-400:]).decode(errors='replace')!r}")
-        seen += s.read(s.in_waiting or 1)
-    return seen
 
 
 def parse_recording(text: str, loops: list[str]) -> dict[str, Response]:
