@@ -181,6 +181,8 @@ def _flash_sim(name: str, parts: list, erase: bool, cb) -> dict:
         if st is None:
             raise FlashError(f"sim node {name!r} is not running (cyphy sim start {name})")
         baud = int(st.get("baud", 115200))
+        # powered up again as it ran: its line rate, clock and speed (its bench stays installed)
+        again_as = {"virtual_time": bool(st.get("virtual_time")), "speed": st.get("speed") or "host"}
         report = None
         try:
             control.stop(name)
@@ -211,7 +213,7 @@ def _flash_sim(name: str, parts: list, erase: bool, cb) -> dict:
                 if touched and report is None:
                     st = control.start(name, baud=baud, download=True)
                 else:
-                    st = control.start(name, baud=baud)  # boots MicroPython from its flash
+                    st = control.start(name, baud=baud, **again_as)  # boots MicroPython from its flash
     except SimError as e:
         raise FlashError(str(e)) from None
     report["port"] = port
