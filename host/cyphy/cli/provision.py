@@ -178,8 +178,15 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     when its MicroPython heap is 512 KB or more; a sim node: its own heap): one that would
     not fit the node's RAM is refused unless --force.
 
+    The node reads its files at boot: the output's "takes effect:" line says when what was
+    written takes effect (without --reset the node runs its previous config and key, or
+    none, until it resets; with --reset it answers with the new key).
+
+    Ctrl-C stops at once, with one line saying what the node holds (untouched, its
+    previous files, the new config and which key) and the command to run again.
+
     Exit codes: 0 done, 1 failed (bad config: the message names the field; a config that
-    does not fit; no port; a write that did not verify), 2 usage."""
+    does not fit; no port; a write that did not verify), 2 usage, 130 interrupted."""
     from cyphy.provision import check_config, load_config_file, provision as run
 
     config = None
