@@ -444,24 +444,22 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
 # What the running firmware uses, as opposed to the file it boots from: whether its
 # protocol endpoint has a key, and whether that is /secrets.json's. Booleans only.
 RUNNING_SRC = """\
-try:
- _k = node.comms.key
-except Exception:
- _k = 0
-if _k == 0:
- print('?')
-else:
+def _cyrun():
+ try:
+  k = node.comms.key
+ except Exception:
+  return '?'
  try:
   import json
   from cyphy_node import proto
-  with open('/secrets.json') as _f:
-   _s = json.load(_f).get('key')
-  _s = proto.key_from_hex(_s)._ipad == _k._ipad if _s and _k is not None else False
+  with open('/secrets.json') as f:
+   s = json.load(f).get('key')
+  s = proto.key_from_hex(s)._ipad == k._ipad if s and k is not None else False
  except Exception:
-  _s = False
- print(int(_k is not None), int(_s))
- _s = None
-_k = None
+  s = False
+ return '%d %d' % (k is not None, s)
+print(_cyrun())
+del _cyrun
 """
 
 
