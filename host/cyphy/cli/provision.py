@@ -197,9 +197,12 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     if key_file and new_key:
         raise click.UsageError("give either --key-file or --new-key, not both")
     key_hex, key_source = (None, "generated") if new_key else _key(key_file)
-    wifi = (wifi_ssid, _wifi_password(wifi_password_file)) if wifi_ssid else None
     if wifi_password_file and not wifi_ssid:
         raise click.UsageError("--wifi-password-file needs --wifi-ssid")
+    try:
+        wifi = (wifi_ssid, _wifi_password(wifi_password_file)) if wifi_ssid else None
+    except (KeyboardInterrupt, click.exceptions.Abort):  # Ctrl-C at the password prompt
+        raise Interrupted(f"nothing was written to {port}: the node is untouched") from None
 
     state: dict = {"phase": "open"}
     dev = None
