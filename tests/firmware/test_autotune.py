@@ -161,3 +161,152 @@ print(json.dumps({"alloc": alloc, "ticks": k, "ku": r["ku"], "pu": r["pu"]}))
     assert r["alloc"] == 0
     assert r["ku"] == pytest.approx(ku, rel=0.10)
     assert r["pu"] == pytest.approx(pu, rel=0.10)
+
+
+# ---- identification, rule, timeout, and what the node does with a result ----
+
+@pytest.mark.parametrize("K, tau, L, dt", PLANTS[1:])
+def test_identifies_the_fopdt_model(K, tau, L, dt):
+    """The exact relay waveform fit: K, T and L of balanced and delay-dominant plants."""
+    at = RelayTune(20.0 + K * 50.0, dt, high=85.0, low=20.0, hyst=0.05)
+    r = _tune(FOPDT(K, tau, L, dt), at, noise=0.01, seed=3)
+    m = r["model"]
+    assert r["stable"] and m["class"] == "fopdt" and r["rule"] == "fopdt"
+    assert m["K"] == pytest.approx(K, rel=0.05)
+    assert m["T"] == pytest.approx(tau, rel=0.05)
+    assert m["L"] == pytest.approx(L, rel=0.05)
+    for k in ("kp", "ki", "kd", "d_filter", "p_on_m", "why", "reason", "ku", "pu"):
+        assert k in r
+    json.dumps(r)
+
+
+def test_default_timeout_scales_with_the_rate_and_the_period():
+    # Never oscillates: fails after 20000 ticks whatever the rate (200 s at 100 Hz).
+    at = RelayTune(500.0, 0.01, high=80.0, low=20.0, idle=0.0)
+    r = _tune(FOPDT(0.9, 160.0, 12.0, 0.01), at)
+    assert at.status == FAILED and at._ticks == 20001 and at.out == 0
+    assert r["ok"] is False and r["stable"] is False and "no whole oscillation" in r["reason"]
+    # Once a cycle is seen, the run may take 3 of its periods per cycle still to come.
+    K, tau, L, dt = PLANTS[1]
+    at = RelayTune(20.0 + K * 50.0, dt, high=80.0, low=20.0, hyst=0.02)
+    plant, y = FOPDT(K, tau, L, dt), 20.0
+    while at._edges < 2:
+        y = plant.step(at.update(round(y * 1000)) / 1000.0)
+    per = at._tp
+    assert at.max_ticks == at._ticks + 3 * per * (at._smax + at.cycles)
+    assert at.max_ticks * dt < 1000                 # not 200 000 s
+
+
+class _Board:
+    """Just enough board for a Node on CPython: the ADC reads UV (microvolts)."""
+
+    def __init__(self):
+        from cyphy_node.sched import VirtualClock
+        self.clock = VirtualClock(0)
+        self.uv = 1200000
+        self.outs = {}
+        self.mcu = "ESP32"
+
+    def ticks_us(self):
+        return self.clock.ticks_us()
+
+    def __getattr__(self, name):
+        return getattr(self.clock, name)
+
+    def analog_in(self, pin, atten_db=11):
+        b = self
+
+        class Adc:
+            min_mv, range_mv = 0, 3300
+
+            def read_uv(self):
+                return b.uv
+        return Adc()
+
+    def pwm_out(self, pin, freq_hz=1000, duty_u16=0):
+        class Out:
+            def duty_u16(self, d):
+                self.v = d
+        self.outs[pin] = o = Out()
+        o.v = duty_u16
+        return o
+
+    def watchdog(self, timeout_ms):
+        class W:
+            def feed(self):
+                pass
+        return W()
+
+
+def _node(tmp_path, monkeypatch):
+    import time
+
+    # MicroPython's time functions the node uses, on CPython (wrapping like the port's).
+    ms = [0]
+    monkeypatch.setattr(time, "ticks_ms", lambda: ms[0], raising=False)
+    monkeypatch.setattr(time, "ticks_add", lambda a, b: (a + b) & ((1 << 30) - 1),
+                        raising=False)
+    monkeypatch.setattr(time, "ticks_diff", lambda a, b: ((a - b + (1 << 29)) &
+                                                          ((1 << 30) - 1)) - (1 << 29),
+                        raising=False)
+    from cyphy.hil.defaults import THERMAL_CONFIG
+    from cyphy_node import config
+    from cyphy_node.node import Node
+
+    cfg = json.loads(json.dumps(THERMAL_CONFIG))
+    cfg["name"] = "tune"
+    cfg = config.validate(cfg)
+    return Node(cfg, _Board(), fault_path=str(tmp_path / "faults.log"),
+                tune_path=str(tmp_path / "autotune.json"))
+
+
+def test_node_applies_only_trusted_results(tmp_path, monkeypatch):
+    node = _node(tmp_path, monkeypatch)
+    lp = node.loops[0]
+    name = lp.name
+    before = lp.pid.get_tunings()
+    lp.u = 33000                                     # the output before the tune
+    # A timeout: nothing applied, the PID resumes from the output before the tune.
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.u = 80000                                     # the relay's last output
+    lp.tuner.status = FAILED
+    node._check_tuners()
+    st = node.tune_status(name)
+    assert st["running"] is False and st["result"]["applied"] is False
+    assert "timeout" in st["result"]["reason"]
+    assert lp.pid.get_tunings() == before and lp.pid.out == 33000
+    # Not stable: the same, and the refused run does not replace applied gains on flash.
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.tuner.status = DONE
+    lp.tuner.result = lambda: {"ok": True, "stable": False, "reason": "cycles drift",
+                               "rules": rules(10.0, 50.0)}
+    node._check_tuners()
+    assert lp.pid.get_tunings() == before
+    assert node.tune_status(name)["result"]["reason"] == "cycles drift"
+    # Trusted: the gains, the derivative filter and P on measurement are applied and kept.
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.tuner.status = DONE
+    good = {"ok": True, "stable": True, "reason": "", "rule": "fopdt", "why": "test",
+            "kp": 4.0, "ki": 0.05, "kd": 20.0, "d_filter": 0.5, "p_on_m": True,
+            "rules": rules(10.0, 50.0)}
+    lp.tuner.result = lambda: dict(good)
+    node._check_tuners()
+    assert lp.pid.get_tunings() == (4.0, 0.05, 20.0) and lp.pid.p_on_m and lp.pid.tf == 0.5
+    saved = json.loads((tmp_path / "autotune.json").read_text())
+    assert saved[name]["applied"] is True
+    # ... and a later refused run leaves them in place, noted beside them.
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.tuner.status = FAILED
+    node._check_tuners()
+    saved = json.loads((tmp_path / "autotune.json").read_text())
+    assert saved[name]["kp"] == 4.0 and saved[name]["last_refused"]["ok"] is False
+    # At boot the kept result is applied again.
+    node2 = _node(tmp_path, monkeypatch)
+    assert node2.loops[0].pid.get_tunings() == (4.0, 0.05, 20.0)
+    # An explicit classical rule is still available.
+    node.autotune(name, high=80, low=20, hyst=0.5, rule="tyreus_luyben")
+    lp.tuner.status = DONE
+    lp.tuner.result = lambda: dict(good)
+    node._check_tuners()
+    tl = rules(10.0, 50.0)["tyreus_luyben"]
+    assert lp.pid.get_tunings() == pytest.approx((tl["kp"], tl["ki"], tl["kd"]))

@@ -16,7 +16,7 @@
 # fundamental of that pulse train; D = 1/2 gives the familiar 4 d / pi). The peak-based
 # estimate (with the hysteresis correction sqrt(a^2 - eps^2)) is reported alongside.
 from array import array
-from math import atan2, pi, sin, sqrt, tan
+from math import atan2, cos, exp, log, pi, sin, sqrt, tan
 
 from .fixed import VAL_MAX, VAL_MIN, Acc, to_fixed
 
@@ -33,6 +33,7 @@ _DEV = const(1 << 20)               # |y - sp| is clamped here before accumulati
 _FIRST = const(20000)               # default timeout of the first cycle, ticks
 _TICKS_MAX = const((1 << 29) - 1)
 _EXTRA = const(6)                   # settle cycles added while the period still changes
+_DPHASE = -0.13                     # rad: FOPDT class above (see RelayTune.result)
 
 
 class RelayTune:
@@ -49,8 +50,8 @@ class RelayTune:
                  settle=2, timeout=None, idle=None):
         if not high > low:
             raise ValueError("need high > low")
-        if cycles < 2 or settle < 0:
-            raise ValueError("need cycles >= 2 and settle >= 0")
+        if not 2 <= cycles <= 64 or settle < 0:
+            raise ValueError("need 2 <= cycles <= 64 and settle >= 0")
         self.dt = float(dt)
         self.sp = to_fixed(setpoint, name="setpoint")
         self.high = to_fixed(high, name="high")
@@ -67,6 +68,10 @@ class RelayTune:
         self._fixed = timeout is not None
         self._per = array("i", [0] * self.cycles)      # period of each measured cycle, ticks
         self._pp = array("i", [0] * self.cycles)       # peak-to-peak of each, milli-units
+        self._mx = array("i", [0] * self.cycles)       # its maximum - sp (clamped to _DEV)
+        self._mn = array("i", [0] * self.cycles)       # its minimum - sp
+        self._s10 = self._s01 = 0                      # sums of y - sp at high->low and
+                                                       # low->high switches (measured)
         self._sy = Acc()                               # sum of (y - sp) over measured cycles
         self._syr = Acc()                              # sum of (y - sp) * r, r = +1 high / -1 low
         self.status = RUNNING
@@ -143,10 +148,17 @@ class RelayTune:
             self._edge(y)
 
     def _half(self, y):
-        # A switch ends a half cycle: keep its turn time if it was a measured one.
+        # A switch ends a half cycle: keep its turn time and the level it switched at if it
+        # was a measured one (sums of <= 2 * 64 values below 2**20: they fit).
         if self.settle < self._edges <= self.settle + self.cycles:
             self._sl += self._text
             self._nl += 1
+            d = y - self.sp
+            d = -_DEV if d < -_DEV else (_DEV if d > _DEV else d)
+            if self.relay:
+                self._s10 += d
+            else:
+                self._s01 += d
         self._ts = self._text = 0
         self._ext = y
 
@@ -164,6 +176,10 @@ class RelayTune:
         if 0 <= j < self.cycles:
             self._per[j] = self._t
             self._pp[j] = self._ymax - self._ymin
+            d = self._ymax - self.sp
+            self._mx[j] = _DEV if d > _DEV else (-_DEV if d < -_DEV else d)
+            d = self._ymin - self.sp
+            self._mn[j] = _DEV if d > _DEV else (-_DEV if d < -_DEV else d)
         self._edges += 1
         if self._edges == 2 and not self._fixed:
             # The first whole cycle is known: the rest may take 3 of its periods each.
@@ -251,6 +267,17 @@ class RelayTune:
             why = "no measurable oscillation (Ku %r)" % ku
         else:
             m = model(ku, pu, eps / (b1 or 1.0), turn, self.dt)
+            ex = self._exact(pu, turn)
+            m["class"] = "lag"
+            if ex is not None:
+                # The waveform fits an FOPDT plant; is its lag at w the measured one too?
+                # Higher-order plants fit a waveform with too little lag (by 0.15-0.35 rad
+                # on motors and tanks; FOPDT plants within +-0.11).
+                w, T = m["w"], ex[1]
+                m["dphase"] = w * turn + atan2(w * T, 1.0) - m["phase"]
+                m["K"], m["T"], m["tau"] = ex[0], T, turn / (turn + T)
+                if m["dphase"] > _DPHASE:
+                    m["class"] = "fopdt"
             r["model"] = m
             r.update(tune(m, self.dt))
         r["stable"] = not why
@@ -258,7 +285,69 @@ class RelayTune:
         return r
 
 
+    def _exact(self, pu, L):
+        """(K, T) of the FOPDT plant whose exact relay limit cycle has this run's period,
+        peaks and switching levels, with the measured dead time L; None if no FOPDT has
+        (the waveform is that of a higher-order or more-than-integrating plant)."""
+        c = self.cycles
+        sg = -1.0 if self.reverse else 1.0             # work in "relay high drives y up"
+        mx = sum(self._mx) / c / 1000.0
+        mn = sum(self._mn) / c / 1000.0
+        h = self._nl // 2 or 1
+        s10, s01 = self._s10 / h / 1000.0, self._s01 / h / 1000.0
+        if sg < 0:
+            mx, mn, s10, s01 = -mn, -mx, -s10, -s01
+        return fopdt_exact(mx, mn, s10, s01, L, pu, (self.high - self.low) / 1000.0)
+
+
 # ---- identification: a first-order-plus-dead-time model from the relay run ----
+#
+# Exact (Yu 1999, "Autotuning of PID controllers", ch. 3, for the symmetric relay; here
+# with hysteresis and an asymmetric relay): under a relay, an FOPDT plant's output keeps
+# going for L after each switch, then moves exponentially (time constant T) toward the
+# level the new relay output holds, A above or B below the setpoint. With the peaks
+# (mean maximum and minimum of y - sp), the levels at which the relay switched (e_hi,
+# e_lo; the hysteresis plus what sampling and noise added) and e = exp(-L / T):
+#     peak = A + (e_hi - A) e,   trough = B + (e_lo - B) e
+#     period = 2 L + T ln((peak - B) / (e_lo - B)) + T ln((A - trough) / (A - e_hi))
+# T is the root of the period equation (bisection), then K = (A - B) / (high - low). This
+# uses the whole waveform, so it is exact where the first harmonic is not (a delay-
+# dominant plant passes the relay's harmonics). When even T -> infinity (an integrator)
+# gives a shorter period than measured, the plant is not FOPDT: the harmonic fit below
+# is used and the plant gets the "lag" class.
+
+def _period(T, pk, tr, eh, el, L):
+    e = exp(-L / T)
+    A = (pk - eh * e) / (1.0 - e)
+    B = (tr - el * e) / (1.0 - e)
+    if not (A > eh and B < el and pk > B and A > tr):
+        return None
+    return 2.0 * L + T * (log((pk - B) / (el - B)) + log((A - tr) / (A - eh))), A, B
+
+
+def fopdt_exact(pk, tr, eh, el, L, P, swing):
+    """(K, T) from the relay waveform (see above), or None."""
+    if not (L > 0.0 and P > 2.0 * L and pk > eh > el > tr):
+        return None
+    lo, hi = -9.2, 9.2                                # log(T / L): T from 1e-4 L to 1e4 L
+    r = _period(L * exp(hi), pk, tr, eh, el, L)
+    if r is None or r[0] < P:
+        return None                                   # more than an integrator
+    r = None
+    for _ in range(50):
+        mid = (lo + hi) / 2.0
+        r = _period(L * exp(mid), pk, tr, eh, el, L)
+        if r is None or r[0] > P:
+            hi = mid
+        else:
+            lo = mid
+    r = _period(L * exp(lo), pk, tr, eh, el, L)
+    if r is None:
+        return None
+    return (r[1] - r[2]) / swing, L * exp(lo)
+
+
+# ---- identification: a first-order-plus-dead-time model from the first harmonic ----
 #
 # The relay run gives one point of the frequency response and one time: at w = 2 pi / Pu,
 # |Re G| = 1 / Ku (the covariance above) and, since a relay with hysteresis eps switches
@@ -271,6 +360,10 @@ class RelayTune:
 # (Li, Eskinat and Luyben 1991 fit the same model from Ku, Pu and a measured dead time).
 # pi - phi - w L above ~pi/2 means a near-integrating plant (T capped at 20 L here: the
 # rule only needs K / T there); below 0 an almost pure delay (T = 0, L from the phase).
+# This fit is used (class "lag") when the exact fit above finds no FOPDT plant or one
+# whose lag at w is not the measured one: the plant is of higher order (two tanks, a
+# motor's electrical and mechanical lags, a resonance) and only the measured point
+# G(jw) is trusted.
 
 def model(ku, pu, s_b, turn, dt):
     """FOPDT {"K", "T", "L", "tau"} from Ku, Pu, eps / b1, the turn time and the period (s)."""
@@ -292,7 +385,8 @@ def model(ku, pu, s_b, turn, dt):
         T = 20.0 * L                                  # lag-dominant: keep K / T right
         wt = w * T
     K = g * sqrt(1.0 + wt * wt)
-    return {"class": "fopdt", "K": K, "T": T, "L": L, "tau": L / (L + T)}
+    return {"class": "lag", "K": K, "T": T, "L": L, "tau": L / (L + T), "w": w, "g": g,
+            "phase": phase}
 
 
 # ---- the rule: PID gains for the identified FOPDT model ----
@@ -305,18 +399,39 @@ def model(ku, pu, s_b, turn, dt):
 # minimising the larger of its two IAE ratios (setpoint step, load step) to the IAE-optimal
 # PID of each task (docs/control.md, "Relay autotune").
 _TABLE = (
-    (0.02, 0.7204, 2.5311, 0.3916, 0),
-    (0.05, 0.7057, 2.6544, 0.3545, 0),
-    (0.1, 0.6874, 3.322, 0.295, 0),
-    (0.15, 0.653, 3.1934, 0.3802, 0),
-    (0.2, 0.6166, 3.6042, 0.3929, 0),
-    (0.3, 0.5572, 2.3199, 0.4076, 0),
-    (0.4, 0.5018, 1.6207, 0.4128, 0),
-    (0.5, 0.4732, 1.2895, 0.3654, 0),
-    (0.6, 0.441, 1.007, 0.3315, 0),
-    (0.7, 0.412, 0.7872, 0.302, 0),
-    (0.8, 0.3655, 0.5932, 0.2361, 0),
+    (0.02, 0.6726, 2.5644, 0.3954, 0),
+    (0.05, 0.6373, 2.9374, 0.297, 1),
+    (0.1, 0.6439, 3.9066, 0.3587, 0),
+    (0.15, 0.6138, 2.3564, 0.3657, 1),
+    (0.2, 0.5869, 2.074, 0.3305, 1),
+    (0.3, 0.5382, 2.4215, 0.3681, 0),
+    (0.4, 0.4842, 1.6807, 0.3853, 0),
+    (0.5, 0.4481, 1.2629, 0.3576, 0),
+    (0.6, 0.4139, 0.9717, 0.3315, 0),
+    (0.7, 0.3885, 0.7653, 0.2952, 0),
+    (0.8, 0.3653, 0.614, 0.2196, 0),
 )
+
+
+# The "lag" class: a design on the measured point alone (the frequency-response method of
+# Astrom and Hagglund 1984, generalised): the PID moves G(jw) to the point of the Nyquist
+# plane at radius _RT and angle -pi + _PSI, with Ti = _ALPHA Td, P on measurement. The
+# three constants were fitted with the same minimax objective as the table on development
+# plants of that class (DC motors, two tanks, underdamped second-order plants; seeds 7
+# and 8 of tests/firmware/tuning_plants.family, never the test plants).
+_RT = 0.68
+_PSI = 0.67
+_ALPHA = 6.0
+
+
+def _point(m, dt):
+    w = m["w"]
+    adv = _PSI - (pi - m["phase"] - w * dt / 2.0)     # phase lead the PID must add at w
+    adv = -0.3 if adv < -0.3 else (1.2 if adv > 1.2 else adv)
+    t = tan(adv)                                      # w Td - 1 / (w Ti) = t
+    wtd = (t * _ALPHA + sqrt(t * t * _ALPHA * _ALPHA + 4.0 * _ALPHA)) / (2.0 * _ALPHA)
+    td = wtd / w
+    return _RT * cos(adv) / m["g"], _ALPHA * td, td
 
 
 def tune(m, dt):
@@ -333,14 +448,20 @@ def tune(m, dt):
     f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
     a, b, c = (lo[k] + f * (hi[k] - lo[k]) for k in (1, 2, 3))
     kp = a / (m["K"] * tau)
-    td = c * L
+    ti, td = b * L, c * L
     pom = (lo[4] if f < 0.5 else hi[4]) == 1
-    return {"rule": "fopdt_table", "kp": kp, "ki": kp / (b * L), "kd": kp * td,
+    lag = m.get("class") == "lag"
+    if lag:
+        kp, ti, td = _point(m, dt)
+        pom = True
+        why = "not FOPDT (higher order or resonant): placed the measured point " \
+              "|G| %.4g at %.1f deg, %.4g rad/s" % (m["g"], -m["phase"] * 57.29578, m["w"])
+    else:
+        why = "FOPDT K %.4g, T %.4g s, L %.4g s, L / (L + T) %.2f: table" % (
+            m["K"], T, m["L"], tau)
+    return {"rule": "lag" if lag else "fopdt", "kp": kp, "ki": kp / ti, "kd": kp * td,
             "d_filter": td / 10.0, "p_on_m": pom,
-            "why": "FOPDT K %.4g, T %.4g s, L %.4g s (dead time / (dead time + lag) %.2f): %s" % (
-                m["K"], T, m["L"], tau,
-                "P on measurement keeps the setpoint overshoot down" if pom else
-                "P on error")}
+            "why": why + (", P on measurement" if pom else "")}
 
 
 def _pid(kp, ti, td):

@@ -786,10 +786,11 @@ class Node:
         else:
             r["applied"] = False
             back = lp.tune_u0
-        if r["applied"] or lp.name not in self.tuned:
-            self.tuned[lp.name] = r     # a refused run never replaces applied gains on flash
-        else:
-            self.tuned[lp.name]["last_refused"] = r
+        prev = self.tuned.get(lp.name)
+        if r["applied"] or not (prev and prev.get("applied")):
+            self.tuned[lp.name] = r
+        else:                           # a refused run never replaces applied gains on flash
+            prev["last_refused"] = r
         self._save_tunings()
         lp.pid.set_manual(back)  # continue from the relay's last output (milli-units), or
         if lp.auto:              # from the output before a refused run: bumpless
