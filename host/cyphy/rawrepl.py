@@ -148,6 +148,9 @@ class RawRepl:
         # mpremote reads fixed-size answers ("R\x01", the window) with the port's timeout;
         # a port shared with the protocol link has a short one
         old = self.serial.timeout
+        if old == IO_TIMEOUT_S:  # (setting it reconfigures the port: a few system calls)
+            yield
+            return
         self.serial.timeout = IO_TIMEOUT_S
         try:
             yield
