@@ -56,7 +56,11 @@ ABORT_S = 1.0       # how long the host spends ending its own transfer on Ctrl-C
 # allocates more than CHUNK bytes at once: stored data goes straight from a 128-byte buffer
 # to the file; a compressed piece is collected in one preallocated BytesIO and inflated
 # from there with a 2**WBITS-byte window. On any error the receiver reads what the host
-# still had in flight until the line is quiet for 200 ms, then raises.
+# still had in flight until the line is quiet for 200 ms, then raises. A read from the
+# console blocks until it has all the bytes it asks for, so the receiver asks only for
+# the rest of the current 128-byte unit of the stream, and the host writes whole units
+# (Stream): a host that stops leaves the receiver at a unit's end, where it polls and
+# stops after RX_IDLE_S.
 RX_SRC = """\
 def _cyrx(p, n):
  import sys, select, micropython, hashlib, binascii, io, gc

@@ -23,6 +23,9 @@ from . import codec as P
 from .rawrepl import RawRepl, ReplError
 
 
+ACK = "\x06"  # what cyphy.device's file receiver sends for every 128 bytes it reads
+
+
 class LinkError(Exception):
     """The link cannot be opened or used; the message says what to do."""
 
@@ -166,6 +169,12 @@ class SerialLink:
                 self._expect(self.READY, 0.8, "serve()'s ready mark")
                 break
             except LinkError as e:
+                if ACK in self._tail:
+                    # acknowledgements: a file receiver a killed deploy left running is
+                    # reading our input as file data; zeros end it (cyphy.device)
+                    from .device import free_receiver
+
+                    free_receiver(self.repl, self._tail.encode(errors="replace"))
                 if any(r in self._tail for r in self.REFUSALS):
                     raise NoServe(f"{self.url}: node.serve() cannot run there: "
                                   f"{self._tail.strip().splitlines()[-2:][0]}") from None  # it ran, and there is no node.serve()

@@ -76,3 +76,29 @@ def test_the_deploy_after_a_killed_deploy_succeeds(sim_nodes):
         assert r["deleted"] == sum(1 for f in r["files"] if f["reason"] == "leftover"), r
         assert took < 30.0, took
         assert json.loads(cyphy("deploy", "--port", url, "--json").stdout)["sent"] == 0
+
+
+def test_cyphy_get_right_after_a_killed_transfer(sim_nodes, cyphy_home, monkeypatch):
+    """The protocol link (cyphy get) frees a receiver a killed host left running too: it
+    sees the receiver's acknowledgements instead of serve()'s ready mark."""
+    from protonode import KEY_HEX, boot
+
+    from cyphy.sim import control
+
+    boot(sim_nodes, "killget")
+    control.stop("killget", home=cyphy_home)
+    control.start("killget", baud=115200, home=cyphy_home)
+    monkeypatch.setenv("CYPHY_KEY", KEY_HEX)
+    from cyphy.sim.nodes import Node
+
+    port = str(Node.named("killget", cyphy_home).tty)
+    p = subprocess.Popen([sys.executable, "-c", SENDER, port, "0"], stdout=subprocess.PIPE, text=True)
+    started(p)
+    time.sleep(0.6)                              # mid-stream (24 KB: about 2 s)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    t0 = time.monotonic()
+    r = cyphy("get", "sim://killget", "oven.setpoint", ok=False)
+    took = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert took < 8.0, f"cyphy get took {took:.1f} s after the kill"
