@@ -311,6 +311,40 @@ def attack(R: Records) -> list[str]:
     return out + _table(["Figure", "Link", "cyphy", "Goal"], rows, "llll")
 
 
+def tuning(R: Records) -> list[str]:
+    rows = []
+    for r in R.all("tuning_plant"):
+        p = r.get("params") or {}
+        if not p.get("stable"):
+            rows.append([str(p.get("plant")), "refused", "-", "-", "-", "-", "-", "-", "-", "no"])
+            continue
+        a, s, ld = p.get("auto") or {}, p.get("opt_setpoint") or {}, p.get("opt_load") or {}
+
+        def g(k: str, a: dict = a, s: dict = s, ld: dict = ld) -> str:
+            return "/".join(f"{d[k]:.3g}" if d.get(k) is not None else "-" for d in (a, s, ld))
+        rows.append([str(p.get("plant")), str(p.get("rule")), g("kp"), g("ki"), g("kd"),
+                     _pct(100 * p["overshoot"]) if p.get("overshoot") is not None else "-",
+                     f"{_fmt(p.get('settle_s'), 2)} / {_fmt(p.get('load_settle_s'), 2)}",
+                     _fmt(p.get("ratio_setpoint"), 2), _fmt(p.get("ratio_load"), 2),
+                     "yes" if p.get("goal") else "no"])
+    if not rows:
+        return []
+    goal = R.find("tuning_goal_met_pct")
+    spec = R.value("tuning_spec_met_pct")
+    med = R.find("tuning_iae_ratio_median")
+    out = ["**9. Relay autotune on held-out plants** (`bench/tuning.py`; gains as autotuned / "
+           "setpoint-optimal / load-optimal; goal: overshoot <= 10 %, 2 % settling, IAE <= 1.2x "
+           "the optimum for both steps)", ""]
+    out += _table(["Plant", "Rule", "kp", "ki", "kd", "Overshoot", "Settling (s) sp / load",
+                   "IAE ratio sp", "IAE ratio load", "Goal"], rows, "llllllrrrl")
+    if goal is not None:
+        out += [f"Goal met on {_pct(goal.get('value'))} of {_fmt((goal.get('params') or {}).get('plants'))} "
+                f"plants; overshoot and settling met on {_pct(spec)}; median of the larger IAE "
+                f"ratio {_fmt(med and med.get('value'), 2)}x (worst "
+                f"{_fmt(med and (med.get('params') or {}).get('worst'), 2)}x).", ""]
+    return out
+
+
 def not_measured(R: Records) -> list[str]:
     rows = []
     for r in R.recs:
@@ -324,6 +358,7 @@ def not_measured(R: Records) -> list[str]:
 def markdown(recs: list[dict]) -> str:
     R = Records(recs)
     out: list[str] = []
-    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, attack, not_measured):
+    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, attack, tuning,
+                 not_measured):
         out += part(R)
     return "\n".join(out).rstrip() + "\n"

@@ -2,7 +2,7 @@
 
     python bench/run.py [--quick] [--only SECTION[,SECTION...]] [--out FILE] [--doc FILE]
 
-Sections: control, protocol, transfer, latency, fleet, sim, ram, attack (docs/benchmarks.md says what each
+Sections: control, protocol, transfer, latency, fleet, sim, ram, attack, tuning (docs/benchmarks.md says what each
 measures and how). Writes the records to bench/results.json, regenerates the table in
 docs/benchmarks.md between <!-- bench:begin --> and <!-- bench:end -->, and prints it.
 With --only, the sections run replace their own records in an existing results file and
@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE))
 import common as C  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("control", "protocol", "transfer", "latency", "fleet", "sim", "ram", "attack")
+SECTIONS = ("control", "protocol", "transfer", "latency", "fleet", "sim", "ram", "attack", "tuning")
 RESULTS = HERE / "results.json"
 DOC = C.REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -48,6 +48,8 @@ REQUIRED = {
     "attack": [("forged_accepted", "frames"), ("replays_accepted", "frames"),
                ("exactly_once_violations", "commands"), ("failsafe_within_one_period_pct", "%"),
                ("flood_read_p99_ms", "ms"), ("powercut_unreachable_nodes", "nodes")],
+    "tuning": [("tuning_goal_met_pct", "%"), ("tuning_spec_met_pct", "%"),
+               ("tuning_iae_ratio_median", "x")],
 }
 
 

@@ -241,6 +241,8 @@ class RelayTune:
             "periods": per,
             "peak_to_peak": pp,
             "turn": turn,
+            "mean_u": (self.low + (self.high - self.low) * duty) / 1000.0,
+            "mean_dy": my,                                  # mean of y - sp, units
             "rules": rules(ku, pu),
         }
         why = ""
@@ -268,8 +270,9 @@ class RelayTune:
         else:
             m = model(ku, pu, eps / (b1 or 1.0), turn, self.dt)
             ex = self._exact(pu, turn)
-            m["class"] = "lag"
+            m["class"] = "resonant"                    # no FOPDT makes this waveform
             if ex is not None:
+                m["class"] = "lag"
                 # The waveform fits an FOPDT plant; is its lag at w the measured one too?
                 # Higher-order plants fit a waveform with too little lag (by 0.15-0.35 rad
                 # on motors and tanks; FOPDT plants within +-0.11).
@@ -413,25 +416,32 @@ _TABLE = (
 )
 
 
-# The "lag" class: a design on the measured point alone (the frequency-response method of
-# Astrom and Hagglund 1984, generalised): the PID moves G(jw) to the point of the Nyquist
-# plane at radius _RT and angle -pi + _PSI, with Ti = _ALPHA Td, P on measurement. The
-# three constants were fitted with the same minimax objective as the table on development
-# plants of that class (DC motors, two tanks, underdamped second-order plants; seeds 7
-# and 8 of tests/firmware/tuning_plants.family, never the test plants).
-_RT = 0.68
-_PSI = 0.67
-_ALPHA = 6.0
+# The other classes, with constants fitted with the same minimax objective as the table
+# on development plants of the class (seeds 7, 8 and 9 of tests/firmware/tuning_plants.
+# family; never the test plants):
+# - "lag" (the waveform fits an FOPDT plant but the lag at w does not: DC motors, two
+#   tanks): the table's gains for the fitted model times _LAG (kp, Ti, Td), P on
+#   measurement. The fit sees only the plant's fast part (the relay oscillates fast);
+#   P on measurement keeps the setpoint overshoot of the stronger gains down.
+# - "resonant" (no FOPDT makes this waveform: an underdamped plant): a design on the
+#   measured point alone (the frequency-response method of Astrom and Hagglund 1984,
+#   generalised): the PID moves G(jw) to radius r at angle -pi + psi of the Nyquist plane,
+#   with Ti = a Td, P on measurement; _POINT = (r, psi, a), fitted on all the non-FOPDT
+#   development plants (motors, tanks and underdamped ones alike): whatever lands in
+#   this class gets a loop that is safe on all of them, if slow.
+_LAG = (2.03, 0.89, 1.98)
+_POINT = (0.68, 0.67, 6.0)
 
 
 def _point(m, dt):
+    rt, psi, al = _POINT
     w = m["w"]
-    adv = _PSI - (pi - m["phase"] - w * dt / 2.0)     # phase lead the PID must add at w
+    adv = psi - (pi - m["phase"] - w * dt / 2.0)      # phase lead the PID must add at w
     adv = -0.3 if adv < -0.3 else (1.2 if adv > 1.2 else adv)
     t = tan(adv)                                      # w Td - 1 / (w Ti) = t
-    wtd = (t * _ALPHA + sqrt(t * t * _ALPHA * _ALPHA + 4.0 * _ALPHA)) / (2.0 * _ALPHA)
+    wtd = (t * al + sqrt(t * t * al * al + 4.0 * al)) / (2.0 * al)
     td = wtd / w
-    return _RT * cos(adv) / m["g"], _ALPHA * td, td
+    return rt * cos(adv) / m["g"], al * td, td
 
 
 def tune(m, dt):
@@ -450,16 +460,20 @@ def tune(m, dt):
     kp = a / (m["K"] * tau)
     ti, td = b * L, c * L
     pom = (lo[4] if f < 0.5 else hi[4]) == 1
-    lag = m.get("class") == "lag"
-    if lag:
+    cls = m.get("class", "fopdt")
+    if cls == "resonant":
         kp, ti, td = _point(m, dt)
         pom = True
-        why = "not FOPDT (higher order or resonant): placed the measured point " \
+        why = "no FOPDT makes this waveform (underdamped?): placed the measured point " \
               "|G| %.4g at %.1f deg, %.4g rad/s" % (m["g"], -m["phase"] * 57.29578, m["w"])
     else:
         why = "FOPDT K %.4g, T %.4g s, L %.4g s, L / (L + T) %.2f: table" % (
             m["K"], T, m["L"], tau)
-    return {"rule": "lag" if lag else "fopdt", "kp": kp, "ki": kp / ti, "kd": kp * td,
+        if cls == "lag":
+            kp, ti, td, pom = kp * _LAG[0], ti * _LAG[1], td * _LAG[2], True
+            why = "higher order (the fit's lag at %.4g rad/s is %.2f rad short): " % (
+                m["w"], -m["dphase"]) + why + " x (%g, %g, %g)" % _LAG
+    return {"rule": cls, "kp": kp, "ki": kp / ti, "kd": kp * td,
             "d_filter": td / 10.0, "p_on_m": pom,
             "why": why + (", P on measurement" if pom else "")}
 

@@ -795,6 +795,15 @@ class Node:
         lp.pid.set_manual(back)  # continue from the relay's last output (milli-units), or
         if lp.auto:              # from the output before a refused run: bumpless
             lp.pid.set_auto()
+        if not self._tuning:     # autotune.py costs RAM only while a tune runs
+            import sys
+            import cyphy_node
+
+            sys.modules.pop("cyphy_node.autotune", None)
+            try:
+                delattr(cyphy_node, "autotune")
+            except AttributeError:
+                pass
 
     def _apply_tuning(self, lp, r):
         pid = lp.pid
