@@ -315,6 +315,9 @@ def tuning(R: Records) -> list[str]:
     rows = []
     for r in R.all("tuning_plant"):
         p = r.get("params") or {}
+        if "skipped" in r:
+            rows.append([str(p.get("plant")), "-", "-", "-", "-", "-", "-", "-", "-", "no"])
+            continue
         if not p.get("stable"):
             rows.append([str(p.get("plant")), "refused", "-", "-", "-", "-", "-", "-", "-", "no"])
             continue

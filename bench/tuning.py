@@ -45,8 +45,17 @@ def run(ctx) -> list[dict]:
             j = tp.judge(case)
             ctx.log(tp.row(j) + f" ({time.monotonic() - t0:.1f} s)")
             js.append(j)
-            recs.append(C.record("tuning_plant", j.get("ratio_setpoint"), "x", seed=seed,
-                                 **{k: v for k, v in j.items() if k != "why"}))
+            params = {("tune_reason" if k == "reason" else k): v for k, v in j.items()
+                      if k != "why"}
+            rs, rl = j.get("ratio_setpoint"), j.get("ratio_load")
+            if rs is not None and rl is not None:      # value: the larger IAE ratio
+                recs.append(C.record("tuning_plant", round(max(rs, rl), 3), "x", seed=seed,
+                                     **params))
+            else:
+                why = ("the tune was refused: " + j["reason"]) if not j["stable"] else \
+                    "no reference optimum found (no PID met the spec in the search)"
+                recs.append(C.skipped("tuning_plant", "x", why, seed=seed, plant=j["plant"],
+                                      kind=j["kind"]))
     n = len(js)
     goal = sum(1 for j in js if j["goal"])
     spec = sum(1 for j in js if j.get("spec"))

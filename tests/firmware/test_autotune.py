@@ -310,3 +310,47 @@ def test_node_applies_only_trusted_results(tmp_path, monkeypatch):
     node._check_tuners()
     tl = rules(10.0, 50.0)["tyreus_luyben"]
     assert lp.pid.get_tunings() == pytest.approx((tl["kp"], tl["ki"], tl["kd"]))
+
+
+def test_tick_on_the_32_bit_port_allocates_nothing_and_matches_cpython():
+    """RelayTune.update on the 32-bit MicroPython (31-bit small ints, as on ESP32) under
+    heap_lock, on an FOPDT plant with a setpoint near the top of the signal range: no
+    allocation (a big int would allocate) and the same result as CPython."""
+    from test_32bit import PRELUDE, on_cpython
+    from cyphy import mp32
+
+    code = """
+import math
+from cyphy_node.autotune import RelayTune
+def main():
+    K, tau, L, dt = 2.0, 20.0, 4.0, 0.25
+    a = math.exp(-dt / tau)
+    delay = [0.0] * round(L / dt)
+    at = RelayTune(500000.0, dt, high=80.0, low=20.0, hyst=0.05)
+    x = 0.0
+    y = [500000000 - 60000]
+    u = [0]
+    def tick():
+        u[0] = at.update(y[0])
+    n = 0
+    while at.status == 0 and n < 5000:
+        locked(tick)
+        delay.append(u[0] / 1000.0)
+        x = a * x + (1 - a) * K * (delay.pop(0) - 50.0)
+        y[0] = 500000000 + round(x * 1000)
+        n += 1
+    r = at.result()
+    return [n, at.status, round(r["ku"], 6), round(r["pu"], 6), r["rule"],
+            round(r["kp"], 6)]
+"""
+    why = mp32.unavailable()
+    if why:
+        pytest.fail(f"the 32-bit MicroPython is not installed: {why}")
+    res = mp32.run(PRELUDE + code + "\nprint(json.dumps(main()))\n", 1024 * 1024,
+                   mp32.firmware_files())
+    assert res.ok, res.stderr
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got[1] == DONE and got[4] == "fopdt"
+    want = on_cpython(code)
+    assert got[:2] == want[:2] and got[4] == want[4]
+    assert got[2] == pytest.approx(want[2], rel=1e-4) and got[5] == pytest.approx(want[5], rel=1e-3)

@@ -166,7 +166,7 @@ def _second_order(rnd, i):
     z = rnd.uniform(0.15, 0.6)
     L = round(_lu(rnd, 0.1, 1.0) / wn, 2)
     dt = max(0.005, round(min(L, 0.5 / wn) / 8, 3))
-    n = int(max(40 * L, 30 / wn) / dt)
+    n = int(max(40 * L, 30 / wn, 12 / (z * wn)) / dt)   # time for the resonance to die out
     return Case(f"second_order{i} zeta={z:.2f}", "second_order",
                 {"type": "second_order", "gain": K, "wn_rad_s": wn, "zeta": z,
                  "dead_time_s": L},

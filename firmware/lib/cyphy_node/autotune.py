@@ -270,8 +270,13 @@ class RelayTune:
         else:
             m = model(ku, pu, eps / (b1 or 1.0), turn, self.dt)
             ex = self._exact(pu, turn)
-            m["class"] = "resonant"                    # no FOPDT makes this waveform
+            # No FOPDT makes this waveform: a resonance if the measurement is sinusoidal
+            # (peak within 10 % of the first harmonic: the plant filters the relay's
+            # harmonics away), else a lag plant that even the FOPDT fit cannot follow.
+            m["class"] = "resonant" if a_peak < 1.1 * b1 / ku else "lag"
+            m["fit"] = "harmonic"
             if ex is not None:
+                m["fit"] = "waveform"
                 m["class"] = "lag"
                 # The waveform fits an FOPDT plant; is its lag at w the measured one too?
                 # Higher-order plants fit a waveform with too little lag (by 0.15-0.35 rad
@@ -426,15 +431,17 @@ _TABLE = (
 # - "resonant" (no FOPDT makes this waveform: an underdamped plant): a design on the
 #   measured point alone (the frequency-response method of Astrom and Hagglund 1984,
 #   generalised): the PID moves G(jw) to radius r at angle -pi + psi of the Nyquist plane,
-#   with Ti = a Td, P on measurement; _POINT = (r, psi, a), fitted on all the non-FOPDT
-#   development plants (motors, tanks and underdamped ones alike): whatever lands in
-#   this class gets a loop that is safe on all of them, if slow.
+#   with Ti = a Td, P on measurement; _POINT = (r, psi, a), fitted on the underdamped
+#   development plants. A "lag" plant whose waveform no FOPDT fits gets the same design
+#   with _POINT_LAG, fitted on all the non-FOPDT development plants (motors, tanks and
+#   underdamped ones alike): safe on all of them, if slow.
 _LAG = (2.03, 0.89, 1.98)
-_POINT = (0.68, 0.67, 6.0)
+_POINT = (0.61, 0.76, 2.8)
+_POINT_LAG = (0.68, 0.67, 6.0)      # a "lag" plant without a waveform fit
 
 
 def _point(m, dt):
-    rt, psi, al = _POINT
+    rt, psi, al = _POINT if m["class"] == "resonant" else _POINT_LAG
     w = m["w"]
     adv = psi - (pi - m["phase"] - w * dt / 2.0)      # phase lead the PID must add at w
     adv = -0.3 if adv < -0.3 else (1.2 if adv > 1.2 else adv)
@@ -461,11 +468,13 @@ def tune(m, dt):
     ti, td = b * L, c * L
     pom = (lo[4] if f < 0.5 else hi[4]) == 1
     cls = m.get("class", "fopdt")
-    if cls == "resonant":
+    if m.get("fit") == "harmonic":
         kp, ti, td = _point(m, dt)
         pom = True
-        why = "no FOPDT makes this waveform (underdamped?): placed the measured point " \
-              "|G| %.4g at %.1f deg, %.4g rad/s" % (m["g"], -m["phase"] * 57.29578, m["w"])
+        why = "no FOPDT makes this waveform (%s): placed the measured point |G| %.4g " \
+              "at %.1f deg, %.4g rad/s" % ("sinusoidal: a resonance" if cls == "resonant"
+                                           else "a higher-order lag", m["g"],
+                                           -m["phase"] * 57.29578, m["w"])
     else:
         why = "FOPDT K %.4g, T %.4g s, L %.4g s, L / (L + T) %.2f: table" % (
             m["K"], T, m["L"], tau)
