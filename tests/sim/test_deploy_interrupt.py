@@ -11,8 +11,8 @@ outside."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import random
 import re
 import signal
@@ -111,8 +111,6 @@ def node(sim_nodes, cyphy_home, monkeypatch):
 def held(url: str) -> dict[str, str]:
     """'old' or 'new' for each changed file, read right away over the raw REPL."""
     new = {b.dst: b.sha256 for b in firmware.build("sim") if b.dst in CHANGED}
-    import hashlib
-
     old = {p: hashlib.sha256(d).hexdigest() for p, d in OLD.items()}
     with Device.open(url, timeout=5) as dev:
         h = dev.hashes(paths=list(CHANGED))
