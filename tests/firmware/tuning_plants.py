@@ -385,11 +385,11 @@ def feasible(case, g, fw=False, limit=math.inf, task="setpoint"):
     return ld["settled"], {"setpoint": sp, "load": ld}, m
 
 
-def optimum(case, task, starts=(), samples=60, seed=0):
+def optimum(case, task, starts=(), samples=150, seed=0):
     """The reference PID for task ("setpoint" or "load"): a seeded random sample of gains
     around the loop's ultimate point (kp 0.03..3 Ku, Ti 0.1..10 Pu, Td 0..0.6 Pu, P on
-    error or measurement) plus `starts`, then Nelder-Mead from the two best feasible
-    ones. Returns (gains, sims, Ms), or (None, None, None) if nothing feasible was found."""
+    error or measurement) plus `starts`, then Nelder-Mead from the three best feasible
+    ones and once more from the best. Returns (gains, sims, Ms), or (None, None, None) if nothing feasible was found."""
     ku, pu = ultimate(case)
     rnd = random.Random(seed)
     cands = [dict(g) for g in starts]
@@ -415,12 +415,18 @@ def optimum(case, task, starts=(), samples=60, seed=0):
 
     scored = sorted(((cost(g), i, g) for i, g in enumerate(cands)), key=lambda t: t[:2])
     res = (math.inf, None)
-    for v0, _, g0 in scored[:2]:
+    for v0, _, g0 in scored[:3]:
         if v0 >= 1e9:
             break
         pom = g0["p_on_m"]
         x, v = nelder_mead(lambda x, pom=pom: cost(_g(x, pom)), _x(g0, case.dt),
-                           [0.3, 0.3, 0.6], iters=80)
+                           [0.3, 0.3, 0.6], iters=100)
+        if v < res[0]:
+            res = (v, _g(x, pom))
+    if res[1] is not None:                 # one restart from the best: Nelder-Mead stalls
+        pom = res[1]["p_on_m"]
+        x, v = nelder_mead(lambda x, pom=pom: cost(_g(x, pom)), _x(res[1], case.dt),
+                           [0.2, 0.2, 0.4], iters=100)
         if v < res[0]:
             res = (v, _g(x, pom))
     g = res[1]
