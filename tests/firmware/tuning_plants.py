@@ -564,3 +564,77 @@ def row(j):
             f"settle {f(j['settle_s'], '{:.3g}')}s/{f(j['load_settle_s'], '{:.3g}')}s "
             f"IAE ratio sp {f(j['ratio_setpoint'])} load {f(j['ratio_load'])} "
             f"{'met' if j['goal'] else 'MISSED'}")
+
+
+def derive_class_constants(seeds=(7, 8, 9), log=print):
+    """autotune._LAG and autotune._POINT (the "lag" and "resonant" classes): on the
+    development plants of each class (these seeds, never the test ones), the constants
+    minimising the largest IAE ratio, with margins (overshoot <= 5 %, Ms <= 1.75 / 1.8).
+    _POINT_LAG (the conservative design) was fitted the same way on all non-FOPDT plants
+    of seeds 7 and 8 with the margins overshoot <= 6 %, Ms <= 1.9."""
+    import cyphy_node.autotune as AT
+
+    dev = {"lag": [], "resonant": []}
+    for seed in seeds:
+        for c in family(seed, 3, ["second_order", "twotank", "dcmotor"]):
+            r = autotune(c)
+            m = r.get("model")
+            if not r["stable"] or m["class"] == "fopdt":
+                continue
+            if m["class"] == "lag" and m.get("fit") != "waveform":
+                continue
+            gs, ss, _ = optimum(c, "setpoint")
+            gl, sl, _ = optimum(c, "load", [gs] if gs else [])
+            if ss and sl:
+                dev[m["class"]].append((c, m, ss["setpoint"]["iae"], sl["load"]["iae"]))
+
+    def worst(cls, gains_of, os_max, ms_max):
+        w, pen = 0.0, 0.0
+        for c, m, S, Ld in dev[cls]:
+            g = gains_of(m, c.dt)
+            msv = ms(c, g)
+            if msv > ms_max:
+                pen += msv - ms_max
+                continue
+            sp = simulate(c, g, "setpoint", False)
+            if not sp["settled"] or sp["overshoot"] > os_max:
+                pen += 1 + sp["overshoot"]
+                continue
+            ld = simulate(c, g, "load", False)
+            if not ld["settled"]:
+                pen += 1
+                continue
+            w = max(w, sp["iae"] / S, ld["iae"] / Ld)
+        return 1e3 * (1 + pen) if pen else w
+
+    def lag_gains(p):
+        def f(m, dt):
+            g0 = AT.tune(dict(m, **{"class": "fopdt"}), dt)
+            kp = g0["kp"] * math.exp(p[0])
+            ti = g0["kp"] / g0["ki"] * math.exp(p[1])
+            td = g0["kd"] / g0["kp"] * math.exp(p[2])
+            return {"kp": kp, "ki": kp / ti, "kd": kp * td, "d_filter": td / 10,
+                    "p_on_m": True}
+        return f
+
+    def point_gains(p):
+        def f(m, dt):
+            AT._POINT = (math.exp(p[0]), p[1], math.exp(p[2]))
+            return AT.tune(m, dt)
+        return f
+
+    out = {}
+    saved = AT._POINT
+    x, v = min((nelder_mead(lambda p: worst("lag", lag_gains(p), 0.05, 1.75),
+                            [math.log(q) for q in x0], [0.3, 0.3, 0.4], iters=60)
+                for x0 in ([2.03, 0.89, 1.98], [1.5, 1.0, 1.5])), key=lambda t: t[1])
+    out["_LAG"] = tuple(round(math.exp(q), 2) for q in x)
+    log(f"_LAG {out['_LAG']}: worst ratio {v:.2f} on {len(dev['lag'])} plants")
+    x, v = min((nelder_mead(lambda p: worst("resonant", point_gains(p), 0.05, 1.8),
+                            [math.log(x0[0]), x0[1], math.log(x0[2])], [0.3, 0.2, 0.4],
+                            iters=60)
+                for x0 in ([0.61, 0.76, 2.8], [0.7, 0.6, 4.0])), key=lambda t: t[1])
+    AT._POINT = saved
+    out["_POINT"] = (round(math.exp(x[0]), 2), round(x[1], 2), round(math.exp(x[2]), 2))
+    log(f"_POINT {out['_POINT']}: worst ratio {v:.2f} on {len(dev['resonant'])} plants")
+    return out
