@@ -292,7 +292,6 @@ class RelayTune:
         r["reason"] = why
         return r
 
-
     def _exact(self, pu, L):
         """(K, T) of the FOPDT plant whose exact relay limit cycle has this run's period,
         peaks and switching levels, with the measured dead time L; None if no FOPDT has
