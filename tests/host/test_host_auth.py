@@ -34,8 +34,10 @@ class FakeNode:
 
     def __init__(self, name: str = "oven1", key: P.Key | None = None, loops: tuple[str, ...] = ("oven",),
                  comms_timeout_ms: int | None = 0,
-                 on_request: Callable[[int, bytes], bytes | None] | None = None) -> None:
+                 on_request: Callable[[int, bytes], bytes | None] | None = None,
+                 time_answer: bytes = struct.pack("<I", 1234)) -> None:
         self.name = name
+        self.time_answer = time_answer  # what TIME gets (cyphy.connect() sends it at once)
         self.key = key
         self.loops = list(loops)
         self.comms_timeout_ms = comms_timeout_ms
@@ -93,7 +95,8 @@ class FakeNode:
                     body = body[:-4]  # a node older than protocol 1.1: no comms timeout
                 self.sock.sendto(P.build(0, P.HELLO, 7, 0, body, key=self.key, epoch=self.epoch), src)
             elif f.type in (P.COMMAND, P.READ, P.TIME):
-                result = self.on_request(f.type, bytes(f.payload))
+                result = (self.time_answer if f.type == P.TIME
+                          else self.on_request(f.type, bytes(f.payload)))
                 if result is not None:
                     self._send(P.ACK, P.ack(P.u48(f.seq), result), src)
 
@@ -165,7 +168,7 @@ def test_unprovisioned_is_asked_for_explicitly(home):
             n.set("oven.setpoint", 60)
             assert n.get("oven.setpoint") == 60.0
         p = cyphy_cli("get", fake.url, "oven.setpoint", "--unprovisioned")
-        assert p.returncode == 0 and p.stdout.strip() == "60.0", p.stderr
+        assert p.returncode == 0 and p.stdout.strip() == "60", p.stderr   # (no units: a fake node)
         p = cyphy_cli("set", fake.url, "oven.setpoint=61", "--unprovisioned")
         assert p.returncode == 0, p.stderr
     # a node whose name this host holds no key for is an unprovisioned node: no option needed
@@ -247,7 +250,11 @@ def test_malformed_subscribe_and_time_answers_are_one_line(home):
         with cyphy.connect(fake.url) as n:
             with pytest.raises(ProtocolError, match="SUBSCRIBE is malformed"):
                 n.telemetry(period_ms=100)
-            with pytest.raises(ProtocolError, match="TIME is malformed"):
-                n.session.sync_time()
         p = cyphy_cli("monitor", fake.url, "--seconds", "1")
         assert p.returncode == 1 and "SUBSCRIBE is malformed" in one_line(p)
+    # connect() tells the node the time at once: a malformed answer is one clear line
+    with FakeNode("oven1", key=KEY, time_answer=b"\x01") as fake:
+        with pytest.raises(ProtocolError, match="TIME is malformed"):
+            cyphy.connect(fake.url)
+        p = cyphy_cli("get", fake.url, "info")
+        assert p.returncode == 1 and "TIME is malformed" in one_line(p)
