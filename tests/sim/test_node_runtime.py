@@ -370,14 +370,14 @@ def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
         "st = node.tune_status('oven')\n"
         "r = st['result']\n"
         "print(json.dumps([st['running'], r['ok'], r['applied'], round(r['ku'], 2), round(r['pu'], 1),"
-        " node.loop('oven').pid.get_tunings()[0]]))\n"
+        " node.loop('oven').pid.get_tunings()[0], r['kp'], r['rule']]))\n"
     ), timeout=120)
-    running, ok, applied, ku, pu, kp = json.loads(out)
+    running, ok, applied, ku, pu, kp, kp_chosen, rule = json.loads(out)
     assert (running, ok, applied) == (False, True, True)
     # FOPDT gain 0.9, tau 160 s, dead time 12 s: analytic ultimate gain 24 %/degC, period
     # 46.6 s; a relay test reads Ku a little low (describing-function approximation)
     assert 18 < ku < 30 and 40 < pu < 65  # (an asymmetric relay lengthens the period)
-    assert kp == pytest.approx(ku / 2.2, rel=1e-3)  # Tyreus-Luyben
+    assert kp == pytest.approx(kp_chosen, rel=1e-6) and rule   # the rule chosen from the model
     boot = reset(oven)  # a hard reset: main.py builds the node again from flash
     assert "running 1 loop(s)" in boot
     kp_after = json.loads(oven.run("import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
