@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cyphy import __version__
-from cyphy.cli.common import EXIT_USAGE, debug_enabled, one_line
+from cyphy.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, debug_enabled, one_line
 
 # Each command's line in `cyphy --help` (click would cut a docstring at its first period,
 # "e.g." included). A command's own short_help wins.
@@ -74,7 +74,7 @@ class CyphyGroup(click.Group):
                 _print_chain(e)
             raise exc from None
         except KeyboardInterrupt:
-            raise click.Abort() from None
+            raise  # main() says it in one line, exit 130
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         for cmd in self.commands.values():
@@ -100,12 +100,16 @@ class CyphyGroup(click.Group):
         except click.ClickException as e:
             click.echo(f"Error: {' '.join(e.format_message().split())}", err=True)
             sys.exit(e.exit_code)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # click's main() wraps Ctrl-C
+                _interrupted()
             click.echo("Aborted!", err=True)
             sys.exit(1)
-        except (EOFError, KeyboardInterrupt):
+        except EOFError:
             click.echo("Aborted!", err=True)
             sys.exit(1)
+        except KeyboardInterrupt:
+            _interrupted()
         except OSError as e:
             import errno
 
@@ -119,6 +123,13 @@ class CyphyGroup(click.Group):
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)
+
+
+def _interrupted() -> None:
+    # Commands that change a node say what state they leave it in themselves (flash,
+    # deploy, provision); anything else stopped where it was.
+    click.echo("Error: interrupted (Ctrl-C)", err=True)
+    sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=CyphyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -23,6 +23,7 @@ import click
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_REJECTED = 3
+EXIT_INTERRUPTED = 130   # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class Failed(click.ClickException):
@@ -137,7 +138,7 @@ def errors(fn: Callable) -> Callable:
         try:
             return fn(*a, **kw)
         except KeyboardInterrupt:
-            raise click.Abort() from None
+            raise  # the group's main() says it in one line, exit 130
         except Exception as e:
             exc = one_line(e)
             if exc is None:
