@@ -125,6 +125,27 @@ def test_a_boot_timeout_shows_only_this_boot(home):
     assert cyphy("sim", "list").stdout.split() == ["t", "stopped"]  # powered off again
 
 
+def test_the_python_api_checks_the_same_things(home):
+    """cyphy.sim.control.start (what the HIL plugin and scripts call) refuses a bad heap
+    and a node config as a bench before it makes anything, and a boot failure's message
+    holds only this boot's log."""
+    from pathlib import Path
+
+    from cyphy.sim.nodes import SimError
+
+    config = json.loads((Path(__file__).resolve().parents[2] / "firmware" / "config.example.json").read_text())
+    with pytest.raises(SimError, match="--heap"):
+        control.start("api", heap="abc", home=home)
+    with pytest.raises(SimError, match="looks like a node config"):
+        control.start("api", bench=config, home=home)
+    assert not (home / "sim" / "api").exists()
+    control.start("api", baud=0, home=home)
+    control.stop("api", home=home)
+    with pytest.raises(SimError) as e:
+        control.start("api", baud=0, timeout=0.01, home=home)
+    assert "reset=" not in str(e.value) and "power on" not in str(e.value), str(e.value)
+
+
 def test_delete(home):
     cyphy("sim", "start", "d", "--baud", "0")
     line = one_line(cyphy("sim", "delete", "d", ok=False))

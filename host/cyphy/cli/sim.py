@@ -16,38 +16,6 @@ def _fail(e: Exception) -> None:
     raise click.ClickException(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
 
 
-NODE_CONFIG_KEYS = ("loops", "channels", "comms_timeout_ms", "schema")
-
-
-def check_bench_file(path: Path) -> None:
-    """Refuse, in one line, a --bench file that is not a bench: missing, unreadable, binary,
-    not JSON, or a node config (which also has a "plant", for `cyphy check` and the HIL
-    plugin, but no wiring: every input would read 0)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SimError(f"--bench {path}: a binary file, not a bench (a JSON file with "
-                       f'"plant" and "wiring": docs/boards.md)') from None
-    except OSError as e:
-        raise SimError(f"--bench {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except ValueError as e:
-        raise SimError(f"--bench {path}: not JSON ({e}); a bench is a JSON object with "
-                       f'"plant" and "wiring" (docs/boards.md)') from None
-    if not isinstance(data, dict):
-        raise SimError(f'--bench {path}: not a bench: a bench is a JSON object with "plant" and '
-                       f'"wiring" (docs/boards.md)')
-    if any(k in data for k in NODE_CONFIG_KEYS) and "wiring" not in data:
-        raise SimError(f'--bench {path}: this looks like a node config (it has '
-                       f'{", ".join(repr(k) for k in NODE_CONFIG_KEYS if k in data)}), not a bench: '
-                       f'a bench wires the board\'s pins to a plant ("plant" and "wiring", '
-                       f'docs/boards.md); flash the config with cyphy flash --config')
-    if "wiring" not in data:
-        raise SimError(f'--bench {path}: no "wiring": a bench says which pin sees which plant '
-                       f'signal ("plant" and "wiring", docs/boards.md)')
-
-
 @click.group(short_help="Run simulated nodes (the sim board) on this machine.")
 def sim() -> None:
     """Run simulated nodes (the sim board) on this machine: start, stop, list, erase,
@@ -95,7 +63,7 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
         Node.named(name)  # the name first: nothing is created for a bad one
         parse_heap(heap)
         if bench is not None:
-            check_bench_file(bench)
+            control.load_bench(bench)  # before --chip creates the node
         log = Node.named(name).supervisor_log
         log_at = log.stat().st_size if log.exists() else 0
         if chip is not None:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from cyphy.sim.nodes import Node, SimError, all_nodes, cyphy_home, rom_dir
+from cyphy.sim.nodes import Node, SimError, all_nodes, cyphy_home, parse_heap, rom_dir
 
 START_TIMEOUT_S = 20.0
 
@@ -29,8 +29,10 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
         raise SimError(f"--speed must be host or chip, not {speed!r}")
     if baud < 0:
         raise SimError(f"--baud must be 0 (no line-rate emulation) or a positive rate, not {baud}")
+    parse_heap(heap)
     home = home or cyphy_home()
     node = Node.named(name, home)
+    data = load_bench(bench) if bench is not None else None  # checked before anything is made
     st = node.state()
     if st is not None:
         if bool(st.get("download")) != download:
@@ -42,8 +44,9 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
     if not (rom_dir() / "simboot.py").exists():
         raise SimError(f"sim ROM not found at {rom_dir()}: is cyphy installed from its source tree (pip install -e)?")
     node.create()
-    if bench is not None:
-        _install_bench(node, bench)
+    if data is not None:
+        _install_bench(node, data)
+    log_at = node.supervisor_log.stat().st_size if node.supervisor_log.exists() else 0
     r, w = os.pipe()
     with open(node.supervisor_log, "ab") as log:
         proc = subprocess.Popen(
@@ -76,7 +79,7 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        tail = _tail(node.supervisor_log)
+        tail = _tail(node.supervisor_log, since=log_at)  # this boot's lines only
         why = text.strip() or ("timed out after %.0f s" % timeout if proc.returncode is None or proc.returncode < 0 else f"supervisor exited with status {proc.returncode}")
         raise SimError(f"node {name} did not boot: {why}\n--- {node.supervisor_log} (last lines) ---\n{tail}")
     st = node.state() or {}
@@ -84,25 +87,52 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
     return st
 
 
-def _install_bench(node: Node, bench: Path | dict) -> None:
-    """Check a bench file (plant + wiring) and keep it with the node for every boot."""
+NODE_CONFIG_KEYS = ("loops", "channels", "comms_timeout_ms", "schema")
+
+
+def load_bench(bench: Path | dict) -> dict:
+    """A bench (plant + wiring: docs/boards.md), from a file or a dict, checked: SimError
+    in one line for a file that is missing, unreadable, binary or not JSON, for a node
+    config given instead (it may have a "plant", for `cyphy check`, but no wiring: every
+    input would read 0), and for a plant or wiring the sim cannot build."""
+    where = "bench" if isinstance(bench, dict) else f"--bench {bench}"
     if isinstance(bench, dict):
         data = bench
     else:
         try:
-            data = json.loads(Path(bench).read_text())
+            data = json.loads(Path(bench).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise SimError(f'{where}: a binary file, not a bench (a JSON file with "plant" and '
+                           f'"wiring": docs/boards.md)') from None
         except OSError as e:
-            raise SimError(f"cannot read bench file {bench}: {e.strerror}") from None
+            raise SimError(f"{where}: {e.strerror}") from None
         except ValueError as e:
-            raise SimError(f"bench file {bench} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("plant"), dict):
-        raise SimError('a bench needs a "plant" object (see docs/plants.md)')
+            raise SimError(f'{where}: not JSON ({e}); a bench is a JSON object with "plant" and '
+                           f'"wiring" (docs/boards.md)') from None
+    if not isinstance(data, dict):
+        raise SimError(f'{where}: not a bench: a bench is a JSON object with "plant" and '
+                       f'"wiring" (docs/boards.md)')
+    if any(k in data for k in NODE_CONFIG_KEYS) and "wiring" not in data:
+        raise SimError(f'{where}: this looks like a node config (it has '
+                       f'{", ".join(repr(k) for k in NODE_CONFIG_KEYS if k in data)}), not a bench: '
+                       f'a bench wires the board\'s pins to a plant ("plant" and "wiring", '
+                       f'docs/boards.md); flash the config with cyphy flash --config')
+    if not isinstance(data.get("plant"), dict):
+        raise SimError(f'{where}: a bench needs a "plant" object (see docs/plants.md)')
+    if "wiring" not in data:
+        raise SimError(f'{where}: no "wiring": a bench says which pin sees which plant '
+                       f'signal ("plant" and "wiring", docs/boards.md)')
     for i, w in enumerate(data.get("wiring", [])):
         if not isinstance(w, dict) or not {"pin", "kind", "signal"} <= w.keys():
-            raise SimError(f'bench wiring[{i}] needs "pin", "kind" and "signal"')
+            raise SimError(f'{where}: wiring[{i}] needs "pin", "kind" and "signal"')
         if w["kind"] not in ("adc", "din", "pwm", "dac", "dout"):
-            raise SimError(f'bench wiring[{i}].kind must be adc, din, pwm, dac or dout, not {w["kind"]!r}')
+            raise SimError(f'{where}: wiring[{i}].kind must be adc, din, pwm, dac or dout, not {w["kind"]!r}')
     _check_bench_signals(data)
+    return data
+
+
+def _install_bench(node: Node, data: dict) -> None:
+    """Keep a checked bench with the node for every boot."""
     tmp = node.bench.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, node.bench)
@@ -168,8 +198,12 @@ def listing(home: Path | None = None) -> list[dict]:
     return rows
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = 15, since: int = 0) -> str:
+    """The last lines of a log, from byte `since` on (never an earlier boot's)."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with path.open("rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
     except OSError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:]) or "(nothing logged)"
