@@ -10,18 +10,33 @@ from .proto import loop_status
 
 
 def record(node, seconds, period_ms=1000):
-    """Sample every loop each period_ms for `seconds` (the loops run meanwhile, on their
-    timer), printing t_ms and, per loop, sp y u status."""
+    """Sample every loop at once (t_ms 0: the instant of a step made just before) and then
+    each period_ms for `seconds` (the loops run meanwhile, on their timer), printing t_ms
+    and, per loop, sp y u status."""
     n = int(seconds * 1000) // period_ms
-    loops = node.loops
     t0 = time.ticks_ms()
     due = t0
+    _row(node.loops, 0)
     for _ in range(n):
         due = time.ticks_add(due, period_ms)
         w = time.ticks_diff(due, time.ticks_ms())
         if w > 0:
             time.sleep_ms(w)
-        row = [time.ticks_diff(time.ticks_ms(), t0)]
-        for lp in loops:
-            row += [(lp.pid or lp.onoff).setpoint, lp.y, lp.u, loop_status(lp)]
-        print(" ".join([str(v) for v in row]))
+        _row(node.loops, time.ticks_diff(time.ticks_ms(), t0))
+
+
+def ticked(node):
+    """Return once every loop has ticked at least once (right after a boot on virtual time,
+    none has: the clock moves only while the node sleeps), so that a step made next is a
+    step of a running loop and a recording's first row holds real measurements."""
+    for _ in range(5000):           # at most ~5 s: a loop with a latched fault never ticks
+        if all(lp.ticks for lp in node.loops):
+            return
+        time.sleep_ms(1)
+
+
+def _row(loops, t_ms):
+    row = [t_ms]
+    for lp in loops:
+        row += [(lp.pid or lp.onoff).setpoint, lp.y, lp.u, loop_status(lp)]
+    print(" ".join([str(v) for v in row]))

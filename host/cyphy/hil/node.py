@@ -109,23 +109,37 @@ class HilNode:
         with Device.open(self.port, timeout=timeout) as dev:
             return dev.exec(code, timeout)
 
-    def record(self, seconds: float, period_ms: int = 1000, before: str = "") -> dict[str, Response]:
+    def record(self, seconds: float, period_ms: int | None = None, before: str = "") -> dict[str, Response]:
         """Record every loop on the node itself for `seconds` of the node's time (exact
         and repeatable on virtual time), after running `before` (e.g. a setpoint change)
-        at its start. {loop: Response}, times in s from the start."""
-        code = (before + "\n" if before else "") + (
-            "from cyphy_node.record import record\n"
-            f"record(node, {seconds!r}, {int(period_ms)})\n")
+        at its start, once every loop has ticked. The first sample is taken right after
+        `before` (t = 0: the instant of a step), then one each period_ms (default: the
+        fastest loop's period). {loop: Response}, times in s from the start."""
+        if period_ms is None:
+            period_ms = min(self.period_ms(name) for name in self.loops())
+        code = ("from cyphy_node.record import record, ticked\nticked(node)\n"
+                + (before + "\n" if before else "")
+                + f"record(node, {seconds!r}, {int(period_ms)})\n")
         budget = 60.0 + (0 if self.virtual_time else seconds * 1.5)
         out = self.exec(code, timeout=budget)
         return parse_recording(out, self.loops())
 
-    def step(self, loop: str, setpoint: float, seconds: float, period_ms: int = 1000) -> Response:
-        """Step loop's setpoint and record its response."""
+    def step(self, loop: str, setpoint: float, seconds: float, period_ms: int | None = None) -> Response:
+        """Step loop's setpoint and record its response, from the instant of the step, one
+        sample each period_ms (default: the loop's own period)."""
+        if period_ms is None:
+            period_ms = self.period_ms(loop)
         return self.record(seconds, period_ms, before=f"node.set({loop + '.setpoint'!r}, {setpoint!r})")[loop]
 
     def loops(self) -> list[str]:
         return [lp["name"] for lp in self.config["loops"]]
+
+    def period_ms(self, loop: str) -> int:
+        """A loop's control period in ms (from its rate_hz in the config), at least 1."""
+        for lp in self.config["loops"]:
+            if lp["name"] == loop:
+                return max(1, round(1000 / lp["rate_hz"]))
+        raise HilError(f"no loop {loop!r} in the config; it has {', '.join(self.loops())}")
 
     def state(self) -> dict[str, Any]:
         import json
