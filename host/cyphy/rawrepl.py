@@ -201,19 +201,27 @@ class RawRepl:
             raise ReplError(f"{self.name}: no raw REPL prompt; the node said {data[-120:]!r}")
         self.transport.prompt_read = True
 
-    def soft_reset(self) -> None:
-        """Ctrl-D in the raw REPL: a fresh MicroPython heap, boot.py runs; stays in the raw REPL."""
-        from mpremote.transport import TransportError
-
-        out = io.StringIO()
+    def soft_reset(self) -> bytes:
+        """Ctrl-D in the raw REPL: a fresh MicroPython heap, boot.py runs; stays in the raw
+        REPL (as mpremote does it). Returns what the node printed while it rebooted."""
         self.transport.prompt_read = False
         try:
-            with self._io_timeout(), contextlib.redirect_stdout(out):
-                self.transport.enter_raw_repl(soft_reset=True, timeout_overall=self.timeout)
+            self.serial.write(b"\x04")
+            out = self.transport.read_until(1, b"soft reboot\r\n", timeout=self.timeout,
+                                            timeout_overall=self.timeout)
+            if not out.endswith(b"soft reboot\r\n"):
+                raise ReplError(f"{self.name}: no soft reboot; the node said {out[-120:]!r}")
+            out += self.transport.read_until(1, BANNER, timeout=self.timeout,
+                                             timeout_overall=self.timeout)
+            if not out.endswith(BANNER):
+                raise ReplError(f"{self.name}: no raw REPL after a soft reset; the node said "
+                                f"{out[-120:]!r}")
             self._read_prompt(self.timeout)
-        except TransportError:
-            raise ReplError(f"{self.name}: no raw REPL after a soft reset") from None
+        except (OSError, ValueError) as e:
+            self.in_raw = False
+            raise ReplError(f"{self.name}: lost the node's REPL: {e}") from None
         self.in_raw = True
+        return out
 
     def leave(self, wait: bool = False) -> bytes:
         """Ctrl-B: back to the friendly REPL (where a person expects it). wait=True reads up

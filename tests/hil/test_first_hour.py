@@ -37,7 +37,6 @@ pytestmark = pytest.mark.hardware_only
 
 BOOTED = re.compile(rb"cyphy: node (\S+) running (\d+) loop")
 BANNER_END = b'Type "help()" for more information.'
-RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n>"
 
 # The node's pins per chip: the example oven loop (ADC in, PWM out) on each DevKit
 # (boards/esp32/pins.py BOARDS), and a free pin for the PWM probe (leave it unconnected
@@ -124,26 +123,20 @@ def soft_reset_like_mpremote(port: str, hold_s: float) -> tuple[str, str]:
     board stays in the raw REPL, main.py does not run); then back to the friendly REPL and
     listen for hold_s seconds. Returns (what the soft reset printed, what came while
     holding)."""
-    import serial
+    from cyphy.rawrepl import RawRepl
 
-    s = serial.serial_for_url(port, 115200, timeout=0.05)
+    repl = RawRepl(port)
     try:
-        s.write(b"\r\x03\x03")
-        time.sleep(0.1)
-        s.reset_input_buffer()
-        s.write(b"\r\x01")
-        _read_until(s, (RAW_BANNER,), 10.0, bytearray())
-        s.write(b"\x04")
-        boot = _read_until(s, (b"soft reboot",), 10.0, bytearray())
-        i = boot.index(b"soft reboot")
-        boot = _read_until(s, (RAW_BANNER,), 30.0, boot[i:])
-        s.write(b"\x02")                               # friendly REPL, idle, as mpremote leaves it
+        repl.enter()
+        boot = repl.soft_reset()
+        repl.leave()                                   # friendly REPL, idle, as mpremote leaves it
         idle = bytearray()
         end = time.monotonic() + hold_s
+        s = repl.serial
         while time.monotonic() < end:
             idle += s.read(s.in_waiting or 1)
     finally:
-        s.close()
+        repl.close(leave=False)
     return boot.decode(errors="replace"), idle.decode(errors="replace")
 
 
