@@ -7,7 +7,7 @@ A record is a plain dict, the shape of bench/results.json:
      "params": {"rate_hz": 1000}}
 
 A figure that could not be measured keeps its name, with "value": null and "skipped": the
-reason, so a reader (and tests/host/test_bench.py) always finds every name.
+reason, so a reader (and tests/host/test_benchmarks.py) always finds every name.
 """
 
 from __future__ import annotations
