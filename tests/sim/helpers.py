@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -47,3 +48,39 @@ def wait_for_log(path: Path, marker: bytes, after: int = 0, timeout: float = 10.
             return data
         assert time.monotonic() < deadline, f"{marker!r} not in {path} after {timeout} s; got {data[-500:]!r}"
         time.sleep(0.02)
+
+
+class OnTerminal:
+    """`cyphy ARGS...` run on a terminal of its own (a PTY), as a person runs it: read what
+    it prints with until(), type with write(), and wait() for its exit code."""
+
+    def __init__(self, *args: str) -> None:
+        import pty
+
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child
+            try:
+                os.execv(tool("cyphy"), [tool("cyphy"), *args])
+            finally:
+                os._exit(127)
+        self.seen = b""
+
+    def until(self, marker: bytes, timeout: float = 60) -> None:
+        import select
+
+        end = time.monotonic() + timeout
+        while marker not in self.seen:
+            assert time.monotonic() < end, self.seen
+            if select.select([self.fd], [], [], 0.2)[0]:
+                try:
+                    self.seen += os.read(self.fd, 4096)
+                except OSError:
+                    break
+
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def wait(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)

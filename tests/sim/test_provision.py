@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from benches import THERMAL  # noqa: E402
-from helpers import cyphy, wait_for_log  # noqa: E402
+from helpers import OnTerminal, cyphy, wait_for_log  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 
 from cyphy import keys  # noqa: E402
@@ -228,40 +228,15 @@ def test_power_loss_mid_provision_keeps_the_previous_config(sim_nodes, config_fi
 
 def test_wifi_password_prompt_is_hidden(sim_nodes, cyphy_home):
     """On a terminal the password is asked for twice and never echoed."""
-    import pty
-    import select
-
-    from helpers import tool
-
     n = node_with_firmware(sim_nodes, "tty")
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: cyphy on a terminal of its own
-        try:
-            os.execv(tool("cyphy"), [tool("cyphy"), "provision", "--port", f"sim://{n.name}",
-                                     "--name", "tty-1", "--wifi-ssid", "lab"])
-        finally:
-            os._exit(127)
-    seen = b""
-
-    def until(marker: bytes, timeout: float = 60) -> None:
-        nonlocal seen
-        end = time.monotonic() + timeout
-        while marker not in seen:
-            assert time.monotonic() < end, seen
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(fd, 4096)
-                except OSError:
-                    break
-
-    until(b"Wi-Fi password")
-    os.write(fd, PASSWORD.encode() + b"\r")
-    until(b"Repeat for confirmation")
-    os.write(fd, PASSWORD.encode() + b"\r")
-    until(b"provisioned")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, seen
+    t = OnTerminal("provision", "--port", f"sim://{n.name}", "--name", "tty-1", "--wifi-ssid", "lab")
+    t.until(b"Wi-Fi password")
+    t.write(PASSWORD.encode() + b"\r")
+    t.until(b"Repeat for confirmation")
+    t.write(PASSWORD.encode() + b"\r")
+    t.until(b"provisioned")
+    seen = t.seen
+    assert t.wait() == 0, seen
     assert PASSWORD.encode() not in seen
     with Device.open(f"sim://{n.name}") as dev:
         assert dev.exec(f"import json\nprint(json.load(open('/secrets.json'))['wifi'] == "

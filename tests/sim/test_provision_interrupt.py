@@ -23,7 +23,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from benches import THERMAL  # noqa: E402
-from helpers import cyphy, tool, wait_for_log  # noqa: E402
+from helpers import OnTerminal, cyphy, tool, wait_for_log  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 from test_provision import big_config  # noqa: E402
 
@@ -191,34 +191,11 @@ def test_ctrl_c_at_any_moment_of_provision(node, tmp_path):
 
 def test_ctrl_c_at_the_password_prompt(cyphy_home):
     """Ctrl-C on a terminal while provision asks for the Wi-Fi password: nothing written."""
-    import pty
-    import select
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: cyphy on a terminal of its own
-        try:
-            os.execv(tool("cyphy"), [tool("cyphy"), "provision", "--port", "sim://nobody",
-                                     "--name", "tty-1", "--wifi-ssid", "lab"])
-        finally:
-            os._exit(127)
-    seen = b""
-
-    def until(marker: bytes, timeout: float = 30) -> None:
-        nonlocal seen
-        end = time.monotonic() + timeout
-        while marker not in seen:
-            assert time.monotonic() < end, seen
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    seen += os.read(fd, 4096)
-                except OSError:
-                    break
-
-    until(b"Wi-Fi password")
-    os.write(fd, b"\x03")                      # the terminal's Ctrl-C
-    until(b"untouched")
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 130, seen
+    t = OnTerminal("provision", "--port", "sim://nobody", "--name", "tty-1", "--wifi-ssid", "lab")
+    t.until(b"Wi-Fi password", 30)
+    t.write(b"\x03")                          # the terminal's Ctrl-C
+    t.until(b"untouched", 30)
+    seen = t.seen
+    assert t.wait() == 130, seen
     assert b"Error: interrupted: nothing was written to sim://nobody: the node is untouched" in seen
     assert b"Traceback" not in seen and b"Aborted" not in seen
