@@ -11,8 +11,9 @@ pyserial's serial_for_url:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import codec as P
 
@@ -117,6 +118,37 @@ class Node:
         """node.set_many([("oven.setpoint", 60), ("oven.kp", 3.5)]): all applied between two
         control passes, or none (CommandRejected names the one refused)."""
         self.session.set_many([(*_split(path), value) for path, value in assignments])
+
+    def tune(self, loop: str, rule: str = "auto", amplitude: float = 0.0,
+             hysteresis: float = 0.0, timeout_s: float = 0, apply: bool = True,
+             progress: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> dict:
+        """Run a relay autotune of loop on the node and wait for it: the result, with at
+        least ku, pu_s, model, rule, why, kp, ki, kd, stable, reason and applied (an
+        unstable or timed-out run is never applied). progress(status) is called while it
+        runs ({"cycles": [done, wanted], "period_s", "amplitude"}). Ctrl-C (or any error
+        here) stops the run: the node returns the loop to its previous gains and output;
+        so does a host that goes away (its session ends)."""
+        self.session.tune_start(loop, amplitude, hysteresis, rule, timeout_s, apply)
+        try:
+            while True:
+                st = self.get(f"{loop}.tune")
+                if not st.get("running"):
+                    r = dict(st.get("result") or {})
+                    r.setdefault("pu_s", r.get("pu"))
+                    return r
+                if progress is not None:
+                    progress(st)
+                time.sleep(poll_s)
+        except BaseException:
+            try:
+                self.session.tune_abort(loop)
+            except Exception:  # noqa: BLE001 - the link may be what failed
+                pass
+            raise
+
+    def forget_tuning(self, loop: str) -> None:
+        """Forget loop's persisted autotune result: the config's gains, now and at boot."""
+        self.session.tune_forget(loop)
 
     def get(self, path: str) -> Any:
         """node.get("oven.measurement"), node.get("oven") (the loop's state), or "state",

@@ -371,6 +371,25 @@ class Session:
                 raise CommandRejected(e.reason, f"{loop}.{key} = {value}: {e.text}{more}") from None
         self.command(P.cmd_set_many(sets))
 
+    def tune_start(self, loop: str, amplitude: float = 0.0, hysteresis: float = 0.0,
+                   rule: str = "auto", timeout_s: float = 0, apply: bool = True) -> None:
+        """Start a relay autotune of loop, owned by this session (docs/protocol.md, TUNE)."""
+        if rule not in P.TUNE_RULES:
+            raise CommandRejected(P.R_OUT_OF_RANGE, f"no rule {rule!r}; rules: " + ", ".join(P.TUNE_RULES))
+        for what, v in (("amplitude", amplitude), ("hysteresis", hysteresis)):
+            if not (math.isfinite(v) and 0 <= v <= FLOAT32_MAX):
+                raise CommandRejected(P.R_OUT_OF_RANGE, f"{what} must be a finite number >= 0")
+        if not 0 <= timeout_s <= 0xFFFF:
+            raise CommandRejected(P.R_OUT_OF_RANGE, "timeout must be 0..65535 s")
+        self.command(P.cmd_tune_start(self.loop_index(loop), float(amplitude), float(hysteresis),
+                                      P.TUNE_RULES.index(rule), int(timeout_s), apply))
+
+    def tune_abort(self, loop: str) -> None:
+        self.command(P.cmd_tune(P.TUNE_ABORT, self.loop_index(loop)))
+
+    def tune_forget(self, loop: str) -> None:
+        self.command(P.cmd_tune(P.TUNE_FORGET, self.loop_index(loop)))
+
     def _assignment(self, loop: str, key: str, value: float | str) -> tuple[int, int, float]:
         if key not in P.KEYS:
             raise CommandRejected(P.R_UNKNOWN_TARGET, f"no key {key!r}; keys: " + ", ".join(P.KEYS))

@@ -17,7 +17,7 @@ import struct
 from cyphy_node.proto import *  # noqa: F401,F403 - the whole node codec, re-exported
 from cyphy_node import proto as _proto
 from cyphy_node.proto import (_STAT_FIELDS, ACK, CMD_CLEAR, CMD_CONFIG, CMD_REBOOT,
-                              CMD_SET, CMD_SUBSCRIBE, COUNTERS, EVENT, HEARTBEAT, HELLO, NACK,
+                              CMD_SET, CMD_SUBSCRIBE, CMD_TUNE, TUNE_START, COUNTERS, EVENT, HEARTBEAT, HELLO, NACK,
                               R_INTERNAL, R_MALFORMED, R_NO_KEY, R_OUT_OF_RANGE, R_STALE,
                               R_STATE, R_UNKNOWN_COMMAND, R_UNKNOWN_TARGET, STATS, TELEMETRY,
                               ProtoError, _Reader, _cut, _utf8, get_i32, get_u32, get_u48,
@@ -26,7 +26,7 @@ from cyphy_node.proto import (_STAT_FIELDS, ACK, CMD_CLEAR, CMD_CONFIG, CMD_REBO
 # ---------------------------------------------------------------- names for display
 
 CMD_NAMES = {CMD_SET: "set", CMD_CLEAR: "clear", CMD_REBOOT: "reboot",
-             CMD_SUBSCRIBE: "subscribe", CMD_CONFIG: "config"}
+             CMD_SUBSCRIBE: "subscribe", CMD_CONFIG: "config", CMD_TUNE: "tune"}
 REASONS = {R_MALFORMED: "malformed", R_UNKNOWN_COMMAND: "unknown command",
            R_UNKNOWN_TARGET: "unknown target", R_OUT_OF_RANGE: "out of range",
            R_STATE: "not possible now", R_STALE: "stale sequence number",
@@ -45,6 +45,19 @@ def cmd_set_many(sets):
     if not 1 <= len(sets) <= MAX_SETS:
         raise ValueError(f"a SET holds 1 to {MAX_SETS} assignments, not {len(sets)}")
     return bytes((CMD_SET,)) + b"".join(struct.pack("<BBf", lp, k, v) for lp, k, v in sets)
+
+
+def cmd_tune_start(loop, amplitude=0.0, hyst=0.0, rule=0, timeout_s=0, apply=True):
+    """Start a relay autotune of loop (owned by this session). amplitude: output units (0:
+    the node's default), hyst: measurement units (0: default), rule: index in TUNE_RULES
+    (0 auto), timeout_s: 0 the node's default (scaled to the loop)."""
+    return struct.pack("<BBBffBHB", CMD_TUNE, TUNE_START, loop, amplitude, hyst, rule,
+                       timeout_s, 1 if apply else 0)
+
+
+def cmd_tune(op, loop):
+    """TUNE_ABORT or TUNE_FORGET of loop."""
+    return bytes((CMD_TUNE, op, loop))
 
 
 def cmd_reboot(delay_ms=100):

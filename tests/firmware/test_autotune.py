@@ -354,3 +354,57 @@ def main():
     want = on_cpython(code)
     assert got[:2] == want[:2] and got[4] == want[4]
     assert got[2] == pytest.approx(want[2], rel=1e-4) and got[5] == pytest.approx(want[5], rel=1e-3)
+
+
+def test_the_hand_over_after_a_tune_is_bumpless(tmp_path, monkeypatch):
+    """While the relay drives the actuator the PID tracks the measurement and the relay's
+    output, so when it takes over (after an applied run, a refused one, or an abort) its
+    first outputs continue from the output applied: no derivative kick from a measurement
+    it last saw before the tune, no jump to a stale output."""
+    node = _node(tmp_path, monkeypatch)
+    lp = node.loops[0]
+    board = node.board
+    lp.setpoint = 60.0
+    lp.pid.set_tunings(4.0, 0.05, 20.0)
+    board.uv = 900000                                # 55.1 degC
+    for _ in range(20):
+        lp.tick()
+    good = {"ok": True, "stable": True, "reason": "", "rule": "fopdt", "why": "test",
+            "kp": 4.0, "ki": 0.05, "kd": 20.0, "rules": rules(10.0, 50.0)}
+
+    def run_and_end(end):
+        node.autotune(lp.name, high=80, low=20, hyst=0.5)
+        for k in range(200):                         # the measurement moves while it runs
+            board.uv = 900000 + 1000 * k
+            lp.tick()
+        before = lp.u
+        end()
+        outs = []
+        for _ in range(5):
+            lp.tick()
+            outs.append(lp.u)
+        return before, outs
+
+    def applied():
+        lp.tuner.status = DONE
+        lp.tuner.result = lambda: dict(good)
+        node._check_tuners()
+
+    def smooth(start, outs):
+        # the first output is the one applied before; then only what the (filtered)
+        # measurement's own movement asks of P and D: a few % per tick at most, where a
+        # derivative of the measurement last seen before the tune jumped by tens of %
+        steps = [abs(b - a) for a, b in zip([start] + outs, outs)]
+        return steps[0] < 500 and max(steps) < 3000, steps
+
+    # applied: the PID takes over from the relay's last output
+    before, outs = run_and_end(applied)
+    ok, steps = smooth(before, outs)
+    assert ok, (before, outs, steps)
+    # aborted: back to the output before the run, then smooth from there
+    u0 = lp.u
+    _, outs = run_and_end(lambda: node.abort_tune(lp.name, "test"))
+    assert node.tune_status(lp.name)["result"]["reason"] == "test"
+    ok, steps = smooth(u0, outs)
+    assert ok, (u0, outs, steps)
+    assert lp.pid.get_tunings() == (4.0, 0.05, 20.0) and lp.mode == "auto"

@@ -132,6 +132,14 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list, tuple, str]]:
         ("repl-baud-abc", ["repl", "/dev/nonexistent-tty", "--baud", "abc"], (2,), "--baud"),
         # completion
         ("completion-tcsh", ["completion", "tcsh"], (2,), "tcsh"),
+        # tune
+        ("tune-sim-not-running", ["tune", "sim://nobody", "oven"], (1,), "not running"),
+        ("tune-bad-url", ["tune", "udp://127.0.0.1:99999", "oven"], (1, 2), "99999"),
+        ("tune-amplitude-abc", ["tune", "sim://nobody", "oven", "--amplitude", "abc"], (2,), "--amplitude"),
+        ("tune-amplitude-negative", ["tune", "sim://nobody", "oven", "--amplitude", "-3"], (2,), "--amplitude"),
+        ("tune-rule", ["tune", "sim://nobody", "oven", "--rule", "best"], (2,), "--rule"),
+        ("tune-timeout", ["tune", "sim://nobody", "oven", "--timeout", "0"], (2,), "--timeout"),
+        ("tune-no-loop", ["tune", "sim://nobody"], (2,), "LOOP"),
         # check
         ("check-missing", ["check", f"{nodir}/c.json"], (1, 2), "c.json"),
         ("check-binary", ["check", f["binary"]], (1, 2), "binary.bin"),
@@ -229,7 +237,7 @@ def test_help_summaries_are_whole_sentences():
     commands = out.split("Commands:", 1)[1]
     names = [ln.split()[0] for ln in commands.splitlines() if ln.strip()]
     assert {"check", "completion", "deploy", "discover", "flash", "get", "monitor", "plot",
-            "provision", "repl", "set", "sim"} <= set(names)
+            "provision", "repl", "set", "sim", "tune"} <= set(names)
     for ln in commands.splitlines():
         if ln.strip():
             assert not ln.rstrip().endswith(("e.g.", "...", ":")), ln

@@ -568,6 +568,15 @@ def payloads(draw):
         if c == P.CMD_CONFIG:
             s = draw(_text)
             return t, P.cmd_config(s), 0, {"cmd": c, "patch": s}
+        if c == P.CMD_TUNE:
+            op, lp = draw(st.sampled_from([P.TUNE_START, P.TUNE_ABORT, P.TUNE_FORGET])), draw(_u8)
+            if op != P.TUNE_START:
+                return t, P.cmd_tune(op, lp), 0, {"cmd": c, "op": op, "loop": lp}
+            a, h = draw(_f32.map(abs)), draw(_f32.map(abs))
+            rule, tmo, ap = draw(st.integers(0, len(P.TUNE_RULES) - 1)), draw(_u16), draw(st.booleans())
+            return t, P.cmd_tune_start(lp, a, h, rule, tmo, ap), 0, {
+                "cmd": c, "op": op, "loop": lp, "amplitude": a, "hyst": h, "rule": rule,
+                "timeout_s": tmo, "apply": int(ap)}
         return t, bytes((c,)), 0, {"cmd": c}
     if t == P.ACK:
         ref, res = draw(_u48), draw(st.binary(max_size=32))

@@ -97,6 +97,11 @@ def payload_from(t, d):
             return P.cmd_config(d["patch"])
         if c == P.CMD_CLEAR:
             return bytes((P.CMD_CLEAR,))
+        if c == P.CMD_TUNE:
+            if d["op"] == P.TUNE_START:
+                return P.cmd_tune_start(d["loop"], d["amplitude"], d["hyst"], d["rule"],
+                                        d["timeout_s"], d["apply"])
+            return P.cmd_tune(d["op"], d["loop"])
     if t == P.ACK:
         return P.ack(P.u48(d["ref"]), unhex(d["result"]))
     if t == P.NACK:

@@ -199,6 +199,14 @@ class RelayTune:
         """(measured cycles done, cycles wanted) - cheap, for status displays."""
         return (max(0, min(self.cycles, self._edges - self.settle - 1)), self.cycles)
 
+    def last_cycle(self):
+        """(period s, amplitude: half the peak-to-peak, measurement units) of the last
+        measured cycle, or None before the first - for progress displays (allocates)."""
+        j = self.progress()[0] - 1
+        if j < 0:
+            return None
+        return (self._per[j] * self.dt, self._pp[j] / 2000.0)
+
     def result(self):
         """Plain data once finished (None while running): the ultimate point, the identified
         model, the chosen rule and its gains, and whether the run can be trusted."""

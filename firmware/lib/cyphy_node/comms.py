@@ -203,6 +203,8 @@ class Endpoint:
             if s.stats_ms and time.ticks_diff(now, s.next_stats) >= 0:
                 s.next_stats = time.ticks_add(now, s.stats_ms)
                 self.send(s, P.STATS, P.stats(now, self._stats()))
+        if self.node._tuning:
+            self._watch_tunes()
 
     def _stats(self):
         st = self.node.stats()
@@ -376,6 +378,21 @@ class Endpoint:
         else:
             c[P.C_BAD_TAG if self.key is not None else P.C_BAD_FRAME] += 1
         return None
+
+    def _watch_tunes(self):
+        # An autotune a host started over the protocol lasts only while that host has a
+        # session here (a new session of the same place carries it on): a lost host (its
+        # session ends after _SESSION_IDLE_MS of silence) or a BYE stops it, and the loop
+        # goes back to its previous gains and output.
+        for lp in self.loops:
+            o = lp.tune_owner
+            if o is None or lp.tuner is None:
+                continue
+            for s in self.sessions:
+                if s.port is o[0] and s.addr == o[1]:
+                    break
+            else:
+                self.node.abort_tune(lp.name, "the host that started it went away")
 
     def _inherit(self, s):
         # s (not yet authenticated) has a frame that checks under its EPOCH: its host is

@@ -72,6 +72,8 @@ class ControlLoop:
                            d_filter=c.d_filter_tau_s, sp_rate=c.ramp_per_s or 0.0,
                            anti_windup=CLAMP if c.anti_windup == "clamp" else CONDITIONAL,
                            deadband=c.deadband or None, avg=c.out_avg)
+            # the config's tuning, what forget_tuning() returns to: kp, ki, kd, d_filter, p_on_m
+            self.cfg_tuning = (c.kp, c.ki, c.kd, c.d_filter_tau_s, c.p_on == "measurement")
         else:
             h = c.hysteresis / 2
             self.onoff = OnOff(c.setpoint, h, h, c.direction == "reverse",
@@ -90,6 +92,8 @@ class ControlLoop:
         self.manual_out = act.failsafe
         self._held = False       # outputs held at fail-safe by a fault
         self.tuner = None        # a RelayTune while an autotune runs (it drives the output)
+        self.tune_owner = None   # (port, addr) of the host that started it over the protocol
+        self.tune_result = None  # the last run's result (applied or not) since boot
 
     # ---- the tick (allocation-free) ----
 
@@ -133,6 +137,8 @@ class ControlLoop:
             return
         if self.tuner is not None:
             u = self.tuner.update(self.y)
+            self.pid.update(self.y)     # manual: it tracks the measurement...
+            self.pid.track(u)           # ...and the relay's output: a bumpless hand-over
         elif self.pid is not None:
             u = self.pid.update(self.y)
         else:
@@ -739,7 +745,38 @@ class Node:
         return self.soft_call(self._autotune, name, high, low, hyst, rule, cycles, settle,
                               timeout_s)
 
-    def _autotune(self, name, high, low, hyst, rule, cycles, settle, timeout_s):
+    def tune(self, name, amplitude=0.0, hyst=0.0, rule="auto", timeout_s=None, apply=True,
+             owner=None):
+        """autotune() as a user starts it (cyphy tune, the protocol's TUNE): the relay swings
+        the output by +-amplitude (default: a fifth of the actuator's range) around the
+        output it has now, within the actuator's range; hyst defaults to 0.5 % of the
+        sensor's valid range. apply=False: identify and report, keep the gains. owner: the
+        (port, addr) of the host that asked; the run stops if that host goes away."""
+        lp = self.loop(name)
+        lo, hi = lp.act.lo / 1000, lp.act.hi / 1000
+        a = amplitude or (hi - lo) / 5
+        u0 = lp.u / 1000
+        high, low = min(hi, u0 + a), max(lo, u0 - a)
+        if high - low < (hi - lo) / 50:
+            raise ValueError("the relay would swing the output only %s..%s %s: give a larger "
+                             "amplitude, or start from an output inside the range %s..%s"
+                             % (low, high, lp.act.units, lo, hi))
+        hyst = hyst or (lp.inp.vmax - lp.inp.vmin) / 1000 * 0.005
+        return self.soft_call(self._autotune, name, high, low, hyst, rule, 4, 2, timeout_s,
+                              apply, owner)
+
+    def abort_tune(self, name, why="stopped"):
+        """Stop a running autotune: the loop goes on with the gains and from the output it
+        had before (bumpless), and the result says why. False if none was running."""
+        return self.soft_call(self._abort_tune, name, why)
+
+    def forget_tuning(self, name):
+        """Forget loop `name`'s persisted autotune result: the config's gains from now on,
+        and at every boot (bumpless)."""
+        return self.soft_call(self._forget_tuning, name)
+
+    def _autotune(self, name, high, low, hyst, rule, cycles, settle, timeout_s, apply=True,
+                  owner=None):
         from .autotune import RelayTune, rules
 
         lp = self.loop(name)
@@ -749,18 +786,47 @@ class Node:
             raise ValueError("rule must be auto or one of " + ", ".join(sorted(rules(1.0, 1.0))))
         if lp.tuner is not None:
             raise ValueError("%s: an autotune is already running" % name)
+        tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
+                          reverse=lp.pid.reverse, cycles=cycles, settle=settle,
+                          timeout=timeout_s)
         lp.tune_rule = rule
+        lp.tune_apply = apply
+        lp.tune_owner = owner
         lp.tune_u0 = lp.u                   # the output to return to if the run is refused
-        lp.tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
-                             reverse=lp.pid.reverse, cycles=cycles, settle=settle,
-                             timeout=timeout_s)
+        lp.pid.set_manual(lp.u)             # tracks while the relay drives (ControlLoop._control)
+        lp.tuner = tuner
         self._tuning += 1
 
     def tune_status(self, name):
+        """{"running": True, "cycles": (done, wanted), "period_s", "amplitude"} (the last
+        measured cycle's, None before one) or {"running": False, "result": {...}}."""
         lp = self.loop(name)
-        if lp.tuner is not None:
-            return {"running": True, "cycles": lp.tuner.progress()}
-        return {"running": False, "result": self.tuned.get(name)}
+        t = lp.tuner
+        if t is not None:
+            last = t.last_cycle()
+            return {"running": True, "cycles": t.progress(),
+                    "period_s": last and last[0], "amplitude": last and last[1]}
+        return {"running": False, "result": lp.tune_result or self.tuned.get(name)}
+
+    def _abort_tune(self, name, why):
+        lp = self.loop(name)
+        if lp.tuner is None:
+            return False
+        lp.tuner = None
+        r = {"ok": False, "stable": False, "applied": False, "reason": why}
+        self._keep_result(lp, r)
+        self._end_tune(lp, lp.tune_u0)
+        return True
+
+    def _forget_tuning(self, name):
+        lp = self.loop(name)
+        if lp.pid is None:
+            raise ValueError("%s is an on/off loop: it has no tuning" % name)
+        if self.tuned.pop(name, None) is not None:
+            self._save_tunings()
+        kp, ki, kd, tf, pom = lp.cfg_tuning
+        lp.pid.set_d_filter(tf)
+        lp.pid.set_tunings(kp, ki, kd, pom)     # bumpless: the integral absorbs the change
 
     def _check_tuners(self):
         for lp in self.loops:
@@ -772,7 +838,6 @@ class Node:
         # the run finished and was stable, else return to the output before the tune.
         r = lp.tuner.result()
         lp.tuner = None
-        self._tuning -= 1
         rule = lp.tune_rule
         if r.get("stable") and rule != "auto":
             g = r["rules"][rule]
@@ -781,20 +846,36 @@ class Node:
             r.pop("d_filter", None)
             r.pop("p_on_m", None)
         back = lp.u
-        if r["ok"] and r.get("stable"):
+        if r["ok"] and r.get("stable") and lp.tune_apply:
             self._apply_tuning(lp, r)
         else:
             r["applied"] = False
+            if r["ok"] and r.get("stable"):
+                r["reason"] = "not applied: asked to identify only"
             back = lp.tune_u0
+        self._keep_result(lp, r)
+        self._end_tune(lp, back)
+
+    def _keep_result(self, lp, r):
+        lp.tune_result = r
         prev = self.tuned.get(lp.name)
         if r["applied"] or not (prev and prev.get("applied")):
             self.tuned[lp.name] = r
-        else:                           # a refused run never replaces applied gains on flash
+        else:                           # a run not applied never replaces applied gains
             prev["last_refused"] = r
         self._save_tunings()
-        lp.pid.set_manual(back)  # continue from the relay's last output (milli-units), or
-        if lp.auto:              # from the output before a refused run: bumpless
+
+    def _end_tune(self, lp, back):
+        # The PID takes over from `back` (milli-units): the relay's last output after an
+        # applied run, the output before the run otherwise. Bumpless: the PID tracked the
+        # measurement and the relay's output all along (ControlLoop._control).
+        self._tuning -= 1
+        lp.tune_owner = None
+        lp.pid.set_manual(back)
+        if lp.auto:
             lp.pid.set_auto()
+        else:                    # a loop in manual goes back to its manual output
+            lp.pid.set_manual(lp.manual_out)
         if not self._tuning:     # autotune.py costs RAM only while a tune runs
             import sys
             import cyphy_node

@@ -246,6 +246,13 @@ class PID:
             self.out = out
         self.out = self._man = self._clamp_out(self.out)
 
+    def track(self, out):
+        """In manual, follow an output something else drives (a relay autotune): out in
+        milli-units, clamped; allocation-free. update() meanwhile tracks the measurement,
+        so set_auto() later takes over from the output really applied, with no stale
+        derivative (bumpless)."""
+        self.out = self._man = self._clamp_out(out)
+
     def set_auto(self):
         """Automatic mode. The first tick sets I so that P + I + D equals the last (manual)
         output: no bump, even with P on error (Arduino only seeds I with the output)."""

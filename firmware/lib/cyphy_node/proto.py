@@ -67,6 +67,12 @@ CMD_CLEAR = const(2)      # clear latched faults
 CMD_REBOOT = const(3)     # delay_ms(u16)
 CMD_SUBSCRIBE = const(4)  # period_ms(u16) batch(u8) stats_s(u8); period 0 stops telemetry
 CMD_CONFIG = const(5)     # a JSON object merged into /config.json (applied at the next boot)
+CMD_TUNE = const(6)       # op(1) loop(1); start: amplitude(f32) hyst(f32) rule(1) timeout_s(u16) apply(1)
+TUNE_START = const(0)     # a relay autotune of the loop, owned by this session
+TUNE_ABORT = const(1)     # stop it: the loop returns to its previous gains and output
+TUNE_FORGET = const(2)    # forget the persisted tuning: the config's gains, now and at boot
+TUNE_RULES = ("auto", "ziegler_nichols", "ziegler_nichols_pi", "tyreus_luyben",
+              "tyreus_luyben_pi", "some_overshoot", "no_overshoot")  # rule(1) indexes this
 MAX_SETS = const(16)      # assignments in one SET
 # CMD_SET keys, by index; mode: value 1 auto, 0 manual; output: manual output (switches the
 # loop to manual)
@@ -569,6 +575,22 @@ def parse_command(p):
         d["delay_ms"] = r.u16()
     elif c == CMD_CONFIG:
         d["patch"] = _utf8(r.rest(), "config patch")
+    elif c == CMD_TUNE:
+        d["op"] = r.u8()
+        d["loop"] = r.u8()
+        if d["op"] == TUNE_START:
+            a, h = struct.unpack("<ff", r.take(8))
+            if a - a != 0 or h - h != 0 or a < 0 or h < 0:
+                raise ProtoError("amplitude and hysteresis must be finite and >= 0",
+                                 R_OUT_OF_RANGE)
+            d["amplitude"], d["hyst"] = a, h
+            d["rule"] = r.u8()
+            d["timeout_s"] = r.u16()
+            d["apply"] = r.u8()
+            if d["rule"] >= len(TUNE_RULES):
+                raise ProtoError("no rule %d" % d["rule"], R_OUT_OF_RANGE)
+        elif d["op"] > TUNE_FORGET:
+            raise ProtoError("no tune operation %d" % d["op"], R_UNKNOWN_COMMAND)
     elif c != CMD_CLEAR:
         raise ProtoError("unknown command %d" % c, R_UNKNOWN_COMMAND)
     return d

@@ -61,6 +61,11 @@ def _read(ep, path):
                 "net": ep.net.info() if ep.net is not None else None,
                 "units": {lp.name: {"measurement": lp.inp.units, "output": lp.act.units}
                           for lp in ep.loops}}
+    if path.endswith(".tune"):
+        try:
+            return n.tune_status(path[:-5])
+        except KeyError:
+            pass
     try:
         return n.get(path)
     except KeyError:
@@ -115,6 +120,20 @@ def _command(ep, s, body):
         return P.ACK, b""
     if c == P.CMD_CONFIG:
         return P.ACK, _patch_config(ep, body["patch"])
+    if c == P.CMD_TUNE:
+        if not 0 <= body["loop"] < ep.nloops:
+            raise P.ProtoError("no loop %d (the node has %d)" % (body["loop"], ep.nloops),
+                               P.R_UNKNOWN_TARGET)
+        name = ep.loops[body["loop"]].name
+        op = body["op"]
+        if op == P.TUNE_START:
+            n.tune(name, body["amplitude"], body["hyst"], P.TUNE_RULES[body["rule"]],
+                   body["timeout_s"] or None, bool(body["apply"]), (s.port, s.addr))
+        elif op == P.TUNE_ABORT:
+            n.abort_tune(name, "stopped by the host")
+        else:
+            n.forget_tuning(name)
+        return P.ACK, b""
     raise P.ProtoError("unknown command %d" % c, P.R_UNKNOWN_COMMAND)
 
 

@@ -151,12 +151,14 @@ from cyphy.cli.sim import sim  # noqa: E402
 from cyphy.cli.deploy import deploy  # noqa: E402
 from cyphy.cli.provision import provision  # noqa: E402
 from cyphy.cli.check import check  # noqa: E402
+from cyphy.cli.tune import tune  # noqa: E402
 
 cli.add_command(sim)
 cli.add_command(flash)
 cli.add_command(deploy)
 cli.add_command(provision)
 cli.add_command(check)
+cli.add_command(tune)
 for _cmd in (set_, get, monitor, plot, discover, repl):
     cli.add_command(_cmd)
 

@@ -30,6 +30,15 @@ class Failed(click.ClickException):
     exit_code = EXIT_FAILED
 
 
+class Interrupted(click.ClickException):
+    """Ctrl-C: one line saying what state the node is left in (exit 130, as a shell does)."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"interrupted: {state}")
+
+
 class Rejected(click.ClickException):
     exit_code = EXIT_REJECTED
 

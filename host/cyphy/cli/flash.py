@@ -10,16 +10,7 @@ from typing import Iterator
 
 import click
 
-from cyphy.cli.common import Failed, emit, errors
-
-
-class Interrupted(click.ClickException):
-    """Ctrl-C: one line saying what state the node is left in (exit 130, as a shell does)."""
-
-    exit_code = 130
-
-    def __init__(self, state: str) -> None:
-        super().__init__(f"interrupted: {state}")
+from cyphy.cli.common import Failed, Interrupted, emit, errors
 
 
 class UsageFailed(click.ClickException):

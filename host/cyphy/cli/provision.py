@@ -7,9 +7,9 @@ import sys
 
 import click
 
-from cyphy.cli.common import emit
+from cyphy.cli.common import Interrupted, emit
 from cyphy.cli.deploy import PORT_HELP, SOFT_RESET_HELP, device_errors, open_device, progress_bar
-from cyphy.cli.flash import Interrupted, again, sigint_held
+from cyphy.cli.flash import again, sigint_held
 
 
 def _close_now(dev) -> None:

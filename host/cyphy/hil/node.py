@@ -102,6 +102,14 @@ class HilNode:
 
         return connect(self.url, key=self.key_hex)
 
+    def tune(self, loop: str, **options: Any) -> dict:
+        """The relay autotune of loop over the protocol, as `cyphy tune` runs it
+        (cyphy.api.Node.tune: rule, amplitude, hysteresis, timeout_s, apply, progress): the
+        result. It runs in the node's real time (on virtual time the node's clock stands
+        still while it waits for the host: use node.exec("node.autotune(...)") there)."""
+        with self.connect() as n:
+            return n.tune(loop, **options)
+
     def exec(self, code: str, timeout: float = 60.0) -> str:
         """Run code at the REPL (the loops keep running); its output."""
         from cyphy.device import Device
