@@ -28,6 +28,7 @@ PLANTS = {
     "fotd": ("gain", "tau_s", "dead_time_s", "ambient"),
     "dcmotor": ("J", "b", "K", "R", "L", "vmin", "vmax", "load_torque"),
     "twotank": ("A1", "A2", "a1", "a2", "k", "g", "height", "vmax", "valve"),
+    "second_order": ("gain", "wn_rad_s", "zeta", "dead_time_s", "umin", "umax", "load"),
 }
 
 
