@@ -231,7 +231,7 @@ CASES = [
     ([["set", ["loops", 0, "alarms", "high"], 200]],
      "loops[0].alarms.high: must be within the sensor's valid range [10, 149], got 200"),
     ([["set", ["plant", "type"], "boiler"]],
-     'plant.type: must be one of dcmotor, fotd, twotank; got "boiler"'),
+     'plant.type: must be one of dcmotor, fotd, second_order, twotank; got "boiler"'),
     ([["set", ["plant", "J"], 0.01]],
      "plant.J: unknown key; allowed: type, gain, tau_s, dead_time_s, ambient, noise, initial, "
      "disturbances, seed"),
