@@ -65,6 +65,7 @@ package(
         "sched.py",
         "serfec.py",
         "store.py",
+        "tuning.py",
         "udp.py",
     ],
     base_path="lib",

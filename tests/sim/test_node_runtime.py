@@ -382,6 +382,9 @@ def test_autotune_result_is_kept_on_flash_and_applied_at_boot(oven):
     assert "running 1 loop(s)" in boot
     kp_after = json.loads(oven.run("import json\nprint(json.dumps(node.loop('oven').pid.get_tunings()[0]))"))
     assert kp_after == pytest.approx(kp, rel=1e-6)
+    # applied from /autotune.json at boot, and the tuning code unloaded again: no RAM for it
+    loaded = oven.run("import sys\nprint([m for m in sys.modules if m.endswith(('.tuning', '.autotune'))])")
+    assert loaded.strip() == "[]", loaded
 
 
 def test_repl_tools_work_while_the_loop_runs_in_real_time(sim_nodes):

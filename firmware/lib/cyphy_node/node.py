@@ -733,7 +733,7 @@ class Node:
             lp.fault &= ~F_EXC
             lp.last_exc = None
 
-    # ---- relay autotune (Astrom-Hagglund), result kept on flash ----
+    # ---- relay autotune (Astrom-Hagglund), result kept on flash: tuning.py ----
 
     def autotune(self, name, high, low, hyst=0.0, rule="auto", cycles=4, settle=2,
                  timeout_s=None):
@@ -742,8 +742,10 @@ class Node:
         chosen from the model the run identified; or one of autotune.rules) and the result
         is written to /autotune.json, applied at every boot. A run that times out or is not
         stable changes nothing: the PID resumes from the output it had before."""
-        return self.soft_call(self._autotune, name, high, low, hyst, rule, cycles, settle,
-                              timeout_s)
+        from . import tuning
+
+        return self.soft_call(tuning.start, self, name, high, low, hyst, rule, cycles,
+                              settle, timeout_s)
 
     def tune(self, name, amplitude=0.0, hyst=0.0, rule="auto", timeout_s=None, apply=True,
              owner=None):
@@ -752,180 +754,60 @@ class Node:
         output it has now, within the actuator's range; hyst defaults to 0.5 % of the
         sensor's valid range. apply=False: identify and report, keep the gains. owner: the
         (port, addr) of the host that asked; the run stops if that host goes away."""
-        lp = self.loop(name)
-        lo, hi = lp.act.lo / 1000, lp.act.hi / 1000
-        a = amplitude or (hi - lo) / 5
-        u0 = lp.u / 1000
-        high, low = min(hi, u0 + a), max(lo, u0 - a)
-        if high - low < (hi - lo) / 50:
-            raise ValueError("the relay would swing the output only %s..%s %s: give a larger "
-                             "amplitude, or start from an output inside the range %s..%s"
-                             % (low, high, lp.act.units, lo, hi))
-        hyst = hyst or (lp.inp.vmax - lp.inp.vmin) / 1000 * 0.005
-        return self.soft_call(self._autotune, name, high, low, hyst, rule, 4, 2, timeout_s,
-                              apply, owner)
+        from . import tuning
+
+        high, low, hyst = tuning.relay(self.loop(name), amplitude, hyst)
+        return self.soft_call(tuning.start, self, name, high, low, hyst, rule, 4, 2,
+                              timeout_s, apply, owner)
 
     def abort_tune(self, name, why="stopped"):
         """Stop a running autotune: the loop goes on with the gains and from the output it
         had before (bumpless), and the result says why. False if none was running."""
-        return self.soft_call(self._abort_tune, name, why)
+        if self.loop(name).tuner is None:
+            return False
+        from . import tuning
+
+        return self.soft_call(tuning.abort, self, name, why)
 
     def forget_tuning(self, name):
         """Forget loop `name`'s persisted autotune result: the config's gains from now on,
         and at every boot (bumpless)."""
-        return self.soft_call(self._forget_tuning, name)
+        from . import tuning
 
-    def _autotune(self, name, high, low, hyst, rule, cycles, settle, timeout_s, apply=True,
-                  owner=None):
-        from .autotune import RelayTune, rules
-
-        lp = self.loop(name)
-        if lp.pid is None:
-            raise ValueError("%s: autotune needs a PID loop" % name)
-        if rule != "auto" and rule not in rules(1.0, 1.0):
-            raise ValueError("rule must be auto or one of " + ", ".join(sorted(rules(1.0, 1.0))))
-        if lp.tuner is not None:
-            raise ValueError("%s: an autotune is already running" % name)
-        tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
-                          reverse=lp.pid.reverse, cycles=cycles, settle=settle,
-                          timeout=timeout_s)
-        lp.tune_rule = rule
-        lp.tune_apply = apply
-        lp.tune_owner = owner
-        lp.tune_u0 = lp.u                   # the output to return to if the run is refused
-        lp.pid.set_manual(lp.u)             # tracks while the relay drives (ControlLoop._control)
-        lp.tuner = tuner
-        self._tuning += 1
+        try:
+            return self.soft_call(tuning.forget, self, name)
+        finally:
+            if not self._tuning:
+                tuning.unload()
 
     def tune_status(self, name):
         """{"running": True, "cycles": (done, wanted), "period_s", "amplitude"} (the last
         measured cycle's, None before one) or {"running": False, "result": {...}}."""
         lp = self.loop(name)
-        t = lp.tuner
-        if t is not None:
-            last = t.last_cycle()
-            return {"running": True, "cycles": t.progress(),
-                    "period_s": last and last[0], "amplitude": last and last[1]}
-        return {"running": False, "result": lp.tune_result or self.tuned.get(name)}
-
-    def _abort_tune(self, name, why):
-        lp = self.loop(name)
         if lp.tuner is None:
-            return False
-        lp.tuner = None
-        r = {"ok": False, "stable": False, "applied": False, "reason": why}
-        self._keep_result(lp, r)
-        self._end_tune(lp, lp.tune_u0)
-        return True
+            return {"running": False, "result": lp.tune_result or self.tuned.get(name)}
+        from . import tuning
 
-    def _forget_tuning(self, name):
-        lp = self.loop(name)
-        if lp.pid is None:
-            raise ValueError("%s is an on/off loop: it has no tuning" % name)
-        if self.tuned.pop(name, None) is not None:
-            self._save_tunings()
-        kp, ki, kd, tf, pom = lp.cfg_tuning
-        lp.pid.set_d_filter(tf)
-        lp.pid.set_tunings(kp, ki, kd, pom)     # bumpless: the integral absorbs the change
+        return tuning.status(self, name)
 
     def _check_tuners(self):
-        for lp in self.loops:
-            if lp.tuner is not None and lp.tuner.status:  # DONE or FAILED
-                self._finish_tune(lp)
+        from . import tuning
 
-    def _finish_tune(self, lp):
-        # Runs once per autotune (may allocate): keep the result; apply the gains only if
-        # the run finished and was stable, else return to the output before the tune.
-        r = lp.tuner.result()
-        lp.tuner = None
-        rule = lp.tune_rule
-        if r.get("stable") and rule != "auto":
-            g = r["rules"][rule]
-            r["rule"], r["why"] = rule, "asked for"
-            r["kp"], r["ki"], r["kd"] = g["kp"], g["ki"], g["kd"]
-            r.pop("d_filter", None)
-            r.pop("p_on_m", None)
-        back = lp.u
-        if r["ok"] and r.get("stable") and lp.tune_apply:
-            self._apply_tuning(lp, r)
-        else:
-            r["applied"] = False
-            if r["ok"] and r.get("stable"):
-                r["reason"] = "not applied: asked to identify only"
-            back = lp.tune_u0
-        self._keep_result(lp, r)
-        self._end_tune(lp, back)
-
-    def _keep_result(self, lp, r):
-        lp.tune_result = r
-        prev = self.tuned.get(lp.name)
-        if r["applied"] or not (prev and prev.get("applied")):
-            self.tuned[lp.name] = r
-        else:                           # a run not applied never replaces applied gains
-            prev["last_refused"] = r
-        self._save_tunings()
-
-    def _end_tune(self, lp, back):
-        # The PID takes over from `back` (milli-units): the relay's last output after an
-        # applied run, the output before the run otherwise. Bumpless: the PID tracked the
-        # measurement and the relay's output all along (ControlLoop._control).
-        self._tuning -= 1
-        lp.tune_owner = None
-        lp.pid.set_manual(back)
-        if lp.auto:
-            lp.pid.set_auto()
-        else:                    # a loop in manual goes back to its manual output
-            lp.pid.set_manual(lp.manual_out)
-        if not self._tuning:     # autotune.py costs RAM only while a tune runs
-            import sys
-            import cyphy_node
-
-            sys.modules.pop("cyphy_node.autotune", None)
-            try:
-                delattr(cyphy_node, "autotune")
-            except AttributeError:
-                pass
-
-    def _apply_tuning(self, lp, r):
-        pid = lp.pid
-        tf = pid.tf
-        try:
-            if "d_filter" in r:
-                pid.set_d_filter(r["d_filter"])
-            pid.set_tunings(r["kp"], r["ki"], r["kd"], r.get("p_on_m"))
-        except ValueError as e:  # gains the fixed-point PID cannot hold: keep the old ones
-            pid.set_d_filter(tf)
-            r["applied"] = False
-            r["error"] = str(e)
-            return
-        r["applied"] = True
+        tuning.check(self)
 
     def _load_tunings(self):
-        import json
+        import os
 
         try:
-            with open(self.tune_path) as f:
-                saved = json.load(f)
-        except (OSError, ValueError):
-            return {}
-        for lp in self.loops:
-            r = saved.get(lp.name)
-            if not (r and r.get("ok") and r.get("applied", True) and lp.pid is not None):
-                continue
-            if "kp" not in r and r.get("rule") in r.get("rules", {}):
-                r.update(r["rules"][r["rule"]])     # a file from before the "auto" rule
-            if "kp" in r:
-                self._apply_tuning(lp, r)
-        return saved
-
-    def _save_tunings(self):
-        import json
-        from .store import write_atomic
-
-        try:
-            write_atomic(self.tune_path, json.dumps(self.tuned))
+            os.stat(self.tune_path)
         except OSError:
-            pass
+            return {}           # nothing kept: tuning.py is not even loaded
+        from . import tuning
+
+        try:
+            return tuning.load(self)
+        finally:
+            tuning.unload()
 
     def loop(self, name):
         for lp in self.loops:

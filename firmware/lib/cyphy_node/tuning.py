@@ -1,0 +1,190 @@
+# Running relay autotunes on a node: starting one (node.autotune / node.tune, the protocol's
+# TUNE), its status, stopping it, and what happens to its result (applied only if stable,
+# kept on flash in /autotune.json, applied again at every boot; forgotten on request).
+# docs/control.md, "Relay autotune" and "Running a tune".
+#
+# Loaded only while a tune runs, or at boot when /autotune.json exists, and unloaded after
+# (unload()): a node that is not tuning pays no RAM for it. Everything here runs in the
+# soft context (Node.soft_call or the service), never in the control tick: the tick only
+# calls RelayTune.update and PID.track (ControlLoop._control).
+import sys
+
+
+def start(node, name, high, low, hyst, rule, cycles, settle, timeout_s, apply=True,
+          owner=None):
+    from .autotune import RelayTune, rules
+
+    lp = node.loop(name)
+    if lp.pid is None:
+        raise ValueError("%s: autotune needs a PID loop" % name)
+    if rule != "auto" and rule not in rules(1.0, 1.0):
+        raise ValueError("rule must be auto or one of " + ", ".join(sorted(rules(1.0, 1.0))))
+    if lp.tuner is not None:
+        raise ValueError("%s: an autotune is already running" % name)
+    tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
+                      reverse=lp.pid.reverse, cycles=cycles, settle=settle, timeout=timeout_s)
+    lp.tune_rule = rule
+    lp.tune_apply = apply
+    lp.tune_owner = owner
+    lp.tune_u0 = lp.u                   # the output to return to if the run is refused
+    lp.pid.set_manual(lp.u)             # tracks while the relay drives (ControlLoop._control)
+    lp.tuner = tuner
+    node._tuning += 1
+
+
+def relay(lp, amplitude, hyst):
+    """(high, low, hyst) of a tune as a user starts it: +-amplitude (default: a fifth of the
+    actuator's range) around the output now, within the actuator's range; hyst default
+    0.5 % of the sensor's valid range."""
+    lo, hi = lp.act.lo / 1000, lp.act.hi / 1000
+    a = amplitude or (hi - lo) / 5
+    u0 = lp.u / 1000
+    high, low = min(hi, u0 + a), max(lo, u0 - a)
+    if high - low < (hi - lo) / 50:
+        raise ValueError("the relay would swing the output only %s..%s %s: give a larger "
+                         "amplitude, or start from an output inside the range %s..%s"
+                         % (low, high, lp.act.units, lo, hi))
+    return high, low, hyst or (lp.inp.vmax - lp.inp.vmin) / 1000 * 0.005
+
+
+def status(node, name):
+    lp = node.loop(name)
+    t = lp.tuner
+    if t is not None:
+        last = t.last_cycle()
+        return {"running": True, "cycles": t.progress(),
+                "period_s": last and last[0], "amplitude": last and last[1]}
+    return {"running": False, "result": lp.tune_result or node.tuned.get(name)}
+
+
+def abort(node, name, why):
+    lp = node.loop(name)
+    if lp.tuner is None:
+        return False
+    lp.tuner = None
+    _keep(node, lp, {"ok": False, "stable": False, "applied": False, "reason": why})
+    _end(node, lp, lp.tune_u0)
+    return True
+
+
+def forget(node, name):
+    lp = node.loop(name)
+    if lp.pid is None:
+        raise ValueError("%s is an on/off loop: it has no tuning" % name)
+    if node.tuned.pop(name, None) is not None:
+        save(node)
+    kp, ki, kd, tf, pom = lp.cfg_tuning
+    lp.pid.set_d_filter(tf)
+    lp.pid.set_tunings(kp, ki, kd, pom)     # bumpless: the integral absorbs the change
+
+
+def check(node):
+    for lp in node.loops:
+        if lp.tuner is not None and lp.tuner.status:  # DONE or FAILED
+            _finish(node, lp)
+
+
+def _finish(node, lp):
+    # Once per autotune: keep the result; apply the gains only if the run finished and was
+    # stable (and apply was asked), else return to the output before the tune.
+    r = lp.tuner.result()
+    lp.tuner = None
+    rule = lp.tune_rule
+    if r.get("stable") and rule != "auto":
+        g = r["rules"][rule]
+        r["rule"], r["why"] = rule, "asked for"
+        r["kp"], r["ki"], r["kd"] = g["kp"], g["ki"], g["kd"]
+        r.pop("d_filter", None)
+        r.pop("p_on_m", None)
+    back = lp.u
+    if r["ok"] and r.get("stable") and lp.tune_apply:
+        apply(lp, r)
+    else:
+        r["applied"] = False
+        if r["ok"] and r.get("stable"):
+            r["reason"] = "not applied: asked to identify only"
+        back = lp.tune_u0
+    _keep(node, lp, r)
+    _end(node, lp, back)
+
+
+def _keep(node, lp, r):
+    lp.tune_result = r
+    prev = node.tuned.get(lp.name)
+    if r["applied"] or not (prev and prev.get("applied")):
+        node.tuned[lp.name] = r
+    else:                           # a run not applied never replaces applied gains
+        prev["last_refused"] = r
+    save(node)
+
+
+def _end(node, lp, back):
+    # The PID takes over from `back` (milli-units): the relay's last output after an
+    # applied run, the output before the run otherwise. Bumpless: the PID tracked the
+    # measurement and the relay's output all along (ControlLoop._control).
+    node._tuning -= 1
+    lp.tune_owner = None
+    lp.pid.set_manual(back)
+    if lp.auto:
+        lp.pid.set_auto()
+    else:                    # a loop in manual goes back to its manual output
+        lp.pid.set_manual(lp.manual_out)
+    if not node._tuning:
+        unload()
+
+
+def apply(lp, r):
+    pid = lp.pid
+    tf = pid.tf
+    try:
+        if "d_filter" in r:
+            pid.set_d_filter(r["d_filter"])
+        pid.set_tunings(r["kp"], r["ki"], r["kd"], r.get("p_on_m"))
+    except ValueError as e:  # gains the fixed-point PID cannot hold: keep the old ones
+        pid.set_d_filter(tf)
+        r["applied"] = False
+        r["error"] = str(e)
+        return
+    r["applied"] = True
+
+
+def load(node):
+    """The results kept on flash, each applied to its loop (at boot)."""
+    import json
+
+    try:
+        with open(node.tune_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    for lp in node.loops:
+        r = saved.get(lp.name)
+        if not (r and r.get("ok") and r.get("applied", True) and lp.pid is not None):
+            continue
+        if "kp" not in r and r.get("rule") in r.get("rules", {}):
+            r.update(r["rules"][r["rule"]])     # a file from before the "auto" rule
+        if "kp" in r:
+            apply(lp, r)
+    return saved
+
+
+def save(node):
+    import json
+    from .store import write_atomic
+
+    try:
+        write_atomic(node.tune_path, json.dumps(node.tuned))
+    except OSError:
+        pass
+
+
+def unload():
+    """Forget this module and autotune.py (RAM only while a tune runs)."""
+    import cyphy_node
+
+    for m in ("autotune", "tuning"):
+        sys.modules.pop("cyphy_node." + m, None)
+        try:
+            delattr(cyphy_node, m)
+        except (AttributeError, KeyError):  # (MicroPython: KeyError for a module's)
+            pass
