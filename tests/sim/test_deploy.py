@@ -200,7 +200,8 @@ def _stage(tmp: Path) -> Path:
 @pytest.mark.timeout(400)
 def test_deploy_is_at_least_twice_as_fast_as_mpremote_at_115200(sim_nodes, tmp_path):
     """The same files, the same node, one run: `cyphy deploy --force` against
-    `mpremote fs cp -f` (both without a soft reset), each timed twice, the better of each."""
+    `mpremote fs cp -f` (both without a soft reset), one timing each (make bench times more:
+    bench/transfer.py; measured 2.5x, so one run's noise leaves a wide margin)."""
     n = sim_nodes("speed", baud=115200)
     url = f"sim://{n.name}"
     stage = _stage(tmp_path / "tree")
@@ -209,7 +210,7 @@ def test_deploy_is_at_least_twice_as_fast_as_mpremote_at_115200(sim_nodes, tmp_p
     mp = [tool("mpremote"), "connect", n.port, "resume", "fs", "cp", "-r", "-f", "lib", ":",
           "+", "fs", "cp", "-f", "main.py", "boot.py", ":"]
     ours, theirs, reports = [], [], []
-    for _ in range(2):
+    for _ in range(1):
         t0 = time.monotonic()
         reports.append(deploy_json(url, "--force"))
         ours.append(time.monotonic() - t0)
