@@ -36,6 +36,9 @@ BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PROMPT = b">"
 QUIET_S = 0.08   # > the firmware's _QUIET_MS: a Ctrl-C after this pause ends node.serve()
 IO_TIMEOUT_S = 1.0  # serial read timeout while mpremote reads (it waits this long for a byte)
+PASTE_TIMEOUT_S = 5.0  # ... while it pastes code: the node acknowledges each window from its
+                       # main thread, which soft callbacks (a flash write, the Wi-Fi keeper,
+                       # a busy service) may hold off for over a second
 CANCEL_S = 1.5   # how long a cancelled exec may take to get back to the raw prompt
 
 
@@ -144,14 +147,14 @@ class RawRepl:
         self.close()
 
     @contextlib.contextmanager
-    def _io_timeout(self) -> "contextlib.Iterator[None]":
+    def _io_timeout(self, timeout: float = IO_TIMEOUT_S) -> "contextlib.Iterator[None]":
         # mpremote reads fixed-size answers ("R\x01", the window) with the port's timeout;
         # a port shared with the protocol link has a short one
         old = self.serial.timeout
-        if old == IO_TIMEOUT_S:  # (setting it reconfigures the port: a few system calls)
+        if old == timeout:  # (setting it reconfigures the port: a few system calls)
             yield
             return
-        self.serial.timeout = IO_TIMEOUT_S
+        self.serial.timeout = timeout
         try:
             yield
         finally:
@@ -261,7 +264,7 @@ class RawRepl:
         try:
             if self.transport.prompt_read and self.serial.in_waiting:
                 self.serial.read(self.serial.in_waiting)  # at rest nothing is pending: line noise
-            with self._io_timeout():
+            with self._io_timeout(PASTE_TIMEOUT_S):
                 self.transport.exec_raw_no_follow(code)
         except KeyboardInterrupt:
             raise self.cancel() from None
