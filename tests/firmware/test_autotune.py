@@ -408,3 +408,12 @@ def test_the_hand_over_after_a_tune_is_bumpless(tmp_path, monkeypatch):
     ok, steps = smooth(u0, outs)
     assert ok, (u0, outs, steps)
     assert lp.pid.get_tunings() == (4.0, 0.05, 20.0) and lp.mode == "auto"
+
+
+def test_the_protocols_rule_names_are_the_tuners():
+    """TUNE names a rule by its index in proto.TUNE_RULES (the node's resident codec cannot
+    import autotune.py, which is loaded only while a tune runs): the two lists agree."""
+    from cyphy_node import proto
+
+    assert proto.TUNE_RULES[0] == "auto"
+    assert sorted(proto.TUNE_RULES[1:]) == sorted(rules(1.0, 1.0))

@@ -244,3 +244,15 @@ def test_help_summaries_are_whole_sentences():
     assert "--debug" in out
     sim = run(["sim", "--help"]).stdout
     assert "delete" in sim and "..." not in sim.split("Commands:", 1)[1]
+
+
+def test_docs_cli_lists_every_command():
+    """docs/cli.md's command table names every `cyphy` command and sim subcommand."""
+    from pathlib import Path
+
+    from cyphy.cli import cli
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    missing = [name for name in cli.commands if f"`cyphy {name}" not in doc]
+    missing += [f"sim {name}" for name in cli.commands["sim"].commands if name not in doc]
+    assert not missing, missing

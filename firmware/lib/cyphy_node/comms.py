@@ -109,7 +109,6 @@ class Endpoint:
         self._next_service = 0
         self._events = []
         self._frame = bytearray(P.MAX_FRAME + P.TAG_LEN)
-        self.wall_offset_ms = None   # host Unix ms - ticks_ms, once a host sent TIME
         self._hello_tokens = _HELLO_PER_S
         self._hello_refill = time.ticks_ms()
         self._announce = None        # the Session-like counter of our announcements

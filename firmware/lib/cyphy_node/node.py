@@ -788,7 +788,7 @@ class Node:
             return {"running": False, "result": lp.tune_result or self.tuned.get(name)}
         from . import tuning
 
-        return tuning.status(self, name)
+        return tuning.progress(lp)
 
     def _check_tuners(self):
         from . import tuning

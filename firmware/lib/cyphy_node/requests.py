@@ -14,8 +14,7 @@ def apply(ep, s, ftype, body):
         return _command(ep, s, body)
     if ftype == P.TIME:
         now = time.ticks_ms()
-        ep.wall_offset_ms = body["host_ms"] - now
-        ep.node.log.clock_set(body["host_ms"], now)
+        ep.node.log.clock_set(body["host_ms"], now)   # the one place the node keeps it
         r = bytearray(4)
         P.put_u32(r, 0, now)
         return P.ACK, bytes(r)

@@ -47,14 +47,12 @@ def relay(lp, amplitude, hyst):
     return high, low, hyst or (lp.inp.vmax - lp.inp.vmin) / 1000 * 0.005
 
 
-def status(node, name):
-    lp = node.loop(name)
+def progress(lp):
+    """A running tune's progress (Node.tune_status)."""
     t = lp.tuner
-    if t is not None:
-        last = t.last_cycle()
-        return {"running": True, "cycles": t.progress(),
-                "period_s": last and last[0], "amplitude": last and last[1]}
-    return {"running": False, "result": lp.tune_result or node.tuned.get(name)}
+    last = t.last_cycle()
+    return {"running": True, "cycles": t.progress(),
+            "period_s": last and last[0], "amplitude": last and last[1]}
 
 
 def abort(node, name, why):
