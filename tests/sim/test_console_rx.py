@@ -5,11 +5,13 @@ it is full and user code is busy are dropped and counted (docs/boards.md, "Conso
 from __future__ import annotations
 
 import hashlib
+import time
 import re
 
 import pytest
 
 from cyphy.sim.bench_control import SerialLinkFaults
+from benches import THERMAL
 from serial_console import Console
 
 RING = 259
@@ -101,3 +103,29 @@ def test_raw_paste_window_is_esp32s(con):
     assert con.read_until(b"\x80\x00\x01", timeout=5) == b"R\x01\x80\x00\x01"
     con.write(b"\x03")
     con.read_until(b">")
+
+
+def test_input_taken_while_a_callback_sleeps_is_not_left_waiting(sim_nodes):
+    # A node on a bench (whose real-time sleeps serve the test equipment, _gear.py).
+    # A soft callback that sleeps (here 3 ms every 4 ms) runs while the REPL waits for
+    # input; the sim's real-time sleep reads the console pipe meanwhile. The REPL then
+    # waited for *more* bytes although the code was already queued: provision and the
+    # HIL console stalled until the host retried ("unexpected read during raw paste").
+    node = sim_nodes("sleeper", bench=THERMAL)
+    with Console(node.port) as con:
+        con.raw()
+        _callback_sleeps(con)
+
+
+def _callback_sleeps(con):
+    con.run("import machine, time\n"
+            "_t = machine.Timer(0)\n"
+            "_t.init(period=4, callback=lambda t: time.sleep_ms(3))")
+    try:
+        for k in range(40):
+            t0 = time.monotonic()
+            src = "x = %d\n" % k + "# pad\n" * (k * 7 % 60)
+            assert con.run(src + "print(x)", timeout=5).strip() == str(k)
+            assert time.monotonic() - t0 < 2.0, k
+    finally:
+        con.run("_t.deinit()")

@@ -191,10 +191,16 @@ class Link:
         end = -1
         if timeout_ms > 0:
             end = clock.ticks_add(clock.ticks_ms(), timeout_ms) if clock else -1
+        raw0 = len(self._raw)
+        q0 = len(self._q)
         while True:
             wait = timeout_ms
             if clock is not None:
                 clock.service()
+                if len(self._q) != q0 or len(self._raw) != raw0:
+                    # a callback that slept took input from the pipe meanwhile (_gear.py
+                    # wait_us queues it): it is here already, and poll() would wait for more
+                    return True
                 due = clock.due_in_us()
                 if 0 <= due < 1000:
                     clock.sleep_us(due)  # sub-millisecond: poll() cannot wait that precisely

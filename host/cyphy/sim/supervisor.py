@@ -351,7 +351,7 @@ class Supervisor:
         c = self.child
         assert c is not None
         if TRACE:
-            self.log(f"frame {chr(kind)} {payload[:60]!r}")
+            self.log(f"frame {chr(kind)} {payload[:60]!r} fill={c.rx_fill} held={len(self.rx_arrived)} in={len(self.in_buf)} st={c.state}")
         if kind == ord("R"):
             self.console_out(payload)
         elif kind == ord("T"):
