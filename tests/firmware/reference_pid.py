@@ -83,8 +83,11 @@ class RefPID:
                  reverse=False, p_on_m=False, d_on_error=False, d_filter=0.0, sp_rate=0.0,
                  i_min=None, i_max=None, conditional=True, deadband=None,
                  db_gains=(0.0, 0.0, 0.0), avg=1, avg_db=None, integral=0.0,
-                 error_map=None, auto=True):
+                 error_map=None, auto=True, sp_weight=None):
         self.kp, self.ki, self.kd = kp, ki, kd
+        # Setpoint weight b: P = kp (b sp - y), written (as pid.py's header says) as
+        # kp b e in P and -kp (1 - b) dy accumulated in I; p_on_m is b = 0.
+        self.b = (0.0 if p_on_m else 1.0) if sp_weight is None else float(sp_weight)
         self.dt, self.tf = dt, d_filter
         self.out_min, self.out_max = out_min, out_max
         self.i_min = out_min if i_min is None else i_min
@@ -141,15 +144,14 @@ class RefPID:
         return self.db is not None and self.db[0] <= e <= self.db[1]
 
     def _p_term(self, e, inb):
-        if self.p_on_m:
-            return 0.0
+        kp = self.kp * self.b
         if inb:
-            p = self.kp * self.mp * e
+            p = kp * self.mp * e
         else:
-            p = _clamp(self.kp * e, -self.T, self.T)
+            p = _clamp(kp * e, -self.T, self.T)
             if self.db is not None:
                 edge = self.db[1] if e > self.db[1] else self.db[0]
-                p -= self.kp * (1 - self.mp) * edge
+                p -= kp * (1 - self.mp) * edge
         return _clamp(p, -self.T, self.T)
 
     def update(self, y):
@@ -189,8 +191,8 @@ class RefPID:
             self.I = _clamp(_clamp(self.man - self.p - self.d, -T, T), self.i_min, self.i_max)
         else:
             s = 0.0
-            if self.p_on_m:
-                s = _clamp(self.kp * (self.mp if inb else 1.0) * dm, -T, T)
+            if self.b < 1.0:
+                s = _clamp(self.kp * (1.0 - self.b) * (self.mp if inb else 1.0) * dm, -T, T)
             inc = _clamp(self.ki * (self.mi if inb else 1.0) * self.dt * e, -T, T)
             base = _clamp(self.I + s, self.i_min, self.i_max)
             new = _clamp(self.I + s + inc, self.i_min, self.i_max)

@@ -140,6 +140,11 @@ def _scenarios():
         "ramps_noise_p_on_m": (dict(kp=3.0, ki=0.2, kd=1.0, dt=0.01, setpoint=25.0,
                                     p_on_m=True, d_filter=0.2, sp_rate=2.0),
                                _ramps_noise(rnd, n), {1500: ("sp", 40.0)}),
+        "sp_weight_deadband": (dict(kp=3.0, ki=0.4, kd=0.5, dt=0.01, setpoint=25.0,
+                                    sp_weight=0.35, d_filter=0.1, deadband=(-0.5, 1.0),
+                                    db_gains=(0.3, 0.2, 0.5), sp_rate=5.0),
+                               _ramps_noise(rnd, n), {1200: ("sp", 40.0), 2400: ("sp", 5.0),
+                                                      3000: ("tune", (1.0, 1.0, 0.0))}),
         "saturation_conditional": (dict(kp=1.0, ki=2.0, kd=0.0, dt=0.01, setpoint=50.0),
                                    _steps(rnd, n, -30.0, 130.0, 800), {}),
         "saturation_clamp": (dict(kp=1.0, ki=2.0, kd=0.0, dt=0.01, setpoint=50.0,
@@ -329,17 +334,19 @@ _EXTREME = [VAL_MIN, VAL_MAX, 0, 1, -1, VAL_MAX // 2, VAL_MIN // 3]
     dt=st.sampled_from([0.001, 0.01, 0.1, 1.0]),
     lim=st.sampled_from([0.001, 1.0, 100.0, 1000.0, 33554.431]),
     signed=st.booleans(), reverse=st.booleans(), p_on_m=st.booleans(),
+    w=st.sampled_from([None, 0.3, 0.999]),
     d_on_error=st.booleans(), d_filter=st.sampled_from([0.0, 0.01, 10.0]),
     sp_rate=st.sampled_from([0.0, 0.001, 1e6]),
     deadband=st.sampled_from([None, 1.0, (-1000.0, 0.5)]),
     mult=st.floats(0.0, 1.0), avg=st.integers(1, 32), avg_db=st.integers(1, 32),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_bounds_extreme_inputs(kp, ki, kd, dt, lim, signed, reverse, p_on_m, d_on_error,
+def test_bounds_extreme_inputs(kp, ki, kd, dt, lim, signed, reverse, p_on_m, w, d_on_error,
                                d_filter, sp_rate, deadband, mult, avg, avg_db, seed):
     try:
         pid = PID(kp, ki, kd, dt, out_min=-lim if signed else 0.0, out_max=lim,
                   setpoint=0.0, reverse=reverse, p_on_m=p_on_m, d_on_error=d_on_error,
+                  sp_weight=None if p_on_m else w,
                   d_filter=d_filter, sp_rate=sp_rate, deadband=deadband,
                   db_gains=(mult, mult, mult), avg=avg, avg_db=avg_db)
     except ValueError:
@@ -442,6 +449,32 @@ def test_derivative_on_measurement_has_no_setpoint_kick_and_p_on_m_neither():
     assert pid.update(20000) == 0                  # P on measurement: no kick at all
     pid.update(21000)                              # measurement rises by 1: P(m) = -2
     assert pid.i == -2000
+
+
+def test_setpoint_weight_scales_the_kick_and_keeps_the_loop():
+    # P acts on b * sp - y: a setpoint step of 10 kicks the output by kp * b * 10 and the
+    # rest comes through the integral as y moves; b = 0 is p_on_m, b = 1 P on error.
+    pid = PID(2.0, 0.0, 0.0, 0.1, out_min=-100.0, out_max=100.0, setpoint=20.0,
+              sp_weight=0.25)
+    assert pid.sp_weight == 0.25 and not pid.p_on_m
+    _settle(pid, 20000, 10)
+    pid.set_setpoint(30000)
+    assert pid.update(20000) == 5000               # 2 * 0.25 * 10
+    pid.update(21000)                              # y + 1: P(e) -0.5, P(m) part -1.5 in I
+    assert pid.p == 4500 and pid.i == -1500
+    pid.set_sp_weight(0.0)                         # bumpless, and now P on measurement
+    assert pid.p_on_m and pid.out == 3000
+    assert pid.update(21000) == 3000
+    pid.set_tunings(2.0, 0.0, 0.0, p_on_m=False)   # p_on_m False: b = 1
+    assert pid.sp_weight == 1.0 and pid.update(21000) == 3000
+    assert PID(1.0, 0.0, 0.0, 0.1, p_on_m=True).sp_weight == 0.0
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="sp_weight"):
+            PID(1.0, 0.0, 0.0, 0.1, sp_weight=bad)
+        with pytest.raises(ValueError, match="sp_weight"):
+            pid.set_sp_weight(bad)
+    with pytest.raises(ValueError):
+        PID(1.0, 0.0, 0.0, 0.1, p_on_m=True, sp_weight=0.5)
 
 
 def test_derivative_filter_spreads_the_kick():

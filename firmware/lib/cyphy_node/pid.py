@@ -4,11 +4,12 @@
 #   sp  = setpoint moved toward the target by at most sp_rate * dt per tick (Ramp)
 #   e   = sp - y (direct) or y - sp (reverse), then error_map(e) if given
 #   dm  = -(y - y_prev) (direct) or +(y - y_prev): the measurement's contribution to de
-#   P   = kp * e                      (P on error; deadband-shaped, see below)
+#   P   = kp * b * e                  (b the setpoint weight, 0..1; deadband-shaped, below)
 #   D   = b * D + kd / (tf + dt) * dm (first-order filtered derivative on measurement,
 #                                      b = tf / (tf + dt); de instead of dm with d_on_error)
 #   I  += ki * dt * e                 (integral kept in output units: changing ki never bumps)
-#        - kp * dy with p_on_m       (Arduino PID's proportional-on-measurement lives in I)
+#        - kp * (1 - b) * dy         (the rest of the P term, on measurement, lives in I as
+#                                      Arduino PID's proportional-on-measurement does)
 #   I is clamped to [i_min, i_max] (default: the output limits) and, with the default
 #   anti-windup CONDITIONAL, the ki increment is skipped on a tick where it would push an
 #   already saturated output further into saturation. CLAMP keeps only the clamp
@@ -17,6 +18,13 @@
 #         outputs (ESPHome output averaging; `avg_db` samples inside the deadband).
 #   P, D and each integral increment are limited to +-4 * L, L the largest output or
 #   integral limit magnitude: beyond that the output saturates for any realistic I.
+# Setpoint weight b (Astrom & Hagglund 2006, *Advanced PID control*, ch. 3; AMIGO): P acts
+# on b * sp - y, so b = 1 is P on error, b = 0 P on measurement (p_on_m=True, Arduino's
+# P_ON_M), and 0 < b < 1 in between: the loop's response to load and noise is that of the
+# gains alone, b only shapes the setpoint response. Here P = kp b e and I accumulates
+# -kp (1 - b) dy, so P + I differs from kp (b sp - y) + I_classic by a constant that the
+# integral absorbs; the same two gains as before (kp b for P, kp (1 - b) 2**F for the
+# on-measurement part), so the tick costs nothing more.
 # Deadband (ESPHome style, on the error): inside lo <= e <= hi the gains are multiplied by
 # db_gains = (kp_mult, ki_mult, kd_mult) (default 0); outside, P is offset so that it is
 # continuous at the band edges.
@@ -47,6 +55,13 @@ _OUT_LIMIT = const((1 << 25) - 1)   # milli-units (33554.431): L < 2**25, so F >
 _AVG_MAX = const(32)                # 32 outputs of |u| < 2**25 sum below 2**30
 
 
+def _weight(b):
+    b = float(b)
+    if not 0.0 <= b <= 1.0:
+        raise ValueError("sp_weight must be 0..1")
+    return b
+
+
 def _tick_gain(name, g):
     try:
         return Gain(g)
@@ -60,7 +75,7 @@ class PID:
                  reverse=False, p_on_m=False, d_on_error=False, d_filter=0.0, sp_rate=0.0,
                  i_min=None, i_max=None, anti_windup=CONDITIONAL, deadband=None,
                  db_gains=(0.0, 0.0, 0.0), avg=1, avg_db=None, integral=0.0,
-                 error_map=None, auto=True):
+                 error_map=None, auto=True, sp_weight=None):
         if dt <= 0.0:
             raise ValueError("dt must be > 0 s")
         self.dt = float(dt)
@@ -68,7 +83,12 @@ class PID:
         if self.tf < 0.0:
             raise ValueError("d_filter (s) must be >= 0")
         self.reverse = bool(reverse)
-        self.p_on_m = bool(p_on_m)
+        if sp_weight is None:
+            sp_weight = 0.0 if p_on_m else 1.0
+        elif p_on_m and sp_weight != 0.0:
+            raise ValueError("p_on_m means sp_weight 0")
+        self.sp_weight = _weight(sp_weight)
+        self.p_on_m = self.sp_weight == 0.0
         self.d_on_error = bool(d_on_error)
         self._cond = anti_windup == CONDITIONAL
         self._emap = error_map
@@ -122,9 +142,19 @@ class PID:
 
     def set_tunings(self, kp, ki, kd, p_on_m=None):
         """Gains in output units per input unit (ki per second, kd in seconds). Bumpless while
-        running: the integral absorbs the change of the P term at the last error."""
-        pom = self.p_on_m if p_on_m is None else bool(p_on_m)
-        self._derive(*self.check_tunings(kp, ki, kd, pom))
+        running: the integral absorbs the change of the P term at the last error. p_on_m
+        True / False sets the setpoint weight to 0 / 1; None keeps it."""
+        self._derive(*self.check_tunings(kp, ki, kd, p_on_m))
+        self._rebump()
+
+    def set_sp_weight(self, b):
+        """Setpoint weight b in [0, 1] of the P term (1: P on error, 0: P on measurement,
+        i.e. p_on_m). Bumpless while running, as set_tunings."""
+        b = _weight(b)
+        self._derive(*self._check(self.kp, self.ki, self.kd, b))
+        self._rebump()
+
+    def _rebump(self):
         old_p = self.p
         if self.is_auto and not self._fresh:
             self._inb = self._db and self._db_lo <= self.e <= self._db_hi
@@ -138,8 +168,11 @@ class PID:
         if kp < 0.0 or ki < 0.0 or kd < 0.0:
             raise ValueError('gains must be >= 0 (for reverse action: "direction": "reverse" '
                              'in the loop\'s controller config)')
-        pom = self.p_on_m if p_on_m is None else bool(p_on_m)
-        a = (kp, ki, kd, self.dt, self.tf, self._F, pom)
+        b = self.sp_weight if p_on_m is None else (0.0 if p_on_m else 1.0)
+        return self._check(kp, ki, kd, b)
+
+    def _check(self, kp, ki, kd, b):
+        a = (kp, ki, kd, self.dt, self.tf, self._F, b)
         self._gains(*a)
         return a
 
@@ -151,7 +184,7 @@ class PID:
         kept in output units, so the output does not jump."""
         if dt <= 0.0:
             raise ValueError("dt must be > 0 s")
-        self._derive(self.kp, self.ki, self.kd, dt, self.tf, self._F, self.p_on_m)
+        self._derive(self.kp, self.ki, self.kd, dt, self.tf, self._F, self.sp_weight)
         self._ramp.set_rate(self.sp_rate, self.dt)
 
     def set_sp_rate(self, rate):
@@ -162,7 +195,7 @@ class PID:
         """Derivative filter time constant (s); 0 = unfiltered."""
         if tf < 0.0:
             raise ValueError("d_filter (s) must be >= 0")
-        self._derive(self.kp, self.ki, self.kd, self.dt, tf, self._F, self.p_on_m)
+        self._derive(self.kp, self.ki, self.kd, self.dt, tf, self._F, self.sp_weight)
 
     def set_direction(self, reverse):
         self.reverse = bool(reverse)
@@ -184,7 +217,7 @@ class PID:
         ihi = to_fixed(i_max, *lim, name="i_max")
         L = max(abs(lo), abs(hi), abs(ilo), abs(ihi))
         F = min(20, 27 - bits(L))
-        self._derive(self.kp, self.ki, self.kd, self.dt, self.tf, F, self.p_on_m)
+        self._derive(self.kp, self.ki, self.kd, self.dt, self.tf, F, self.sp_weight)
         i_now = self._I >> self._F
         d_now = self._D >> self._F
         self.out_min, self.out_max = lo, hi
@@ -200,22 +233,25 @@ class PID:
         self.out = max(lo, min(hi, self.out))
         self._fill = True
 
-    def _derive(self, kp, ki, kd, dt, tf, F, p_on_m):
+    def _derive(self, kp, ki, kd, dt, tf, F, b):
         # Everything is computed first and assigned last: a refused value leaves the
         # controller unchanged.
         (self._kp, self._kp_db, self._kpf, self._kpf_db, self._ki, self._ki_db, self._kd,
          self._kd_db, self._b, self._poff_hi, self._poff_lo) = self._gains(
-            kp, ki, kd, dt, tf, F, p_on_m)
+            kp, ki, kd, dt, tf, F, b)
         self.kp, self.ki, self.kd = float(kp), float(ki), float(kd)
         self.dt, self.tf = float(dt), float(tf)
-        self.p_on_m = p_on_m
+        self.sp_weight = b
+        self.p_on_m = b == 0.0
+        self._pm = b < 1.0                  # a part of P on measurement (in I)
 
-    def _gains(self, kp, ki, kd, dt, tf, F, p_on_m):
-        # Per-tick gains from the engineering gains, dt, tf and F (the I and D gains carry
-        # 2**F); ValueError for gains a tick cannot hold. kp * 2**F is only needed (and
-        # checked) with p_on_m.
+    def _gains(self, kp, ki, kd, dt, tf, F, b):
+        # Per-tick gains from the engineering gains, dt, tf, F (the I and D gains carry
+        # 2**F) and the setpoint weight b; ValueError for gains a tick cannot hold.
+        # kp (1 - b) 2**F is only needed (and checked) with b < 1.
         f = 1 << F
-        kpf = kp * f if p_on_m else 0.0
+        kpf = kp * (1.0 - b) * f
+        kp = kp * b                                   # the P term's gain on the error
         mp, mi, md = self.db_gains
         half = VAL_MAX >> 1
         g = (_tick_gain("kp", kp),
@@ -227,7 +263,7 @@ class PID:
              _tick_gain("kd/(tf+dt)*2**F", kd / (tf + dt) * f),
              _tick_gain("kd*kd_mult/(tf+dt)*2**F", kd * md / (tf + dt) * f),
              Gain(tf / (tf + dt)),
-             # Offsets outside the band keep P continuous at the edges: kp*(1-mp)*edge.
+             # Offsets outside the band keep P continuous at the edges: kp*b*(1-mp)*edge.
              to_fixed(kp * (1.0 - mp) * self._db_hi / SCALE, -half, half, "kp * deadband"),
              to_fixed(kp * (1.0 - mp) * self._db_lo / SCALE, -half, half, "kp * deadband"))
         return g
@@ -349,7 +385,7 @@ class PID:
             return
         T = self._Text
         s = 0
-        if self.p_on_m:
+        if self._pm:
             s = self._kpf_db.mul(self._dm) if self._inb else self._kpf.mul(self._dm)
             s = -T if s < -T else (T if s > T else s)
         inc = self._ki_db.mul(self.e) if self._inb else self._ki.mul(self.e)
