@@ -57,6 +57,7 @@ package(
         "io.py",
         "net.py",
         "node.py",
+        "params.py",
         "peer.py",
         "pid.py",
         "proto.py",

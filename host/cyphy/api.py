@@ -114,10 +114,12 @@ class Node:
         kd, output (manual). Acknowledged by the node; CommandRejected says why not."""
         self.set_many([(path, value)])
 
-    def set_many(self, assignments: list[tuple[str, float | str]]) -> None:
+    def set_many(self, assignments: list[tuple[str, float | str]], save: bool = False) -> None:
         """node.set_many([("oven.setpoint", 60), ("oven.kp", 3.5)]): all applied between two
-        control passes, or none (CommandRejected names the one refused)."""
-        self.session.set_many([(*_split(path), value) for path, value in assignments])
+        control passes, or none (CommandRejected names the one refused). save=True: also
+        persisted on the node (setpoints and gains), in force after a reboot over the
+        config's values (docs/control.md, "Where a loop's parameters come from")."""
+        self.session.set_many([(*_split(path), value) for path, value in assignments], save)
 
     def tune(self, loop: str, rule: str = "auto", amplitude: float = 0.0,
              hysteresis: float = 0.0, timeout_s: float = 0, apply: bool = True,
@@ -147,7 +149,9 @@ class Node:
             raise
 
     def forget_tuning(self, loop: str) -> None:
-        """Forget loop's persisted autotune result: the config's gains, now and at boot."""
+        """Forget loop's persisted layer (an applied autotune, values kept with set
+        --save): the values that came from it return to the config's, now and at boot;
+        runtime changes stay."""
         self.session.tune_forget(loop)
 
     def get(self, path: str) -> Any:

@@ -356,9 +356,12 @@ class Session:
     def set(self, loop: str, key: str, value: float | str) -> None:
         self.set_many([(loop, key, value)])
 
-    def set_many(self, assignments: Sequence[tuple[str, str, float | str]]) -> None:
+    def set_many(self, assignments: Sequence[tuple[str, str, float | str]],
+                 save: bool = False) -> None:
         """[(loop, key, value), ...] in one SET: the node applies all of them between two
-        control passes, or none (CommandRejected names the one refused)."""
+        control passes, or none (CommandRejected names the one refused). save: the node
+        also persists them (setpoints and gains: in force after a reboot, over the
+        config's)."""
         if not 1 <= len(assignments) <= P.MAX_SETS:
             raise CommandRejected(P.R_OUT_OF_RANGE, f"{len(assignments)} assignments: a node "
                                   f"takes 1 to {P.MAX_SETS} at once (nothing was applied)")
@@ -369,7 +372,7 @@ class Session:
             except CommandRejected as e:
                 more = " (nothing was applied)" if len(assignments) > 1 else ""
                 raise CommandRejected(e.reason, f"{loop}.{key} = {value}: {e.text}{more}") from None
-        self.command(P.cmd_set_many(sets))
+        self.command(P.cmd_set_many(sets, save))
 
     def tune_start(self, loop: str, amplitude: float = 0.0, hysteresis: float = 0.0,
                    rule: str = "auto", timeout_s: float = 0, apply: bool = True) -> None:

@@ -32,6 +32,10 @@ from cyphy.device import Device, DeviceError
 CONFIG_PATH = "/config.json"
 COMPILED_PATH = "/config.node.json"  # cyphy_node.cfgview.COMPILED
 SECRETS_PATH = "/secrets.json"
+# The persisted layer of loop parameters (cyphy_node/params.py): an applied autotune's
+# gains, values kept with `cyphy set --save`; at boot they win over the config's.
+TUNING_PATH = "/autotune.json"
+PERSISTED_KEYS = ("setpoint", "kp", "ki", "kd")
 
 
 class ProvisionError(Exception):
@@ -237,6 +241,100 @@ def load_config_file(path: str) -> dict:
     return cfg
 
 
+def persisted_values(rec: object) -> dict[str, tuple[float, str]]:
+    """{key: (value, "tune" | "saved")} a loop's persisted record puts in force at boot
+    (the same reading as cyphy_node/params.load)."""
+    out: dict[str, tuple[float, str]] = {}
+    if not isinstance(rec, dict):
+        return out
+    if rec.get("ok") and rec.get("applied", True):
+        g = rec
+        if "kp" not in rec and isinstance(rec.get("rules"), dict):
+            g = rec["rules"].get(rec.get("rule")) or {}
+        for k in ("kp", "ki", "kd"):
+            if isinstance(g.get(k), (int, float)):
+                out[k] = (float(g[k]), "tune")
+    saved = rec.get("saved")
+    if isinstance(saved, dict):
+        for k, v in saved.items():
+            if k in PERSISTED_KEYS and isinstance(v, (int, float)):
+                out[k] = (float(v), "saved")
+    return out
+
+
+def tuning_differences(tuned: dict, config: dict) -> dict[str, dict[str, dict]]:
+    """{loop: {key: {"config", "persisted", "source"}}} where the node's persisted layer
+    overrides a different value of this config (loops of the config only)."""
+    diff: dict[str, dict[str, dict]] = {}
+    for lp in config.get("loops", []):
+        c = lp.get("controller", {})
+        for k, (v, src) in persisted_values(tuned.get(lp.get("name"))).items():
+            cv = c.get(k)
+            if not isinstance(cv, (int, float)):
+                continue
+            if abs(float(cv) - v) > 1e-6 * max(1.0, abs(v)):
+                diff.setdefault(lp["name"], {})[k] = {"config": cv, "persisted": v, "source": src}
+    return diff
+
+
+# Forget the persisted layer: the file, and the running firmware's copy of it (which it
+# would write back at its next save). The loops keep their values until the node resets.
+_CLEAR_TUNING = """import os
+try:
+    import __main__
+    __main__.node.tuned.clear()
+except Exception:
+    pass
+try:
+    os.remove(%r)
+except OSError:
+    pass
+""" % TUNING_PATH
+
+
+def describe_tuning(diff: dict[str, dict[str, dict]]) -> str:
+    return "; ".join(
+        f"{lp}: " + ", ".join(f"{k} {d['persisted']:g} ({'autotune' if d['source'] == 'tune' else 'set --save'}) "
+                              f"over the config's {d['config']:g}" for k, d in keys.items())
+        for lp, keys in diff.items())
+
+
+def check_tuning(dev: Device, config: dict, tuning: str | None, dry_run: bool,
+                 warnings: list[str]) -> dict:
+    """The node's persisted tuning against config: which values will be in force, and
+    (tuning "clear") forget it. tuning None: keep it, with a warning when it differs."""
+    raw = dev.read(TUNING_PATH)
+    rep: dict = {"path": TUNING_PATH, "action": "none" if raw is None else "unchanged",
+                 "differs": {}, "in_force": "config"}
+    if raw is None:
+        return rep
+    try:
+        tuned = json.loads(raw)
+    except ValueError:
+        tuned = None
+    if not isinstance(tuned, dict):
+        warnings.append(f"the node's {TUNING_PATH} is not a JSON object: the node ignores it; "
+                        "--clear-tuning removes it")
+        tuned = {}
+    diff = tuning_differences(tuned, config)
+    rep["differs"] = diff
+    if tuning == "clear":
+        rep["action"] = "would clear" if dry_run else "cleared"   # by clear_tuning()
+        return rep
+    if diff:
+        rep["in_force"] = "persisted"
+        rep["action"] = "kept"
+        if tuning is None:
+            warnings.append(f"the node's persisted tuning stays in force after a reset: {describe_tuning(diff)}. "
+                            "--clear-tuning uses the config's values; --keep-tuning keeps them "
+                            "without this warning")
+    return rep
+
+
+def clear_tuning(dev: Device) -> None:
+    dev.exec(_CLEAR_TUNING)
+
+
 def new_key_hex() -> str:
     return _secrets.token_bytes(32).hex()
 
@@ -245,7 +343,8 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
               wifi: tuple[str, str] | None = None, key_hex: str | None = None,
               key_source: str = "given", new_key: bool = False, dry_run: bool = False,
               progress: Callable[[int, int, str], None] | None = None, force: bool = False,
-              config_file: str | None = None, state: dict | None = None) -> dict:
+              config_file: str | None = None, state: dict | None = None,
+              tuning: str | None = None) -> dict:
     """Provision the node on dev. name: the node's name (None: keep the config's);
     config: the config (None: keep the node's, renamed); wifi: (ssid, password) to set
     (None: keep); key_hex: the key to set (None: keep the node's, else the host's stored
@@ -255,7 +354,11 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     by Ctrl-C to say what the node holds): "check", "staged" (nothing written to the node
     yet), "config" (sending /config.json.tmp: the previous file is whole), "config-rename",
     "config-done", "secrets" (the node's /secrets.json: previous or new, whole),
-    "secrets-done", "done"."""
+    "secrets-done", "done". tuning: what to do with the node's persisted tuning (an
+    applied autotune, `set --save` values) where it differs from the config: None keeps it
+    (precedence: it wins at boot) with a warning, "keep" keeps it, "clear" forgets it."""
+    if tuning not in (None, "keep", "clear"):
+        raise ProvisionError(f"tuning: keep or clear, not {tuning!r}")
     if state is None:
         state = {}
     state["phase"] = "check"
@@ -384,6 +487,9 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         "node_runs_file_key": runs_file_key,
     }
 
+    # ---- the persisted tuning against this config: which values the node will run
+    report["tuning"] = check_tuning(dev, config, tuning, dry_run, warnings)
+
     # ---- write: config, then secrets (each atomic; a power loss between them leaves the
     # new config with the old secrets, a valid node)
     if cfg_action == "written":
@@ -437,6 +543,8 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         report["key"]["host_file"] = str(keys.key_path(name))
     # how many keys this host holds for the node (2 or more: a key change not yet confirmed)
     report["host_keys_held"] = len(keys.load_key_hexes(name))
+    if report["tuning"]["action"] == "cleared":
+        clear_tuning(dev)                 # last: an interrupted provision keeps it
     state["phase"] = "done"
     return report
 

@@ -52,6 +52,10 @@ _OUT_KINDS = ("pwm", "dac", "dout")
 class ControlLoop:
     """sensor -> optional low-pass -> PID or on/off -> actuator, alarms; one per config loop."""
 
+    # where each value in force came from (params.py): src[i] indexes SOURCES
+    SRC_KEYS = ("setpoint", "kp", "ki", "kd")
+    SOURCES = ("config", "tune", "saved", "runtime")
+
     def __init__(self, idx, lc, inp, act, log):
         self.idx = idx
         self.name = lc.name
@@ -63,6 +67,8 @@ class ControlLoop:
         dt = self.period_us / 1000000
         self.filt = LowPass(tau=lc.filter.tau_s, dt=dt) if lc.filter is not None else None
         c = lc.controller
+        self.cfg_sp = c.setpoint     # the config's setpoint (params.forget returns to it)
+        self.src = bytearray(4)      # SRC_KEYS' sources: all "config" at first
         self.pid = None
         self.onoff = None
         if c.type == "pid":
@@ -233,10 +239,13 @@ class ControlLoop:
 
     def set_tunings(self, kp, ki, kd):
         self.pid.set_tunings(kp, ki, kd)
+        self.src[1] = self.src[2] = self.src[3] = 3     # a runtime change
 
     def _set1(self, key, v):
         fn, args = self.prepare(key, v, {})
         fn(*args)
+        if key in self.SRC_KEYS:
+            self.src[self.SRC_KEYS.index(key)] = 3
 
     def prepare(self, key, value, gains):
         """What setting key to value will do, checked now and changing nothing: (fn, args),
@@ -295,6 +304,8 @@ class ControlLoop:
         if self.pid is not None:
             d["working_setpoint"] = self.pid.sp / 1000
             d["kp"], d["ki"], d["kd"] = self.pid.get_tunings()
+        d["sources"] = {k: self.SOURCES[self.src[i]]
+                        for i, k in enumerate(self.SRC_KEYS) if k in d}
         return d
 
 
@@ -770,12 +781,14 @@ class Node:
         return self.soft_call(tuning.abort, self, name, why)
 
     def forget_tuning(self, name):
-        """Forget loop `name`'s persisted autotune result: the config's gains from now on,
-        and at every boot (bumpless)."""
-        from . import tuning
+        """Forget loop `name`'s persisted layer (an applied autotune, values saved with
+        set --save): the values that came from it go back to the config's, now and at
+        every boot (gains bumplessly); runtime changes stay. Returns the keys reverted."""
+        from . import params, tuning
 
+        self.loop(name)
         try:
-            return self.soft_call(tuning.forget, self, name)
+            return self.soft_call(params.forget, self, name)
         finally:
             if not self._tuning:
                 tuning.unload()
@@ -785,7 +798,9 @@ class Node:
         measured cycle's, None before one) or {"running": False, "result": {...}}."""
         lp = self.loop(name)
         if lp.tuner is None:
-            return {"running": False, "result": lp.tune_result or self.tuned.get(name)}
+            rec = self.tuned.get(name)
+            return {"running": False,
+                    "result": lp.tune_result or (rec if rec and "ok" in rec else None)}
         from . import tuning
 
         return tuning.progress(lp)
@@ -801,11 +816,11 @@ class Node:
         try:
             os.stat(self.tune_path)
         except OSError:
-            return {}           # nothing kept: tuning.py is not even loaded
-        from . import tuning
+            return {}           # nothing kept: params.py is not even loaded
+        from . import params, tuning
 
         try:
-            return tuning.load(self)
+            return params.load(self)
         finally:
             tuning.unload()
 
@@ -820,24 +835,46 @@ class Node:
         soft context, between two control passes."""
         return self.set_many(((path, value),))
 
-    def set_many(self, items):
+    def set_many(self, items, save=False):
         """node.set_many([("heater.setpoint", 60.0), ("heater.kp", 2.0)]): every assignment
         is checked before any is applied, then all are applied in one soft call, so a control
-        pass sees all of them or none. ValueError or KeyError names the one refused."""
-        return self.soft_call(self._set_many, items)
+        pass sees all of them or none. ValueError or KeyError names the one refused.
+        save=True also persists them (setpoints and gains only): in force after a reboot,
+        over the config's values (params.py)."""
+        return self.soft_call(self._set_many, items, save)
 
-    def _set_many(self, items):
+    def _set_many(self, items, save=False):
         plan = []
         gains = {}
+        marks = []
         for path, value in items:
             name, _, key = path.partition(".")
             try:
-                plan.append(self.loop(name).prepare(key, value, gains))
+                lp = self.loop(name)
+                plan.append(lp.prepare(key, value, gains))
+                if save and key not in lp.SRC_KEYS:
+                    raise ValueError("%s is not persisted: --save keeps setpoints and gains"
+                                     % key)
             except ValueError as e:
                 raise ValueError("%s = %s refused%s: %s" % (
                     path, value, ", nothing was applied" if len(items) > 1 else "", e))
+            if key in lp.SRC_KEYS:
+                marks.append((lp, key))
         for fn, args in plan:
             fn(*args)
+        for lp, key in marks:
+            lp.src[lp.SRC_KEYS.index(key)] = 3
+        if save and marks:
+            from . import params, tuning
+
+            try:
+                for lp in self.loops:
+                    keys = [k for q, k in marks if q is lp]
+                    if keys:
+                        params.save_values(self, lp, keys)
+            finally:
+                if not self._tuning:
+                    tuning.unload()
 
     def get(self, path):
         """node.get("heater.measurement"), or node.get("heater") for the loop's state."""

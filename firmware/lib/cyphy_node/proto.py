@@ -68,6 +68,7 @@ CMD_REBOOT = const(3)     # delay_ms(u16)
 CMD_SUBSCRIBE = const(4)  # period_ms(u16) batch(u8) stats_s(u8); period 0 stops telemetry
 CMD_CONFIG = const(5)     # a JSON object merged into /config.json (applied at the next boot)
 CMD_TUNE = const(6)       # op(1) loop(1); start: amplitude(f32) hyst(f32) rule(1) timeout_s(u16) apply(1)
+CMD_SET_SAVE = const(7)   # as SET, and the values persist (setpoints and gains; params.py)
 TUNE_START = const(0)     # a relay autotune of the loop, owned by this session
 TUNE_ABORT = const(1)     # stop it: the loop returns to its previous gains and output
 TUNE_FORGET = const(2)    # forget the persisted tuning: the config's gains, now and at boot
@@ -554,7 +555,7 @@ def parse_command(p):
     r = _Reader(p)
     c = r.u8()
     d = {"cmd": c}
-    if c == CMD_SET:
+    if c == CMD_SET or c == CMD_SET_SAVE:
         n = len(p) - 1
         if n <= 0 or n % 6 or n // 6 > MAX_SETS:
             raise ProtoError("SET takes 1 to %d assignments of 6 bytes" % MAX_SETS)

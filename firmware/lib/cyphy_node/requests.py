@@ -75,7 +75,7 @@ def _read(ep, path):
 def _command(ep, s, body):
     c = body["cmd"]
     n = ep.node
-    if c == P.CMD_SET:
+    if c == P.CMD_SET or c == P.CMD_SET_SAVE:
         # Every assignment is checked before any is applied, and node.set_many applies
         # them in one soft call: a control pass sees all of them or none.
         items = []
@@ -93,7 +93,7 @@ def _command(ep, s, body):
                 raise P.ProtoError("%s is an on/off loop: it has no %s (nothing was applied)"
                                    % (lp.name, key), P.R_UNKNOWN_TARGET)
             items.append((lp.name + "." + key, v))
-        n.set_many(items)
+        n.set_many(items, c == P.CMD_SET_SAVE)
         return P.ACK, b""
     if c == P.CMD_CLEAR:
         n.clear()

@@ -1,6 +1,6 @@
 # Running relay autotunes on a node: starting one (node.autotune / node.tune, the protocol's
 # TUNE), its status, stopping it, and what happens to its result (applied only if stable,
-# kept on flash in /autotune.json, applied again at every boot; forgotten on request).
+# kept in the persisted layer, params.py: /autotune.json, applied again at every boot).
 # docs/control.md, "Relay autotune" and "Running a tune".
 #
 # Loaded only while a tune runs, or at boot when /autotune.json exists, and unloaded after
@@ -8,6 +8,8 @@
 # soft context (Node.soft_call or the service), never in the control tick: the tick only
 # calls RelayTune.update and PID.track (ControlLoop._control).
 import sys
+
+from . import params
 
 
 def start(node, name, high, low, hyst, rule, cycles, settle, timeout_s, apply=True,
@@ -60,20 +62,9 @@ def abort(node, name, why):
     if lp.tuner is None:
         return False
     lp.tuner = None
-    _keep(node, lp, {"ok": False, "stable": False, "applied": False, "reason": why})
+    params.keep_tune(node, lp, {"ok": False, "stable": False, "applied": False, "reason": why})
     _end(node, lp, lp.tune_u0)
     return True
-
-
-def forget(node, name):
-    lp = node.loop(name)
-    if lp.pid is None:
-        raise ValueError("%s is an on/off loop: it has no tuning" % name)
-    if node.tuned.pop(name, None) is not None:
-        save(node)
-    kp, ki, kd, tf, pom = lp.cfg_tuning
-    lp.pid.set_d_filter(tf)
-    lp.pid.set_tunings(kp, ki, kd, pom)     # bumpless: the integral absorbs the change
 
 
 def check(node):
@@ -96,24 +87,14 @@ def _finish(node, lp):
         r.pop("p_on_m", None)
     back = lp.u
     if r["ok"] and r.get("stable") and lp.tune_apply:
-        apply(lp, r)
+        params.apply_tune(lp, r)
     else:
         r["applied"] = False
         if r["ok"] and r.get("stable"):
             r["reason"] = "not applied: asked to identify only"
         back = lp.tune_u0
-    _keep(node, lp, r)
+    params.keep_tune(node, lp, r)
     _end(node, lp, back)
-
-
-def _keep(node, lp, r):
-    lp.tune_result = r
-    prev = node.tuned.get(lp.name)
-    if r["applied"] or not (prev and prev.get("applied")):
-        node.tuned[lp.name] = r
-    else:                           # a run not applied never replaces applied gains
-        prev["last_refused"] = r
-    save(node)
 
 
 def _end(node, lp, back):
@@ -131,56 +112,11 @@ def _end(node, lp, back):
         unload()
 
 
-def apply(lp, r):
-    pid = lp.pid
-    tf = pid.tf
-    try:
-        if "d_filter" in r:
-            pid.set_d_filter(r["d_filter"])
-        pid.set_tunings(r["kp"], r["ki"], r["kd"], r.get("p_on_m"))
-    except ValueError as e:  # gains the fixed-point PID cannot hold: keep the old ones
-        pid.set_d_filter(tf)
-        r["applied"] = False
-        r["error"] = str(e)
-        return
-    r["applied"] = True
-
-
-def load(node):
-    """The results kept on flash, each applied to its loop (at boot)."""
-    import json
-
-    try:
-        with open(node.tune_path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    for lp in node.loops:
-        r = saved.get(lp.name)
-        if not (r and r.get("ok") and r.get("applied", True) and lp.pid is not None):
-            continue
-        if "kp" not in r and r.get("rule") in r.get("rules", {}):
-            r.update(r["rules"][r["rule"]])     # a file from before the "auto" rule
-        if "kp" in r:
-            apply(lp, r)
-    return saved
-
-
-def save(node):
-    import json
-    from .store import write_atomic
-
-    try:
-        write_atomic(node.tune_path, json.dumps(node.tuned))
-    except OSError:
-        pass
-
-
 def unload():
-    """Forget this module and autotune.py (RAM only while a tune runs)."""
+    """Forget this module, autotune.py and params.py (RAM only while a tune runs)."""
     import cyphy_node
 
-    for m in ("autotune", "tuning"):
+    for m in ("autotune", "tuning", "params"):
         sys.modules.pop("cyphy_node." + m, None)
         try:
             delattr(cyphy_node, m)

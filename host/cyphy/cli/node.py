@@ -98,17 +98,23 @@ def num(v: Any) -> str:
 @click.command("set", short_help="Set setpoints, gains, modes: all applied, or none.")
 @click.argument("url", metavar="URL")
 @click.argument("assignments", nargs=-1, required=True, metavar="LOOP.KEY=VALUE...")
+@click.option("--save", is_flag=True,
+              help="Also persist them on the node (setpoints and gains): in force after a "
+                   "reboot, over the config's values.")
 @key_options
 @unprovisioned_option
 @errors
-def set_(url: str, assignments: tuple[str, ...], key_file: str | None, unprovisioned: bool) -> None:
+def set_(url: str, assignments: tuple[str, ...], save: bool, key_file: str | None,
+         unprovisioned: bool) -> None:
     """Set setpoints, gains and modes, for example
     `cyphy set sim://oven oven.setpoint=60 oven.mode=auto`.
 
     All the assignments go to the node in one command and are applied together, between
     two control passes, or none is: a refusal names the one refused and why (exit 3) and
     nothing was changed. Keys: setpoint, mode (auto|manual), kp, ki, kd, output (manual
-    output), in the config's units."""
+    output), in the config's units. A change lasts until the node resets; with --save it
+    is persisted (config < persisted < runtime: docs/control.md); `cyphy tune --clear URL
+    LOOP` forgets what was persisted."""
     pairs: list[tuple[str, float | str]] = []
     for a in assignments:
         path, eq, value = a.partition("=")
@@ -120,13 +126,13 @@ def set_(url: str, assignments: tuple[str, ...], key_file: str | None, unprovisi
 
     with _connect(url, key_file, unprovisioned) as n:
         try:
-            n.set_many(pairs)
+            n.set_many(pairs, save=save)
         except CommandRejected as e:
             if len(pairs) > 1 and "nothing was applied" not in str(e):
                 e.args = (f"{e} (nothing was applied)",)
             raise
     for path, value in pairs:
-        click.echo(f"{path} = {value}: acknowledged")
+        click.echo(f"{path} = {value}: acknowledged" + (", persisted" if save else ""))
 
 
 def _state_rows(state: dict, units: dict) -> list[list[str]]:
@@ -188,6 +194,17 @@ def format_get(path: str, v: Any, units: dict) -> str:
     if path == "state" and isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()):
         return table(["loop", "mode", "setpoint", "measurement", "output", "alarms", "faults",
                       "kp", "ki", "kd"], _state_rows(v, units), right=(2, 3, 4, 7, 8, 9))
+    if isinstance(v, dict) and isinstance(v.get("sources"), dict):
+        # a loop's state: each value with the layer it came from (config < persisted < runtime)
+        u = units.get(path, {})
+        src = v["sources"]
+        rows = []
+        for k, x in v.items():
+            if k == "sources":
+                continue
+            shown = with_unit(x, u.get(UNIT_OF[k])) if k in UNIT_OF else num(x)
+            rows.append([k, shown, src.get(k, "")])
+        return table(["key", "value", "source"], rows)
     if isinstance(v, dict):
         loop = path if "." not in path else None
         u = units.get(loop or "", {})

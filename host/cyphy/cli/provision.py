@@ -154,11 +154,18 @@ def _key(key_file: str | None) -> tuple[str | None, str]:
 @click.option("--reset", is_flag=True, help="Hard-reset the node afterwards so it boots with the new settings.")
 @click.option("--soft-reset", is_flag=True, help=SOFT_RESET_HELP)
 @click.option("--baud", type=click.IntRange(min=1), default=115200, show_default=True, help="Serial line rate.")
+@click.option("--keep-tuning", is_flag=True,
+              help="Keep the node's persisted tuning (autotune, set --save) where it differs "
+                   "from the config: it stays in force (the default, without a warning).")
+@click.option("--clear-tuning", is_flag=True,
+              help="Forget the node's persisted tuning: the config's setpoints and gains are "
+                   "in force after the reset.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (never a secret).")
 @device_errors
 def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: str | None,
               wifi_password_file: str | None, key_file: str | None, new_key: bool, dry_run: bool,
-              force: bool, reset: bool, soft_reset: bool, baud: int, as_json: bool) -> None:
+              force: bool, reset: bool, soft_reset: bool, baud: int, keep_tuning: bool,
+              clear_tuning: bool, as_json: bool) -> None:
     """Give a node its name, config (/config.json), key and Wi-Fi credentials
     (/secrets.json) over the REPL. Each file is written to PATH.tmp, verified by its
     SHA-256 read back on the node, then renamed: a power loss keeps the previous file.
@@ -170,6 +177,11 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
     the old one too until a session with the node verifies the new one (--reset opens one
     at once; else the next cyphy set/get/monitor does), so a power cut or a killed cyphy
     never leaves a node whose key this host does not hold.
+
+    The node's persisted tuning (an applied autotune, values kept with `cyphy set --save`)
+    wins over the config's setpoints and gains at boot: where it differs from the config,
+    provision says so and keeps it; --clear-tuning forgets it, --keep-tuning keeps it
+    without the warning.
 
     A comms_timeout_ms under 200 ms gets a warning: the host's heartbeat (at most every
     50 ms, four per timeout) cannot keep it alive.
@@ -196,6 +208,9 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
         check_config({"schema": 1, "name": name, "comms_timeout_ms": 0, "channels": [], "loops": []}, None)
     if key_file and new_key:
         raise click.UsageError("give either --key-file or --new-key, not both")
+    if keep_tuning and clear_tuning:
+        raise click.UsageError("give either --keep-tuning or --clear-tuning, not both")
+    tuning = "keep" if keep_tuning else "clear" if clear_tuning else None
     key_hex, key_source = (None, "generated") if new_key else _key(key_file)
     if wifi_password_file and not wifi_ssid:
         raise click.UsageError("--wifi-password-file needs --wifi-ssid")
@@ -211,7 +226,7 @@ def provision(port: str, name: str | None, config_file: str | None, wifi_ssid: s
             dev = open_device(port, baud, soft_reset)
             try:
                 report = run(dev, name, config, wifi, key_hex, key_source, new_key, dry_run, cb,
-                             force=force, config_file=config_file, state=state)
+                             force=force, config_file=config_file, state=state, tuning=tuning)
                 if reset and not dry_run:
                     from cyphy.deploy import boot_lines
 
@@ -268,6 +283,15 @@ def _text(r: dict) -> str:
         f"{'changed' if k['changed'] else 'unchanged'}; Wi-Fi: "
         + (f"{w['ssid']!s}, {'changed' if w['changed'] else 'unchanged'}" if w["ssid"] else "none") + ")",
     ]
+    t = r.get("tuning") or {}
+    if t.get("action") not in (None, "none"):
+        from cyphy.provision import describe_tuning
+
+        what = {"cleared": "cleared: the config's values are in force after a reset",
+                "would clear": "would clear: the config's values would be in force",
+                "kept": "kept, in force over the config (" + describe_tuning(t.get("differs", {})) + ")",
+                "unchanged": "kept (it agrees with the config)"}.get(t["action"], t["action"])
+        lines.append(f"{t['path']} (persisted tuning): {what}")
     if k["host_file"]:
         upd = ("would update" if r["dry_run"] else "updated") if k["host_file_changed"] else "unchanged"
         if r.get("host_keys_held", 0) > 1:

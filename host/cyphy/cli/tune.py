@@ -33,8 +33,8 @@ JSON_KEYS = ("ku", "pu_s", "model", "rule", "why", "kp", "ki", "kd", "stable", "
 @click.option("--apply/--no-apply", default=True, show_default=True,
               help="Apply (and persist) a stable result, or only identify and report.")
 @click.option("--clear", is_flag=True,
-              help="Instead: forget the loop's persisted tuning (the config's gains, now and "
-                   "at every boot).")
+              help="Instead: forget the loop's persisted tuning (an applied autotune, values "
+                   "kept with set --save): the config's values, now and at every boot.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object.")
 @key_options
 @unprovisioned_option
@@ -50,7 +50,10 @@ def tune(url: str, loop: str, rule: str, amplitude: float | None, hysteresis: fl
     with _connect(url, key_file, unprovisioned) as n:
         if clear:
             n.forget_tuning(loop)
-            click.echo(f"{loop}: persisted tuning forgotten; the config's gains are in force")
+            st = n.get(loop)
+            src = st.get("sources", {}) if isinstance(st, dict) else {}
+            now = ", ".join(f"{k} {num(st.get(k))} ({v})" for k, v in src.items())
+            click.echo(f"{loop}: persisted tuning forgotten; in force now: {now}")
             return
         units = node_units(n).get(loop, {})
 
