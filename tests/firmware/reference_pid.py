@@ -118,14 +118,27 @@ class RefPID:
         self.out = 0.0
         self.man = 0.0
         self.p = self.i = self.d = self.e = 0.0
-        self.y_prev = self.e_prev = 0.0
+        self.y_prev = self.e_prev = self.dm = 0.0
+        self.bias = 0.0             # transfer bias (pid.py): what I's limits could not take
 
     def set_tunings(self, kp, ki, kd):
-        old_p = self.p
+        old_p, old_d, old_kd = self.p, self.d, self.kd
         self.kp, self.ki, self.kd = kp, ki, kd
         if self.auto and not self.fresh:
+            if old_kd > 0:
+                self.D = _clamp(self.D * kd / old_kd, -self.T, self.T)
+            elif not self.d_on_error:
+                self.D = _clamp(kd / self.dt * self.dm, -self.T, self.T)
+            else:
+                self.D = 0.0
+            self.d = self.D
             self.p = self._p_term(self.e, self._in_band(self.e))
-            self.I = _clamp(self.I + old_p - self.p, self.i_min, self.i_max)
+            self._absorb(self.I + old_p - self.p + old_d - self.d)
+
+    def _absorb(self, i):
+        i = _clamp(i, -self.T, self.T)
+        self.I = _clamp(i, self.i_min, self.i_max)
+        self.bias = _clamp(self.bias + i - self.I, -self.T, self.T)
 
     def set_manual(self, out=None):
         self.auto = False
@@ -165,6 +178,7 @@ class RefPID:
             self.y_prev = y
         e = (y - self.sp) if self.reverse else (self.sp - y)
         dm = (y - self.y_prev) if self.reverse else (self.y_prev - y)
+        self.dm = dm
         self.y_prev = y
         if self.error_map is not None:
             e = self.error_map(e)
@@ -188,7 +202,8 @@ class RefPID:
         # Integral.
         if self.bump:
             self.bump = False
-            self.I = _clamp(_clamp(self.man - self.p - self.d, -T, T), self.i_min, self.i_max)
+            self.bias = 0.0
+            self._absorb(self.man - self.p - self.d)
         else:
             s = 0.0
             if self.b < 1.0:
@@ -197,12 +212,16 @@ class RefPID:
             base = _clamp(self.I + s, self.i_min, self.i_max)
             new = _clamp(self.I + s + inc, self.i_min, self.i_max)
             if self.conditional:
-                u = self.p + self.d + new
+                u = self.p + self.d + new + self.bias
                 if (inc > 0 and u > self.out_max) or (inc < 0 and u < self.out_min):
                     new = base
             self.I = new
         self.i = self.I
-        u = _clamp(self.p + self.i + self.d, self.out_min, self.out_max)
+        u = _clamp(self.p + self.i + self.d + self.bias, self.out_min, self.out_max)
+        if self.bias:
+            g = 0.0 if self.ki <= 0 else (1.0 if self.kp <= 0 else min(1.0, self.ki * self.dt / self.kp))
+            k = self.bias * g
+            self.bias -= k
         self.u = u
         # Output averaging over the last n outputs (window filled with u on (re)start).
         if self.n1 > 1 or self.n2 > 1:

@@ -280,10 +280,13 @@ class ControlLoop:
         (self.pid or self.onoff).set_setpoint(m)
 
     def _apply_output(self, m):
+        self.auto = False
         self.manual_out = m
         self._apply_mode("manual")
 
     def _apply_mode(self, m):
+        if self.auto and m == "manual" and self.pid is not None and not self._held:
+            self.manual_out = self.u        # to manual: held where it is (bumpless)
         self.auto = m == "auto"
         if self.pid is None or self._held:
             return          # applied when the fault clears

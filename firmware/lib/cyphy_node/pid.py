@@ -132,6 +132,11 @@ class PID:
         self._fresh = True          # next tick has no previous sample: no derivative kick
         self._fill = True           # next tick fills the averaging window
         self._bump = False          # next tick initialises I for a bumpless transfer
+        # Transfer bias (milli-units): the part of a bumpless transfer (to auto, a gain
+        # change) that I's limits could not take, added to the output and decaying with the
+        # integral time (ki = 0: kept, the "manual reset" of a P or PD controller).
+        self.bias = self._B = 0     # milli-units; _B carries 2**F like I
+        self._bk = Gain(0.0)
         self.is_auto = bool(auto)
         self._man = 0
         self.set_output_limits(out_min, out_max)
@@ -144,23 +149,51 @@ class PID:
         """Gains in output units per input unit (ki per second, kd in seconds). Bumpless while
         running: the integral absorbs the change of the P term at the last error. p_on_m
         True / False sets the setpoint weight to 0 / 1; None keeps it."""
+        old_kd = self.kd
         self._derive(*self.check_tunings(kp, ki, kd, p_on_m))
-        self._rebump()
+        self._rebump(old_kd)
 
     def set_sp_weight(self, b):
         """Setpoint weight b in [0, 1] of the P term (1: P on error, 0: P on measurement,
         i.e. p_on_m). Bumpless while running, as set_tunings."""
         b = _weight(b)
         self._derive(*self._check(self.kp, self.ki, self.kd, b))
-        self._rebump()
+        self._rebump(self.kd)
 
-    def _rebump(self):
-        old_p = self.p
-        if self.is_auto and not self._fresh:
-            self._inb = self._db and self._db_lo <= self.e <= self._db_hi
-            self._p()
-            self._I = self._clamp_i(self._I + ((old_p - self.p) << self._F))
-            self.i = (self._I + self._half) >> self._F
+    def _rebump(self, old_kd):
+        # Bumpless gain change (Astrom & Hagglund 2006, "Advanced PID control", 13.5): the
+        # P and D terms under the new gains, at the last error and measurement change, and
+        # I (with the transfer bias) takes the difference. D's filter state is rescaled to
+        # the new kd (or, from kd = 0, set to what the last measurement change gives).
+        old_p, old_d = self.p, self.d
+        if not self.is_auto or self._fresh:
+            return
+        T = self._Text
+        if old_kd > 0.0:
+            D = int(self._D * (self.kd / old_kd))
+        elif not self.d_on_error:
+            D = int(self.kd / self.dt * self._dm) << self._F
+        else:
+            D = 0
+        self._D = D = -T if D < -T else (T if D > T else D)
+        self.d = (D + self._half) >> self._F
+        self._inb = self._db and self._db_lo <= self.e <= self._db_hi
+        self._p()
+        self._absorb(self.i + old_p - self.p + old_d - self.d)
+
+    def _absorb(self, i):
+        # I takes i (milli-units) as far as its limits allow; the transfer bias the rest,
+        # so that P + I + D + bias is unchanged (bumpless). |i| <= 9 L: see _i.
+        T = self._T
+        i = -T if i < -T else (T if i > T else i)
+        self._I = self._clamp_i(i << self._F)
+        self.i = (self._I + self._half) >> self._F
+        r = i - self.i                           # |r| <= 2 T; clamped to +-T, r << F and
+        r = -T if r < -T else (T if r > T else r)   # _B are each within Text < 2**29
+        T = self._Text
+        b = self._B + (r << self._F)
+        self._B = b = -T if b < -T else (T if b > T else b)
+        self.bias = (b + self._half) >> self._F
 
     def check_tunings(self, kp, ki, kd, p_on_m=None):
         """Raise ValueError if set_tunings(kp, ki, kd) would refuse them (changes nothing);
@@ -244,6 +277,8 @@ class PID:
         self.sp_weight = b
         self.p_on_m = b == 0.0
         self._pm = b < 1.0                  # a part of P on measurement (in I)
+        # the transfer bias decays by dt / Ti per tick (Ti = kp / ki; at once if kp = 0)
+        self._bk = Gain(0.0 if ki <= 0.0 else (1.0 if kp <= 0.0 else min(1.0, ki * dt / kp)))
 
     def _gains(self, kp, ki, kd, dt, tf, F, b):
         # Per-tick gains from the engineering gains, dt, tf, F (the I and D gains carry
@@ -305,7 +340,7 @@ class PID:
             self.i_max if integral > self.i_max else integral)
         self._I = i << self._F
         self._D = 0
-        self.i = self.d = 0
+        self.i = self.d = self.bias = self._B = 0
         self._fresh = True
         self._fill = True
         self._bump = False
@@ -374,14 +409,11 @@ class PID:
 
     def _i(self):
         if self._bump:
-            # Bumpless transfer: P + I + D == the held output (if I's limits allow).
+            # Bumpless transfer: P + I + D + bias == the held output (I as far as its
+            # limits allow, the bias the rest).
             self._bump = False
-            i = self._man - self.p - self.d         # |.| <= L + 2 * T = 9 * L < 2**29
-            # Beyond +-T the integral limits (inside +-L) clamp it anyway; within, i << F
-            # stays below Text < 2**29.
-            i = -self._T if i < -self._T else (self._T if i > self._T else i)
-            self._I = self._clamp_i(i << self._F)
-            self.i = (self._I + self._half) >> self._F
+            self.bias = self._B = 0
+            self._absorb(self._man - self.p - self.d)   # |.| <= L + 2 * T = 9 * L < 2**29
             return
         T = self._Text
         s = 0
@@ -404,11 +436,21 @@ class PID:
 
     def _winds(self, new, inc):
         # Conditional integration: would this increment drive a saturated output further?
-        u = self.p + self.d + ((new + self._half) >> self._F)
+        u = self.p + self.d + self.bias + ((new + self._half) >> self._F)
         return (inc > 0 and u > self.out_max) or (inc < 0 and u < self.out_min)
 
     def _output(self):
-        u = self._clamp_out(self.p + self.i + self.d)      # each term < 2**27: sum fits
+        b = self._B
+        if b:
+            u = self._clamp_out(self.p + self.i + self.d + self.bias)  # each < 2**27: fits
+            k = self._bk.mul(b)                 # decay by dt / Ti (at least 2**-F milli)
+            if k == 0 and self._bk.m | self._bk.i:
+                k = 1 if b > 0 else -1
+            b -= k
+            self._B = b
+            self.bias = (b + self._half) >> self._F
+        else:
+            u = self._clamp_out(self.p + self.i + self.d)      # each term < 2**27: sum fits
         self.u = u
         if self._avg:
             u = self._average(u)
