@@ -17,11 +17,13 @@ venv: $(STAMP)
 
 # npm ci: the MicroPython WebAssembly port (a 32-bit MicroPython, pinned in package-lock.json)
 # into ./node_modules, for the firmware's 32-bit checks (cyphy.mp32, tests/firmware/test_32bit.py).
-$(STAMP): pyproject.toml requirements.lock package.json package-lock.json
+# tools/install-mosquitto: the Debian package, where this user may install it (fleet tests).
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tools/install-mosquitto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	npm ci --silent --no-audit --no-fund
+	tools/install-mosquitto
 	$(BIN)/python -m cyphy.sim.speed fetch >/dev/null
 	$(BIN)/python -m cyphy.sim.speed >/dev/null  # calibrate now, while the machine is quiet
 	touch $(STAMP)
