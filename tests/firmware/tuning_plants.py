@@ -210,11 +210,19 @@ def autotune(case, seed=1, cycles=4, settle=2):
 
 
 def gains(r):
-    return {k: r[k] for k in ("kp", "ki", "kd", "d_filter", "p_on_m")}
+    g = {k: r[k] for k in ("kp", "ki", "kd", "d_filter", "p_on_m")}
+    g["sp_weight"] = weight(r)
+    return g
+
+
+def weight(g):
+    """The setpoint weight b of gains g (sp_weight; without one, p_on_m: 0, else 1)."""
+    b = g.get("sp_weight")
+    return (0.0 if g["p_on_m"] else 1.0) if b is None else b
 
 
 def _pid(case, g, fw, sp):
-    kw = dict(out_min=case.umin, out_max=case.umax, setpoint=sp, p_on_m=g["p_on_m"],
+    kw = dict(out_min=case.umin, out_max=case.umax, setpoint=sp, sp_weight=weight(g),
               d_filter=g["d_filter"], integral=case.u0, sp_rate=g.get("sp_rate", 0.0))
     if fw:
         return PID(g["kp"], g["ki"], g["kd"], case.dt, **kw)
@@ -339,9 +347,15 @@ def nelder_mead(f, x0, steps, iters=120, tol=1e-3):
     return pts[i], vals[i]
 
 
-def _g(x, pom):
+def _g(x, b):
+    """Gains from x = (log kp, log ki, log kd[, b]): b the setpoint weight, x[3] (clamped
+    to 0..1) if given."""
     kp, ki, kd = math.exp(x[0]), math.exp(x[1]), math.exp(x[2])
-    return {"kp": kp, "ki": ki, "kd": kd, "d_filter": kd / kp / 10.0, "p_on_m": pom}
+    if len(x) > 3:
+        b = min(1.0, max(0.0, x[3]))
+    b = float(b)
+    return {"kp": kp, "ki": ki, "kd": kd, "d_filter": kd / kp / 10.0, "p_on_m": b == 0.0,
+            "sp_weight": b}
 
 
 def _x(g, dt):
@@ -389,18 +403,21 @@ def optimum(case, task, starts=(), samples=150, seed=0):
     """The reference PID for task ("setpoint" or "load"): a seeded random sample of gains
     around the loop's ultimate point (kp 0.03..3 Ku, Ti 0.1..10 Pu, Td 0..0.6 Pu, P on
     error or measurement) plus `starts`, then Nelder-Mead from the three best feasible
-    ones and once more from the best. Returns (gains, sims, Ms), or (None, None, None) if nothing feasible was found."""
+    ones and once more from the best. The setpoint weight b is searched too (0..1, the
+    structure of pid.py) for the setpoint task; for the load task it only decides whether
+    the setpoint step meets the spec, and it is kept from the start. Returns (gains, sims, Ms), or (None, None, None) if nothing feasible was found."""
     ku, pu = ultimate(case)
     rnd = random.Random(seed)
     cands = [dict(g) for g in starts]
     for a, b, c in ((0.3, 0.8, 0.1), (0.15, 1.0, 0.15), (0.2, 2.0, 0.2), (0.5, 1.5, 0.3)):
         cands.append({"kp": a * ku, "ki": a * ku / (b * pu), "kd": a * ku * c * pu,
-                      "d_filter": c * pu / 10, "p_on_m": False})
+                      "d_filter": c * pu / 10, "p_on_m": False, "sp_weight": 1.0})
     for _ in range(samples):
         kp = ku * _lu(rnd, 0.03, 3.0)
         ti, td = pu * _lu(rnd, 0.1, 10.0), pu * _lu(rnd, 0.003, 0.6)
+        b = rnd.choice((0.0, 1.0, rnd.random()))
         cands.append({"kp": kp, "ki": kp / ti, "kd": kp * td, "d_filter": td / 10,
-                      "p_on_m": rnd.random() < 0.5})
+                      "p_on_m": b == 0.0, "sp_weight": b})
     best = [math.inf]
 
     def cost(g):
@@ -415,20 +432,25 @@ def optimum(case, task, starts=(), samples=150, seed=0):
 
     scored = sorted(((cost(g), i, g) for i, g in enumerate(cands)), key=lambda t: t[:2])
     res = (math.inf, None)
+    sw = task == "setpoint"
+
+    def search(g0, steps):
+        b = weight(g0)
+        x0 = _x(g0, case.dt) + ([b] if sw else [])
+        x, v = nelder_mead(lambda x, b=b: cost(_g(x, b)), x0,
+                           steps + ([-0.3 if b > 0.5 else 0.3] if sw else []), iters=100)
+        return v, _g(x, b)
+
     for v0, _, g0 in scored[:3]:
         if v0 >= 1e9:
             break
-        pom = g0["p_on_m"]
-        x, v = nelder_mead(lambda x, pom=pom: cost(_g(x, pom)), _x(g0, case.dt),
-                           [0.3, 0.3, 0.6], iters=100)
+        v, g = search(g0, [0.3, 0.3, 0.6])
         if v < res[0]:
-            res = (v, _g(x, pom))
+            res = (v, g)
     if res[1] is not None:                 # one restart from the best: Nelder-Mead stalls
-        pom = res[1]["p_on_m"]
-        x, v = nelder_mead(lambda x, pom=pom: cost(_g(x, pom)), _x(res[1], case.dt),
-                           [0.2, 0.2, 0.4], iters=100)
+        v, g = search(res[1], [0.2, 0.2, 0.4])
         if v < res[0]:
-            res = (v, _g(x, pom))
+            res = (v, g)
     g = res[1]
     if g is None:
         return None, None, None
@@ -462,14 +484,16 @@ def fotd_case(tau, dt_per_L=16):
                 lambda s: cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": 1.0, "T": T, "L": L})
 
 
-def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8):
-    """The gains minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld) with margins on the
-    spec (os_max, ms_max) for the identification's errors."""
+def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3, 0.9)):
+    """The gains and setpoint weight b minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld)
+    with margins on the spec (os_max, ms_max) for the identification's errors; a
+    Nelder-Mead search of (log kp, log ki, log kd, b) from each start and each b of
+    `weights`."""
     best = (math.inf, None)
     for g0 in starts:
-        for pom in (False, True):
-            def cost(x, pom=pom):
-                g = _g(x, pom)
+        for b0 in weights:
+            def cost(x):
+                g = _g(x, 1.0)
                 m = ms(case, g)
                 if m > ms_max:
                     return 1e9 * (1 + m)
@@ -482,16 +506,17 @@ def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8):
                 return max(sp["iae"] / ref_sp, ld["iae"] / ref_ld)
 
             x0 = [math.log(g0["kp"]), math.log(max(g0["ki"], 1e-9)),
-                  math.log(max(g0["kd"], g0["kp"] * case.dt * 0.1))]
-            x, v = nelder_mead(cost, x0, [0.3, 0.3, 0.6])
+                  math.log(max(g0["kd"], g0["kp"] * case.dt * 0.1)), b0]
+            x, v = nelder_mead(cost, x0, [0.3, 0.3, 0.6, 0.25])
             if v < best[0]:
-                best = (v, _g(x, pom))
+                best = (v, _g(x, 1.0))
     return best
 
 
 def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print):
-    """Rows (tau, A, B, C, p_on_m) of autotune._TABLE: kp = A / (K tau), Ti = B L,
-    Td = C L with L the dead time plus half a sample (what the node's rule uses)."""
+    """Rows (tau, A, B, C, b) of autotune._TABLE: kp = A / (K tau), Ti = B L, Td = C L
+    with L the dead time plus half a sample (what the node's rule uses), setpoint weight
+    b."""
     rows = []
     for tau in taus:
         c = fotd_case(tau)
@@ -504,7 +529,7 @@ def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
         L = P["L"] + c.dt / 2
         te = L / (L + P["T"])
         row = (tau, round(g["kp"] * P["K"] * te, 4), round(g["kp"] / g["ki"] / L, 4),
-               round(g["kd"] / g["kp"] / L, 4), int(g["p_on_m"]))
+               round(g["kd"] / g["kp"] / L, 4), round(g["sp_weight"], 3))
         log(f"tau {tau}: ratio {r:.3f} row {row}  sp* {gs}  ld* {gl}")
         rows.append(row)
     return rows
@@ -560,81 +585,91 @@ def row(j):
     return (f"{j['plant']:30s} {j['rule']:5s} kp {a['kp']:.3g}/{f(s.get('kp'), '{:.3g}')}"
             f"/{f(l.get('kp'), '{:.3g}')} ki {a['ki']:.3g}/{f(s.get('ki'), '{:.3g}')}"
             f"/{f(l.get('ki'), '{:.3g}')} kd {a['kd']:.3g}/{f(s.get('kd'), '{:.3g}')}"
-            f"/{f(l.get('kd'), '{:.3g}')} os {100 * j['overshoot']:.1f}% "
+            f"/{f(l.get('kd'), '{:.3g}')} b {weight(a):.2f}/{f(s and weight(s))} "
+            f"os {100 * j['overshoot']:.1f}% "
             f"settle {f(j['settle_s'], '{:.3g}')}s/{f(j['load_settle_s'], '{:.3g}')}s "
             f"IAE ratio sp {f(j['ratio_setpoint'])} load {f(j['ratio_load'])} "
             f"{'met' if j['goal'] else 'MISSED'}")
 
 
-def derive_class_constants(seeds=(7, 8, 9), log=print):
-    """autotune._LAG and autotune._POINT (the "lag" and "resonant" classes): on the
-    development plants of each class (these seeds, never the test ones), the constants
-    minimising the largest IAE ratio, with margins (overshoot <= 5 %, Ms <= 1.75 / 1.8).
-    _POINT_LAG (the conservative design) was fitted the same way on all non-FOPDT plants
-    of seeds 7 and 8 with the margins overshoot <= 6 %, Ms <= 1.9."""
-    import cyphy_node.autotune as AT
-
-    dev = {"lag": [], "resonant": []}
+def dev_plants(seeds=(7, 8, 9, 10), log=print):
+    """The development plants of the non-FOPDT classes (these seeds, never the test
+    ones), tuned, with the reference optimum of each task: {class: [(case, model, IAE*
+    setpoint, IAE* load)]}."""
+    dev = {"lag": [], "resonant": [], "fopdt": []}
     for seed in seeds:
         for c in family(seed, 3, ["second_order", "twotank", "dcmotor"]):
             r = autotune(c)
             m = r.get("model")
-            if not r["stable"] or m["class"] == "fopdt":
-                continue
-            if m["class"] == "lag" and m.get("fit") != "waveform":
+            if not r["stable"]:
                 continue
             gs, ss, _ = optimum(c, "setpoint")
             gl, sl, _ = optimum(c, "load", [gs] if gs else [])
             if ss and sl:
                 dev[m["class"]].append((c, m, ss["setpoint"]["iae"], sl["load"]["iae"]))
+                log(f"{c.name}: {m['class']}")
+    return dev
 
-    def worst(cls, gains_of, os_max, ms_max):
-        w, pen = 0.0, 0.0
-        for c, m, S, Ld in dev[cls]:
-            g = gains_of(m, c.dt)
-            msv = ms(c, g)
-            if msv > ms_max:
-                pen += msv - ms_max
-                continue
-            sp = simulate(c, g, "setpoint", False)
-            if not sp["settled"] or sp["overshoot"] > os_max:
-                pen += 1 + sp["overshoot"]
-                continue
-            ld = simulate(c, g, "load", False)
-            if not ld["settled"]:
-                pen += 1
-                continue
-            w = max(w, sp["iae"] / S, ld["iae"] / Ld)
-        return 1e3 * (1 + pen) if pen else w
 
-    def lag_gains(p):
-        def f(m, dt):
-            g0 = AT.tune(dict(m, **{"class": "fopdt"}), dt)
-            kp = g0["kp"] * math.exp(p[0])
-            ti = g0["kp"] / g0["ki"] * math.exp(p[1])
-            td = g0["kd"] / g0["kp"] * math.exp(p[2])
-            return {"kp": kp, "ki": kp / ti, "kd": kp * td, "d_filter": td / 10,
-                    "p_on_m": True}
-        return f
+def worst_ratio(plants, gains_of, os_max, ms_max, settle=True):
+    """The largest IAE ratio (setpoint or load, to each plant's optimum) of the rule
+    gains_of(model, dt) on these plants, plus a penalty growing with each miss of the
+    margins (Ms <= ms_max, overshoot <= os_max, settling), so that a search can find
+    its way back from an infeasible start. settle=False: a loop that does not settle
+    within the horizon is not penalised (a lightly damped plant's known miss)."""
+    w, pen = 0.0, 0.0
+    for c, m, S, Ld in plants:
+        g = gains_of(m, c.dt)
+        msv = ms(c, g)
+        if msv > 3.0:
+            pen += 10.0 * msv
+            continue
+        pen += 20.0 * max(0.0, msv - ms_max)
+        sp = simulate(c, g, "setpoint", False)
+        pen += 20.0 * max(0.0, sp["overshoot"] - os_max)
+        ld = simulate(c, g, "load", False)
+        if settle:
+            pen += (0.0 if sp["settled"] else 5.0) + (0.0 if ld["settled"] else 5.0)
+        w = max(w, min(sp["iae"] / S, 50.0), min(ld["iae"] / Ld, 50.0))
+    return w + (10.0 + pen if pen else 0.0)
 
-    def point_gains(p):
-        def f(m, dt):
-            AT._POINT = (math.exp(p[0]), p[1], math.exp(p[2]))
-            return AT.tune(m, dt)
-        return f
 
+def derive_class_constants(seeds=(7, 8, 9, 10), dev=None, log=print, os_lag=0.07,
+                           ms_lag=1.92):
+    """autotune._DI and autotune._POINT (the "lag" and "resonant" classes): on the
+    development plants of each class (these seeds, never the test ones), the constants
+    (and setpoint weight) minimising the largest IAE ratio, with margins: overshoot
+    <= 6 %, Ms <= 1.85 ("lag") / 1.8 ("resonant"). About 5 minutes."""
+    import cyphy_node.autotune as AT
+
+    dev = dev_plants(seeds, log) if dev is None else dev
     out = {}
-    saved = AT._POINT
-    x, v = min((nelder_mead(lambda p: worst("lag", lag_gains(p), 0.05, 1.75),
-                            [math.log(q) for q in x0], [0.3, 0.3, 0.4], iters=60)
-                for x0 in ([2.03, 0.89, 1.98], [1.5, 1.0, 1.5])), key=lambda t: t[1])
-    out["_LAG"] = tuple(round(math.exp(q), 2) for q in x)
-    log(f"_LAG {out['_LAG']}: worst ratio {v:.2f} on {len(dev['lag'])} plants")
-    x, v = min((nelder_mead(lambda p: worst("resonant", point_gains(p), 0.05, 1.8),
-                            [math.log(x0[0]), x0[1], math.log(x0[2])], [0.3, 0.2, 0.4],
-                            iters=60)
-                for x0 in ([0.61, 0.76, 2.8], [0.7, 0.6, 4.0])), key=lambda t: t[1])
-    AT._POINT = saved
-    out["_POINT"] = (round(math.exp(x[0]), 2), round(x[1], 2), round(math.exp(x[2]), 2))
-    log(f"_POINT {out['_POINT']}: worst ratio {v:.2f} on {len(dev['resonant'])} plants")
+    saved = AT._DI, AT._POINT
+
+    def di(p):
+        AT._DI = (p[0], p[1], p[2], p[3], p[4], min(1.0, max(0.0, p[5])))
+        return AT.tune
+
+    def point(p):
+        AT._POINT = (math.exp(p[0]), p[1], math.exp(p[2]), min(1.0, max(0.0, p[3])))
+        return AT.tune
+
+    try:
+        x, v = nelder_mead(lambda p: worst_ratio(dev["lag"], di(p), os_lag, ms_lag),
+                           [0.089, -0.002, 10.4, 4.1, 0.15, 0.27],
+                           [0.01, 0.001, 1.0, 0.4, 0.03, 0.1], iters=150)
+        out["_DI"] = (round(x[0], 4), round(x[1], 5), round(x[2], 3), round(x[3], 3),
+                      round(x[4], 4), round(min(1.0, max(0.0, x[5])), 3))
+        log(f"_DI {out['_DI']}: worst ratio {v:.3f} on {len(dev['lag'])} plants")
+        x, v = min((nelder_mead(lambda p: worst_ratio(dev["resonant"], point(p), 0.06, 1.8,
+                                                       settle=False),
+                                [math.log(x0[0]), x0[1], math.log(x0[2]), x0[3]],
+                                [0.2, 0.2, 0.3, 0.2], iters=80)
+                    for x0 in ([0.61, 0.76, 2.8, 0.5], [0.7, 0.6, 4.0, 0.8])),
+                   key=lambda t: t[1])
+        out["_POINT"] = (round(math.exp(x[0]), 3), round(x[1], 3), round(math.exp(x[2]), 3),
+                         round(min(1.0, max(0.0, x[3])), 3))
+        log(f"_POINT {out['_POINT']}: worst ratio {v:.3f} on {len(dev['resonant'])} plants")
+    finally:
+        AT._DI, AT._POINT = saved
     return out

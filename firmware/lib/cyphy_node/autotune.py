@@ -404,52 +404,66 @@ def model(ku, pu, s_b, turn, dt):
             "phase": phase}
 
 
-# ---- the rule: PID gains for the identified FOPDT model ----
+# ---- the rule: PID gains for the identified model ----
 #
-# _TABLE rows: (tau, A, B, C, p_on_m) with tau = L / (L + T) the normalised dead time and
-#     kp = A / (K tau),  Ti = B L,  Td = C L,  derivative filter Td / 10
-# (A, B, C are O(1) from lag-dominant to delay-dominant plants, so linear interpolation in
-# tau is accurate). Derived like AMIGO (Astrom and Hagglund 2004): optimal PIDs computed
-# offline for a batch of FOPDT plants and tabulated, here the PID of cyphy's structure
-# minimising the larger of its two IAE ratios (setpoint step, load step) to the IAE-optimal
-# PID of each task (docs/control.md, "Relay autotune"), with margins for identification
-# errors (overshoot <= 6 %, Ms <= 1.8): tests/firmware/tuning_plants.derive_table().
+# Every rule gives the gains (kp, ki, kd, derivative filter Td / 10) AND a setpoint weight
+# b (pid.PID's sp_weight: P acts on b * sp - y). As in AMIGO (Astrom and Hagglund 2004,
+# "Revisiting the Ziegler-Nichols step response method"; 2006, *Advanced PID control*,
+# ch. 7), the gains are chosen for the load disturbance and b for the setpoint response:
+# with b free, one set of gains can come close to the IAE optimum of both steps, where
+# with P on error or on measurement alone it had to compromise.
+#
+# _TABLE rows: (tau, A, B, C, b) with tau = L / (L + T) the normalised dead time and
+#     kp = A / (K tau),  Ti = B L,  Td = C L,  setpoint weight b
+# (A, B, C, b are O(1) from lag-dominant to delay-dominant plants, so linear interpolation
+# in tau is accurate). Derived like AMIGO: optimal PIDs computed offline for a batch of
+# FOPDT plants and tabulated, here the PID and b of cyphy's structure minimising the
+# larger of its two IAE ratios (setpoint step, load step) to the IAE-optimal PID of each
+# task (docs/control.md, "Relay autotune"), with margins for identification errors
+# (overshoot <= 6 %, Ms <= 1.8): tests/firmware/tuning_plants.derive_table().
 _TABLE = (
-    (0.02, 0.6748, 2.7542, 0.3944, 0),
-    (0.05, 0.6651, 3.293, 0.3296, 0),
-    (0.1, 0.6488, 3.8702, 0.3282, 0),
-    (0.15, 0.598, 2.3288, 0.301, 1),
-    (0.2, 0.5895, 2.0791, 0.3483, 1),
-    (0.3, 0.5376, 2.4187, 0.3678, 0),
-    (0.4, 0.4842, 1.6807, 0.3853, 0),
-    (0.5, 0.4464, 1.2563, 0.3592, 0),
-    (0.6, 0.4139, 0.9717, 0.3315, 0),
-    (0.7, 0.3906, 0.7761, 0.2802, 0),
-    (0.8, 0.3653, 0.614, 0.2196, 0),
+    (0.02, 0.6735, 2.6161, 0.3922, 0.994),
+    (0.05, 0.6633, 2.848, 0.3693, 0.314),
+    (0.1, 0.6376, 2.594, 0.3504, 0.647),
+    (0.15, 0.6205, 2.9517, 0.3146, 0.644),
+    (0.2, 0.5865, 2.4741, 0.2769, 0.621),
+    (0.3, 0.5537, 2.3403, 0.2846, 0.788),
+    (0.4, 0.501, 1.4782, 0.2949, 0.71),
+    (0.5, 0.4584, 1.1429, 0.2889, 0.703),
+    (0.6, 0.4253, 0.9842, 0.2646, 0.869),
+    (0.7, 0.392, 0.7574, 0.2603, 0.892),
+    (0.8, 0.366, 0.5998, 0.2149, 0.881),
 )
 
 
 # The other classes, with constants fitted with the same minimax objective as the table
-# on development plants of the class (seeds 7, 8 and 9 of tests/firmware/tuning_plants.
+# on development plants of the class (seeds 7 to 10 of tests/firmware/tuning_plants.
 # family; never the test plants; tuning_plants.derive_class_constants()):
-# - "lag" (the waveform fits an FOPDT plant but the lag at w does not: DC motors, two
-#   tanks): the table's gains for the fitted model times _LAG (kp, Ti, Td), P on
-#   measurement. The fit sees only the plant's fast part (the relay oscillates fast);
-#   P on measurement keeps the setpoint overshoot of the stronger gains down.
+# - "lag" (higher order without dead time: DC motors, two tanks; the relay oscillates
+#   where the sample-and-hold's delay puts it, well above the plant's poles). There the
+#   plant is a double integrator k2 / s^2 (both lags integrate; Skogestad's half rule and
+#   SIMC's double-integrating case, Skogestad 2003), and the IAE-optimal PIDs of the
+#   development motors and tanks are, in the hold's time scale dt, the same loop:
+#   kp k2 dt^2 = 0.09..0.11, Ti = 7..8.7 dt, Td = 3.3..4 dt (SIMC's form for k2 e^(-theta s)
+#   / s^2: kp ~ 1 / (k2 theta^2), Ti and Td ~ theta, theta here the hold). k2 comes from
+#   the measured point G(jw): the lag at w beyond 90 degrees is the fast pole's,
+#   w T = tan(phase - pi / 2), and k2 = |G| w^2 sqrt(1 + (w T)^2) / (w T) (the
+#   integrator-plus-lag model k / (s (T s + 1)) through the point, k2 = k / T). This is
+#   the fast part the relay sees well; the slow pole and the static gain, which the relay
+#   does not see, do not matter to a loop this fast. With x = T / dt - 12 (T the model's
+#   lag; within -4..10), _DI = (A, A1, B, C, C1, b):
+#   kp = (A + A1 x) / (k2 dt^2), Ti = B dt, Td = (C + C1 x) dt
+#   (the optimum's kp k2 dt^2 falls and Td / dt grows with T / dt, 10..20 on these plants).
 # - "resonant" (no FOPDT makes this waveform: an underdamped plant): a design on the
 #   measured point alone (the frequency-response method of Astrom and Hagglund 1984,
 #   generalised): the PID moves G(jw) to radius r at angle -pi + psi of the Nyquist plane,
-#   with Ti = a Td, P on measurement; _POINT = (r, psi, a), fitted on the underdamped
-#   development plants. A "lag" plant whose waveform no FOPDT fits gets the same design
-#   with _POINT_LAG, fitted on all the non-FOPDT development plants (motors, tanks and
-#   underdamped ones alike): safe on all of them, if slow.
-_LAG = (2.06, 0.93, 2.37)
-_POINT = (0.61, 0.76, 2.8)
-_POINT_LAG = (0.68, 0.67, 6.0)      # a "lag" plant without a waveform fit
+#   with Ti = a Td; _POINT = (r, psi, a, b), fitted on the underdamped development plants.
+_DI = (0.0891, -0.00205, 10.449, 4.098, 0.15, 0.272)
+_POINT = (0.61, 0.76, 2.8, 0.0)
 
 
 def _point(m, dt):
-    rt, psi, al = _POINT if m["class"] == "resonant" else _POINT_LAG
+    rt, psi, al = _POINT[0], _POINT[1], _POINT[2]
     w = m["w"]
     adv = psi - (pi - m["phase"] - w * dt / 2.0)      # phase lead the PID must add at w
     adv = -0.3 if adv < -0.3 else (1.2 if adv > 1.2 else adv)
@@ -459,40 +473,66 @@ def _point(m, dt):
     return rt * cos(adv) / m["g"], al * td, td
 
 
+def k2(m):
+    """The double-integrator gain of the plant at high frequency from the measured point
+    (see _DI): the integrator-plus-lag model through G(jw)."""
+    w = m["w"]
+    x = m["phase"] - pi / 2.0
+    wt = tan(x) if x > 0.1 else tan(0.1)
+    wt = wt if wt < 100.0 else 100.0
+    return m["g"] * w * w * sqrt(1.0 + wt * wt) / wt
+
+
+def lag_ratio(m, dt):
+    """T / dt of the integrator-plus-lag model through the measured point (see _DI)."""
+    x = m["phase"] - pi / 2.0
+    wt = tan(x) if x > 0.1 else tan(0.1)
+    return (wt if wt < 100.0 else 100.0) / m["w"] / dt
+
+
 def tune(m, dt):
-    """{"rule", "why", "kp", "ki", "kd", "d_filter", "p_on_m"} for model m (FOPDT)."""
-    L = m["L"] + dt / 2.0                             # the hold adds half a period of delay
-    T = m["T"]
-    tau = L / (L + T)
-    t = _TABLE
-    i = 0
-    while i < len(t) - 2 and tau > t[i + 1][0]:
-        i += 1
-    lo, hi = t[i], t[i + 1]
-    f = (tau - lo[0]) / (hi[0] - lo[0])
-    f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
-    a, b, c = (lo[k] + f * (hi[k] - lo[k]) for k in (1, 2, 3))
-    kp = a / (m["K"] * tau)
-    ti, td = b * L, c * L
-    pom = (lo[4] if f < 0.5 else hi[4]) == 1
+    """{"rule", "why", "kp", "ki", "kd", "d_filter", "sp_weight", "p_on_m"} for model m.
+    "p_on_m" is the nearer of the two old choices (sp_weight < 0.5), for a caller that
+    does not set sp_weight."""
     cls = m.get("class", "fopdt")
-    if m.get("fit") == "harmonic":
+    if cls == "lag":
+        a, a1, bi, c, c1, b = _DI
+        k = k2(m)
+        x = lag_ratio(m, dt) - 12.0
+        x = -4.0 if x < -4.0 else (10.0 if x > 10.0 else x)
+        kp, ti, td = (a + a1 * x) / (k * dt * dt), bi * dt, (c + c1 * x) * dt
+        why = "higher order, no dead time (%s): double integrator k2 %.4g from the " \
+              "measured point |G| %.4g at %.1f deg, %.4g rad/s; loop in units of the " \
+              "sample time" % (
+                  "the waveform fit's lag at w is %.2f rad short" % -m["dphase"]
+                  if m.get("fit") == "waveform" else "no FOPDT makes the waveform",
+                  k, m["g"], -m["phase"] * 57.29578, m["w"])
+    elif m.get("fit") == "harmonic":
         kp, ti, td = _point(m, dt)
-        pom = True
-        why = "no FOPDT makes this waveform (%s): placed the measured point |G| %.4g " \
-              "at %.1f deg, %.4g rad/s" % ("sinusoidal: a resonance" if cls == "resonant"
-                                           else "a higher-order lag", m["g"],
-                                           -m["phase"] * 57.29578, m["w"])
+        b = _POINT[3]
+        why = "no FOPDT makes this waveform (sinusoidal: a resonance): placed the " \
+              "measured point |G| %.4g at %.1f deg, %.4g rad/s" % (
+                  m["g"], -m["phase"] * 57.29578, m["w"])
     else:
+        L = m["L"] + dt / 2.0                         # the hold adds half a period of delay
+        T = m["T"]
+        tau = L / (L + T)
+        t = _TABLE
+        i = 0
+        while i < len(t) - 2 and tau > t[i + 1][0]:
+            i += 1
+        lo, hi = t[i], t[i + 1]
+        f = (tau - lo[0]) / (hi[0] - lo[0])
+        f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
+        a, bi, c, b = (lo[k] + f * (hi[k] - lo[k]) for k in (1, 2, 3, 4))
+        kp = a / (m["K"] * tau)
+        ti, td = bi * L, c * L
         why = "FOPDT K %.4g, T %.4g s, L %.4g s, L / (L + T) %.2f: table" % (
             m["K"], T, m["L"], tau)
-        if cls == "lag":
-            kp, ti, td, pom = kp * _LAG[0], ti * _LAG[1], td * _LAG[2], True
-            why = "higher order (the fit's lag at %.4g rad/s is %.2f rad short): " % (
-                m["w"], -m["dphase"]) + why + " x (%g, %g, %g)" % _LAG
+    b = 0.0 if b < 0.0 else (1.0 if b > 1.0 else b)
     return {"rule": cls, "kp": kp, "ki": kp / ti, "kd": kp * td,
-            "d_filter": td / 10.0, "p_on_m": pom,
-            "why": why + (", P on measurement" if pom else "")}
+            "d_filter": td / 10.0, "sp_weight": b, "p_on_m": b < 0.5,
+            "why": why + ", setpoint weight %.2f" % b}
 
 
 def _pid(kp, ti, td):
