@@ -125,6 +125,10 @@ class Client:
     def wait_disconnected(self, timeout: float = WAIT) -> None:
         self._wait("disconnect", lambda: not self._connected, timeout)
 
+    def wait_subacks(self, count: int, timeout: float = WAIT) -> None:
+        """Until `count` SUBACKs have arrived in all (renewed subscriptions count too)."""
+        self._wait(f"{count} SUBACKs", lambda: len(self._suback) >= count, timeout)
+
     def subscribe(self, topic: str, qos: int = 1, timeout: float = WAIT) -> int:
         """Subscribe and wait for the SUBACK; returns the granted QoS."""
         self.subscriptions.append((topic, qos))

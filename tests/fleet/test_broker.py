@@ -96,22 +96,27 @@ def test_last_will_on_kill_not_on_clean_disconnect(broker, mqtt_client):
     watcher = mqtt_client(broker)
     watcher.subscribe("cyphy/will/#", qos=1)
 
+    procs: list[subprocess.Popen[str]] = []
+
     def client(mode: str) -> subprocess.Popen[str]:
         p = subprocess.Popen(
             [sys.executable, "-c", WILL_CLIENT, broker.host, str(broker.port),
              f"cyphy/will/{mode}", mode], stdout=subprocess.PIPE, text=True)
+        procs.append(p)
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "connected"
         return p
 
-    clean = client("clean")
-    assert clean.wait(WAIT) == 0
-    victim = client("kill")
     try:
+        clean = client("clean")
+        assert clean.wait(WAIT) == 0
+        victim = client("kill")
         victim.kill()  # SIGKILL: no DISCONNECT, the socket just closes
-        victim.wait(WAIT)
+        assert victim.wait(WAIT) == -9
     finally:
-        victim.kill()
+        for p in procs:
+            p.kill()
+            p.wait()
     got = watcher.until("cyphy/will/kill")
     assert [(m.topic, m.payload, m.qos) for m in got] == [("cyphy/will/kill", b"offline:kill", 1)]
 
@@ -131,7 +136,7 @@ def test_restart_same_port_client_reconnects(broker, mqtt_client, hard):
     # paho reconnects on its own; the subscriber renews its subscription on connect
     sub.wait_connected(2, timeout=WAIT)
     pub.wait_connected(2, timeout=WAIT)
-    sub._wait("re-SUBACK", lambda: len(sub._suback) >= 2, WAIT)
+    sub.wait_subacks(2)
     pub.publish("cyphy/rs/x", b"after", qos=1)
     assert sub.until("cyphy/rs/x")[-1].payload == b"after"
 
