@@ -43,6 +43,10 @@ class BrokerError(Exception):
     """A broker could not be found, started or reached; the message says what to do."""
 
 
+class _ExitedOnStart(BrokerError):
+    pass
+
+
 def mosquitto_path() -> str | None:
     """The mosquitto binary on PATH or in /usr/sbin (Debian), or None."""
     found = shutil.which("mosquitto")
@@ -166,12 +170,22 @@ class Broker:
         """Start the broker and return once it answers an MQTT CONNECT."""
         if self.running:
             return self
-        if self.port == 0:
+        if self.port != 0:
+            if _port_in_use(self.host, self.port):
+                raise BrokerError(
+                    f"port {self.port} on {self.host} is already in use: stop what listens there,"
+                    " or use port=0 for a free port")
+            return self._start()
+        for attempt in range(3):  # a free port can be taken before the broker binds it
             self.port = free_port(self.host)
-        elif _port_in_use(self.host, self.port):
-            raise BrokerError(
-                f"port {self.port} on {self.host} is already in use: stop what listens there,"
-                " or use port=0 for a free port")
+            try:
+                return self._start()
+            except _ExitedOnStart:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> Broker:
         cmd = self._mosquitto_cmd() if self.kind == "mosquitto" else self._embedded_cmd()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
@@ -279,7 +293,7 @@ class Broker:
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise BrokerError(
+                raise _ExitedOnStart(
                     f"{self.kind} broker exited with code {self.proc.returncode} on start:"
                     f" {self._log_tail()} (log: {self.log_path})")
             if mqtt_connects(self.host, self.port, user, password, timeout=1.0):

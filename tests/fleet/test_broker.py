@@ -220,6 +220,23 @@ def test_start_failure_names_the_log(broker_kind, tmp_path, monkeypatch):
     assert not b.running and broker_processes(b) == []
 
 
+def test_free_port_lost_race_retried(broker_kind, tmp_path, monkeypatch):
+    """port=0: if the free port is taken before the broker binds it, start() tries another."""
+    real_free_port = broker_mod.free_port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        ports = iter([s.getsockname()[1]])
+        monkeypatch.setattr(broker_mod, "free_port", lambda host: next(ports, None) or real_free_port(host))
+        b = Broker(broker_kind, workdir=tmp_path)
+        try:
+            b.start()
+            assert b.port != s.getsockname()[1] and mqtt_connects(b.host, b.port)
+        finally:
+            b.stop()
+    assert "in use" in b.log_path.read_text()  # the first attempt's failure is in the log
+
+
 def test_mosquitto_missing(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setattr(broker_mod, "_SYSTEM_MOSQUITTO", "/nonexistent/mosquitto")
