@@ -175,9 +175,40 @@ def test_identifies_the_fopdt_model(K, tau, L, dt):
     assert m["K"] == pytest.approx(K, rel=0.05)
     assert m["T"] == pytest.approx(tau, rel=0.05)
     assert m["L"] == pytest.approx(L, rel=0.05)
-    for k in ("kp", "ki", "kd", "d_filter", "p_on_m", "why", "reason", "ku", "pu"):
+    for k in ("kp", "ki", "kd", "d_filter", "p_on_m", "sp_weight", "why", "reason", "ku",
+              "pu"):
         assert k in r
+    # the setpoint weight for pid.PID.set_sp_weight; p_on_m the nearer of the old choices
+    assert type(r["sp_weight"]) is float and 0.0 <= r["sp_weight"] <= 1.0
+    assert r["p_on_m"] == (r["sp_weight"] < 0.5)
     json.dumps(r)
+
+
+def test_rules_of_the_other_classes():
+    """The "lag" rule (a double integrator from the measured point, in units of the sample
+    time) and the "resonant" one (the point placed) give positive gains and a weight in
+    0..1, and the lag rule scales as it should: twice the plant gain halves kp, a twice
+    slower plant sampled twice slower keeps kp and doubles Ti and Td."""
+    import cyphy_node.autotune as AT
+
+    m = {"class": "lag", "fit": "waveform", "dphase": -0.2, "w": 2.0, "g": 0.05,
+         "phase": 2.7, "K": 1.0, "T": 1.0, "L": 0.1}
+    g = AT.tune(m, 0.05)
+    assert g["rule"] == "lag" and g["kp"] > 0 and g["ki"] > 0 and g["kd"] > 0
+    assert 0.0 <= g["sp_weight"] <= 1.0
+    g2 = AT.tune(dict(m, g=0.1), 0.05)
+    assert g2["kp"] == pytest.approx(g["kp"] / 2)
+    # the plant twice slower (G(2s): the same point at half the frequency) sampled twice
+    # slower: the same loop in its own time scale, kp the same, Ti and Td twice as long
+    m3 = dict(m, w=1.0)
+    assert AT.k2(m3) == pytest.approx(AT.k2(m) / 4)
+    g3 = AT.tune(m3, 0.1)
+    assert g3["kp"] == pytest.approx(g["kp"])
+    assert g3["kp"] / g3["ki"] == pytest.approx(2 * g["kp"] / g["ki"])
+    assert g3["kd"] / g3["kp"] == pytest.approx(2 * g["kd"] / g["kp"])
+    assert g3["sp_weight"] == g["sp_weight"]
+    r = AT.tune(dict(m, **{"class": "resonant", "fit": "harmonic"}), 0.05)
+    assert r["rule"] == "resonant" and r["kp"] > 0 and 0.0 <= r["sp_weight"] <= 1.0
 
 
 def test_default_timeout_scales_with_the_rate_and_the_period():
