@@ -92,6 +92,23 @@ def test_retained(broker, mqtt_client):
     assert [(m.topic, m.payload, m.retain) for m in got] == [("cyphy/r/marker", b"live", False)]
 
 
+def test_retained_replay_quirk(broker, mqtt_client):
+    """amqtt 0.12.1 (not Mosquitto): on every CONNECT it sends the new client, at QoS 0, the
+    retained messages matching ANY filter subscribed on the broker, by any client. Fleet
+    clients must therefore check topics, not trust that only subscribed ones arrive."""
+    pub = mqtt_client(broker)
+    pub.publish("cyphy/q/x", b"kept", qos=1, retain=True)
+    other = mqtt_client(broker)
+    other.subscribe("cyphy/q/#")  # someone else's subscription
+    assert other.get().payload == b"kept"
+    fresh = mqtt_client(broker)
+    fresh.subscribe("cyphy/mine")
+    pub.publish("cyphy/mine", b"marker", qos=1)
+    got = [(m.topic, m.payload, m.retain) for m in fresh.until("cyphy/mine")]
+    stray = [("cyphy/q/x", b"kept", True)] if broker.kind == "embedded" else []
+    assert got == [*stray, ("cyphy/mine", b"marker", False)]
+
+
 def test_last_will_on_kill_not_on_clean_disconnect(broker, mqtt_client):
     watcher = mqtt_client(broker)
     watcher.subscribe("cyphy/will/#", qos=1)
