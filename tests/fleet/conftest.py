@@ -161,7 +161,12 @@ class Client:
         return got
 
     def close(self) -> None:
-        self.c.disconnect()
+        """DISCONNECT (no will), wait until it is sent, stop the network thread."""
+        was_connected = self._connected
+        self.c.disconnect()  # also ends reconnect attempts
+        if was_connected:
+            with self._cond:
+                self._cond.wait_for(lambda: not self._connected, 2.0)
         self.c.loop_stop()
 
 

@@ -109,6 +109,21 @@ def test_retained_replay_quirk(broker, mqtt_client):
     assert got == [*stray, ("cyphy/mine", b"marker", False)]
 
 
+def test_offline_queue_persistent_session(broker, mqtt_client):
+    """QoS 1 for an away clean_session=False client: Mosquitto queues it; amqtt 0.12.1 does
+    not for anonymous clients (it queues only for authenticated ones)."""
+    away = mqtt_client(broker, "cyphy-persistent", clean_session=False)
+    away.subscribe("cyphy/p/#", qos=1)
+    away.close()
+    pub = mqtt_client(broker)
+    pub.publish("cyphy/p/x", b"while away", qos=1)
+    back = mqtt_client(broker, "cyphy-persistent", clean_session=False)  # no new SUBSCRIBE
+    pub.publish("cyphy/p/marker", b"", qos=1)
+    got = [(m.topic, m.payload) for m in back.until("cyphy/p/marker")]
+    queued = [] if broker.kind == "embedded" else [("cyphy/p/x", b"while away")]
+    assert got == [*queued, ("cyphy/p/marker", b"")]
+
+
 def test_last_will_on_kill_not_on_clean_disconnect(broker, mqtt_client):
     watcher = mqtt_client(broker)
     watcher.subscribe("cyphy/will/#", qos=1)
