@@ -484,7 +484,7 @@ def fotd_case(tau, dt_per_L=16):
                 lambda s: cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": 1.0, "T": T, "L": L})
 
 
-def minimax(case, ref_sp, ref_ld, starts, os_max=0.065, ms_max=1.85, weights=(0.3, 0.9)):
+def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3, 0.9)):
     """The gains and setpoint weight b minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld)
     with margins on the spec (os_max, ms_max) for the identification's errors; a
     Nelder-Mead search of (log kp, log ki, log kd, b) from each start and each b of
