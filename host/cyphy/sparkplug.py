@@ -47,6 +47,7 @@ from enum import Enum, IntEnum
 from typing import Union
 
 __all__ = [
+    "BASIC_TYPES",
     "BDSEQ",
     "DEVICE_MESSAGE_TYPES",
     "NAMESPACE",
@@ -245,7 +246,8 @@ class Template:
 @dataclass
 class Metric:
     """A metric (6.4.6). ``name`` is required in births, replaced by ``alias`` in DATA/CMD
-    when aliases are used; ``datatype`` ``None`` means not sent (see the module doc)."""
+    when aliases are used; ``datatype`` ``None`` means not sent (see the module doc);
+    ``timestamp`` is ms since the epoch (UTC); with ``is_null`` no value is sent."""
 
     name: str | None = None
     datatype: DataType | None = None
