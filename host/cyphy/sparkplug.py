@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import struct
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from enum import Enum, IntEnum
 from typing import Union
@@ -373,9 +374,15 @@ def _utf8(text: str, where: str) -> bytes:
         raise SparkplugError(f"{where}: not encodable as UTF-8 ({exc.reason})") from None
 
 
+def _short(value: object) -> str:
+    """``repr(value)``, cut to keep an error message on one short line."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _uint_arg(n: object, bits: int, where: str) -> int:
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n < 1 << bits:
-        raise SparkplugError(f"{where}: {n!r} is not a uint{bits}")
+        raise SparkplugError(f"{where}: {_short(n)} is not a uint{bits}")
     return n
 
 
@@ -401,11 +408,12 @@ def _numbers(kinds: Mapping[int, str]) -> dict[str, int]:
 
 
 def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer but not a bool (numpy integers count: ``numbers.Integral``)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _is_real(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def _value_to_wire(dt: DataType, value: object, where: str, depth: int) -> tuple[str, object]:
@@ -413,25 +421,25 @@ def _value_to_wire(dt: DataType, value: object, where: str, depth: int) -> tuple
     name = dt.name
     if dt in _SIGNED_BITS or dt is D.Int64:
         bits = _SIGNED_BITS.get(dt, 64)
-        if not _is_int(value) or not -(1 << bits - 1) <= value < 1 << bits - 1:  # type: ignore[operator]
-            raise SparkplugError(f"{where}: {value!r} is not an {name}")
-        return (_LONG if bits == 64 else _INT), value & ((1 << bits) - 1)  # type: ignore[operator]
+        if not _is_int(value) or not -(1 << bits - 1) <= int(value) < 1 << bits - 1:  # type: ignore[call-overload]
+            raise SparkplugError(f"{where}: {_short(value)} is not an {name}")
+        return (_LONG if bits == 64 else _INT), int(value) & ((1 << bits) - 1)  # type: ignore[call-overload]
     if dt in _UNSIGNED_BITS or dt in (D.UInt64, D.DateTime):
         bits = _UNSIGNED_BITS.get(dt, 64)
-        if not _is_int(value) or not 0 <= value < 1 << bits:  # type: ignore[operator]
-            raise SparkplugError(f"{where}: {value!r} is not a {name}")
-        return (_LONG if bits == 64 else _INT), value
+        if not _is_int(value) or not 0 <= int(value) < 1 << bits:  # type: ignore[call-overload]
+            raise SparkplugError(f"{where}: {_short(value)} is not a {name}")
+        return (_LONG if bits == 64 else _INT), int(value)  # type: ignore[call-overload]
     if dt in (D.Float, D.Double):
         if not _is_real(value):
-            raise SparkplugError(f"{where}: {value!r} is not a {name}")
+            raise SparkplugError(f"{where}: {_short(value)} is not a {name}")
         try:
-            packed = struct.pack("<f" if dt is D.Float else "<d", value)
+            packed = struct.pack("<f" if dt is D.Float else "<d", float(value))  # type: ignore[arg-type]
         except (OverflowError, struct.error):
-            raise SparkplugError(f"{where}: {value!r} is out of range for a {name}") from None
+            raise SparkplugError(f"{where}: {_short(value)} is out of range for a {name}") from None
         return (_FLOAT if dt is D.Float else _DOUBLE), packed
     if dt is D.Boolean:
         if not isinstance(value, bool):
-            raise SparkplugError(f"{where}: {value!r} is not a Boolean")
+            raise SparkplugError(f"{where}: {_short(value)} is not a Boolean")
         return _BOOL, int(value)
     if dt in _STRINGS:
         return _STRING, _utf8(value, where)  # type: ignore[arg-type]
@@ -670,7 +678,7 @@ def _check_depth(depth: int, where: str) -> None:
 
 def _as_datatype(dt: object, where: str) -> DataType:
     if isinstance(dt, bool) or not isinstance(dt, int):
-        raise SparkplugError(f"{where}: datatype {dt!r} is not a DataType")
+        raise SparkplugError(f"{where}: datatype {_short(dt)} is not a DataType")
     return _datatype(dt, where)
 
 
@@ -718,7 +726,7 @@ def _encode_propertyset(ps: PropertySet, where: str, depth: int) -> bytes:
     for key in ps.properties:
         _put_bytes(out, 1, _utf8(key, f"{where}.keys"))
     for key, pv in ps.properties.items():
-        _put_bytes(out, 2, _encode_propertyvalue(pv, f"{where}[{key!r}]", depth))
+        _put_bytes(out, 2, _encode_propertyvalue(pv, f"{where}[{_short(key)}]", depth))
     return bytes(out)
 
 
@@ -1130,7 +1138,7 @@ def validate_id(value: str, what: str = "id") -> str:
         raise SparkplugError(f"{what}: empty")
     bad = sorted({c for c in value if c in "+/#\0"})
     if bad:
-        raise SparkplugError(f"{what} {value!r}: contains reserved {''.join(bad)!r}")
+        raise SparkplugError(f"{what} {_short(value)}: contains reserved {''.join(bad)!r}")
     _utf8(value, what)
     return value
 
@@ -1139,7 +1147,7 @@ def _message_type(message_type: MessageType | str) -> MessageType:
     try:
         return MessageType(message_type)
     except ValueError:
-        raise SparkplugError(f"unknown message type {message_type!r}") from None
+        raise SparkplugError(f"unknown message type {_short(message_type)}") from None
 
 
 @dataclass(frozen=True)
@@ -1205,21 +1213,21 @@ def parse_topic(text: str) -> Topic:
         raise SparkplugError(f"topic: expected str, got {type(text).__name__}")
     parts = text.split("/")
     if parts[0] != NAMESPACE:
-        raise SparkplugError(f"topic {text!r}: does not start with {NAMESPACE}/")
+        raise SparkplugError(f"topic {_short(text)}: does not start with {NAMESPACE}/")
     if len(parts) == 3 and parts[1] == "STATE":
         return Topic(MessageType.STATE, host_id=validate_id(parts[2], "host_id"))
     if len(parts) not in (4, 5):
-        raise SparkplugError(f"topic {text!r}: {len(parts)} levels, expected 4 or 5 "
+        raise SparkplugError(f"topic {_short(text)}: {len(parts)} levels, expected 4 or 5 "
                              f"(or spBv1.0/STATE/<host_id>)")
     try:
         mt = MessageType(parts[2])
     except ValueError:
-        raise SparkplugError(f"topic {text!r}: unknown message type {parts[2]!r}") from None
+        raise SparkplugError(f"topic {_short(text)}: unknown message type {_short(parts[2])}") from None
     if mt is MessageType.STATE:
-        raise SparkplugError(f"topic {text!r}: STATE topics are spBv1.0/STATE/<host_id>")
+        raise SparkplugError(f"topic {_short(text)}: STATE topics are spBv1.0/STATE/<host_id>")
     want = 5 if mt in DEVICE_MESSAGE_TYPES else 4
     if len(parts) != want:
-        raise SparkplugError(f"topic {text!r}: a {mt.value} topic has {want} levels")
+        raise SparkplugError(f"topic {_short(text)}: a {mt.value} topic has {want} levels")
     return Topic(mt, validate_id(parts[1], "group_id"), validate_id(parts[3], "edge_node_id"),
                  validate_id(parts[4], "device_id") if want == 5 else None)
 
@@ -1240,7 +1248,7 @@ def encode_state(online: bool, timestamp: int) -> bytes:
     """The STATE payload: UTF-8 JSON ``{"online": bool, "timestamp": ms}`` (4.2.3.1.2,
     4.2.3.2.2); Sparkplug B protobuf is not used for STATE."""
     if not isinstance(online, bool):
-        raise SparkplugError(f"STATE online: {online!r} is not a bool")
+        raise SparkplugError(f"STATE online: {_short(online)} is not a bool")
     _uint_arg(timestamp, 64, "STATE timestamp")
     return json.dumps({"online": online, "timestamp": timestamp}, separators=(",", ":")).encode()
 
@@ -1259,11 +1267,11 @@ def decode_state(data: bytes | bytearray | memoryview) -> State:
         raise SparkplugError("STATE payload: not a JSON object")
     online, ts = obj.get("online"), obj.get("timestamp")
     if not isinstance(online, bool):
-        raise SparkplugError(f"STATE payload: online is {online!r}, not a boolean")
+        raise SparkplugError(f"STATE payload: online is {_short(online)}, not a boolean")
     if isinstance(ts, float) and math.isfinite(ts) and ts.is_integer():
         ts = int(ts)
     if not _is_int(ts) or ts < 0:  # type: ignore[operator]
-        raise SparkplugError(f"STATE payload: timestamp is {ts!r}, not ms since the epoch")
+        raise SparkplugError(f"STATE payload: timestamp is {_short(ts)}, not ms since the epoch")
     return State(online, ts)  # type: ignore[arg-type]
 
 
@@ -1328,7 +1336,7 @@ def bdseq_metric(value: int, timestamp: int | None = None,
     """The bdSeq metric for the NDEATH Will Message and the NBIRTH. 5.4 (normative) says
     Int64; the 6.4.25 NDEATH example shows UInt64, hence ``datatype``."""
     if datatype not in (DataType.Int64, DataType.UInt64):
-        raise SparkplugError(f"bdSeq: datatype {datatype!r} is not Int64 or UInt64")
+        raise SparkplugError(f"bdSeq: datatype {_short(datatype)} is not Int64 or UInt64")
     return Metric(BDSEQ, datatype, _uint_arg(value, 8, "bdSeq"), timestamp=timestamp)
 
 

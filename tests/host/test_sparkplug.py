@@ -764,3 +764,18 @@ def test_bdseq() -> None:
 def test_datatype_numbers_match_the_proto() -> None:
     enum = PB.DESCRIPTOR.file.enum_types_by_name["DataType"]
     assert {d.name: d.value for d in DataType} == {v.name: v.number for v in enum.values}
+
+
+def test_numpy_numbers_and_short_messages() -> None:
+    np = pytest.importorskip("numpy")
+    p = Payload(metrics=[Metric("a", D.Int16, np.int16(-3)), Metric("b", D.Float, np.float32(1.5)),
+                         Metric("c", D.UInt64, np.uint64(2**64 - 1)),
+                         Metric("d", D.Int32Array, list(np.arange(-2, 2, dtype=np.int32)))])
+    assert [m.value for m in sp.decode(sp.encode(p)).metrics] == [-3, 1.5, 2**64 - 1,
+                                                                  [-2, -1, 0, 1]]
+    with pytest.raises(SparkplugError) as info:
+        sp.encode(Payload(metrics=[Metric("x", D.Double, 10**400)]))
+    assert len(str(info.value)) < 100
+    with pytest.raises(SparkplugError) as info:
+        sp.parse_topic("x" * 10_000)
+    assert len(str(info.value)) < 100
