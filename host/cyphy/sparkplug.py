@@ -26,7 +26,8 @@ pattern, for signed types smaller than the field):
   String, Text and UUID in ``string_value``; Bytes and File in ``bytes_value``.
 * The array types (22..34) are packed little-endian into ``bytes_value``; BooleanArray is
   a 4-byte little-endian count and then the bits, most significant bit first; StringArray
-  is NUL-terminated UTF-8 strings.
+  is NUL-terminated UTF-8 strings. (6.4.17's FloatArray and DoubleArray examples are
+  printed big-endian; its text, Tahu and pysparkplug say little-endian, as here.)
 * DataSet and Template are their own messages; PropertySet and PropertySetList are only
   property-value types.
 
@@ -563,7 +564,7 @@ def _value_from_wire(dt: DataType | None, kind: str, raw: object, where: str,
         n = raw  # type: ignore[assignment]
         return n - (1 << 64) if n >> 63 else n
     if dt in _UNSIGNED_BITS:
-        expect(_INT, _LONG) if dt is D.UInt32 else expect(_INT)
+        expect(*((_INT, _LONG) if dt is D.UInt32 else (_INT,)))
         bits = _UNSIGNED_BITS[dt]
         if raw >= 1 << bits:  # type: ignore[operator]
             raise SparkplugError(f"{where}: {raw} is out of range for a {name}")
