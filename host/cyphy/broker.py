@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -116,14 +117,18 @@ def _resolve(kind: str) -> str:
     return kind
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the parent dies, so no broker outlives it."""
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn (Linux): the child gets SIGTERM when its parent dies, so no broker outlives
+    it. Resolved in the parent: after fork the child may only call it, not import anything."""
+    if sys.platform != "linux":
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Broker:
@@ -176,14 +181,15 @@ class Broker:
                     f"port {self.port} on {self.host} is already in use: stop what listens there,"
                     " or use port=0 for a free port")
             return self._start()
-        for attempt in range(3):  # a free port can be taken before the broker binds it
+        tries = 3  # a free port can be taken by another process before the broker binds it
+        while True:
             self.port = free_port(self.host)
             try:
                 return self._start()
             except _ExitedOnStart:
-                if attempt == 2:
+                tries -= 1
+                if not tries:
                     raise
-        raise AssertionError("unreachable")
 
     def _start(self) -> Broker:
         cmd = self._mosquitto_cmd() if self.kind == "mosquitto" else self._embedded_cmd()
@@ -191,7 +197,7 @@ class Broker:
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 cwd=self.workdir, env=self._env(),
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                preexec_fn=_parent_death_signal())
         try:
             self._wait_ready()
         except BaseException:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,27 @@ def test_kill_is_sigkill(broker):
     assert not Path(f"/proc/{pid}").exists() and broker_processes(broker) == []
     assert not broker.running
     broker.kill()  # idempotent
+
+
+def test_broker_dies_with_its_parent(broker_kind, tmp_path):
+    """A test process that is SIGKILLed (no teardown) leaves no broker running."""
+    code = (f"import os; from cyphy.broker import Broker; b = Broker({broker_kind!r},"
+            f" workdir={str(tmp_path)!r}).start(); print(b.pid, flush=True); os.kill(os.getpid(), 9)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert r.returncode == -9, r.stderr
+    pid = int(r.stdout)
+    deadline = time.monotonic() + WAIT
+    while processes_with(str(tmp_path)) or pid_alive(pid):  # polled: no event to wait on
+        assert time.monotonic() < deadline, f"broker {pid} outlived its parent"
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def test_users(broker_factory):
