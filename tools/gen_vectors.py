@@ -175,6 +175,8 @@ def vectors():
                P.cmd_set(0, 0, 1.0) + b"\x00"))
     add(vector("command_set_seventeen_crc", H, P.COMMAND, 2, 14,
                P.cmd_set_many([(0, 0, 1.0)] * 16) + P.cmd_set(0, 0, 1.0)[1:]))
+    add(vector("command_set_save_auth", H, P.COMMAND, 1, 17,
+               P.cmd_set_many([(0, 0, 55.0), (0, 2, 3.25)], save=True), KEY32, EPOCH_A))
     add(vector("command_tune_start_auth", H, P.COMMAND, 1, 15,
                P.cmd_tune_start(0, 12.5, 0.25, P.TUNE_RULES.index("auto"), 600, True), KEY32, EPOCH_A))
     add(vector("command_tune_abort_crc", H, P.COMMAND, 1, 16, P.cmd_tune(P.TUNE_ABORT, 1)))

@@ -219,7 +219,9 @@ class RefPID:
         self.i = self.I
         u = _clamp(self.p + self.i + self.d + self.bias, self.out_min, self.out_max)
         if self.bias:
-            g = 0.0 if self.ki <= 0 else (1.0 if self.kp <= 0 else min(1.0, self.ki * self.dt / self.kp))
+            from cyphy_node.pid import TRANSFER_S
+            tb = TRANSFER_S if self.ki <= 0 else (0.0 if self.kp <= 0 else min(self.kp / self.ki, TRANSFER_S))
+            g = 1.0 if tb <= self.dt else self.dt / tb
             k = self.bias * g
             self.bias -= k
         self.u = u

@@ -137,8 +137,8 @@ def test_a_reboot_runs_the_persisted_gains_from_its_first_tick(tmp_path, monkeyp
 def test_manual_to_auto_far_from_the_setpoint(oven):
     """P alone asks for more than the output range (35 degC too hot, kp 4: -140 %): the
     integral cannot hold the difference within its limits, so a transfer bias takes the
-    rest and decays with the integral time: the output continues from the manual one and
-    moves to what the PID asks without a step."""
+    rest and fades with min(Ti, pid.TRANSFER_S): the output continues from the manual one
+    and moves to what the PID asks without a step, within seconds."""
     node, lp = oven
     b = node.board
     node.set("%s.output" % lp.name, 20.0)
@@ -146,14 +146,19 @@ def test_manual_to_auto_far_from_the_setpoint(oven):
     ticks(lp, b, 40)
     before = lp.u
     node.set("%s.mode" % lp.name, "auto")
-    outs = ticks(lp, b)
-    show("manual -> auto, far", before, outs)
-    s = steps(before, outs)
-    assert s[0] < 500 and max(s) < SMOOTH, (before, outs, s)
+    from cyphy_node.pid import TRANSFER_S
+
+    tb_ticks = int(min(4.0 / 0.05, TRANSFER_S) / 0.1)  # Ti = kp / ki = 80 s, 10 Hz
+    outs = ticks(lp, b, 1)
     b0 = lp.pid.bias
     assert b0 != 0
-    ti_ticks = int(4.0 / 0.05 / 0.1)                 # Ti = kp / ki, 10 Hz
-    for _ in range(5 * ti_ticks):
+    outs += ticks(lp, b)
+    show("manual -> auto, far", before, outs)
+    s = steps(before, outs)
+    # the first output is the manual one; then a ramp: no step larger than the bias's own
+    # fading per tick (|bias| / Tb) plus the controller's own moves
+    assert s[0] < 500 and max(s) < abs(b0) / tb_ticks + SMOOTH, (before, outs, s, b0)
+    for _ in range(5 * tb_ticks):
         lp.tick()
     assert abs(lp.pid.bias) < abs(b0) * 0.01         # e**-5: gone; the PID's own output (too hot)
     assert lp.u == 0

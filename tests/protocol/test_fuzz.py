@@ -554,10 +554,10 @@ def payloads(draw):
             {"uptime_ms": up, "state": state}, **dict(zip(P.COUNTERS, cs)))
     if t == P.COMMAND:
         c = draw(st.sampled_from(sorted(P.CMD_NAMES)))
-        if c == P.CMD_SET:
+        if c in (P.CMD_SET, P.CMD_SET_SAVE):
             sets = draw(st.lists(st.tuples(_u8, _u8, _f32).map(list), min_size=1,
                                  max_size=P.MAX_SETS))
-            return t, P.cmd_set_many(sets), 0, {"cmd": c, "sets": sets}
+            return t, P.cmd_set_many(sets, c == P.CMD_SET_SAVE), 0, {"cmd": c, "sets": sets}
         if c == P.CMD_SUBSCRIBE:
             a, b, d = draw(_u16), draw(_u8), draw(_u8)
             return t, P.cmd_subscribe(a, b, d), 0, {"cmd": c, "period_ms": a, "batch": b,

@@ -87,8 +87,8 @@ def payload_from(t, d):
         return P.heartbeat(d["uptime_ms"], d["state"], [d[c] for c in P.COUNTERS])
     if t == P.COMMAND:
         c = d["cmd"]
-        if c == P.CMD_SET:
-            return P.cmd_set_many(d["sets"])
+        if c in (P.CMD_SET, P.CMD_SET_SAVE):
+            return P.cmd_set_many(d["sets"], c == P.CMD_SET_SAVE)
         if c == P.CMD_SUBSCRIBE:
             return P.cmd_subscribe(d["period_ms"], d["batch"], d["stats_s"])
         if c == P.CMD_REBOOT:

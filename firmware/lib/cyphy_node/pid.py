@@ -51,6 +51,10 @@ except ImportError:
 
 CLAMP = const(0)
 CONDITIONAL = const(1)
+# The transfer bias (see _absorb) fades with the integral time Ti, but never slower than
+# with this time constant (s): a return from fail-safe far from the setpoint must not keep
+# the output away from what the PID asks for minutes (a thermal loop's Ti), only ramp it.
+TRANSFER_S = 2.0
 _OUT_LIMIT = const((1 << 25) - 1)   # milli-units (33554.431): L < 2**25, so F >= 2, sums < 2**29
 _AVG_MAX = const(32)                # 32 outputs of |u| < 2**25 sum below 2**30
 
@@ -133,8 +137,8 @@ class PID:
         self._fill = True           # next tick fills the averaging window
         self._bump = False          # next tick initialises I for a bumpless transfer
         # Transfer bias (milli-units): the part of a bumpless transfer (to auto, a gain
-        # change) that I's limits could not take, added to the output and decaying with the
-        # integral time (ki = 0: kept, the "manual reset" of a P or PD controller).
+        # change) that I's limits could not take, added to the output and fading with
+        # time constant min(Ti, TRANSFER_S) (ki = 0: TRANSFER_S).
         self.bias = self._B = 0     # milli-units; _B carries 2**F like I
         self._bk = Gain(0.0)
         self.is_auto = bool(auto)
@@ -277,8 +281,9 @@ class PID:
         self.sp_weight = b
         self.p_on_m = b == 0.0
         self._pm = b < 1.0                  # a part of P on measurement (in I)
-        # the transfer bias decays by dt / Ti per tick (Ti = kp / ki; at once if kp = 0)
-        self._bk = Gain(0.0 if ki <= 0.0 else (1.0 if kp <= 0.0 else min(1.0, ki * dt / kp)))
+        # the transfer bias decays by dt / Tb per tick, Tb = min(Ti, TRANSFER_S), Ti = kp / ki
+        tb = TRANSFER_S if ki <= 0.0 else (0.0 if kp <= 0.0 else min(kp / ki, TRANSFER_S))
+        self._bk = Gain(1.0 if tb <= dt else dt / tb)
 
     def _gains(self, kp, ki, kd, dt, tf, F, b):
         # Per-tick gains from the engineering gains, dt, tf, F (the I and D gains carry
