@@ -178,9 +178,10 @@ def test_identifies_the_fopdt_model(K, tau, L, dt):
     for k in ("kp", "ki", "kd", "d_filter", "p_on_m", "sp_weight", "why", "reason", "ku",
               "pu"):
         assert k in r
-    # the setpoint weight for pid.PID.set_sp_weight; p_on_m the nearer of the old choices
+    # the setpoint weight for pid.PID.set_sp_weight; p_on_m the safe old choice for a
+    # caller that ignores it: P on measurement unless b is about 1
     assert type(r["sp_weight"]) is float and 0.0 <= r["sp_weight"] <= 1.0
-    assert r["p_on_m"] == (r["sp_weight"] < 0.5)
+    assert r["p_on_m"] == (r["sp_weight"] < 0.95)
     json.dumps(r)
 
 

@@ -494,8 +494,10 @@ def lag_ratio(m, dt):
 
 def tune(m, dt):
     """{"rule", "why", "kp", "ki", "kd", "d_filter", "sp_weight", "p_on_m"} for model m.
-    "p_on_m" is the nearer of the two old choices (sp_weight < 0.5), for a caller that
-    does not set sp_weight."""
+    "p_on_m", for a caller that does not set sp_weight, is the safe one of the two old
+    choices: P on measurement unless b is about 1 (P on error with gains meant for b
+    0.5-0.9 overshoots by 10-27 % on FOPDT plants; P on measurement only slows the
+    setpoint response)."""
     cls = m.get("class", "fopdt")
     if cls == "lag":
         a, a1, bi, c, c1, b = _DI
@@ -533,7 +535,7 @@ def tune(m, dt):
             m["K"], T, m["L"], tau)
     b = 0.0 if b < 0.0 else (1.0 if b > 1.0 else b)
     return {"rule": cls, "kp": kp, "ki": kp / ti, "kd": kp * td,
-            "d_filter": td / 10.0, "sp_weight": b, "p_on_m": b < 0.5,
+            "d_filter": td / 10.0, "sp_weight": b, "p_on_m": b < 0.95,
             "why": why + ", setpoint weight %.2f" % b}
 
 
