@@ -54,6 +54,7 @@ package(
         "console.py",
         "faults.py",
         "fixed.py",
+        "hostside.py",
         "io.py",
         "net.py",
         "node.py",

@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
+from cyphy_node import hostside
+
 from . import codec as P
 
 from .links import Link
@@ -36,7 +38,6 @@ HEARTBEAT_MIN_S = 0.05
 HEARTBEATS_PER_TIMEOUT = 4
 MIN_COMMS_TIMEOUT_MS = round(HEARTBEATS_PER_TIMEOUT * HEARTBEAT_MIN_S * 1000)  # 200 ms
 SEQ_EPOCH = 1_420_070_400 * 100_000  # 2015-01-01T00:00:00Z in 10 us units
-WINDOW = 64  # node frames accepted out of order within this many sequence numbers
 
 
 def heartbeat_period(comms_timeout_ms: int | None) -> float:
@@ -105,37 +106,6 @@ class LinkStats:
     node: dict[str, int] = field(default_factory=dict)  # the node's counters (HEARTBEAT)
 
 
-class _NodeSeq:
-    """The node's 32-bit sequence (EPOCH-scoped) from its 16-bit SEQ: the receiver keeps
-    the rollover count, like SRTP, and a sliding window against replays."""
-
-    def __init__(self, start: int) -> None:
-        self.hi = start
-        self.seen = 1  # bit i: hi - i was accepted
-
-    def extend(self, seq16: int) -> int:
-        ext = (self.hi & ~0xFFFF) | seq16
-        if ext - self.hi > 0x8000:
-            ext -= 0x10000
-        elif self.hi - ext > 0x8000:
-            ext += 0x10000
-        return ext
-
-    def accept(self, ext: int) -> int | None:
-        """Gap before ext (>= 0), or None for a replay or a frame older than the window."""
-        if ext > self.hi:
-            gap = ext - self.hi - 1
-            shift = ext - self.hi
-            self.seen = ((self.seen << shift) | 1) & ((1 << WINDOW) - 1) if shift < WINDOW else 1
-            self.hi = ext
-            return gap
-        back = self.hi - ext
-        if back >= WINDOW or self.seen & (1 << back):
-            return None
-        self.seen |= 1 << back
-        return -1  # a late frame fills an earlier gap
-
-
 class Session:
     """A protocol session with one node. Use as a context manager, or call close()."""
 
@@ -153,7 +123,8 @@ class Session:
         holds a key for its name, from either source: anyone on the link can send such
         frames. unprovisioned=True accepts it anyway (a node not provisioned yet)."""
         self.link = link
-        self.key = key
+        self.side = hostside.HostSide()   # key, EPOCH, the node's sequence: cyphy_node.hostside
+        self.side.key = key
         self._given_key = key
         self.key_for = key_for
         self.unprovisioned = unprovisioned
@@ -162,8 +133,6 @@ class Session:
         self.timeout = timeout
         self.stats = LinkStats()
         self.hello: Hello | None = None
-        self._epoch = b"\0\0\0\0"
-        self._rx: _NodeSeq | None = None
         self._last_seq = 0
         self.heartbeats = True            # False: no HEARTBEATs (a host that went quiet, for tests)
         self._answers: deque = deque(maxlen=16)  # the node's last answers, as received
@@ -183,6 +152,15 @@ class Session:
         self._reader.start()
         self._beater = threading.Thread(target=self._heartbeat_loop, daemon=True)
         self._beater.start()
+
+    @property
+    def key(self) -> P.Key | None:
+        """The key of this session (the one the node's HELLO verified with)."""
+        return self.side.key
+
+    @property
+    def _epoch(self) -> bytes:
+        return self.side.epoch
 
     # ---- lifecycle ----
 
@@ -261,9 +239,11 @@ class Session:
 
     def _send(self, ftype: int, payload: bytes, seq: int | None = None) -> int:
         seq = self._next_seq() if seq is None else seq
-        nid = self.hello.node_id if self.hello else self.node
-        frame = P.build(P.HOST | P.LONG, ftype, nid, seq, payload, key=self.key,
-                        epoch=self._epoch)
+        if self.hello is None:
+            frame = P.build(P.HOST | P.LONG, ftype, self.node, seq, payload, key=self.key,
+                            epoch=self._epoch)
+        else:
+            frame = self.side.frame(ftype, seq, payload)
         self.link.send(frame)
         return seq
 
@@ -483,15 +463,15 @@ class Session:
         if f.type == P.HELLO:
             self._on_hello(f)
             return
-        if self.hello is None or f.node != self.hello.node_id or self._rx is None:
+        if self.hello is None:
             return
-        ext = self._rx.extend(f.seq)
-        ok = f.check(self.key, self._epoch, ext >> 16) if self.key else (not f.auth and f.check())
-        if not ok:
+        gap = self.side.accept(f)
+        if gap == hostside.NOT_OURS:
+            return
+        if gap == hostside.BAD_TAG:
             self.stats.bad_tag += 1
             return
-        gap = self._rx.accept(ext)
-        if gap is None:
+        if gap == hostside.REPLAYED:
             if data in self._answers:
                 self.stats.duplicate_answers += 1  # we resent a request: expected
             else:
@@ -499,7 +479,7 @@ class Session:
             return
         if f.type in (P.ACK, P.NACK):
             self._answers.append(bytes(data))
-        self.stats.lost += gap
+        self.stats.lost += gap   # -1: a late frame was not lost after all
         self.stats.frames += 1
         body = P.parse_payload(f.type, f.payload, len(self.hello.loops)) \
             if f.type in P.TYPE_NAMES else None
@@ -530,33 +510,11 @@ class Session:
             held = [] if found is None else [found] if isinstance(found, P.Key) else list(found)
         else:
             held = []
-        if not f.auth:
-            if not f.check():
-                q.put(ProtocolError("the node's HELLO is corrupt (bad CRC)"))
-                return
-            if held and not self.unprovisioned:
-                q.put(ProtocolError(
-                    f"node {name!r} is unauthenticated (it has no key) but this host holds a key "
-                    f"for {name!r}: it may be an impostor, or a node that lost its key; provision "
-                    f"it again (cyphy provision), or give --unprovisioned if you mean to talk to "
-                    f"an unprovisioned node"))
-                return
-            key = None
-        else:
-            if not held:
-                q.put(ProtocolError(f"node {name!r} authenticates its frames and no key "
-                                    f"for it was found: give it with --key-file or CYPHY_KEY, or "
-                                    f"provision the node from this machine (cyphy provision)"))
-                return
-            key = next((k for k in held if f.check(k, body["epoch"], body["roc"])), None)
-            if key is None:
-                which = "this key" if len(held) == 1 else f"any of the {len(held)} keys this host holds for it"
-                q.put(ProtocolError(f"the node's HELLO does not verify with {which}: "
-                                    f"wrong key for this node?"))
-                return
-        self.key = key
-        self._epoch = body["epoch"]
-        self._rx = _NodeSeq((body["roc"] << 16) | f.seq)
+        key, why = hostside.check_hello(f, body, held, self.unprovisioned)
+        if why is not None:
+            q.put(ProtocolError(why))
+            return
+        self.side.start(f, body, key)
         if key is not None and stored and self.on_key is not None:
             try:
                 self.on_key(name, key)

@@ -9,6 +9,8 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 
+from cyphy_node import hostside
+
 from . import codec as P
 
 # Sim nodes live on loopback, where a broadcast to 255.255.255.255 does not go.
@@ -54,7 +56,7 @@ def _found(data: bytes, src: tuple[str, int], nonce: bytes | None, key: P.Key | 
     # node's name: the primary and, during a key change, the pending ones (cyphy.keys)
     held = ([key] if key is not None else []) + _stored_keys(h["name"])
     if f.auth:
-        verified = any(f.check(k, h["epoch"], h["roc"]) for k in held) if held else None
+        verified = hostside.verify(f, h, held) is not None if held else None
     elif not f.check():
         return None  # corrupt
     else:

@@ -1,11 +1,13 @@
 # Following another node over UDP: a loop's setpoint tracks a value of a loop on another
 # node (config comms.follow; docs/config.md). The node plays the host's part of the
 # protocol towards its peer with the same codec: HELLO_REQ, a SUBSCRIBE, HEARTBEATs, and
-# it checks the peer's telemetry as a host does (tag, EPOCH, sequence). If the peer goes
-# quiet, the setpoint keeps its last value and the follower says HELLO again every second.
+# it checks the peer's telemetry as every host does (hostside.py: the HELLO's key, then
+# tag, EPOCH and sequence of each frame). If the peer goes quiet, the setpoint keeps its
+# last value and the follower says HELLO again every second.
 # Runs in Endpoint.service(), outside the ticks.
 import time
 
+from . import hostside
 from . import proto as P
 
 _QUIET_MS = 3000      # no valid frame from the peer for this long: start over
@@ -26,11 +28,11 @@ class Follower:
         self.offset = spec.offset
         self.period_ms = spec.period_ms
         self.key = key
-        self.epoch = None
+        self.side = hostside.HostSide()  # the session with the peer (None: not open)
+        self.open = False
         self.nonce = None
         self.index = -1                  # the peer loop's index in its telemetry
         self.nloops = 0
-        self.hi = -1                     # highest 32-bit sequence taken from the peer
         self.seq = 0                     # our (host) SEQ within the session
         self.heard = time.ticks_ms()
         self.next_try = self.heard
@@ -39,7 +41,7 @@ class Follower:
         self.rejected = 0                # frames or values refused
 
     def service(self, now):
-        if self.epoch is None or time.ticks_diff(now, self.heard) > _QUIET_MS:
+        if not self.open or time.ticks_diff(now, self.heard) > _QUIET_MS:
             if time.ticks_diff(now, self.next_try) >= 0:
                 self._hello(now)
         elif time.ticks_diff(now, self.next_hb) >= 0:
@@ -48,7 +50,8 @@ class Follower:
 
     def _hello(self, now):
         import os
-        self.epoch = None
+        self.open = False
+        self.side.end()
         self.next_try = time.ticks_add(now, _RETRY_MS)
         self.nonce = os.urandom(P.NONCE_LEN)
         self.seq += 1
@@ -57,14 +60,13 @@ class Follower:
 
     def _send(self, ftype, payload):
         self.seq += 1
-        self.port.send(P.build(P.HOST | P.LONG, ftype, self.node_id, self.seq, payload,
-                               self.key, self.epoch or b"\0\0\0\0"), self.addr)
+        self.port.send(self.side.frame(ftype, self.seq, payload), self.addr)
 
     def receive(self, f):
         try:
             if f.type == P.HELLO:
                 self._on_hello(f)
-            elif self.epoch is not None and self._fresh(f) and f.type == P.TELEMETRY:
+            elif self.open and self._fresh(f) and f.type == P.TELEMETRY:
                 self._on_telemetry(f)
         except (P.ProtoError, ValueError):
             self.rejected += 1
@@ -73,13 +75,13 @@ class Follower:
         h = P.parse_hello(f.payload)
         if h["nonce"] != self.nonce:
             return                       # an announce, or an answer to someone else
-        ok = f.check(self.key, h["epoch"], h["roc"]) if self.key else (not f.auth and f.check())
-        if not ok or self.peer_loop not in h["loops"]:
+        # the key given in the config, or none: an unauthenticated peer only without a key
+        key, why = hostside.check_hello(f, h, [self.key] if self.key else [])
+        if why is not None or self.peer_loop not in h["loops"]:
             self.rejected += 1
             return
-        self.epoch = h["epoch"]
-        self.node_id = f.node
-        self.hi = (h["roc"] << 16) | f.seq
+        self.side.start(f, h, key)
+        self.open = True
         self.index = h["loops"].index(self.peer_loop)
         self.nloops = len(h["loops"])
         self.heard = time.ticks_ms()
@@ -87,17 +89,12 @@ class Follower:
         self._send(P.COMMAND, P.cmd_subscribe(self.period_ms, 1, 0))
 
     def _fresh(self, f):
-        # the peer's 32-bit sequence from its 16 bits (as cyphy.client does), then the tag
-        ext = (self.hi & ~0xFFFF) | f.seq
-        if ext - self.hi > 0x8000:
-            ext -= 0x10000
-        elif self.hi - ext > 0x8000:
-            ext += 0x10000
-        ok = f.check(self.key, self.epoch, ext >> 16) if self.key else (not f.auth and f.check())
-        if not ok or ext <= self.hi:
+        # tag, EPOCH and sequence as every host checks them; a late frame (gap -1) is not
+        # taken: the setpoint follows the newest value only
+        gap = self.side.accept(f)
+        if not isinstance(gap, int) or gap < 0:
             self.rejected += 1
             return False
-        self.hi = ext
         self.heard = time.ticks_ms()
         return True
 
