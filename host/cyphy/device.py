@@ -32,7 +32,6 @@ import os
 import time
 import zlib
 from typing import Callable, Iterable
-from urllib.parse import urlparse
 
 from cyphy.rawrepl import Interrupted, NodeError, RawRepl, ReplError, last_line
 
@@ -211,26 +210,14 @@ class ExecError(DeviceError):
 
 
 def resolve_port(url: str) -> str:
-    """The device path behind a port argument: /dev/..., serial:///dev/... or sim://NAME."""
-    u = urlparse(url)
-    if u.scheme == "sim":
-        from cyphy.sim.nodes import Node, SimError
+    """The device path behind a port argument: /dev/..., serial:///dev/... or sim://NAME
+    (cyphy.links.serial_device, the one place that resolves them)."""
+    from cyphy.links import LinkError, serial_device
 
-        name = u.netloc or u.path.strip("/")
-        try:
-            node = Node.named(name)
-        except SimError as e:
-            raise DeviceError(str(e)) from None
-        if not node.exists():
-            raise DeviceError(f"{url}: there is no sim node {name!r} (create and start it: cyphy sim start {name})")
-        if node.state() is None:
-            raise DeviceError(f"{url}: sim node {name!r} is not running (start it: cyphy sim start {name})")
-        return str(node.tty)
-    if u.scheme == "serial":
-        return u.path or u.netloc
-    if u.scheme in ("", "rfc2217", "socket", "loop"):
-        return url
-    raise DeviceError(f"{url}: not a serial port; give /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
+    try:
+        return serial_device(url)
+    except LinkError as e:
+        raise DeviceError(str(e)) from None
 
 
 def target_of(info: dict) -> str | None:

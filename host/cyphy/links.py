@@ -7,6 +7,11 @@
 
 A link moves whole frames (bytes); the session logic is in cyphy.client. A serial link's
 port is opened by cyphy.rawrepl's client, which also runs SerialLink.exec's code.
+
+The URL schemes are one registry of link types (LINK_TYPES, in the manner of pyserial's
+serial_for_url handlers): a scheme names the function that opens its links, "module:name",
+imported only when a URL of that scheme is opened. A new link type (e.g. mqtt://) adds one
+entry here, nothing else.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Protocol
-from urllib.parse import parse_qs, urlparse
+from importlib import import_module
+from typing import Callable, Protocol
+from urllib.parse import ParseResult, parse_qs, urlparse
 
 from cyphy_node import serfec
 
@@ -347,10 +353,14 @@ def serial_device(url: str) -> str:
     if u.scheme == "sim":
         from .sim.nodes import Node, SimError
 
+        name = u.netloc or u.path.strip("/")
         try:
-            node = Node.named(u.netloc or u.path.strip("/"))
+            node = Node.named(name)
         except SimError as e:
             raise LinkError(str(e)) from None
+        if not node.exists():
+            raise LinkError(f"{url}: not running: there is no sim node {name!r} "
+                            f"(create and start it: cyphy sim start {name})")
         if node.state() is None:
             raise LinkError(f"{url}: sim node {node.name!r} is not running "
                             f"(start it: cyphy sim start {node.name})")
@@ -360,27 +370,60 @@ def serial_device(url: str) -> str:
     raise LinkError(f"{url}: not a serial port; use /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
 
 
+def open_udp(url: str, u: ParseResult) -> Link:
+    """udp://HOST[:PORT]"""
+    if not u.hostname:
+        raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
+    try:
+        port = u.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and u.netloc.endswith(":")):
+        raise LinkError(f"{url}: the UDP port must be a number from 1 to 65535, e.g. "
+                        f"udp://{u.hostname}:{P.UDP_PORT} (or leave it out: {P.UDP_PORT})")
+    return UdpLink(u.hostname, port or P.UDP_PORT)
+
+
+def open_serial(url: str, u: ParseResult) -> Link:
+    """serial:///dev/ttyUSB0[?baud=N][&fec=1], sim://NAME, or a bare /dev/... path"""
+    q = parse_qs(u.query)
+    baud = q.get("baud", ["115200"])[0]
+    if not baud.isdigit() or int(baud) <= 0:
+        raise LinkError(f"{url}: baud must be a whole number of bits per second, e.g. "
+                        f"?baud=115200")
+    return SerialLink(serial_device(url), int(baud),
+                      fec=q.get("fec", ["0"])[0] in ("1", "on", "true", "yes"))
+
+
+# scheme -> ("module:function" opening a Link for (url, parsed url), an example URL);
+# "" is a bare device path (/dev/ttyUSB0)
+LINK_TYPES: dict[str, tuple[str, str]] = {
+    "serial": ("cyphy.links:open_serial", "serial:///dev/ttyUSB0"),
+    "udp": ("cyphy.links:open_udp", "udp://HOST[:PORT]"),
+    "sim": ("cyphy.links:open_serial", "sim://NAME"),
+    "": ("cyphy.links:open_serial", "/dev/ttyUSB0"),
+}
+
+
+def link_schemes() -> list[str]:
+    """The URL schemes a node URL may use, in the registry's order."""
+    return [s for s in LINK_TYPES if s]
+
+
+def _opener(scheme: str) -> Callable[[str, ParseResult], Link]:
+    module, _, name = LINK_TYPES[scheme][0].partition(":")
+    return getattr(import_module(module), name)
+
+
 def open_link(url: str) -> Link:
     """A Link for a URL (see the module docstring). A URL that cannot work raises LinkError
     saying what is wrong with it."""
     u = urlparse(url)
-    q = parse_qs(u.query)
-    if u.scheme == "udp":
-        if not u.hostname:
-            raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
-        try:
-            port = u.port
-        except ValueError:
-            port = 0
-        if port == 0 or (port is None and u.netloc.endswith(":")):
-            raise LinkError(f"{url}: the UDP port must be a number from 1 to 65535, e.g. "
-                            f"udp://{u.hostname}:{P.UDP_PORT} (or leave it out: {P.UDP_PORT})")
-        return UdpLink(u.hostname, port or P.UDP_PORT)
-    if u.scheme in ("serial", "sim") or (not u.scheme and url.startswith("/dev/")):
-        baud = q.get("baud", ["115200"])[0]
-        if not baud.isdigit() or int(baud) <= 0:
-            raise LinkError(f"{url}: baud must be a whole number of bits per second, e.g. "
-                            f"?baud=115200")
-        return SerialLink(serial_device(url), int(baud),
-                          fec=q.get("fec", ["0"])[0] in ("1", "on", "true", "yes"))
-    raise LinkError(f"{url}: unknown link; use serial:///dev/ttyUSB0, udp://HOST[:PORT] or sim://NAME")
+    scheme = u.scheme
+    if scheme == "" and not url.startswith("/dev/"):
+        scheme = None
+    if scheme not in LINK_TYPES:
+        examples = [LINK_TYPES[s][1] for s in link_schemes()]
+        raise LinkError(f"{url}: unknown link; use " + ", ".join(examples[:-1])
+                        + " or " + examples[-1])
+    return _opener(scheme)(url, u)
