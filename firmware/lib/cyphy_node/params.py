@@ -51,16 +51,21 @@ def load(node):
 
 
 def apply_tune(lp, r):
-    """Put a tune result's gains in force (source "tune"); r["applied"] says whether they
-    could be (a gain the fixed-point PID cannot hold keeps the old ones)."""
+    """Put a tune result's gains in force (source "tune"): kp, ki, kd, and d_filter, p_on_m
+    and sp_weight where the result has them; r["applied"] says whether they could be (a
+    gain the fixed-point PID cannot hold keeps the old ones)."""
     pid = lp.pid
     tf = pid.tf
+    b = pid.sp_weight
     try:
         if "d_filter" in r:
             pid.set_d_filter(r["d_filter"])
         pid.set_tunings(r["kp"], r["ki"], r["kd"], r.get("p_on_m"))
+        if "sp_weight" in r:                    # the rule's setpoint weight (after p_on_m)
+            pid.set_sp_weight(r["sp_weight"])
     except ValueError as e:
         pid.set_d_filter(tf)
+        pid.set_sp_weight(b)
         r["applied"] = False
         r["error"] = str(e)
         return

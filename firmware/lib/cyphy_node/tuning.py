@@ -85,6 +85,7 @@ def _finish(node, lp):
         r["kp"], r["ki"], r["kd"] = g["kp"], g["ki"], g["kd"]
         r.pop("d_filter", None)
         r.pop("p_on_m", None)
+        r.pop("sp_weight", None)
     back = lp.u
     if r["ok"] and r.get("stable") and lp.tune_apply:
         params.apply_tune(lp, r)
