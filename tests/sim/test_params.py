@@ -32,7 +32,11 @@ def node(sim_nodes, monkeypatch):
 
 
 def loop_state() -> dict:
-    return json.loads(cyphy("get", URL, "oven", "--json").stdout)
+    # the Python API (what `cyphy get URL oven --json` prints, without a process per read)
+    from cyphy.api import connect
+
+    with connect(URL) as n:
+        return n.get("oven")
 
 
 def sources() -> dict:
