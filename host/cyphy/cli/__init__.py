@@ -152,6 +152,7 @@ from cyphy.cli.deploy import deploy  # noqa: E402
 from cyphy.cli.provision import provision  # noqa: E402
 from cyphy.cli.check import check  # noqa: E402
 from cyphy.cli.tune import tune  # noqa: E402
+from cyphy.cli.gateway import gateway  # noqa: E402
 
 cli.add_command(sim)
 cli.add_command(flash)
@@ -159,6 +160,7 @@ cli.add_command(deploy)
 cli.add_command(provision)
 cli.add_command(check)
 cli.add_command(tune)
+cli.add_command(gateway)
 for _cmd in (set_, get, monitor, plot, discover, repl):
     cli.add_command(_cmd)
 

@@ -1,0 +1,79 @@
+"""`cyphy gateway`: a Sparkplug B Edge Node serving cyphy nodes (cyphy.gateway)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from cyphy.cli.common import BadUsage, errors, key_options
+
+SHORT_HELP = "A Sparkplug B Edge Node on an MQTT broker serving cyphy nodes."
+
+
+@click.command("gateway", short_help=SHORT_HELP)
+@click.option("--broker", required=True, metavar="mqtt://HOST[:PORT]",
+              help="The MQTT broker (port 1883 if not given).")
+@click.option("--group", required=True, metavar="G", help="The Sparkplug group_id.")
+@click.option("--edge", required=True, metavar="E", help="The Sparkplug edge_node_id of this gateway.")
+@click.argument("nodes", nargs=-1, metavar="[NODE_URL...]")
+@click.option("--period-ms", type=click.IntRange(1, 60000), default=100, show_default=True,
+              help="The nodes' telemetry period: DDATA on change at most this often.")
+@click.option("--report-s", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Every metric again (and the gains re-read) this often.")
+@key_options
+@errors
+def gateway(broker: str, group: str, edge: str, nodes: tuple[str, ...], period_ms: int,
+            report_s: float, key_file: str | None) -> None:
+    """Serve cyphy nodes as Sparkplug B Devices of the Edge Node GROUP/EDGE on an MQTT
+    broker, until Ctrl-C or SIGTERM, for example
+    `cyphy gateway --broker mqtt://127.0.0.1 --group plant --edge gw1 sim://oven udp://10.0.0.7`.
+
+    NODE_URL: serial:///dev/ttyUSB0, udp://HOST[:PORT], sim://NAME. Each node is a Device
+    named by its name: DBIRTH with its metrics, DDATA on change and every --report-s,
+    DDEATH when it is lost (it is looked for again); DCMD writes of LOOP/setpoint,
+    LOOP/mode, LOOP/kp, LOOP/ki, LOOP/kd and LOOP/output become one authenticated SET,
+    the result in Command/last and Command/ok. The broker lost: reconnect with backoff
+    and birth again. Ctrl-C or SIGTERM: DDEATHs, NDEATH, exit 0 (docs/fleet.md)."""
+    from cyphy.gateway import Gateway, GatewayError
+
+    try:
+        gw = Gateway(broker, group, edge, list(nodes), period_ms=period_ms, key_file=key_file,
+                     report_s=report_s)
+    except GatewayError as e:
+        raise BadUsage(str(e)) from None
+    _log_to_stderr()
+    stop = threading.Event()
+    got: list[str] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        got.append(signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        gw.start()
+        while not stop.wait(0.5):
+            pass
+        # A service stopped on purpose (Ctrl-C, systemctl stop, docker stop) has done its
+        # job: exit 0, not 130, so that supervisors do not count it as a failure.
+        logging.getLogger("cyphy.gateway").info("%s: stopping", got[0] if got else "stop")
+    finally:
+        gw.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _log_to_stderr() -> None:
+    log = logging.getLogger("cyphy.gateway")
+    if not log.handlers:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("%(asctime)s cyphy gateway: %(message)s",
+                                         datefmt="%Y-%m-%dT%H:%M:%S"))
+        log.addHandler(h)
+    log.setLevel(logging.INFO)
+    log.propagate = False

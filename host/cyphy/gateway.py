@@ -1,0 +1,664 @@
+"""A Sparkplug B 3.0 Edge Node that serves cyphy nodes as Sparkplug Devices (issue 16).
+
+    gw = Gateway("mqtt://127.0.0.1:1883", "plant", "gw1", ["sim://oven", "udp://10.0.0.7"])
+    gw.start()          # returns at once; connects, births, serves until stop()
+    ...
+    gw.stop()           # DDEATH per device, NDEATH, DISCONNECT
+
+The gateway is one paho-mqtt client (its own network thread) and one worker thread per
+cyphy node; each worker holds one protocol session (cyphy.api.connect: HELLO, heartbeats,
+retried requests) and turns the node's telemetry into DBIRTH/DDATA/DDEATH, and DCMDs into
+one authenticated SET. Section numbers in comments are those of the Sparkplug 3.0.0
+specification; docs/fleet.md ("Gateway", "Metrics of a cyphy node") describes what a host
+application sees.
+
+Threads and order: every publish that carries a `seq`, and every change of what has been
+born, happens under one lock (`Gateway._lock`), so that seq is strictly increasing on the
+wire (6.4.5, 4.2), an NBIRTH precedes its DBIRTHs, and no DDATA of a device goes out
+before its DBIRTH in the current MQTT session (tck-id-operational-behavior-device-ddata).
+paho's publish() only queues the packet, so nothing slow is done under the lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+
+from . import sparkplug as sp
+from .sparkplug import DataType as T, Metric, Payload
+
+log = logging.getLogger("cyphy.gateway")
+
+__all__ = ["Gateway", "GatewayError", "parse_broker_url", "check_node_url", "WRITABLE_KEYS"]
+
+MQTT_PORT = 1883
+LOST_AFTER_S = 3.0          # no telemetry for this long (or the node's comms timeout): lost
+RETRY_MAX_S = 2.0           # a lost node is looked for again at least this often
+REPORT_S = 10.0             # every metric again in a DDATA this often (and gains re-read)
+POLL_S = 0.05               # a worker looks at its command queue this often
+
+# The keys a DCMD may write (LOOP/KEY), and the Sparkplug datatypes each accepts. The node
+# has the last word on ranges (channel limits, gains >= 0): its NACK reason is reported.
+_NUMBERS = frozenset({T.Int8, T.Int16, T.Int32, T.Int64, T.UInt8, T.UInt16, T.UInt32,
+                      T.UInt64, T.Float, T.Double})
+WRITABLE_KEYS: dict[str, frozenset[T]] = {
+    "setpoint": _NUMBERS, "kp": _NUMBERS, "ki": _NUMBERS, "kd": _NUMBERS,
+    "output": _NUMBERS,                      # manual output (the node refuses it in auto)
+    "mode": frozenset({T.String, T.Text}),   # "auto" or "manual"
+}
+
+# Per loop: telemetry values (DDATA on change), gains (read at birth, every REPORT_S and
+# after a DCMD), and the STATS frame's fields (once a second while subscribed).
+LOOP_METRICS: list[tuple[str, T]] = [
+    ("setpoint", T.Double), ("measurement", T.Double), ("output", T.Double),
+    ("mode", T.String), ("alarms", T.String), ("faults", T.String), ("tuning", T.Boolean),
+    ("kp", T.Double), ("ki", T.Double), ("kd", T.Double),
+]
+STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
+               "compute_mean_us", "compute_max_us")
+LINK_FIELDS = ("frames", "lost", "bad_tag", "replayed", "retries", "reopened")
+CMD_LAST = "Command/last"
+CMD_OK = "Command/ok"
+
+
+class GatewayError(ValueError):
+    """A gateway argument that cannot work (a malformed URL or id): one line saying why."""
+
+
+def parse_broker_url(url: str) -> tuple[str, int]:
+    """(host, port) of mqtt://HOST[:PORT] (port 1883 if not given)."""
+    u = urlparse(url)
+    if u.scheme != "mqtt":
+        more = " (TLS, mqtts://, is not built yet)" if u.scheme == "mqtts" else ""
+        raise GatewayError(f"--broker {url}: not an mqtt:// URL{more}; give "
+                           f"mqtt://HOST[:PORT], e.g. mqtt://127.0.0.1:1883")
+    if not u.hostname:
+        raise GatewayError(f"--broker {url}: give a host, e.g. mqtt://127.0.0.1:1883")
+    try:
+        port = u.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and u.netloc.endswith(":")):
+        raise GatewayError(f"--broker {url}: the port must be a number from 1 to 65535, "
+                           f"e.g. mqtt://{u.hostname}:{MQTT_PORT}")
+    if u.path not in ("", "/") or u.query or u.username:
+        raise GatewayError(f"--broker {url}: only mqtt://HOST[:PORT] is understood here "
+                           f"(no path, query or credentials)")
+    return u.hostname, port or MQTT_PORT
+
+
+def check_node_url(url: str) -> None:
+    """GatewayError if url cannot be a node URL (unknown scheme, no host or name). A node
+    that is not there yet is no error: the gateway waits for it."""
+    from .links import LINK_TYPES, link_schemes
+
+    u = urlparse(url)
+    scheme = u.scheme if (u.scheme or url.startswith("/dev/")) else None
+    if scheme not in LINK_TYPES:
+        examples = [LINK_TYPES[s][1] for s in link_schemes()]
+        raise GatewayError(f"{url}: unknown node URL; use " + ", ".join(examples[:-1])
+                           + " or " + examples[-1])
+    if scheme == "udp" and not u.hostname:
+        raise GatewayError(f"{url}: give a host, e.g. udp://192.168.1.40")
+    if scheme == "sim" and not (u.netloc or u.path.strip("/")):
+        raise GatewayError(f"{url}: give the sim node's name, e.g. sim://oven")
+    if scheme == "serial" and not (u.path or u.netloc):
+        raise GatewayError(f"{url}: give the device, e.g. serial:///dev/ttyUSB0")
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def _names(v: Any) -> str:
+    """alarms/faults as one String metric: names joined by ',' ('' = none)."""
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return "" if v is None else str(v)
+
+
+@dataclass
+class _Command:
+    """A DCMD for a worker: the assignments, or why it cannot be applied."""
+    sets: list[tuple[str, str, float | str]] = field(default_factory=list)
+    error: str | None = None
+
+
+class _Device:
+    """One cyphy node as a Sparkplug Device: its worker thread, session and metrics."""
+
+    def __init__(self, gw: "Gateway", url: str) -> None:
+        self.gw = gw
+        self.url = url
+        self.name: str | None = None          # the device_id: the node's name (HELLO)
+        self.node: Any = None                 # cyphy.api.Node while a session is open
+        self.loops: list[str] = []
+        self.types: dict[str, T] = {}         # metric name -> datatype (this birth)
+        self.values: dict[str, Any] = {}      # metric name -> current value
+        self.sent: dict[str, Any] = {}        # what a host has (since the last birth)
+        self.born = False                     # DBIRTH sent in this MQTT session
+        self.last_command = ("", True)
+        self.commands: queue.Queue[_Command] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=f"gateway {url}", daemon=True)
+
+    # ---- the worker ----
+
+    def _run(self) -> None:
+        wait = 0.5
+        said = None
+        while not self.gw._stopping.is_set():
+            try:
+                self._open()
+            except Exception as e:  # noqa: BLE001 - ProtocolError, LinkError, OSError...: retry
+                why = " ".join(str(e).split()) or type(e).__name__
+                if why != said:
+                    log.warning("%s: %s; trying again every %g s at most", self.url, why, RETRY_MAX_S)
+                    said = why
+                self._close()
+                self.gw._stopping.wait(wait)
+                wait = min(RETRY_MAX_S, wait * 2)
+                continue
+            wait, said = 0.5, None
+            try:
+                self._serve()
+            except Exception as e:  # noqa: BLE001 - a worker outlives its node
+                log.warning("%s (%s): %s", self.name, self.url, " ".join(str(e).split()))
+            finally:
+                self.gw._device_lost(self)
+                self._close()
+
+    def _open(self) -> None:
+        from .api import connect
+
+        node = connect(self.url, key_file=self.gw.key_file, timeout=self.gw.node_timeout)
+        self.node = node
+        name = node.name
+        try:
+            sp.validate_id(name, "device_id")
+        except sp.SparkplugError as e:
+            raise RuntimeError(f"the node's name cannot be a Sparkplug device_id ({e})") from None
+        other = self.gw._device_named(name)
+        if other is not None and other is not self:
+            raise RuntimeError(f"node {name!r} is already served through {other.url}")
+        loops = list(node.loops)
+        values: dict[str, Any] = {}
+        types: dict[str, T] = {}
+        for loop in loops:
+            st = node.get(loop)
+            for key, dt in LOOP_METRICS:
+                types[f"{loop}/{key}"] = dt
+            values.update(self._loop_values(loop, st))
+            for f in STAT_FIELDS:
+                types[f"{loop}/stats/{f}"] = T.UInt32
+        stats = node.get("stats")
+        for loop in loops:
+            s = stats.get(loop) if isinstance(stats, dict) else None
+            for f in STAT_FIELDS:
+                values[f"{loop}/stats/{f}"] = _u32((s or {}).get(f))
+        h = node.hello
+        for k, v in (("firmware", h.firmware), ("board", h.board), ("url", self.url),
+                     ("loops", ",".join(loops))):
+            types[f"Node Info/{k}"] = T.String
+            values[f"Node Info/{k}"] = v
+        for f in LINK_FIELDS:
+            types[f"Link/{f}"] = T.UInt64
+        values.update(self._link_values())
+        types[CMD_LAST], types[CMD_OK] = T.String, T.Boolean
+        values[CMD_LAST], values[CMD_OK] = self.last_command
+        node.session.subscribe(self.gw.period_ms, 1, 1)
+        self.lost_after = max(LOST_AFTER_S if not h.comms_timeout_ms else h.comms_timeout_ms / 1000,
+                              3 * self.gw.period_ms / 1000)
+        self.name, self.loops = name, loops
+        self.gw._device_born(self, types, values)
+
+    def _loop_values(self, loop: str, st: dict) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("setpoint", "measurement", "output", "kp", "ki", "kd"):
+            v = st.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[f"{loop}/{key}"] = float(v)
+        if "mode" in st:
+            out[f"{loop}/mode"] = str(st["mode"])
+        out[f"{loop}/alarms"] = _names(st.get("alarms"))
+        out[f"{loop}/faults"] = _names(st.get("faults"))
+        out[f"{loop}/tuning"] = bool(st.get("tuning", False))
+        return out
+
+    def _link_values(self) -> dict[str, Any]:
+        s = self.node.session.stats
+        return {f"Link/{f}": max(0, int(getattr(s, f))) for f in LINK_FIELDS}
+
+    def _serve(self) -> None:
+        from .client import status_names
+
+        session = self.node.session
+        last = time.monotonic()
+        next_report = last + self.gw.report_s
+        while not self.gw._stopping.is_set():
+            self._commands()
+            try:
+                sample = session.telemetry.get(timeout=POLL_S)
+            except queue.Empty:
+                sample = None
+            now = time.monotonic()
+            changed: dict[str, Any] = {}
+            while sample is not None:
+                last = now
+                for loop, v in sample["loops"].items():
+                    st = status_names(v["status"])
+                    changed.update({f"{loop}/setpoint": v["setpoint"],
+                                    f"{loop}/measurement": v["measurement"],
+                                    f"{loop}/output": v["output"], f"{loop}/mode": st["mode"],
+                                    f"{loop}/alarms": _names(st["alarms"]),
+                                    f"{loop}/faults": _names(st["faults"]),
+                                    f"{loop}/tuning": st["tuning"]})
+                try:
+                    sample = session.telemetry.get_nowait()
+                except queue.Empty:
+                    sample = None
+            for loop, s in (session.node_stats or {}).items():
+                for f in STAT_FIELDS:
+                    changed[f"{loop}/stats/{f}"] = _u32(s.get(f))
+            if now - last > self.lost_after:
+                log.warning("%s (%s): no telemetry for %.1f s: lost", self.name, self.url, now - last)
+                return
+            full = now >= next_report
+            if full:
+                next_report = now + self.gw.report_s
+                for loop in self.loops:   # gains are not in telemetry: another host may set them
+                    changed.update({k: v for k, v in self._loop_values(loop, self.node.get(loop)).items()
+                                    if k.rsplit("/", 1)[1] in ("kp", "ki", "kd")})
+                changed.update(self._link_values())
+            self.gw._device_data(self, changed, full)
+
+    def _commands(self) -> None:
+        while True:
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(cmd)
+
+    def _apply(self, cmd: _Command) -> None:
+        from .client import CommandRejected, ProtocolError
+        from .links import LinkError
+
+        what = ", ".join(f"{loop}/{key}={_text(v)}" for loop, key, v in cmd.sets)
+        update: dict[str, Any] = {}
+        if cmd.error is not None:
+            result, ok = cmd.error, False
+        else:
+            try:
+                self.node.session.set_many(cmd.sets)
+            except CommandRejected as e:
+                result, ok = f"{what}: {e}", False
+            except (ProtocolError, LinkError, OSError) as e:
+                result, ok = f"{what}: not applied, the node did not answer ({e})", False
+            else:
+                result, ok = f"{what} ok", True
+                for loop, key, v in cmd.sets:
+                    update[f"{loop}/{key}"] = v if key == "mode" else float(v)
+        result = " ".join(result.split())
+        (log.info if ok else log.warning)("%s: DCMD %s", self.name, result)
+        self.last_command = (result, ok)
+        update[CMD_LAST], update[CMD_OK] = result, ok
+        self.gw._device_data(self, update, False, always=(CMD_LAST, CMD_OK))
+
+    def _close(self) -> None:
+        node, self.node = self.node, None
+        if node is not None:
+            try:
+                node.close()
+            except Exception:  # noqa: BLE001 - a node that is gone
+                pass
+
+    # ---- called by the gateway (MQTT thread) ----
+
+    def command(self, payload: bytes) -> None:
+        """A DCMD's payload: checked here, applied by the worker (one SET, exactly once)."""
+        self.commands.put(self._parse_command(payload))
+
+    def _parse_command(self, payload: bytes) -> _Command:
+        aliases = self.gw._aliases_of(self)
+        by_alias = {a: n for n, a in aliases.items()}
+        known: dict[str | int, T] = dict(self.types)
+        known.update({aliases[n]: t for n, t in self.types.items() if n in aliases})
+        try:
+            p = sp.decode(payload, datatypes=known)
+        except sp.SparkplugError as e:
+            return _Command(error=f"malformed DCMD payload: {e}")
+        if not p.metrics:
+            return _Command(error="DCMD without metrics: nothing to write")
+        writable = [f"{lp}/{k}" for lp in self.loops for k in WRITABLE_KEYS]
+        sets: list[tuple[str, str, float | str]] = []
+        for m in p.metrics:
+            name = m.name if m.name is not None else by_alias.get(m.alias) if m.alias is not None else None
+            if name is None:
+                label = f"alias {m.alias}" if m.alias is not None else "a metric without name or alias"
+                return _Command(error=f"{label}: no such metric of {self.name}; nothing was applied")
+            loop, _, key = name.rpartition("/")
+            if loop not in self.loops or key not in WRITABLE_KEYS:
+                return _Command(error=f"{name}: not a writable metric of {self.name} (writable: "
+                                      f"{', '.join(writable)}); nothing was applied")
+            if m.is_null or m.value is None:
+                return _Command(error=f"{name}: a null value; nothing was applied")
+            dt = m.datatype
+            if dt is None or dt not in WRITABLE_KEYS[key] or isinstance(m.value, bool):
+                want = self.types.get(name, T.Double).name
+                got = dt.name if dt is not None else type(m.value).__name__
+                return _Command(error=f"{name}: wrong datatype {got}, expected {want}; "
+                                      f"nothing was applied")
+            v = m.value
+            if key == "mode":
+                if v not in ("auto", "manual"):
+                    return _Command(error=f"{name}={v!r}: mode is \"auto\" or \"manual\"; "
+                                          f"nothing was applied")
+            elif not isinstance(v, (int, float)) or not math.isfinite(v):
+                return _Command(error=f"{name}={_text(v)}: out of range: not a finite number; "
+                                      f"nothing was applied")
+            sets.append((loop, key, v if key == "mode" else float(v)))
+        return _Command(sets=sets)
+
+
+def _u32(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return 0
+    return max(0, min(0xFFFFFFFF, int(v)))
+
+
+class Gateway:
+    """A Sparkplug B Edge Node (group, edge) on the broker at broker_url (mqtt://HOST[:PORT])
+    serving the cyphy nodes at node_urls as its Devices. start() returns at once; stop()
+    publishes DDEATHs and the NDEATH and disconnects."""
+
+    def __init__(self, broker_url: str, group: str, edge: str, node_urls: Sequence[str] = (),
+                 *, period_ms: int = 100, key_file: str | None = None,
+                 report_s: float = REPORT_S, node_timeout: float = 2.0,
+                 keepalive: int = 10, reconnect_max_s: float = 30.0,
+                 client_id: str | None = None) -> None:
+        self.host, self.port = parse_broker_url(broker_url)
+        self.broker_url = broker_url
+        for what, v in (("--group", group), ("--edge", edge)):
+            try:
+                sp.validate_id(v, what)
+            except sp.SparkplugError as e:
+                raise GatewayError(f"{e} (Sparkplug ids are non-empty, without + / #)") from None
+        if not 1 <= period_ms <= 60000:
+            raise GatewayError(f"--period-ms {period_ms}: give 1 to 60000 ms")
+        for url in node_urls:
+            check_node_url(url)
+        if len(set(node_urls)) != len(node_urls):
+            raise GatewayError("a node URL is given twice")
+        self.group, self.edge = group, edge
+        self.period_ms = period_ms
+        self.key_file = key_file
+        self.report_s = report_s
+        self.node_timeout = node_timeout
+        self.keepalive = keepalive
+        self.reconnect_max_s = reconnect_max_s
+        self.devices = [_Device(self, u) for u in node_urls]
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()
+        self._seq = sp.SeqCounter()
+        self.bdseq = sp.next_bdseq(None)       # 5.4: 0 on the first CONNECT
+        self.online = False                    # connected and NBIRTH sent
+        self.connects = 0
+        self._aliases: dict[str, dict[str, int]] = {}   # device_id -> metric name -> alias
+        self._next_alias = 1
+        self._said_unreachable = False
+        self.client = mqtt.Client(client_id=client_id or f"cyphy-gateway-{group}-{edge}",
+                                  clean_session=True)   # 3.0: Edge Nodes use clean sessions
+        self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(reconnect_max_s)))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_message = self._on_message
+        self._set_will()
+
+    # ---- lifecycle ----
+
+    def __enter__(self) -> "Gateway":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> "Gateway":
+        log.info("gateway %s/%s: broker %s, %d node(s): %s", self.group, self.edge,
+                 self.broker_url, len(self.devices), " ".join(d.url for d in self.devices) or "-")
+        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self.client.loop_start()    # connects, and reconnects with backoff (1 s doubling)
+        for d in self.devices:
+            d.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """DDEATH for every born device, the NDEATH (QoS 1, the will's bdSeq), DISCONNECT
+        (which discards the will: the explicit NDEATH stands for it), then close the
+        nodes' sessions (BYE)."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        info = None
+        with self._lock:
+            if self.online:
+                for d in self.devices:
+                    if d.born:
+                        self._publish("DDEATH", d.name, [])
+                        d.born = False
+                # tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath:
+                # an Edge Node that disconnects on purpose publishes its NDEATH first.
+                info = self.client.publish(self._topic("NDEATH"), self._ndeath(), qos=1)
+                self.online = False
+        if info is not None:
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+        for d in self.devices:
+            if d.thread.is_alive():
+                d.thread.join(timeout)
+        log.info("gateway %s/%s: stopped (DDEATHs and NDEATH published)", self.group, self.edge)
+
+    # ---- MQTT (paho's thread) ----
+
+    def _topic(self, kind: str, device: str | None = None) -> str:
+        return sp.topic(kind, self.group, self.edge, device)
+
+    def _ndeath(self) -> bytes:
+        # 6.4.25 / 5.4: the NDEATH carries the bdSeq of its CONNECT, no seq.
+        return sp.encode(Payload(timestamp=sp.now_ms(), metrics=[sp.bdseq_metric(self.bdseq)]))
+
+    def _set_will(self) -> None:
+        # 5.4, tck-id-payloads-ndeath-will-message-qos/-retain: the NDEATH is the MQTT
+        # will, QoS 1, not retained, with the bdSeq this CONNECT's NBIRTH will carry.
+        self.client.will_set(self._topic("NDEATH"), self._ndeath(), qos=1, retain=False)
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _flags: dict, rc: int) -> None:
+        if rc != 0:
+            log.warning("broker %s refused the connection: %s", self.broker_url,
+                        mqtt.connack_string(rc))
+            return
+        self._said_unreachable = False
+        self.connects += 1
+        # 5.x (Edge Node session establishment): subscribe to NCMD and DCMD before the
+        # NBIRTH. QoS 0: commands are published at QoS 0 (tck-id-topics-ncmd-mqtt,
+        # -dcmd-mqtt), and a redelivered QoS 1 duplicate must not be applied twice.
+        client.subscribe([(self._topic("NCMD"), 0), (self._topic("DCMD", "+"), 0)])
+        with self._lock:
+            self._birth_all()
+        log.info("broker %s: connected, NBIRTH (bdSeq %d), %d DBIRTH(s)", self.broker_url,
+                 self.bdseq, sum(d.born for d in self.devices))
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, rc: int) -> None:
+        with self._lock:
+            self.online = False
+            for d in self.devices:
+                d.born = False
+            if self._stopping.is_set():
+                return
+            # 5.4: the next CONNECT has a new bdSeq, in its will and its NBIRTH.
+            self.bdseq = sp.next_bdseq(self.bdseq)
+            self._set_will()
+        log.warning("broker %s: connection lost (%s); reconnecting with backoff (1 s doubling "
+                    "up to %g s)", self.broker_url, mqtt.error_string(rc), self.reconnect_max_s)
+
+    def _on_connect_fail(self, _c: mqtt.Client, _u: object) -> None:
+        if not self._said_unreachable:
+            log.warning("broker %s: cannot connect; trying again with backoff (1 s doubling up "
+                        "to %g s)", self.broker_url, self.reconnect_max_s)
+            self._said_unreachable = True
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            t = sp.parse_topic(msg.topic)
+        except sp.SparkplugError:
+            return  # not Sparkplug (amqtt replays others' retained messages: docs/brokers.md)
+        if t.group_id != self.group or t.edge_node_id != self.edge or \
+                t.message_type not in (sp.MessageType.NCMD, sp.MessageType.DCMD):
+            return
+        if msg.retain:
+            # Commands are never retained (tck-id-topics-ncmd-mqtt); an old retained one
+            # replayed at our CONNECT must not act again.
+            log.warning("%s: a retained command: ignored (commands are never retained)", msg.topic)
+            return
+        try:
+            if t.message_type == sp.MessageType.NCMD:
+                self._on_ncmd(msg.payload)
+            else:
+                self._on_dcmd(t.device_id or "", msg.payload)
+        except Exception as e:  # noqa: BLE001 - a command never stops the gateway
+            log.error("%s: %s: %s (ignored)", msg.topic, type(e).__name__, " ".join(str(e).split()))
+
+    def _on_ncmd(self, payload: bytes) -> None:
+        try:
+            p = sp.decode(payload, datatypes={sp.NODE_CONTROL_REBIRTH: T.Boolean})
+        except sp.SparkplugError as e:
+            log.warning("NCMD: malformed payload (%s): ignored", e)
+            return
+        for m in p.metrics:
+            if m.name == sp.NODE_CONTROL_REBIRTH:
+                if m.value is True:
+                    # 5.17 (tck-id-operational-behavior-edge-node-birth-sequence-...):
+                    # NBIRTH again (same bdSeq), then every DBIRTH.
+                    with self._lock:
+                        if self.online:
+                            self._birth_all()
+                    log.info("NCMD %s: rebirth published (bdSeq %d)", sp.NODE_CONTROL_REBIRTH, self.bdseq)
+                else:
+                    log.warning("NCMD %s = %r: only true asks for a rebirth: ignored",
+                                sp.NODE_CONTROL_REBIRTH, m.value)
+            else:
+                log.warning("NCMD metric %r: not supported here (only %s): ignored",
+                            m.name if m.name is not None else f"alias {m.alias}",
+                            sp.NODE_CONTROL_REBIRTH)
+
+    def _on_dcmd(self, device_id: str, payload: bytes) -> None:
+        d = self._device_named(device_id)
+        if d is None or d.node is None:
+            log.warning("DCMD for %s: no such device on %s/%s (or it is offline): ignored",
+                        device_id, self.group, self.edge)
+            return
+        d.command(payload)
+
+    # ---- births and data (any thread; under the lock) ----
+
+    def _publish(self, kind: str, device: str | None, metrics: list[Metric],
+                 seq: int | None = None) -> None:
+        p = Payload(timestamp=sp.now_ms(), metrics=metrics,
+                    seq=self._seq.next() if seq is None else seq)
+        # 6.4.6: births carry datatypes; DATA and DEATH messages need not.
+        data = sp.encode(p, include_datatypes=kind.endswith("BIRTH"))
+        self.client.publish(self._topic(kind, device), data, qos=0, retain=False)
+
+    def _birth_all(self) -> None:
+        # NBIRTH: seq 0 (6.4.5), bdSeq of this CONNECT (5.4), Node Control/Rebirth false.
+        ts = sp.now_ms()
+        self._publish("NBIRTH", None, [sp.bdseq_metric(self.bdseq, ts),
+                                       sp.rebirth_metric(False, ts)], seq=self._seq.reset())
+        self.online = True
+        for d in self.devices:
+            d.born = False
+            if d.node is not None and d.name is not None and d.types:
+                self._dbirth(d)
+
+    def _dbirth(self, d: _Device) -> None:
+        assert d.name is not None
+        aliases = self._aliases_for(d.name, d.types)
+        ts = sp.now_ms()
+        metrics = [Metric(n, t, d.values.get(n), alias=aliases[n], timestamp=ts,
+                          is_null=d.values.get(n) is None)
+                   for n, t in d.types.items()]
+        self._publish("DBIRTH", d.name, metrics)
+        d.born = True
+        d.sent = dict(d.values)
+
+    def _aliases_for(self, device: str, types: dict[str, T]) -> dict[str, int]:
+        # 6.4.6 / tck-id-payloads-alias-uniqueness: an alias is unique across the Edge
+        # Node's metrics, its devices' included. Kept per device name across births.
+        own = self._aliases.setdefault(device, {})
+        for n in types:
+            if n not in own:
+                own[n] = self._next_alias
+                self._next_alias += 1
+        return own
+
+    def _aliases_of(self, d: _Device) -> dict[str, int]:
+        with self._lock:
+            return dict(self._aliases.get(d.name or "", {}))
+
+    def _device_named(self, name: str) -> _Device | None:
+        with self._lock:
+            for d in self.devices:
+                if d.name == name:
+                    return d
+        return None
+
+    def _device_born(self, d: _Device, types: dict[str, T], values: dict[str, Any]) -> None:
+        with self._lock:
+            d.types, d.values = types, values
+            if self.online and not self._stopping.is_set():
+                self._dbirth(d)
+        log.info("%s (%s): DBIRTH, loops %s", d.node.name, d.url, ", ".join(d.node.loops))
+
+    def _device_data(self, d: _Device, values: dict[str, Any], full: bool,
+                     always: tuple[str, ...] = ()) -> None:
+        """DDATA with the metrics whose value changed since the host last got them (all
+        of them if full), by alias only (6.4.6: DATA messages may drop names)."""
+        with self._lock:
+            d.values.update({k: v for k, v in values.items() if k in d.types})
+            if not (self.online and d.born) or self._stopping.is_set():
+                return
+            names = d.types if full else [k for k in values if k in d.types and
+                                          (k in always or d.sent.get(k) != values[k])]
+            if not names:
+                return
+            aliases = self._aliases[d.name or ""]
+            ts = sp.now_ms()
+            metrics = [Metric(None, d.types[n], d.values[n], alias=aliases[n], timestamp=ts)
+                       for n in names if d.values.get(n) is not None]
+            for n in names:
+                d.sent[n] = d.values.get(n)
+            if metrics:
+                self._publish("DDATA", d.name, metrics)
+
+    def _device_lost(self, d: _Device) -> None:
+        with self._lock:
+            if d.born and self.online and not self._stopping.is_set():
+                # tck-id-operational-behavior-device-ddeath: the device is gone.
+                self._publish("DDEATH", d.name, [])
+                log.warning("%s (%s): DDEATH", d.name, d.url)
+            d.born = False
+            d.types = {}
