@@ -423,6 +423,8 @@ class Gateway:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_connect_fail = self._on_connect_fail
         self.client.on_message = self._on_message
+        self.client.suppress_exceptions = True   # a bug in a callback: a log line, not a dead client
+        self.client.enable_logger(logging.getLogger("cyphy.gateway.mqtt"))
         self._set_will()
 
     # ---- lifecycle ----
@@ -496,7 +498,8 @@ class Gateway:
         # 5.x (Edge Node session establishment): subscribe to NCMD and DCMD before the
         # NBIRTH. QoS 0: commands are published at QoS 0 (tck-id-topics-ncmd-mqtt,
         # -dcmd-mqtt), and a redelivered QoS 1 duplicate must not be applied twice.
-        client.subscribe([(self._topic("NCMD"), 0), (self._topic("DCMD", "+"), 0)])
+        client.subscribe([(self._topic("NCMD"), 0),
+                          (f"{sp.NAMESPACE}/{self.group}/DCMD/{self.edge}/+", 0)])
         with self._lock:
             self._birth_all()
         log.info("broker %s: connected, NBIRTH (bdSeq %d), %d DBIRTH(s)", self.broker_url,

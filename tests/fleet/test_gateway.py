@@ -1,0 +1,388 @@
+"""`cyphy gateway` (cyphy.gateway): a Sparkplug B 3.0 Edge Node serving a real sim node
+(the real firmware, with a key, on UDP) through a real broker of each kind. Everything the
+gateway publishes is decoded with pysparkplug (its protobuf classes, generated from the
+official sparkplug_b.proto, and its public API), and the commands are built with it: an
+independent implementation, not cyphy.sparkplug.
+
+The sim node boots once for the module (about 6 s). The gateway talks to it over UDP; the
+tests check the node over its serial console (sim://), a session of its own."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pysparkplug as psp
+import pytest
+from pysparkplug._protobuf import Payload as PB
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "sim"))
+from protonode import KEY_HEX, boot  # noqa: E402
+from test_node_runtime import CONFIG  # noqa: E402
+
+import cyphy  # noqa: E402
+from cyphy.api import LinkError, ProtocolError  # noqa: E402
+from cyphy.gateway import Gateway  # noqa: E402
+from cyphy.sim import control  # noqa: E402
+from cyphy.sim.nodes import Node  # noqa: E402
+
+CYPHY = str(Path(sys.executable).parent / "cyphy")
+WAIT = 8.0       # s: the longest one gateway event may take here (a node's boot excepted)
+SIM = "gw"       # the sim node's name on this host
+NAME = "oven-1"  # the node's own name: the Sparkplug device_id
+WIFI = {"wifi": {"ssid": "lab", "password": "not-printed-anywhere"}}
+D = psp.DataType
+
+# metric -> pysparkplug datatype, as docs/fleet.md ("Metrics of a cyphy node") lists them
+EXPECTED = {
+    "oven/setpoint": D.DOUBLE, "oven/measurement": D.DOUBLE, "oven/output": D.DOUBLE,
+    "oven/mode": D.STRING, "oven/alarms": D.STRING, "oven/faults": D.STRING,
+    "oven/tuning": D.BOOLEAN, "oven/kp": D.DOUBLE, "oven/ki": D.DOUBLE, "oven/kd": D.DOUBLE,
+    **{f"oven/stats/{f}": D.UINT32 for f in ("ticks", "overruns", "skipped", "jitter_p99_us",
+                                              "jitter_max_us", "compute_mean_us", "compute_max_us")},
+    "Node Info/firmware": D.STRING, "Node Info/board": D.STRING, "Node Info/url": D.STRING,
+    "Node Info/loops": D.STRING,
+    **{f"Link/{f}": D.UINT64 for f in ("frames", "lost", "bad_tag", "replayed", "retries",
+                                       "reopened")},
+    "Command/last": D.STRING, "Command/ok": D.BOOLEAN,
+}
+
+
+class UdpNode:
+    def __init__(self, home: Path, url: str) -> None:
+        self.home, self.url = home, url
+
+    def stop(self) -> None:
+        control.stop(SIM, home=self.home)
+
+    def start(self) -> None:
+        control.start(SIM, baud=0, home=self.home)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UdpNode]:
+    """The sim node, booted once: the real firmware with KEY_HEX, UDP on; CYPHY_HOME and
+    CYPHY_KEY set for the module (the gateway and the tests' sessions find the key)."""
+    import socket
+
+    home = tmp_path_factory.mktemp("gateway-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CYPHY_HOME", str(home))
+    mp.setenv("CYPHY_KEY", KEY_HEX)
+
+    class Started:
+        def __init__(self, port: str) -> None:
+            self.port = port
+
+    def start(name: str, baud: int = 0, **kw) -> Started:
+        return Started(control.start(name, baud=baud, home=home, **kw)["port"])
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        udp_port = s.getsockname()[1]
+    config = copy.deepcopy(CONFIG)
+    config["comms"] = {"udp": True, "udp_port": udp_port}
+    try:
+        boot(start, SIM, config=config, secrets=WIFI)
+        ip = Node.named(SIM, home).config()["ip"]
+        n = UdpNode(home, f"udp://{ip}:{udp_port}")
+        wait_for_udp(n.url)
+        yield n
+    finally:
+        control.stop(SIM, home=home)
+        mp.undo()
+
+
+def wait_for_udp(url: str, timeout: float = 20.0) -> None:
+    """Until the node answers a HELLO on UDP (it joins the sim's Wi-Fi after boot)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            cyphy.connect(url, timeout=0.5).close()
+            return
+        except (ProtocolError, LinkError):
+            assert time.monotonic() < end, f"{url}: no HELLO within {timeout} s"
+
+
+class Host:
+    """A Sparkplug host application in the test: every message of the group, in order."""
+
+    def __init__(self, client, group: str) -> None:
+        self.c, self.group = client, group
+        self.log: list[tuple[str, bytes]] = []    # every message of the group, as received
+        client.subscribe(f"spBv1.0/{group}/#", qos=0)
+
+    def next(self, kind: str, device: str | None = None, timeout: float = WAIT,
+             where=None) -> bytes:
+        """The payload of the next `kind` message (of `device`) for which where(raw) holds."""
+        want = f"spBv1.0/{self.group}/{kind}/gw1" + (f"/{device}" if device else "")
+        end = time.monotonic() + timeout
+        while True:
+            left = end - time.monotonic()
+            assert left > 0, f"no {want} within {timeout} s; got {[t for t, _ in self.log[-8:]]}"
+            msg = self.c.get(left)
+            if not msg.topic.startswith(f"spBv1.0/{self.group}/"):
+                continue  # amqtt replays other clients' retained messages (docs/brokers.md)
+            self.log.append((msg.topic, bytes(msg.payload)))
+            if msg.topic == want and (where is None or where(bytes(msg.payload))):
+                return bytes(msg.payload)
+
+    def command(self, kind: str, device: str | None, payload: bytes) -> None:
+        topic = f"spBv1.0/{self.group}/{kind}/gw1" + (f"/{device}" if device else "")
+        self.c.publish(topic, payload, qos=0)
+
+    def seqs(self) -> list[int]:
+        """seq of every message of the Edge Node but NDEATH, in the order received (our
+        own commands come back to us too: not counted)."""
+        return [PB.FromString(raw).seq for t, raw in self.log
+                if t.split("/")[2] in ("NBIRTH", "DBIRTH", "NDATA", "DDATA", "DDEATH")]
+
+
+def dcmd(*metrics: psp.Metric) -> bytes:
+    """A DCMD built by pysparkplug (datatypes included, as Ignition sends them)."""
+    return psp.DCmd(timestamp=psp.get_current_timestamp(), metrics=metrics).encode(include_dtypes=True)
+
+
+def metric(name: str | None, dt: psp.DataType, value, alias: int | None = None) -> psp.Metric:
+    return psp.Metric(timestamp=psp.get_current_timestamp(), name=name, datatype=dt,
+                      value=value, alias=alias)
+
+
+def values(raw: bytes, birth: psp.DBirth) -> dict[str, object]:
+    """A DDATA's metrics by name, names and datatypes from the birth (pysparkplug's API)."""
+    return {m.name: m.value for m in psp.DData.decode(raw, birth=birth).metrics}
+
+
+def has(name: str, birth: psp.DBirth, pred=lambda v: True):
+    return lambda raw: name in (v := values(raw, birth)) and pred(v[name])
+
+
+def births(host: Host) -> tuple[psp.NBirth, psp.DBirth]:
+    nb = host.next("NBIRTH")
+    db = host.next("DBIRTH", NAME)
+    return psp.NBirth.decode(nb), psp.DBirth.decode(db)
+
+
+def bdseq(nbirth_or_ndeath: bytes) -> int:
+    (m,) = [m for m in PB.FromString(nbirth_or_ndeath).metrics if m.name == "bdSeq"]
+    assert m.datatype == D.INT64
+    return m.long_value
+
+
+@pytest.fixture
+def gateway(broker, node) -> Iterator:
+    started: list[Gateway] = []
+
+    def make(group: str, **kw) -> Gateway:
+        kw.setdefault("period_ms", 50)
+        gw = Gateway(broker.url, group, "gw1", [node.url], **kw)
+        started.append(gw)
+        return gw.start()
+
+    yield make
+    for gw in started:
+        gw.stop()
+
+
+def test_births_ddata_and_a_dcmd_applied_once(broker, node, gateway, mqtt_client):
+    host = Host(mqtt_client(broker), "g1")
+    gateway("g1", report_s=3600)     # no periodic reads: the node's counters are ours to count
+    nb_raw = host.next("NBIRTH")
+    db_raw = host.next("DBIRTH", NAME)
+
+    # NBIRTH: seq 0, bdSeq 0 (Int64), Node Control/Rebirth false without an alias (5.17)
+    nb = PB.FromString(nb_raw)
+    assert nb.seq == 0 and nb.HasField("timestamp")
+    assert bdseq(nb_raw) == 0
+    (rb,) = [m for m in nb.metrics if m.name == "Node Control/Rebirth"]
+    assert rb.datatype == D.BOOLEAN and rb.boolean_value is False and not rb.HasField("alias")
+    nbirth = psp.NBirth.decode(nb_raw)
+    assert {m.name for m in nbirth.metrics} == {"bdSeq", "Node Control/Rebirth"}
+
+    # DBIRTH: seq 1, every metric named, typed, aliased (aliases unique), with a value
+    db = PB.FromString(db_raw)
+    assert db.seq == 1
+    assert {m.name: m.datatype for m in db.metrics} == {k: int(v) for k, v in EXPECTED.items()}
+    aliases = [m.alias for m in db.metrics]
+    assert all(m.HasField("alias") for m in db.metrics) and len(set(aliases)) == len(aliases)
+    birth = psp.DBirth.decode(db_raw)
+    v = {m.name: m.value for m in birth.metrics}
+    assert v["Node Info/firmware"] == "0.1.0" and v["Node Info/board"] == "cyphy-sim"
+    assert v["Node Info/url"] == node.url and v["Node Info/loops"] == "oven"
+    assert v["oven/mode"] == "auto" and v["oven/alarms"] == "" and v["oven/faults"] == ""
+    assert isinstance(v["oven/setpoint"], float) and v["oven/kp"] > 0
+    assert v["Command/last"] == "" and v["Command/ok"] is True
+
+    with cyphy.connect(f"sim://{SIM}") as n:
+        # a change made on the node (another host) appears as DDATA (from its telemetry):
+        # aliases only, no names, no datatypes (6.4.6); pysparkplug maps them back
+        n.set("oven.setpoint", 47.5)
+        raw = host.next("DDATA", NAME, where=has("oven/setpoint", birth, lambda x: x == 47.5))
+        for m in PB.FromString(raw).metrics:
+            assert m.HasField("alias") and not m.HasField("name") and not m.HasField("datatype")
+        # a DCMD setpoint write: applied once. The node counts every request it applies
+        # (a READ: one per piece of its answer); the gateway sends none but this SET here
+        # (report_s: no periodic reads), so the count grows by our READs and one SET.
+        a = n.get("info")["counters"]["applied"]
+        b = n.get("info")["counters"]["applied"]
+        host.command("DCMD", NAME, dcmd(metric("oven/setpoint", D.DOUBLE, 55.0)))
+        raw = host.next("DDATA", NAME, where=has("Command/ok", birth))
+        c = n.get("info")["counters"]["applied"]
+        assert c - b == (b - a) + 1, (a, b, c)
+        got = values(raw, birth)
+        assert got["Command/ok"] is True and got["Command/last"] == "oven/setpoint=55 ok"
+        assert got["oven/setpoint"] == 55.0
+        assert n.get("oven.setpoint") == 55.0
+
+    # seq: 0, 1, 2, ... on every message, wrapping at 255 (6.4.5)
+    seqs = host.seqs()
+    assert seqs == [i % 256 for i in range(len(seqs))]
+
+
+def test_bad_dcmds_are_refused_with_a_reason(broker, node, gateway, mqtt_client, caplog):
+    host = Host(mqtt_client(broker), "g2")
+    gw = gateway("g2")
+    _, birth = births(host)
+    alias = {m.name: m.alias for m in birth.metrics}
+    sp0 = {m.name: m.value for m in birth.metrics}["oven/setpoint"]
+    caplog.set_level("INFO", logger="cyphy.gateway")
+
+    def refused(payload: bytes, *words: str) -> str:
+        caplog.clear()
+        host.command("DCMD", NAME, payload)
+        raw = host.next("DDATA", NAME, where=has("Command/ok", birth))
+        got = values(raw, birth)
+        assert got["Command/ok"] is False, got
+        for w in words:
+            assert w in got["Command/last"], (w, got["Command/last"])
+        lines = [r.getMessage() for r in caplog.records if r.name == "cyphy.gateway"
+                 and "DCMD" in r.getMessage()]
+        assert len(lines) == 1 and words[0] in lines[0], lines
+        return got["Command/last"]
+
+    refused(dcmd(metric("oven/bogus", D.DOUBLE, 1.0)), "oven/bogus", "not a writable metric",
+            "oven/setpoint")
+    refused(dcmd(metric("oven/setpoint", D.BOOLEAN, True)), "oven/setpoint", "wrong datatype Boolean")
+    refused(dcmd(metric("oven/mode", D.STRING, "fast")), "oven/mode", "auto")
+    refused(dcmd(metric(None, D.DOUBLE, 1.0, alias=99999)), "alias 99999", "no such metric")
+    # out of range: the node's refusal (the channel's limits; gains >= 0) and its reason
+    refused(dcmd(metric("oven/setpoint", D.DOUBLE, 5000.0)), "oven/setpoint=5000", "outside")
+    refused(dcmd(metric("oven/kp", D.DOUBLE, -1.0)), "oven/kp=-1", "out of range")
+    # all or none: a good write with a bad one changes nothing
+    refused(dcmd(metric("oven/setpoint", D.DOUBLE, 33.0), metric("oven/nope", D.DOUBLE, 1.0)),
+            "oven/nope")
+    refused(b"\xff\xff\xff", "malformed DCMD payload")
+    # a DCMD for a device the gateway does not have: a log line, nothing else
+    caplog.clear()
+    host.command("DCMD", "nobody", dcmd(metric("oven/setpoint", D.DOUBLE, 1.0)))
+    # the gateway goes on: an alias-only write (as a host that learnt the aliases sends it)
+    host.command("DCMD", NAME, psp.DCmd(timestamp=psp.get_current_timestamp(), metrics=(
+        metric(None, D.DOUBLE, 2.5, alias=alias["oven/kd"]),)).encode(include_dtypes=False))
+    raw = host.next("DDATA", NAME, where=has("Command/ok", birth))
+    assert values(raw, birth)["Command/last"] == "oven/kd=2.5 ok"
+    assert any("DCMD for nobody" in r.getMessage() for r in caplog.records)
+    with cyphy.connect(f"sim://{SIM}") as n:
+        assert n.get("oven.setpoint") == sp0 and n.get("oven.kd") == 2.5
+        n.set("oven.kd", 0.0)
+    assert gw.online
+
+
+def test_rebirth_on_ncmd(broker, node, gateway, mqtt_client):
+    host = Host(mqtt_client(broker), "g3")
+    gateway("g3")
+    _, birth = births(host)
+    host.next("DDATA", NAME)
+    ncmd = psp.NCmd(timestamp=psp.get_current_timestamp(), metrics=(
+        metric("Node Control/Rebirth", D.BOOLEAN, True),)).encode(include_dtypes=True)
+    host.command("NCMD", None, ncmd)
+    nb = host.next("NBIRTH")
+    db = host.next("DBIRTH", NAME)
+    assert PB.FromString(nb).seq == 0 and PB.FromString(db).seq == 1
+    assert bdseq(nb) == 0  # a rebirth keeps the bdSeq (no new CONNECT)
+    assert {m.name: m.alias for m in psp.DBirth.decode(db).metrics} == \
+        {m.name: m.alias for m in birth.metrics}
+    raw = host.next("DDATA", NAME)
+    assert PB.FromString(raw).seq == 2
+
+
+def test_broker_restart_rebirths_with_a_new_bdseq(broker, node, gateway, mqtt_client):
+    client = mqtt_client(broker)
+    host = Host(client, "g4")
+    gw = gateway("g4")
+    births(host)
+    # the gateway waits 1 s before reconnecting, our host 0.2 s: it sees the new births
+    broker.restart()
+    client.wait_connected(2)
+    nb = host.next("NBIRTH")
+    assert PB.FromString(nb).seq == 0 and bdseq(nb) == 1
+    db = host.next("DBIRTH", NAME)
+    assert PB.FromString(db).seq == 1
+    assert gw.connects == 2
+
+
+def test_node_lost_ddeath_then_back_dbirth(broker, node, gateway, mqtt_client):
+    host = Host(mqtt_client(broker), "g5")
+    gateway("g5")
+    births(host)
+    node.stop()
+    t = time.monotonic()
+    dd = host.next("DDEATH", NAME, timeout=3.0 + WAIT)   # lost after 3 s without telemetry
+    assert time.monotonic() - t >= 2.5
+    assert PB.FromString(dd).metrics == [] and PB.FromString(dd).HasField("seq")
+    node.start()
+    db = host.next("DBIRTH", NAME, timeout=30)            # boots, joins Wi-Fi, HELLO
+    assert "oven/setpoint" in {m.name for m in psp.DBirth.decode(db).metrics}
+    host.next("DDATA", NAME)
+    seqs = host.seqs()
+    assert seqs == [i % 256 for i in range(len(seqs))]
+
+
+def run_gateway(broker, node, group: str) -> subprocess.Popen:
+    env = dict(os.environ, CYPHY_HOME=str(node.home), CYPHY_KEY=KEY_HEX)
+    return subprocess.Popen([CYPHY, "gateway", "--broker", broker.url, "--group", group,
+                             "--edge", "gw1", node.url, "--period-ms", "100"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_sigkill_ndeath_by_the_will(broker, node, mqtt_client):
+    host = Host(mqtt_client(broker), "g6")
+    p = run_gateway(broker, node, "g6")
+    try:
+        nb = host.next("NBIRTH", timeout=15)
+        host.next("DBIRTH", NAME)
+        p.send_signal(signal.SIGKILL)
+        nd = host.next("NDEATH")
+        assert bdseq(nd) == bdseq(nb) == 0
+        assert not PB.FromString(nd).HasField("seq")
+        assert psp.NDeath.decode(nd).bd_seq_metric.value == 0
+    finally:
+        p.kill()
+        p.communicate(timeout=10)
+
+
+def test_sigint_ddeath_ndeath_exit_0(broker, node, mqtt_client):
+    host = Host(mqtt_client(broker), "g7")
+    p = run_gateway(broker, node, "g7")
+    try:
+        host.next("NBIRTH", timeout=15)
+        host.next("DBIRTH", NAME)
+        p.send_signal(signal.SIGINT)
+        host.next("DDEATH", NAME)
+        nd = host.next("NDEATH")
+        assert bdseq(nd) == 0
+        out, err = p.communicate(timeout=10)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("stopped (DDEATHs and NDEATH published)"), err
+    # every line a log line: time, then "cyphy gateway: ..."
+    assert all(" cyphy gateway: " in ln for ln in err.strip().splitlines()), err
