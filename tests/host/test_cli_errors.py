@@ -140,6 +140,12 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list, tuple, str]]:
         ("tune-rule", ["tune", "sim://nobody", "oven", "--rule", "best"], (2,), "--rule"),
         ("tune-timeout", ["tune", "sim://nobody", "oven", "--timeout", "0"], (2,), "--timeout"),
         ("tune-no-loop", ["tune", "sim://nobody"], (2,), "LOOP"),
+        # gateway (refused before it connects anywhere)
+        ("gateway-broker-scheme", ["gateway", "--broker", "ftp://x", "--group", "g", "--edge", "e"], (2,), "ftp://x"),
+        ("gateway-broker-port", ["gateway", "--broker", "mqtt://127.0.0.1:99999", "--group", "g", "--edge", "e"], (2,), "99999"),
+        ("gateway-node-url", ["gateway", "--broker", "mqtt://127.0.0.1", "--group", "g", "--edge", "e", "ftp://y"], (2,), "ftp://y"),
+        ("gateway-group-id", ["gateway", "--broker", "mqtt://127.0.0.1", "--group", "a/b", "--edge", "e"], (2,), "--group"),
+        ("gateway-no-broker", ["gateway", "--group", "g", "--edge", "e"], (2,), "--broker"),
         # check
         ("check-missing", ["check", f"{nodir}/c.json"], (1, 2), "c.json"),
         ("check-binary", ["check", f["binary"]], (1, 2), "binary.bin"),
