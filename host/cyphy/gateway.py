@@ -162,7 +162,8 @@ class _Device:
             except Exception as e:  # noqa: BLE001 - ProtocolError, LinkError, OSError...: retry
                 why = " ".join(str(e).split()) or type(e).__name__
                 if why != said:
-                    log.warning("%s: %s; trying again every %g s at most", self.url, why, RETRY_MAX_S)
+                    where = "" if why.startswith(self.url) else f"{self.url}: "
+                    log.warning("%s%s; trying again every %g s at most", where, why, RETRY_MAX_S)
                     said = why
                 self._close()
                 self.gw._stopping.wait(wait)
@@ -436,7 +437,7 @@ class Gateway:
         self.stop()
 
     def start(self) -> "Gateway":
-        log.info("gateway %s/%s: broker %s, %d node(s): %s", self.group, self.edge,
+        log.info("%s/%s: broker %s, %d node(s): %s", self.group, self.edge,
                  self.broker_url, len(self.devices), " ".join(d.url for d in self.devices) or "-")
         self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
         self.client.loop_start()    # connects, and reconnects with backoff (1 s doubling)
@@ -444,10 +445,10 @@ class Gateway:
             d.thread.start()
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, reason: str = "") -> None:
         """DDEATH for every born device, the NDEATH (QoS 1, the will's bdSeq), DISCONNECT
         (which discards the will: the explicit NDEATH stands for it), then close the
-        nodes' sessions (BYE)."""
+        nodes' sessions (BYE). One log line says so (with the reason, e.g. "SIGINT")."""
         if self._stopping.is_set():
             return
         self._stopping.set()
@@ -469,10 +470,14 @@ class Gateway:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+        end = time.monotonic() + timeout
         for d in self.devices:
             if d.thread.is_alive():
-                d.thread.join(timeout)
-        log.info("gateway %s/%s: stopped (DDEATHs and NDEATH published)", self.group, self.edge)
+                d.thread.join(max(0.0, end - time.monotonic()))
+        log.info("%s/%s: stopped%s: %s", self.group, self.edge,
+                 f" by {reason}" if reason else "",
+                 "DDEATHs and NDEATH published" if info is not None
+                 else "the broker was not connected: its will (NDEATH) stands")
 
     # ---- MQTT (paho's thread) ----
 

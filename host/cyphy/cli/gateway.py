@@ -55,15 +55,15 @@ def gateway(broker: str, group: str, edge: str, nodes: tuple[str, ...], period_m
         stop.set()
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C and SIGTERM are how a service is stopped on purpose (systemctl stop, docker
+    # stop): the gateway says goodbye (DDEATHs, NDEATH), logs one line and exits 0, not
+    # 130 (cli/common.py EXIT_INTERRUPTED), so that supervisors do not count it a failure.
     try:
         gw.start()
         while not stop.wait(0.5):
             pass
-        # A service stopped on purpose (Ctrl-C, systemctl stop, docker stop) has done its
-        # job: exit 0, not 130, so that supervisors do not count it as a failure.
-        logging.getLogger("cyphy.gateway").info("%s: stopping", got[0] if got else "stop")
     finally:
-        gw.stop()
+        gw.stop(reason=got[0] if got else "")
         for s, h in old.items():
             signal.signal(s, h)
 
