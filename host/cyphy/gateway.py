@@ -337,7 +337,7 @@ class _Device:
         try:
             p = sp.decode(payload, datatypes=known)
         except sp.SparkplugError as e:
-            return _Command(error=f"malformed DCMD payload: {e}")
+            return _Command(error=f"malformed payload: {e}")
         if not p.metrics:
             return _Command(error="DCMD without metrics: nothing to write")
         writable = [f"{lp}/{k}" for lp in self.loops for k in WRITABLE_KEYS]

@@ -278,7 +278,7 @@ def test_bad_dcmds_are_refused_with_a_reason(broker, node, gateway, mqtt_client,
     # all or none: a good write with a bad one changes nothing
     refused(dcmd(metric("oven/setpoint", D.DOUBLE, 33.0), metric("oven/nope", D.DOUBLE, 1.0)),
             "oven/nope")
-    refused(b"\xff\xff\xff", "malformed DCMD payload")
+    refused(b"\xff\xff\xff", "malformed payload")
     # a DCMD for a device the gateway does not have: a log line, nothing else
     caplog.clear()
     host.command("DCMD", "nobody", dcmd(metric("oven/setpoint", D.DOUBLE, 1.0)))
