@@ -294,11 +294,14 @@ def test_bad_dcmds_are_refused_with_a_reason(broker, node, gateway, mqtt_client,
     assert gw.online
 
 
-def test_rebirth_on_ncmd(broker, node, gateway, mqtt_client):
+def test_periodic_report_and_rebirth_on_ncmd(broker, node, gateway, mqtt_client):
     host = Host(mqtt_client(broker), "g3")
-    gateway("g3")
+    gateway("g3", report_s=1.0)
     _, birth = births(host)
-    host.next("DDATA", NAME)
+    # every report_s: every metric again (by alias), the link counters among them
+    raw = host.next("DDATA", NAME, where=has("Link/frames", birth))
+    got = values(raw, birth)
+    assert set(got) == set(EXPECTED) and got["Link/frames"] > 0 and got["Link/bad_tag"] == 0
     ncmd = psp.NCmd(timestamp=psp.get_current_timestamp(), metrics=(
         metric("Node Control/Rebirth", D.BOOLEAN, True),)).encode(include_dtypes=True)
     host.command("NCMD", None, ncmd)
@@ -368,13 +371,14 @@ def test_sigkill_ndeath_by_the_will(broker, node, mqtt_client):
         p.communicate(timeout=10)
 
 
-def test_sigint_ddeath_ndeath_exit_0(broker, node, mqtt_client):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_stopped_by_a_signal_ddeath_ndeath_exit_0(broker, node, mqtt_client, sig):
     host = Host(mqtt_client(broker), "g7")
     p = run_gateway(broker, node, "g7")
     try:
         host.next("NBIRTH", timeout=15)
         host.next("DBIRTH", NAME)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         host.next("DDEATH", NAME)
         nd = host.next("NDEATH")
         assert bdseq(nd) == 0
@@ -385,6 +389,6 @@ def test_sigint_ddeath_ndeath_exit_0(broker, node, mqtt_client):
     assert "Traceback" not in err
     # Ctrl-C: one line, after the gateway's log
     assert err.strip().splitlines()[-1].endswith(
-        "cyphy gateway: g7/gw1: stopped by SIGINT: DDEATHs and NDEATH published"), err
+        f"cyphy gateway: g7/gw1: stopped by {sig.name}: DDEATHs and NDEATH published"), err
     # every line a log line: time, then "cyphy gateway: ..."
     assert all(" cyphy gateway: " in ln for ln in err.strip().splitlines()), err
