@@ -96,22 +96,14 @@ def parse_broker_url(url: str) -> tuple[str, int]:
 
 
 def check_node_url(url: str) -> None:
-    """GatewayError if url cannot be a node URL (unknown scheme, no host or name). A node
-    that is not there yet is no error: the gateway waits for it."""
-    from .links import LINK_TYPES, link_schemes
+    """GatewayError if url cannot be a node URL (cyphy.links.check_link_url: unknown scheme,
+    no host or name). A node that is not there yet is no error: the gateway waits for it."""
+    from .links import LinkError, check_link_url
 
-    u = urlparse(url)
-    scheme = u.scheme if (u.scheme or url.startswith("/dev/")) else None
-    if scheme not in LINK_TYPES:
-        examples = [LINK_TYPES[s][1] for s in link_schemes()]
-        raise GatewayError(f"{url}: unknown node URL; use " + ", ".join(examples[:-1])
-                           + " or " + examples[-1])
-    if scheme == "udp" and not u.hostname:
-        raise GatewayError(f"{url}: give a host, e.g. udp://192.168.1.40")
-    if scheme == "sim" and not (u.netloc or u.path.strip("/")):
-        raise GatewayError(f"{url}: give the sim node's name, e.g. sim://oven")
-    if scheme == "serial" and not (u.path or u.netloc):
-        raise GatewayError(f"{url}: give the device, e.g. serial:///dev/ttyUSB0")
+    try:
+        check_link_url(url)
+    except LinkError as e:
+        raise GatewayError(str(e)) from None
 
 
 def _text(v: Any) -> str:

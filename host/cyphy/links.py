@@ -370,8 +370,8 @@ def serial_device(url: str) -> str:
     raise LinkError(f"{url}: not a serial port; use /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
 
 
-def open_udp(url: str, u: ParseResult) -> Link:
-    """udp://HOST[:PORT]"""
+def check_udp(url: str, u: ParseResult) -> tuple[str, int]:
+    """udp://HOST[:PORT] -> (host, port), or LinkError saying what is wrong."""
     if not u.hostname:
         raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
     try:
@@ -381,27 +381,43 @@ def open_udp(url: str, u: ParseResult) -> Link:
     if port == 0 or (port is None and u.netloc.endswith(":")):
         raise LinkError(f"{url}: the UDP port must be a number from 1 to 65535, e.g. "
                         f"udp://{u.hostname}:{P.UDP_PORT} (or leave it out: {P.UDP_PORT})")
-    return UdpLink(u.hostname, port or P.UDP_PORT)
+    return u.hostname, port or P.UDP_PORT
 
 
-def open_serial(url: str, u: ParseResult) -> Link:
-    """serial:///dev/ttyUSB0[?baud=N][&fec=1], sim://NAME, or a bare /dev/... path"""
+def open_udp(url: str, u: ParseResult) -> Link:
+    """udp://HOST[:PORT]"""
+    return UdpLink(*check_udp(url, u))
+
+
+def check_serial(url: str, u: ParseResult) -> tuple[int, bool]:
+    """serial:///dev/ttyUSB0[?baud=N][&fec=1], sim://NAME or /dev/... -> (baud, fec), or
+    LinkError; whether the port or sim node is there is found when it is opened."""
+    if u.scheme == "sim" and not (u.netloc or u.path.strip("/")):
+        raise LinkError(f"{url}: give the sim node's name, e.g. sim://oven")
+    if u.scheme == "serial" and not (u.path or u.netloc):
+        raise LinkError(f"{url}: give the device, e.g. serial:///dev/ttyUSB0")
     q = parse_qs(u.query)
     baud = q.get("baud", ["115200"])[0]
     if not baud.isdigit() or int(baud) <= 0:
         raise LinkError(f"{url}: baud must be a whole number of bits per second, e.g. "
                         f"?baud=115200")
-    return SerialLink(serial_device(url), int(baud),
-                      fec=q.get("fec", ["0"])[0] in ("1", "on", "true", "yes"))
+    return int(baud), q.get("fec", ["0"])[0] in ("1", "on", "true", "yes")
 
 
-# scheme -> ("module:function" opening a Link for (url, parsed url), an example URL);
-# "" is a bare device path (/dev/ttyUSB0)
-LINK_TYPES: dict[str, tuple[str, str]] = {
-    "serial": ("cyphy.links:open_serial", "serial:///dev/ttyUSB0"),
-    "udp": ("cyphy.links:open_udp", "udp://HOST[:PORT]"),
-    "sim": ("cyphy.links:open_serial", "sim://NAME"),
-    "": ("cyphy.links:open_serial", "/dev/ttyUSB0"),
+def open_serial(url: str, u: ParseResult) -> Link:
+    """serial:///dev/ttyUSB0[?baud=N][&fec=1], sim://NAME, or a bare /dev/... path"""
+    baud, fec = check_serial(url, u)
+    return SerialLink(serial_device(url), baud, fec=fec)
+
+
+# scheme -> ("module:function" opening a Link for (url, parsed url), "module:function"
+# checking such a URL without opening anything (LinkError), an example URL); "" is a bare
+# device path (/dev/ttyUSB0)
+LINK_TYPES: dict[str, tuple[str, str, str]] = {
+    "serial": ("cyphy.links:open_serial", "cyphy.links:check_serial", "serial:///dev/ttyUSB0"),
+    "udp": ("cyphy.links:open_udp", "cyphy.links:check_udp", "udp://HOST[:PORT]"),
+    "sim": ("cyphy.links:open_serial", "cyphy.links:check_serial", "sim://NAME"),
+    "": ("cyphy.links:open_serial", "cyphy.links:check_serial", "/dev/ttyUSB0"),
 }
 
 
@@ -410,20 +426,32 @@ def link_schemes() -> list[str]:
     return [s for s in LINK_TYPES if s]
 
 
-def _opener(scheme: str) -> Callable[[str, ParseResult], Link]:
-    module, _, name = LINK_TYPES[scheme][0].partition(":")
+def _function(target: str) -> Callable:
+    module, _, name = target.partition(":")
     return getattr(import_module(module), name)
 
 
-def open_link(url: str) -> Link:
-    """A Link for a URL (see the module docstring). A URL that cannot work raises LinkError
-    saying what is wrong with it."""
+def _link_type(url: str) -> tuple[ParseResult, tuple[str, str, str]]:
     u = urlparse(url)
     scheme = u.scheme
     if scheme == "" and not url.startswith("/dev/"):
         scheme = None
     if scheme not in LINK_TYPES:
-        examples = [LINK_TYPES[s][1] for s in link_schemes()]
+        examples = [LINK_TYPES[s][2] for s in link_schemes()]
         raise LinkError(f"{url}: unknown link; use " + ", ".join(examples[:-1])
                         + " or " + examples[-1])
-    return _opener(scheme)(url, u)
+    return u, LINK_TYPES[scheme]
+
+
+def check_link_url(url: str) -> None:
+    """LinkError if url cannot be a node URL (unknown scheme, no host or name, a bad
+    option); opens nothing, so a node that is not there yet is no error."""
+    u, (_, check, _) = _link_type(url)
+    _function(check)(url, u)
+
+
+def open_link(url: str) -> Link:
+    """A Link for a URL (see the module docstring). A URL that cannot work raises LinkError
+    saying what is wrong with it."""
+    u, (opener, _, _) = _link_type(url)
+    return _function(opener)(url, u)
