@@ -80,19 +80,16 @@ def parse_broker_url(url: str) -> tuple[str, int]:
         more = " (TLS, mqtts://, is not built yet)" if u.scheme == "mqtts" else ""
         raise GatewayError(f"--broker {url}: not an mqtt:// URL{more}; give "
                            f"mqtt://HOST[:PORT], e.g. mqtt://127.0.0.1:1883")
-    if not u.hostname:
-        raise GatewayError(f"--broker {url}: give a host, e.g. mqtt://127.0.0.1:1883")
+    from .links import LinkError, host_and_port
+
     try:
-        port = u.port
-    except ValueError:
-        port = 0
-    if port == 0 or (port is None and u.netloc.endswith(":")):
-        raise GatewayError(f"--broker {url}: the port must be a number from 1 to 65535, "
-                           f"e.g. mqtt://{u.hostname}:{MQTT_PORT}")
+        host, port = host_and_port(url, u, MQTT_PORT, f"127.0.0.1:{MQTT_PORT}")
+    except LinkError as e:
+        raise GatewayError(f"--broker {e}") from None
     if u.path not in ("", "/") or u.query or u.username:
         raise GatewayError(f"--broker {url}: only mqtt://HOST[:PORT] is understood here "
                            f"(no path, query or credentials)")
-    return u.hostname, port or MQTT_PORT
+    return host, port
 
 
 def check_node_url(url: str) -> None:

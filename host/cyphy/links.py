@@ -370,18 +370,27 @@ def serial_device(url: str) -> str:
     raise LinkError(f"{url}: not a serial port; use /dev/ttyUSB0, serial:///dev/ttyUSB0 or sim://NAME")
 
 
-def check_udp(url: str, u: ParseResult) -> tuple[str, int]:
-    """udp://HOST[:PORT] -> (host, port), or LinkError saying what is wrong."""
+def host_and_port(url: str, u: ParseResult, default_port: int, example_host: str,
+                  what: str = "the port") -> tuple[str, int]:
+    """SCHEME://HOST[:PORT] -> (host, port; default_port if none given), or LinkError
+    saying what is wrong (no host, a port that is not 1..65535). The one parser of a host
+    and port in a URL (node links, the gateway's broker)."""
     if not u.hostname:
-        raise LinkError(f"{url}: give a host, e.g. udp://192.168.1.40")
+        raise LinkError(f"{url}: give a host, e.g. {u.scheme}://{example_host}")
     try:
         port = u.port
     except ValueError:
         port = 0
     if port == 0 or (port is None and u.netloc.endswith(":")):
-        raise LinkError(f"{url}: the UDP port must be a number from 1 to 65535, e.g. "
-                        f"udp://{u.hostname}:{P.UDP_PORT} (or leave it out: {P.UDP_PORT})")
-    return u.hostname, port or P.UDP_PORT
+        raise LinkError(f"{url}: {what} must be a number from 1 to 65535, e.g. "
+                        f"{u.scheme}://{u.hostname}:{default_port} (or leave it out: "
+                        f"{default_port})")
+    return u.hostname, port or default_port
+
+
+def check_udp(url: str, u: ParseResult) -> tuple[str, int]:
+    """udp://HOST[:PORT] -> (host, port), or LinkError saying what is wrong."""
+    return host_and_port(url, u, P.UDP_PORT, "192.168.1.40", "the UDP port")
 
 
 def open_udp(url: str, u: ParseResult) -> Link:
