@@ -6,8 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 30
 # Parallel test workers, sized for 2 cores: most tests wait on sim nodes (line rates,
 # comms timeouts, real-time sleeps), so with 2 workers the cores were busy a third of the
-# time (14 min 17 s); 3 workers keep them busier and the run takes about 11 minutes. The
-# tests that only compute form one xdist group (tests/conftest.py): never two at once.
+# time (14 min 17 s); 3 workers keep them busier and the run takes about 10 minutes.
 TEST_WORKERS ?= 3
 PYTEST_ARGS ?=
 # make bench QUICK=1: the short run (under two minutes).
@@ -35,7 +34,7 @@ demo: $(STAMP)
 	$(BIN)/python tools/demo.py --seconds $(DEMO_SECONDS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Figures next to the anchors' (docs/benchmarks.md); never fails for a slow machine.
 bench: $(BENCH_STAMP)

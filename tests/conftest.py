@@ -64,18 +64,3 @@ def sim_node(sim_nodes) -> SimNode:
 
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-
-
-# Tests that only compute (the firmware on CPython and on the 32-bit port, the tuning family
-# and its optimiser, the protocol codec and fuzzers) share one xdist group (`make test` runs
-# `--dist loadgroup`): at most one worker computes at a time, so the sim nodes of the other
-# workers, which run in real time, are not starved of the 2 cores (a starved node skips
-# periods, which the real-time soak tests rightly count as overruns).
-_COMPUTE_DIRS = ("firmware", "protocol")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        parts = Path(str(item.fspath)).parts
-        if len(parts) >= 2 and parts[-2] in _COMPUTE_DIRS and "tests" in parts:
-            item.add_marker(pytest.mark.xdist_group("compute"))
