@@ -10,8 +10,14 @@ port is opened by cyphy.rawrepl's client, which also runs SerialLink.exec's code
 
 The URL schemes are one registry of link types (LINK_TYPES, in the manner of pyserial's
 serial_for_url handlers): a scheme names the function that opens its links, "module:name",
-imported only when a URL of that scheme is opened. A new link type (e.g. mqtt://) adds one
-entry here, nothing else.
+imported only when a URL of that scheme is opened. A new link type adds one entry here,
+nothing else.
+
+    mqtt://HOST[:PORT]/GROUP/EDGE/DEVICE  a node behind a `cyphy gateway`, over an MQTT
+    mqtts://...                           broker (TLS): not a frame link (the gateway holds
+                                          the node's session and key); its entry names the
+                                          function cyphy.connect() opens it with instead
+                                          (cyphy.fleet, a Sparkplug B host application)
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import socket
 import threading
 import time
 from importlib import import_module
-from typing import Callable, Protocol
+from typing import Callable, NamedTuple, Protocol
 from urllib.parse import ParseResult, parse_qs, urlparse
 
 from cyphy_node import serfec
@@ -419,14 +425,26 @@ def open_serial(url: str, u: ParseResult) -> Link:
     return SerialLink(serial_device(url), baud, fec=fec)
 
 
-# scheme -> ("module:function" opening a Link for (url, parsed url), "module:function"
-# checking such a URL without opening anything (LinkError), an example URL); "" is a bare
-# device path (/dev/ttyUSB0)
-LINK_TYPES: dict[str, tuple[str, str, str]] = {
-    "serial": ("cyphy.links:open_serial", "cyphy.links:check_serial", "serial:///dev/ttyUSB0"),
-    "udp": ("cyphy.links:open_udp", "cyphy.links:check_udp", "udp://HOST[:PORT]"),
-    "sim": ("cyphy.links:open_serial", "cyphy.links:check_serial", "sim://NAME"),
-    "": ("cyphy.links:open_serial", "cyphy.links:check_serial", "/dev/ttyUSB0"),
+class LinkType(NamedTuple):
+    """A URL scheme's entry: "module:function" names, imported only when used."""
+
+    open: str | None     # opens a Link for (url, parsed url); None: not a frame link
+    check: str           # checks such a URL without opening anything (LinkError)
+    example: str         # the URL's form, for messages
+    node: str | None = None   # opens a node for (url, timeout=) when there is no frame
+                              # link to it (cyphy.connect)
+
+
+# scheme -> LinkType; "" is a bare device path (/dev/ttyUSB0)
+LINK_TYPES: dict[str, LinkType] = {
+    "serial": LinkType("cyphy.links:open_serial", "cyphy.links:check_serial", "serial:///dev/ttyUSB0"),
+    "udp": LinkType("cyphy.links:open_udp", "cyphy.links:check_udp", "udp://HOST[:PORT]"),
+    "sim": LinkType("cyphy.links:open_serial", "cyphy.links:check_serial", "sim://NAME"),
+    "mqtt": LinkType(None, "cyphy.mqtt:check_node_url", "mqtt://HOST[:PORT]/GROUP/EDGE/DEVICE",
+                     "cyphy.fleet:MqttNode"),
+    "mqtts": LinkType(None, "cyphy.mqtt:check_node_url", "mqtts://HOST[:PORT]/GROUP/EDGE/DEVICE",
+                      "cyphy.fleet:MqttNode"),
+    "": LinkType("cyphy.links:open_serial", "cyphy.links:check_serial", "/dev/ttyUSB0"),
 }
 
 
@@ -440,13 +458,13 @@ def _function(target: str) -> Callable:
     return getattr(import_module(module), name)
 
 
-def _link_type(url: str) -> tuple[ParseResult, tuple[str, str, str]]:
+def _link_type(url: str) -> tuple[ParseResult, LinkType]:
     u = urlparse(url)
     scheme = u.scheme
     if scheme == "" and not url.startswith("/dev/"):
         scheme = None
     if scheme not in LINK_TYPES:
-        examples = [LINK_TYPES[s][2] for s in link_schemes()]
+        examples = [LINK_TYPES[s].example for s in link_schemes()]
         raise LinkError(f"{url}: unknown link; use " + ", ".join(examples[:-1])
                         + " or " + examples[-1])
     return u, LINK_TYPES[scheme]
@@ -455,12 +473,27 @@ def _link_type(url: str) -> tuple[ParseResult, tuple[str, str, str]]:
 def check_link_url(url: str) -> None:
     """LinkError if url cannot be a node URL (unknown scheme, no host or name, a bad
     option); opens nothing, so a node that is not there yet is no error."""
-    u, (_, check, _) = _link_type(url)
-    _function(check)(url, u)
+    u, t = _link_type(url)
+    _function(t.check)(url, u)
+
+
+def node_opener(url: str) -> Callable | None:
+    """The function that opens a node at url directly (url, timeout=), for a URL that has
+    no frame link (mqtt://: through its gateway); None for a frame link's URL."""
+    u, t = _link_type(url)
+    if t.node is None:
+        return None
+    _function(t.check)(url, u)
+    return _function(t.node)
 
 
 def open_link(url: str) -> Link:
     """A Link for a URL (see the module docstring). A URL that cannot work raises LinkError
     saying what is wrong with it."""
-    u, (opener, _, _) = _link_type(url)
-    return _function(opener)(url, u)
+    u, t = _link_type(url)
+    if t.open is None:
+        _function(t.check)(url, u)
+        raise LinkError(f"{url}: not a frame link: a node "
+                        f"on a broker is reached through the gateway that holds its session; "
+                        f"use cyphy.connect(url), or cyphy get/set/monitor URL")
+    return _function(t.open)(url, u)
