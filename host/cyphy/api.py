@@ -3,7 +3,8 @@ parameters on, and (over serial) run code on. Links are chosen by URL scheme, li
 pyserial's serial_for_url:
 
     with cyphy.connect("sim://oven") as node:          # or serial:///dev/ttyUSB0, udp://10.0.0.7
-        node.set("oven.setpoint", 60)
+        node.set("oven.setpoint", 60)                  # (mqtt://BROKER/GROUP/EDGE/DEVICE: a node
+                                                       # behind a gateway, cyphy.fleet.MqttNode)
         for sample in node.telemetry(period_ms=100):
             print(sample["loops"]["oven"]["measurement"])
 """
@@ -13,12 +14,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from . import codec as P
 
 from .client import CommandRejected, LinkStats, ProtocolError, Session
-from .links import LinkError, open_link
+from .links import LinkError, node_opener, open_link
+
+if TYPE_CHECKING:
+    from .fleet import MqttNode
 
 __all__ = ["connect", "Node", "CommandRejected", "ProtocolError", "LinkError", "resolve_key"]
 
@@ -192,12 +196,19 @@ def _split(path: str) -> tuple[str, str]:
 
 
 def connect(url: str, key: P.Key | bytes | str | None = None, key_file: str | None = None,
-            timeout: float = 2.0, unprovisioned: bool = False) -> Node:
+            timeout: float = 2.0, unprovisioned: bool = False) -> Node | MqttNode:
     """Open a session with the node at url (serial:///dev/ttyUSB0, udp://host[:port],
     sim://NAME). The key comes from key/key_file, $CYPHY_KEY/$CYPHY_KEY_FILE, or the
     keys kept by `cyphy provision` (found by the node's name). A node without a key is
     refused (ProtocolError) when this host holds a key for its name, from any of these:
-    unprovisioned=True talks to it anyway (a node you know is not provisioned yet)."""
+    unprovisioned=True talks to it anyway (a node you know is not provisioned yet).
+
+    mqtt[s]://HOST[:PORT]/GROUP/EDGE/DEVICE: a node behind a `cyphy gateway`, through the
+    broker (a cyphy.fleet.MqttNode, Sparkplug B): the gateway holds the session and key, so
+    key, key_file and unprovisioned do not apply; timeout bounds the wait for its birth."""
+    opener = node_opener(url)   # URLs without a frame link (cyphy.links.LINK_TYPES)
+    if opener is not None:
+        return opener(url, timeout=timeout)
     k = resolve_key(key, key_file)
     link = open_link(url)
     store = _StoredKeys()

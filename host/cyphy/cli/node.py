@@ -15,7 +15,8 @@ import click
 from cyphy.cli.common import (EXIT_FAILED, BadUsage, Failed, emit, errors, key_options, table,
                               unprovisioned_option)
 
-URL_HELP = "serial:///dev/ttyUSB0, udp://HOST[:PORT], sim://NAME (or a /dev path)"
+URL_HELP = ("serial:///dev/ttyUSB0, udp://HOST[:PORT], sim://NAME (or a /dev path), "
+            "mqtt[s]://HOST[:PORT]/GROUP/EDGE/DEVICE (through a gateway)")
 
 NUMERIC_KEYS = ("setpoint", "kp", "ki", "kd", "output")
 # Which of a loop's channels a state key is in: the sensor's units or the actuator's.
@@ -348,16 +349,30 @@ def monitor(url: str, period_ms: int, csv_path: Path | None, seconds: float | No
             f.close()
 
 
+BROKER_LISTEN_S = 2.0  # discover --broker listens at least this long (DDATA come ~1/s)
+
+
 @click.command(short_help="Find nodes: USB-UART bridges, sim nodes, nodes on UDP.")
 @click.option("--json", "as_json", is_flag=True, help="Print the nodes found as JSON.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Seconds to wait for UDP answers.")
+              help="Seconds to wait for UDP answers (with --broker: to listen, at least 2).")
 @click.option("--udp-port", type=click.IntRange(1, 65535), default=5477, show_default=True)
+@click.option("--broker", metavar="mqtt[s]://HOST[:PORT]",
+              help="List the devices of the gateways on this MQTT broker instead (from their "
+                   "births; asks each gateway heard for a rebirth).")
+@click.option("--group", metavar="G", help="With --broker: only this Sparkplug group.")
 @key_options
 @errors
-def discover(as_json: bool, timeout: float, udp_port: int, key_file: str | None) -> None:
+def discover(as_json: bool, timeout: float, udp_port: int, broker: str | None,
+             group: str | None, key_file: str | None) -> None:
     """Find nodes: serial ports with an ESP32 USB-UART bridge, running sim nodes, and nodes
-    answering on UDP (by broadcast)."""
+    answering on UDP (by broadcast). With --broker mqtt://HOST[:PORT]: the nodes behind
+    gateways on that broker, each with the mqtt:// URL that get, set and monitor take."""
+    if broker is None:
+        if group is not None:
+            raise BadUsage("--group needs --broker: give --broker mqtt://HOST[:PORT] too")
+    else:
+        return _discover_broker(broker, group, timeout, as_json)
     from cyphy.api import resolve_key
     from cyphy.discovery import discover_udp, serial_ports, sim_nodes
 
@@ -379,6 +394,33 @@ def discover(as_json: bool, timeout: float, udp_port: int, key_file: str | None)
 
     emit(found, as_json, text)
     if not any(found.values()):
+        raise SystemExit(EXIT_FAILED)
+
+
+def _discover_broker(broker: str, group: str | None, timeout: float, as_json: bool) -> None:
+    from cyphy.fleet import discover as discover_devices
+    from cyphy.mqtt import MqttError, parse_broker_url
+
+    try:
+        b = parse_broker_url(broker)
+    except MqttError as e:
+        raise BadUsage(str(e)) from None
+    listen = max(timeout, BROKER_LISTEN_S)
+    found = {"mqtt": discover_devices(broker, group, timeout=listen)}
+
+    def text(d: dict) -> str:
+        lines = []
+        for x in d["mqtt"]:
+            lines.append(f"mqtt    {x['url']:<38} {x['device']} ({x['board'] or '-'}, "
+                         f"{x['firmware'] or '-'}), loops {', '.join(x['loops']) or '-'}, "
+                         f"gateway {x['group']}/{x['edge']} via {x['link'] or '-'}")
+        where = f" in group {group}" if group else ""
+        return "\n".join(lines) if lines else (
+            f"no devices found on {b}{where} within {listen:g} s (is a cyphy gateway "
+            f"publishing there?)")
+
+    emit(found, as_json, text)
+    if not found["mqtt"]:
         raise SystemExit(EXIT_FAILED)
 
 
