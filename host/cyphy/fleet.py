@@ -45,8 +45,6 @@ __all__ = ["MqttNode", "discover", "MqttError"]
 # the gateway's metrics (cyphy.gateway, docs/fleet.md "Metrics of a cyphy node")
 LOOP_KEYS = ("setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning",
              "kp", "ki", "kd")
-TELEMETRY_KEYS = frozenset({"setpoint", "measurement", "output", "mode", "alarms", "faults",
-                            "tuning"})
 NUMERIC_WRITES = frozenset({"setpoint", "kp", "ki", "kd", "output"})
 STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
                "compute_mean_us", "compute_max_us")
@@ -110,8 +108,11 @@ class MqttNode:
         self.timeout = timeout
         self.command_timeout = command_timeout
         t = self.target
-        self._topics = [f"{sp.NAMESPACE}/{t.group}/+/{t.edge}",
-                        f"{sp.NAMESPACE}/{t.group}/+/{t.edge}/{t.device}"]
+        # the edge node's messages, every DBIRTH of its devices (to say which it has), and
+        # the device's DDATA and DDEATH: no two filters match one topic (no duplicates)
+        ns = f"{sp.NAMESPACE}/{t.group}"
+        self._topics = [f"{ns}/+/{t.edge}", f"{ns}/DBIRTH/{t.edge}/+",
+                        f"{ns}/DDATA/{t.edge}/{t.device}", f"{ns}/DDEATH/{t.edge}/{t.device}"]
         self._cond = threading.Condition()
         self._types: dict[str, T] = {}
         self._values: dict[str, Any] = {}
@@ -122,7 +123,7 @@ class MqttNode:
         self._bdseq: int | None = None
         self._edge_devices: list[str] = []      # DBIRTHs seen since that NBIRTH
         self._lost: str | None = None           # why the device is not born (DDEATH...)
-        self._answers: list[tuple[str, bool]] = []
+        self._answers: list[tuple[str, bool, frozenset[str]]] = []
         self._stream: queue.Queue[tuple[str, Any]] | None = None
         self._rebirth_at = 0.0
         self._sub_mids: set[int] = set()
@@ -256,9 +257,13 @@ class MqttNode:
                 raise MqttError(f"broker {self.broker}: cannot publish the DCMD "
                                 f"({paho.error_string(info.rc)})")
             end = time.monotonic() + self.command_timeout
+            # The answer is the DDATA with Command/last, Command/ok and (if applied) the
+            # written metrics, nothing else; the gateway's full reports (every --report-s)
+            # repeat the last command's result with every other metric: not an answer.
+            mine = {CMD_LAST, CMD_OK, *names}
             while True:
-                for last, ok in self._answers[first:]:
-                    if any(n in last for n in names):
+                for last, ok, sent in self._answers[first:]:
+                    if sent <= mine and any(n in last for n in names):
                         if ok:
                             return
                         raise _rejection(last)
@@ -277,7 +282,7 @@ class MqttNode:
 
     def telemetry(self, period_ms: int = 100, batch: int = 1, stats_s: int = 1,
                   timeout: float = 5.0) -> Iterator[dict]:
-        """Samples as the gateway sends them, one per DDATA with loop values: {"t_ms" (the
+        """Samples as the gateway sends them, one per DBIRTH and DDATA: {"t_ms" (the
         gateway's timestamp, ms since the epoch), "loops": {name: {setpoint, measurement,
         output, status}}}. period_ms, batch, stats_s: the gateway's --period-ms decides
         (they are here for api.Node's signature). Ends with ProtocolError when the device
@@ -412,7 +417,8 @@ class MqttNode:
                     self._nbirth_at = None
                     self._lose(f"{me.group}/{me.edge}: NDEATH: the gateway went offline")
             elif kind is sp.MessageType.DBIRTH:
-                self._edge_devices.append(t.device_id or "")
+                if t.device_id not in self._edge_devices:
+                    self._edge_devices.append(t.device_id or "")
                 if t.device_id == me.device:
                     self._birth(p)
             elif t.device_id != me.device:
@@ -462,12 +468,11 @@ class MqttNode:
             self._rebirth()   # aliases we do not know: a birth we missed
         if CMD_OK in names:
             self._answers.append((str(self._values.get(CMD_LAST) or ""),
-                                  bool(self._values.get(CMD_OK))))
-        if self._stream is not None and any(n.rpartition("/")[2] in TELEMETRY_KEYS and
-                                            n.count("/") == 1 for n in names):
+                                  bool(self._values.get(CMD_OK)), frozenset(names)))
+        if self._stream is not None:
+            # every DDATA: the loops' values as of the gateway's timestamp (it sends the
+            # telemetry on change, and the STATS counters at least once a second)
             self._stream.put(("sample", self._sample(p.timestamp)))
-        elif self._stream is not None:
-            self._stream.put(("alive", None))
 
 
 def discover(broker_url: str, group: str | None = None, timeout: float = 2.0,

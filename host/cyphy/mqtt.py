@@ -323,6 +323,10 @@ def connect(client: mqtt.Client, broker: BrokerUrl, timeout: float = 5.0,
         raise MqttError(f"broker {broker}: cannot find the host {broker.host!r} "
                         f"({e.strerror or e}); check the name or give its IP address") from None
     except (TimeoutError, socket.timeout):
+        if broker.tls:
+            raise MqttError(f"broker {broker}: no TLS handshake within {timeout:g} s: is it a "
+                            f"TLS listener (mqtts:// is usually port {MQTTS_PORT}), and is the "
+                            f"host reachable?") from None
         raise MqttError(f"broker {broker}: no answer within {timeout:g} s: check the host "
                         f"and port, and the network") from None
     except OSError as e:

@@ -1,0 +1,264 @@
+"""Host tools over the broker (issue 16, item 2): `cyphy get/set/monitor/plot` and
+`cyphy.connect()` with mqtt://HOST:PORT/GROUP/EDGE/DEVICE, and `cyphy discover --broker`,
+against a real gateway (cyphy.gateway, in this process) serving a real sim node (the real
+firmware, with a key) through a real broker of each kind. No key is given to the tools:
+the gateway holds it.
+
+The sim node boots once for the module (about 6 s); one broker and gateway per broker
+kind serve every test of that kind."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "sim"))
+from protonode import KEY_HEX, boot  # noqa: E402
+from test_node_runtime import CONFIG  # noqa: E402
+
+import cyphy  # noqa: E402
+from cyphy import codec as P  # noqa: E402
+from cyphy.broker import Broker, mosquitto_path  # noqa: E402
+from cyphy.client import CommandRejected, status_names  # noqa: E402
+from cyphy.fleet import MqttNode, discover  # noqa: E402
+from cyphy.gateway import Gateway  # noqa: E402
+from cyphy.links import LinkError, open_link  # noqa: E402
+from cyphy.mqtt import MqttError  # noqa: E402
+from cyphy.sim import control  # noqa: E402
+
+CYPHY = str(Path(sys.executable).parent / "cyphy")
+SIM = "mqt"         # the sim node's name on this host
+NAME = "oven-1"     # the node's own name: the Sparkplug device_id
+GROUP, EDGE = "plant", "gw1"
+KINDS = [pytest.param("embedded", id="embedded"),
+         pytest.param("mosquitto", id="mosquitto", marks=pytest.mark.skipif(
+             mosquitto_path() is None, reason="Mosquitto not installed (tools/install-mosquitto)"))]
+
+
+@dataclass
+class Fleet:
+    broker: Broker
+    gateway: Gateway
+    home: Path
+    url: str          # the node's mqtt:// URL
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The tools' environment: no key anywhere (the gateway has it)."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("CYPHY_KEY", "CYPHY_MQTT", "CYPHY_DEBUG"))}
+        return {**env, "CYPHY_HOME": str(self.home), **extra}
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The sim node, booted once with KEY_HEX; CYPHY_KEY set for the module (the gateway
+    in this process finds the key there)."""
+    home = tmp_path_factory.mktemp("mqtt-tools-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CYPHY_HOME", str(home))
+    mp.setenv("CYPHY_KEY", KEY_HEX)
+    for k in [k for k in os.environ if k.startswith("CYPHY_MQTT")]:
+        mp.delenv(k)
+
+    class Started:
+        def __init__(self, port: str) -> None:
+            self.port = port
+
+    def start(name: str, baud: int = 0, **kw) -> Started:
+        return Started(control.start(name, baud=baud, home=home, **kw)["port"])
+
+    try:
+        boot(start, SIM, config=copy.deepcopy(CONFIG))
+        yield home
+    finally:
+        control.stop(SIM, home=home)
+        mp.undo()
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def fleet(request: pytest.FixtureRequest, home: Path,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    broker = Broker(request.param, workdir=tmp_path_factory.mktemp(f"broker-{request.param}"))
+    broker.start()
+    gw = Gateway(broker.url, GROUP, EDGE, [f"sim://{SIM}"], period_ms=100, report_s=1.0)
+    try:
+        gw.start()
+        url = f"{broker.url}/{GROUP}/{EDGE}/{NAME}"
+        end = time.monotonic() + 20
+        while not any(d.born for d in gw.devices):   # the gateway's session with the node
+            assert time.monotonic() < end, "the gateway did not birth the node within 20 s"
+            time.sleep(0.1)
+        yield Fleet(broker, gw, home, url)
+    finally:
+        gw.stop()
+        broker.close()
+
+
+def run(fleet: Fleet, *args: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run([CYPHY, *args], capture_output=True, text=True, timeout=timeout,
+                          env=env or fleet.env(), stdin=subprocess.DEVNULL)
+
+
+def one_error_line(p: subprocess.CompletedProcess, code: int) -> str:
+    assert p.returncode == code, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stderr + p.stdout, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), p.stderr
+    return lines[0]
+
+
+def test_get_set_monitor_plot_through_the_broker(fleet: Fleet, tmp_path: Path) -> None:
+    p = run(fleet, "get", fleet.url, "oven", "--json")
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)
+    assert st["mode"] == "auto" and st["alarms"] == [] and st["faults"] == []
+    assert isinstance(st["measurement"], float) and st["kp"] > 0
+
+    p = run(fleet, "set", fleet.url, "oven.setpoint=55", "oven.kd=0.25")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["oven.setpoint = 55.0: acknowledged",
+                                     "oven.kd = 0.25: acknowledged"]
+    # the node has them: read back through the gateway's metrics
+    p = run(fleet, "get", fleet.url, "state", "--json")
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)["oven"]
+    assert st["setpoint"] == 55.0 and st["kd"] == 0.25
+    p = run(fleet, "get", fleet.url, "oven.setpoint")
+    assert (p.returncode, p.stdout.strip()) == (0, "55"), p.stderr
+
+    rec = tmp_path / "run.csv"
+    p = run(fleet, "monitor", fleet.url, "--seconds", "1.5", "--csv", str(rec))
+    assert p.returncode == 0, p.stderr
+    assert "oven: sp 55" in p.stdout, p.stdout       # not a terminal: one line per loop
+    rows = list(csv.DictReader(rec.open()))
+    assert len(rows) >= 2 and {r["loop"] for r in rows} == {"oven"}, rows  # a DDATA >= 1/s
+    assert all(r["setpoint"] == "55.0" and r["mode"] == "auto" for r in rows)
+    t = [int(r["t_ms"]) for r in rows]                 # the gateway's timestamps (epoch ms)
+    assert t == sorted(t) and abs(t[-1] / 1000 - time.time()) < 60
+    p = run(fleet, "plot", str(rec))
+    assert p.returncode == 0 and "1 loop(s): oven" in p.stdout, p.stderr
+    p = run(fleet, "set", fleet.url, "oven.kd=0")
+    assert p.returncode == 0, p.stderr
+
+
+def test_a_nack_is_reported_with_the_nodes_reason(fleet: Fleet) -> None:
+    line = one_error_line(run(fleet, "set", fleet.url, "oven.setpoint=5000"), 3)
+    # the node's own reason, as the gateway reports it in Command/last
+    assert "oven/setpoint=5000" in line and "rejected by the node" in line and "outside" in line
+    line = one_error_line(run(fleet, "set", fleet.url, "oven.kp=-1", "oven.setpoint=40"), 3)
+    assert "oven/kp=-1" in line and "out of range" in line and "nothing was applied" in line
+    line = one_error_line(run(fleet, "set", fleet.url, "oven.bogus=1"), 3)
+    assert "oven/bogus: not a writable metric" in line
+    line = one_error_line(run(fleet, "set", fleet.url, "oven.setpoint=40", "--save"), 1)
+    assert "--save" in line
+    # the Python API: the exception api.Node.set raises on a NACK, with its reason code
+    with cyphy.connect(fleet.url) as n:
+        assert isinstance(n, MqttNode) and n.name == NAME and n.loops == ["oven"]
+        sp0 = n.get("oven.setpoint")
+        with pytest.raises(CommandRejected) as e:
+            n.set("oven.setpoint", 5000)
+        assert e.value.reason == P.R_OUT_OF_RANGE and "outside" in str(e.value)
+        assert n.get("oven.setpoint") == sp0        # nothing was applied
+
+
+def test_the_api_get_set_and_telemetry(fleet: Fleet) -> None:
+    with cyphy.connect(fleet.url, timeout=3.0) as n:
+        info = n.get("info")
+        assert info["firmware"] == "0.1.0" and info["board"] == "cyphy-sim"
+        assert info["gateway"] == f"{GROUP}/{EDGE}" and info["gateway_link"] == f"sim://{SIM}"
+        n.set_many([("oven.mode", "manual"), ("oven.output", 12.5)])
+        got = []
+        for s in n.telemetry(timeout=5):
+            v = s["loops"]["oven"]
+            got.append(v)
+            if v["output"] == 12.5 and status_names(v["status"])["mode"] == "manual":
+                break
+            assert len(got) < 100, got[-3:]
+        assert n.get("oven")["mode"] == "manual"
+        n.set("oven.mode", "auto")
+        assert n.get("oven.mode") == "auto"
+        stats = n.get("stats")["oven"]
+        assert stats["ticks"] > 0 and "jitter_p99_us" in stats
+        assert n.link_stats.frames > 0 and n.link_stats.bad_tag == 0
+        with pytest.raises(MqttError, match="'faults': not published through the gateway"):
+            n.get("faults")
+        with pytest.raises(MqttError, match="no loop 'boiler'"):
+            n.get("boiler.setpoint")
+    # not a frame link: the registry says so when one is asked for
+    with pytest.raises(LinkError, match="not a frame link"):
+        open_link(fleet.url)
+
+
+def test_an_unknown_device_or_edge_is_one_line(fleet: Fleet) -> None:
+    b = fleet.broker.url
+    line = one_error_line(run(fleet, "get", f"{b}/{GROUP}/{EDGE}/nobody", "oven"), 1)
+    assert f"{GROUP}/{EDGE} on {b} has no device nobody online (its devices: {NAME})" in line
+    assert f"cyphy discover --broker {b}" in line
+    t = time.monotonic()
+    with pytest.raises(MqttError) as e:
+        MqttNode(f"{b}/{GROUP}/gw9/{NAME}", timeout=1.0)
+    assert time.monotonic() - t < 3
+    assert str(e.value) == (f"no device {NAME} under {GROUP}/gw9 on {b} within 1 s: is the "
+                            f"gateway running? cyphy discover --broker {b} lists the devices")
+    line = one_error_line(run(fleet, "get", f"mqtt://127.0.0.1:1/{GROUP}/{EDGE}/{NAME}", "oven"), 1)
+    assert "connection refused" in line
+    # mqtts:// to a plain listener: the TLS handshake fails, and says so
+    # (amqtt never answers the ClientHello, Mosquitto closes the connection)
+    with pytest.raises(MqttError, match="TLS") as e:
+        MqttNode(f"mqtts://127.0.0.1:{fleet.broker.port}/{GROUP}/{EDGE}/{NAME}", timeout=1.0,
+                 connect_timeout=1.0)
+    assert str(e.value).startswith(f"broker mqtts://127.0.0.1:{fleet.broker.port}: ")
+
+
+def test_discover_lists_the_device_from_its_birth(fleet: Fleet) -> None:
+    p = run(fleet, "discover", "--broker", fleet.broker.url, "--json")
+    assert p.returncode == 0, p.stderr
+    (d,) = json.loads(p.stdout)["mqtt"]
+    assert d == {"url": fleet.url, "group": GROUP, "edge": EDGE, "device": NAME,
+                 "loops": ["oven"], "firmware": "0.1.0", "board": "cyphy-sim",
+                 "link": f"sim://{SIM}"}
+    p = run(fleet, "discover", "--broker", fleet.broker.url, "--group", GROUP)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() [:2] == ["mqtt", fleet.url] and "loops oven" in p.stdout
+    assert discover(fleet.broker.url, "other", timeout=0.5) == []
+
+
+def test_credentials_come_from_the_environment_never_shown(fleet: Fleet, tmp_path: Path) -> None:
+    """A broker that requires a user: refused without, connects with CYPHY_MQTT_*; the
+    password never appears in any output."""
+    secret = "s3cret-not-printed"
+    b = Broker(fleet.broker.kind, users={"tool": secret}, workdir=tmp_path / "auth").start()
+    try:
+        line = one_error_line(run(fleet, "discover", "--broker", b.url), 1)
+        assert "refused the connection" in line
+        host = b.url.split("://", 1)[1]
+        p = run(fleet, "discover", "--broker", f"mqtt://tool@{host}",
+                env=fleet.env(CYPHY_MQTT_PASSWORD=secret))
+        assert p.returncode == 1 and p.stdout.startswith("no devices found on mqtt://tool@"), p
+        pw = tmp_path / "pw"
+        pw.write_text(secret + "\n")
+        p = run(fleet, "discover", "--broker", b.url, "--group", GROUP,
+                env=fleet.env(CYPHY_MQTT_USERNAME="tool", CYPHY_MQTT_PASSWORD_FILE=str(pw)))
+        assert p.returncode == 1 and "no devices found" in p.stdout, p
+        p = run(fleet, "get", f"mqtt://tool:{secret}@{host}/{GROUP}/{EDGE}/{NAME}", "oven")
+        line = one_error_line(p, 1)
+        assert "a password in the URL is refused" in line
+        p = run(fleet, "discover", "--broker", f"mqtt://tool@{host}",
+                env=fleet.env(CYPHY_MQTT_PASSWORD="wrong"))
+        assert "bad user name or password" in one_error_line(p, 1) or \
+            "not authorised" in p.stderr
+        for out in (p.stdout, p.stderr):
+            assert secret not in out
+    finally:
+        b.close()
