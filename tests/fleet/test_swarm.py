@@ -67,6 +67,7 @@ class Host:
         self.sel.register(self.sock, selectors.EVENT_READ)
         self.sides = {a: hostside.HostSide() for a in addrs}
         self.samples: dict = defaultdict(int)
+        self.frames: dict = defaultdict(int)     # authentic, fresh frames of the nodes
         self.lost: dict = defaultdict(int)
         self.bad: dict = defaultdict(int)    # BAD_TAG or REPLAYED frames
         self.t_ms: dict = defaultdict(list)
@@ -156,6 +157,7 @@ class Host:
                 continue
             if gap > 0:
                 self.lost[a] += gap
+            self.frames[a] += 1
             body = P.parse_payload(f.type, f.payload, len(side.loops))
             if f.type == P.TELEMETRY:
                 n = len(body["samples"])
@@ -412,3 +414,29 @@ def test_the_fast_key_tags_as_the_firmware_key() -> None:
         assert fast.tag(b"abcd", roc, body) == slow.tag(b"abcd", roc, body)
     assert repr(fast) == "<Key (secret)>"
     assert _addresses("127.252.0.254", 3) == ["127.252.0.254", "127.252.1.1", "127.252.1.2"]
+
+
+def test_the_swarm_seals_and_samples_as_the_firmware_endpoint() -> None:
+    """_Endpoint's struct writers give the bytes of comms.Endpoint's own, across a ROC
+    rollover (the tag covers the ROC)."""
+    from cyphy.sim import swarm as S
+
+    with Swarm(1, key=KEY) as sw:
+        pass                                             # stopped: nothing moves now
+    ep = sw.nodes[0].endpoint
+    firmware_seal = S._comms.Endpoint._seal
+    a = S._comms.Session(None, None, bytes(8))
+    b = S._comms.Session(None, None, bytes(8))
+    b.epoch = a.epoch
+    a.seq = b.seq = 0xFFFE
+    for payload in (b"", b"x" * 40, bytes(range(200))):
+        for _ in range(2):
+            assert ep._seal(a, P.TELEMETRY, payload) == firmware_seal(ep, b, P.TELEMETRY, payload)
+    assert (a.seq, a.roc) == (b.seq, b.roc) == (0x0004, 1)
+    lp = ep.loops[0]
+    S._comms.Endpoint._put_all(ep, 4)
+    firmware_bytes = bytes(ep._fill[4:20])
+    ep._fill[4:20] = bytes(16)
+    ep._put_all(4)
+    assert bytes(ep._fill[4:20]) == firmware_bytes
+    assert P.get_i32(firmware_bytes, 0) == lp.pid.setpoint and P.get_i32(firmware_bytes, 4) == lp.y

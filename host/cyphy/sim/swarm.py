@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hmac
+import hashlib
 import importlib.util
 import ipaddress
 import json
@@ -113,25 +113,34 @@ _comms = _private("comms", time=_Ticks, R=_Requests)
 
 
 class _FastKey(P.Key):
-    """proto.Key with the same tags, from an HMAC prepared once (CPython's hmac copies its
-    state): the firmware's Key hashes both pads again for every frame."""
+    """proto.Key with the same tags, from SHA-256 states of the two pads hashed once
+    (CPython's hashlib copies a state): the firmware's Key hashes both pads again for
+    every frame (MicroPython's sha256 cannot be copied)."""
 
     def __init__(self, raw: bytes) -> None:
         super().__init__(raw)
-        self._hmac = hmac.new(bytes(raw), digestmod="sha256")
+        self._inner = hashlib.sha256(self._ipad)
+        self._outer = hashlib.sha256(self._opad)
 
     def tag(self, epoch: bytes, roc: int, body: bytes) -> bytes:
-        h = self._hmac.copy()
+        h = self._inner.copy()
         h.update(epoch)
-        h.update(bytes((roc & 0xFF, (roc >> 8) & 0xFF)))
+        h.update(_ROC0 if roc == 0 else bytes((roc & 0xFF, (roc >> 8) & 0xFF)))
         h.update(body)
-        return h.digest()[:P.TAG_LEN]
+        o = self._outer.copy()
+        o.update(h.digest())
+        return o.digest()[:P.TAG_LEN]
+
+
+_ROC0 = bytes(2)
 
 
 # ---------------------------------------------------------------- the synthetic node
 
 F_COMMS = 4                      # a loop fault bit (cyphy_node.node.F_COMMS)
 _SAMPLE = struct.Struct("<iiii")
+_HEADER = struct.Struct("<BBBH")           # VF TYPE NODE SEQ: a node's short header
+_VF_AUTH = (P.VERSION << 5) | P.AUTH
 
 
 class _Channel:
@@ -192,30 +201,30 @@ class _Loop:
 
     def step(self, dt: float, t: float) -> None:
         self.ticks += 1
-        u = self.u / 1000
         amb = self.AMBIENT + 2.0 * ((t / 60.0 + self.phase) % 2.0 - 1.0)  # a slow sawtooth
-        self.temp += (amb + self.GAIN * u - self.temp) * dt / self.TAU_S
-        y = self.temp + self.rng.uniform(-0.05, 0.05)
+        temp = self.temp + (amb + self.GAIN * self.u / 1000 - self.temp) * dt / self.TAU_S
+        self.temp = temp
+        y = temp + self.rng.random() * 0.1 - 0.05       # the sensor's noise
         self.y = round(y * 1000)
         a = self.alarms
-        if y < self.LOW or (a & 1 and y < self.LOW + self.HYST):
+        if a:
+            a = (1 if a & 1 and y < self.LOW + self.HYST else 0) | \
+                (2 if a & 2 and y > self.HIGH - self.HYST else 0)
+        if y < self.LOW:
             a |= 1
-        else:
-            a &= ~1
-        if y > self.HIGH or (a & 2 and y > self.HIGH - self.HYST):
+        elif y > self.HIGH:
             a |= 2
-        else:
-            a &= ~2
         self.alarms = a
-        pid = self.pid
-        assert pid is not None
         if self.fault:
             out = self.act.failsafe / 1000
         elif self.auto:
+            pid = self.pid
+            assert pid is not None
             e = pid.setpoint / 1000 - y
-            self.integral = min(100.0, max(0.0, self.integral + pid.ki * e * dt))
-            d = pid.kd * (self.last_y - y) / dt
-            out = min(100.0, max(0.0, pid.kp * e + self.integral + d))
+            i = self.integral + pid.ki * e * dt
+            self.integral = i = 0.0 if i < 0.0 else 100.0 if i > 100.0 else i
+            out = pid.kp * e + i + pid.kd * (self.last_y - y) / dt
+            out = 0.0 if out < 0.0 else 100.0 if out > 100.0 else out
         else:
             out = self.manual_out / 1000
         self.last_y = y
@@ -328,7 +337,7 @@ class _Node:
         self._comms_lost = False
         self.sets_applied = 0        # SET / SET_SAVE requests applied
         self.skipped = 0             # passes the swarm's thread was too late to run
-        self.jitter = _Timing()
+        self.jitter = _Timing()      # the swarm's, shared by its nodes (Swarm sets them)
         self.compute = _Timing()
 
     def touch(self, t: int | None = None) -> None:
@@ -412,8 +421,10 @@ class _Node:
 
 
 class _Timing:
-    """min/max/mean/last and a p99 (the upper end of its power-of-two bucket) of one
-    measured time per pass, in us: the pass's lateness (jitter) or its duration (compute)."""
+    """min/max/mean/last and a p99 (the upper end of its power-of-two bucket) of a time
+    measured in us: how late a slot of passes started (jitter), or a pass's share of its
+    slot's time (compute). One for the swarm, measured once per slot: every node reports
+    the swarm's."""
 
     def __init__(self) -> None:
         self.n = 0
@@ -481,13 +492,32 @@ class _Port:
 
 
 class _Endpoint(_comms.Endpoint):  # type: ignore[misc, name-defined]
-    """The firmware's endpoint; only the sample writer differs (one struct.pack_into per
-    loop instead of sixteen byte stores: the same bytes, a tenth of the time on CPython)."""
+    """The firmware's endpoint. Two of its byte-by-byte writers are replaced by struct
+    (the same bytes, a fraction of the time on CPython; tests/fleet/test_swarm.py compares
+    them): the sample writer, and the sealing of an authenticated frame."""
 
     def _put_all(self, o: int) -> None:
         for lp in self.loops:
             _SAMPLE.pack_into(self._fill, o, lp.pid.setpoint, lp.y, lp.u, P.loop_status(lp))
             o += 16
+
+    def _seal(self, s: Any, ftype: int, payload: bytes) -> bytes:
+        key = self.key
+        if key is None:
+            return super()._seal(s, ftype, payload)
+        m = len(payload)
+        if P.HDR_SHORT + m + P.TAG_LEN > P.MAX_FRAME:
+            raise P.ProtoError("a %d-byte payload does not fit a frame" % m, P.R_INTERNAL)
+        body = _HEADER.pack(_VF_AUTH, ftype, self.node_id, s.seq) + payload
+        frame = body + key.tag(s.epoch, s.roc, body)
+        s.seq += 1                   # as comms.Endpoint._seal
+        if s.seq > 0xFFFF:
+            s.seq = 0
+            s.roc += 1
+            if s.roc > 0xFFFF:
+                s.roc = 0
+                s.epoch = _comms._urandom(4)
+        return frame
 
 
 class SwarmNode:
@@ -615,13 +645,15 @@ class Swarm:
         self.seed = seed
         self.nodes: list[SwarmNode] = []
         self.skipped = 0             # node passes dropped because the thread fell a period behind
-        self.cpu_s = 0.0             # CPU time of the swarm's thread so far
+        self._cpu_at_end: float | None = None
         self.started_at = 0.0
         self._sel: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
         self.error: BaseException | None = None
+        self.jitter = _Timing()      # per slot of passes: how late it started (us)
+        self.compute = _Timing()     # per pass: its share of its slot's time (us)
 
     # ---- lifecycle ----
 
@@ -640,9 +672,12 @@ class Swarm:
         for i, (s, ip) in enumerate(zip(socks, ips)):
             node = SwarmNode(i, self.names[i], i % 254 + 1, (ip, self.port), s, self.key,
                              self.rate_hz, self.comms_timeout_ms, self.seed * 1_000_003 + i)
+            node.node.jitter = self.jitter
+            node.node.compute = self.compute
             self.nodes.append(node)
             self._sel.register(s, selectors.EVENT_READ, node)
         self._stop.clear()
+        self._cpu_at_end = None
         self._thread = threading.Thread(target=self._run, name=f"swarm of {self.n}", daemon=True)
         self._thread.start()
         self._ready.wait(5)
@@ -714,8 +749,6 @@ class Swarm:
         self.started_at = t0_us / 1e6
         k = 0                        # the next slot's number since t0
         ticks_ms = _Ticks.ticks_ms
-        thread_time = time.thread_time
-        cpu0 = thread_time()
         self._ready.set()
         while not self._stop.is_set():
             c, slot = divmod(k, nslots)
@@ -735,10 +768,16 @@ class Swarm:
                 k += behind
                 continue
             due_ms = (due_us // 1000) & mask
-            for node in slots[slot]:
-                self._pass(node, due_ms, now_us - due_us, dt)
+            nodes = slots[slot]
+            self.jitter.add(now_us - due_us)
+            c0 = time.perf_counter_ns()
+            t = due_us / 1e6
+            for node in nodes:
+                self._pass(node, due_ms, dt, t)
+            if nodes:
+                self.compute.add((time.perf_counter_ns() - c0) // 1000 // len(nodes))
             k += 1
-            self.cpu_s = thread_time() - cpu0
+        self._cpu_at_end = time.thread_time()
 
     def _skip(self, slots: list[list[SwarmNode]], k: int, behind: int) -> None:
         full, rest = divmod(behind, len(slots))
@@ -762,24 +801,36 @@ class Swarm:
             port.arrived = now_ms
             ep.receive(port, addr, data)
 
-    def _pass(self, node: SwarmNode, now_ms: int, late_us: int, dt: float) -> None:
+    @staticmethod
+    def _pass(node: SwarmNode, now_ms: int, dt: float, t: float) -> None:
         n = node.node
-        n.jitter.add(late_us)
-        c0 = time.perf_counter_ns()
         n.comms_check(now_ms)
-        t = now_ms / 1000
         for lp in n.loops:
             lp.step(dt, t)
         ep = node.endpoint
+        if not ep.sessions:
+            return                   # no host: nothing to sample or send (the loop runs on)
         try:
             ep.sample(now_ms)
             ep.service(now_ms)
         except Exception as e:  # noqa: BLE001 - as the node's service: counted, the node runs on
             n.comms_errors += 1
             n.comms_last_error = e
-        n.compute.add((time.perf_counter_ns() - c0) // 1000)
 
     # ---- what it did ----
+
+    @property
+    def cpu_s(self) -> float:
+        """CPU time (s) the swarm's thread has used (read from any thread)."""
+        if self._cpu_at_end is not None:
+            return self._cpu_at_end
+        t = self._thread
+        if t is None or t.ident is None:
+            return 0.0
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+        except (OSError, AttributeError):
+            return 0.0
 
     @property
     def urls(self) -> list[str]:
