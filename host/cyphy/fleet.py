@@ -101,7 +101,7 @@ class MqttNode:
     DBIRTH; from then on its DDATA keep the values current."""
 
     def __init__(self, url: str, timeout: float = 2.0, *, command_timeout: float = 10.0,
-                 connect_timeout: float = 5.0, **_ignored: Any) -> None:
+                 connect_timeout: float = 5.0, keepalive: int = 10) -> None:
         self.target = mqtt.parse_node_url(url)
         self.url = str(self.target)
         self.broker = self.target.broker
@@ -134,7 +134,8 @@ class MqttNode:
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.client.suppress_exceptions = True
-        mqtt.connect(self.client, self.broker, timeout=max(connect_timeout, timeout))
+        mqtt.connect(self.client, self.broker, timeout=max(connect_timeout, timeout),
+                     keepalive=keepalive)
         try:
             self._wait_born(timeout)
         except BaseException:

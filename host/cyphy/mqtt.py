@@ -294,7 +294,8 @@ def connect(client: mqtt.Client, broker: BrokerUrl, timeout: float = 5.0,
     """Connect client to broker and start its network thread (which reconnects by itself
     later); returns once the broker accepted (CONNACK 0), else MqttError with one line
     (unreachable, TLS, refused) and the client stopped. Set the client's on_connect before
-    calling this: it is still called, on every connect."""
+    calling this: it is still called, on every connect. (paho 1.6 waits up to timeout for
+    the TCP connection, and up to keepalive for the TLS handshake.)"""
     done = threading.Event()
     result: list[int] = []
     theirs = client.on_connect
@@ -316,6 +317,11 @@ def connect(client: mqtt.Client, broker: BrokerUrl, timeout: float = 5.0,
     except ssl.SSLError as e:
         raise MqttError(f"broker {broker}: TLS failed ({_ssl_reason(e)}): is it a TLS "
                         f"listener (mqtts:// is usually port {MQTTS_PORT})?") from None
+    except (ConnectionResetError, BrokenPipeError) as e:
+        if broker.tls:
+            raise MqttError(f"broker {broker}: it closed the connection in the TLS handshake: "
+                            f"is it a TLS listener (mqtts:// is usually port {MQTTS_PORT})?") from None
+        raise MqttError(f"broker {broker}: it closed the connection ({e.strerror or e})") from None
     except ConnectionRefusedError:
         raise MqttError(f"broker {broker}: connection refused: is the broker running, on "
                         f"port {broker.port}?") from None
@@ -323,10 +329,10 @@ def connect(client: mqtt.Client, broker: BrokerUrl, timeout: float = 5.0,
         raise MqttError(f"broker {broker}: cannot find the host {broker.host!r} "
                         f"({e.strerror or e}); check the name or give its IP address") from None
     except (TimeoutError, socket.timeout):
-        if broker.tls:
-            raise MqttError(f"broker {broker}: no TLS handshake within {timeout:g} s: is it a "
-                            f"TLS listener (mqtts:// is usually port {MQTTS_PORT}), and is the "
-                            f"host reachable?") from None
+        if broker.tls:   # paho 1.6 gives the TLS handshake keepalive seconds
+            raise MqttError(f"broker {broker}: no TLS handshake within {max(timeout, keepalive):g} "
+                            f"s: is it a TLS listener (mqtts:// is usually port {MQTTS_PORT}), "
+                            f"and is the host reachable?") from None
         raise MqttError(f"broker {broker}: no answer within {timeout:g} s: check the host "
                         f"and port, and the network") from None
     except OSError as e:
