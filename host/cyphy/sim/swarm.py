@@ -49,6 +49,8 @@ __all__ = ["Swarm", "SwarmNode", "SwarmError", "main"]
 
 AUTO_NETS = ("127.252.", "127.253.", "127.254.")  # sim nodes use 127.2. .. 127.251. (nodes.py)
 MIN_FDS_SPARE = 64
+MAX_NODES = 50_000               # one socket each; a free /16-sized block of addresses
+REALTIME_NICE = -10              # as a sim node's (cyphy.sim.supervisor.realtime_priority)
 
 
 class SwarmError(Exception):
@@ -611,14 +613,16 @@ class Swarm:
     a node grants). port: the UDP port of every node; each node has its own loopback IP,
     from base_ip on (None: a free block of 127.252.0.0/14, outside the sim nodes'
     addresses). names: the nodes' names (default PREFIX-0001...); node ids run 1..254 and
-    wrap. comms_timeout_ms: each node's comms watchdog (0: none; in its HELLO)."""
+    wrap. comms_timeout_ms: each node's comms watchdog (0: none; in its HELLO). realtime:
+    run the swarm's thread at nice -10 where allowed, as sim nodes run (.realtime says
+    whether it does). seed: the plants' random numbers."""
 
     def __init__(self, n: int, key: bytes | None = None, rate_hz: float = 10.0,
                  port: int = P.UDP_PORT, base_ip: str | None = None,
                  names: Sequence[str] | None = None, name_prefix: str = "swarm",
-                 comms_timeout_ms: int = 0, seed: int = 0) -> None:
-        if not isinstance(n, int) or n < 1:
-            raise SwarmError(f"a swarm has at least 1 node (got {n!r})")
+                 comms_timeout_ms: int = 0, seed: int = 0, realtime: bool = True) -> None:
+        if not isinstance(n, int) or not 1 <= n <= MAX_NODES:
+            raise SwarmError(f"a swarm has 1 to {MAX_NODES} nodes (got {n!r})")
         if not 0.1 <= rate_hz <= 1000:
             raise SwarmError(f"rate_hz {rate_hz} is outside 0.1..1000")
         if not 1 <= port <= 65535:
@@ -629,7 +633,7 @@ class Swarm:
             raise SwarmError(f"comms_timeout_ms {comms_timeout_ms} is outside 0..2**32-1")
         try:
             self.key = None if key is None else _FastKey(bytes(key))
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise SwarmError(f"key: {e}") from None
         self.n = n
         self.rate_hz = rate_hz
@@ -643,6 +647,7 @@ class Swarm:
                 raise SwarmError(f"node name {nm!r}: 1 to 255 bytes")
         self.comms_timeout_ms = comms_timeout_ms
         self.seed = seed
+        self.realtime = realtime     # the thread at nice REALTIME_NICE (False: not allowed here)
         self.nodes: list[SwarmNode] = []
         self.skipped = 0             # node passes dropped because the thread fell a period behind
         self._cpu_at_end: float | None = None
@@ -666,6 +671,8 @@ class Swarm:
     def start(self) -> "Swarm":
         if self._thread is not None:
             return self
+        if self.nodes:
+            raise SwarmError("a swarm starts once: make a new Swarm")
         _ensure_fds(self.n)
         socks, ips = self._bind()
         self._sel = selectors.DefaultSelector()
@@ -681,6 +688,9 @@ class Swarm:
         self._thread = threading.Thread(target=self._run, name=f"swarm of {self.n}", daemon=True)
         self._thread.start()
         self._ready.wait(5)
+        if self.error is not None:
+            self.stop()
+            raise SwarmError(f"the swarm's thread failed: {self.error!r}")
         return self
 
     def stop(self) -> None:
@@ -701,7 +711,8 @@ class Swarm:
         rnd = random.Random()
         last: OSError | None = None
         for _ in range(tries):
-            base = self.base_ip or f"{rnd.choice(AUTO_NETS)}{rnd.randrange(0, 256 - self.n // 254 - 1)}.1"
+            base = self.base_ip or \
+                f"{rnd.choice(AUTO_NETS)}{rnd.randrange(0, max(1, 255 - self.n // 254))}.1"
             ips = _addresses(base, self.n)
             socks: list[socket.socket] = []
             try:
@@ -725,6 +736,15 @@ class Swarm:
     # ---- the thread ----
 
     def _run(self) -> None:
+        if self.realtime:
+            # Above ordinary host work, as a sim node: the nodes stand for chips with CPUs of
+            # their own, and a busy host that keeps this thread off the CPU for a period
+            # shows as skipped passes (lost samples) no fleet would have. Linux: the nice
+            # value of this thread only. Allowed for root or with CAP_SYS_NICE.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), REALTIME_NICE)
+            except (OSError, AttributeError):
+                self.realtime = False
         try:
             self._loop()
         except BaseException as e:  # noqa: BLE001 - kept for the owner to see
@@ -844,7 +864,8 @@ class Swarm:
                 "sessions": sum(nd.sessions for nd in self.nodes),
                 "send_errors": sum(nd.port.send_errors for nd in self.nodes),
                 "comms_errors": sum(nd.node.comms_errors for nd in self.nodes),
-                "skipped": self.skipped, "cpu_s": round(self.cpu_s, 3),
+                "skipped": self.skipped, "cpu_s": round(self.cpu_s, 3), "realtime": self.realtime,
+                "late_us": {k[7:-3]: v for k, v in self.jitter.stats("jitter").items()},
                 "seconds": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0}
 
 
