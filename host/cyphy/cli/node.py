@@ -401,10 +401,16 @@ def _discover_broker(broker: str, group: str | None, timeout: float, as_json: bo
     from cyphy.fleet import discover as discover_devices
     from cyphy.mqtt import MqttError, parse_broker_url
 
+    from cyphy.sparkplug import SparkplugError, validate_id
+
     try:
         b = parse_broker_url(broker)
+        if group is not None:
+            validate_id(group, "--group")
     except MqttError as e:
         raise BadUsage(str(e)) from None
+    except SparkplugError as e:
+        raise BadUsage(f"{e} (Sparkplug ids are non-empty, without + / #)") from None
     listen = max(timeout, BROKER_LISTEN_S)
     found = {"mqtt": discover_devices(broker, group, timeout=listen)}
 
