@@ -92,6 +92,7 @@ def fleet(request: pytest.FixtureRequest, home: Path,
     broker = Broker(request.param, workdir=tmp_path_factory.mktemp(f"broker-{request.param}"))
     broker.start()
     gw = Gateway(broker.url, GROUP, EDGE, [f"sim://{SIM}"], period_ms=100, report_s=1.0)
+    fl = None
     try:
         gw.start()
         url = f"{broker.url}/{GROUP}/{EDGE}/{NAME}"
@@ -99,9 +100,10 @@ def fleet(request: pytest.FixtureRequest, home: Path,
         while not any(d.born for d in gw.devices):   # the gateway's session with the node
             assert time.monotonic() < end, "the gateway did not birth the node within 20 s"
             time.sleep(0.1)
-        yield Fleet(broker, gw, home, url)
+        fl = Fleet(broker, gw, home, url)
+        yield fl
     finally:
-        gw.stop()
+        (fl.gateway if fl is not None else gw).stop()   # a test may have started another
         broker.close()
 
 
@@ -225,6 +227,7 @@ def test_mqtts_to_a_plain_listener_says_tls(fleet: Fleet) -> None:
     assert str(e.value).startswith(f"broker mqtts://127.0.0.1:{fleet.broker.port}: ")
 
 
+@pytest.mark.parametrize("fleet", ["embedded"], indirect=True)   # a subscription like any other
 def test_discover_lists_the_device_from_its_birth(fleet: Fleet) -> None:
     p = run(fleet, "discover", "--broker", fleet.broker.url, "--group", GROUP)
     assert p.returncode == 0, p.stderr
@@ -262,3 +265,124 @@ def test_credentials_come_from_the_environment_never_shown(fleet: Fleet, tmp_pat
         b.close()
     for p in out:
         assert secret not in p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("fleet", ["embedded"], indirect=True)
+def test_monitor_waits_while_the_gateway_is_away(fleet: Fleet, tmp_path: Path) -> None:
+    """The gateway stops (DDEATH, NDEATH) and starts again: monitor says so, waits, and
+    goes on with a new session, appending to its CSV, as over any link."""
+    import signal
+
+    rec = tmp_path / "run.csv"
+    p = subprocess.Popen([CYPHY, "monitor", fleet.url, "--csv", str(rec), "--seconds", "60"],
+                         env=fleet.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    try:
+        assert p.stdout is not None and p.stderr is not None
+        first = p.stdout.readline()                 # a sample through the first gateway
+        assert first.startswith("oven: sp "), first
+        fleet.gateway.stop()
+        time.sleep(0.5)
+        gw = Gateway(fleet.broker.url, GROUP, EDGE, [f"sim://{SIM}"], period_ms=100, report_s=1.0)
+        fleet.gateway = gw                          # the fixture stops this one
+        gw.start()
+        for line in p.stderr:                       # until it says it is back (or exits)
+            err.append(line)
+            if "is back" in line:
+                break
+        back = time.time()
+        time.sleep(1.5)
+        p.send_signal(signal.SIGINT)                # Ctrl-C: the monitor's way to stop
+        out, rest = p.communicate(timeout=10)
+        err += rest.splitlines()
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert f"cyphy monitor: {NAME}: " in err[0] and "waiting for it to come back" in err[0], err
+    assert any(f"cyphy monitor: {NAME} is back: new session (2)" in ln for ln in err), err
+    rows = list(csv.DictReader(rec.open()))
+    assert any(float(r["host_time"]) > back for r in rows), rows[-3:]   # appended after
+
+
+def _tls_files(d: Path) -> dict[str, Path]:
+    """A CA, and a server certificate for 127.0.0.1 signed by it (PEM files in d)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(name: str, key, issuer: x509.Name, signer, ca: bool) -> x509.Certificate:
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+             .issuer_name(issuer).public_key(key.public_key())
+             .serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    ca_key, srv_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cyphy test CA")])
+    out = {"ca": d / "ca.crt", "cert": d / "server.crt", "key": d / "server.key"}
+    out["ca"].write_bytes(cert("cyphy test CA", ca_key, ca_name, ca_key, True)
+                          .public_bytes(serialization.Encoding.PEM))
+    out["cert"].write_bytes(cert("127.0.0.1", srv_key, ca_name, ca_key, False)
+                            .public_bytes(serialization.Encoding.PEM))
+    out["key"].write_bytes(srv_key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.PKCS8,
+                                                 serialization.NoEncryption()))
+    return out
+
+
+@pytest.mark.skipif(mosquitto_path() is None, reason="Mosquitto not installed (tools/install-mosquitto)")
+def test_mqtts_verifies_the_broker_with_the_ca_from_the_environment(tmp_path: Path) -> None:
+    """A real TLS listener (Mosquitto, a CA and certificate made here): refused while its CA
+    is not trusted, accepted with CYPHY_MQTT_CA."""
+    import pwd
+    import socket
+
+    from cyphy.broker import free_port
+
+    f = _tls_files(tmp_path)
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\ncafile {f['ca']}\ncertfile {f['cert']}\n"
+                    f"keyfile {f['key']}\nallow_anonymous true\npersistence false\n"
+                    f"log_dest file {tmp_path / 'broker.log'}\n"
+                    f"user {pwd.getpwuid(os.geteuid()).pw_name}\n")
+    proc = subprocess.Popen([mosquitto_path(), "-c", str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, (tmp_path / "broker.log").read_text()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                assert time.monotonic() < end, "no TLS listener within 10 s"
+                time.sleep(0.05)
+        url = f"mqtts://127.0.0.1:{port}"
+        with pytest.MonkeyPatch.context() as mp:
+            for k in [k for k in os.environ if k.startswith("CYPHY_MQTT")]:
+                mp.delenv(k)
+            with pytest.raises(MqttError) as e:
+                discover(url, timeout=0.2)
+            assert str(e.value).startswith(f"broker {url}: TLS: the broker's certificate is not "
+                                           f"trusted (") and "CYPHY_MQTT_CA" in str(e.value)
+            mp.setenv("CYPHY_MQTT_CA", str(f["ca"]))
+            assert discover(url, timeout=0.2) == []
+            with pytest.raises(MqttError, match="has no device|no device oven-1 under"):
+                MqttNode(f"{url}/{GROUP}/{EDGE}/{NAME}", timeout=0.5)
+    finally:
+        proc.terminate()
+        proc.wait(10)
