@@ -449,3 +449,77 @@ def test_the_protocols_rule_names_are_the_tuners():
 
     assert proto.TUNE_RULES[0] == "auto"
     assert sorted(proto.TUNE_RULES[1:]) == sorted(rules(1.0, 1.0))
+
+
+# ---- the second run: a second point, a second-order-plus-dead-time model ----
+
+@pytest.mark.parametrize("K, wn, zeta, L", [(1.5, 2.0, 0.2, 0.1), (0.7, 0.5, 0.45, 1.2),
+                                            (2.0, 1.0, 0.1, 0.05)])
+def test_the_sopdt_fit_through_two_points_is_exact(K, wn, zeta, L):
+    import cmath
+
+    import cyphy_node.autotune as AT
+
+    def point(w):
+        g = K * wn * wn * cmath.exp(-1j * w * L) / ((1j * w) ** 2 + 2 * zeta * wn * 1j * w +
+                                                    wn * wn)
+        lag = -cmath.phase(g)
+        while lag < 0:
+            lag += 2 * math.pi
+        return w, abs(g), lag
+
+    # the relay's points: lag 180 and about 150 degrees
+    ws = [w / 1000 * wn for w in range(100, 5000)]
+    w1 = min(ws, key=lambda w: abs(point(w)[2] - math.pi))
+    w2 = min(ws, key=lambda w: abs(point(w)[2] - 2.6))
+    f = AT.sopdt_fit(*point(w1), *point(w2))
+    assert f == pytest.approx((K, wn, zeta, L), rel=1e-3)
+    assert AT.sopdt_fit(*point(w1), *point(w1)) is None      # one point is not two
+
+
+def test_an_underdamped_plant_gets_a_second_run_and_the_sopdt_rule():
+    """The first run's measurement is sinusoidal: follow_up() gives a second run with a
+    wider hysteresis, whose result is the first's with the model through both points and
+    the "sopdt" rule; an FOPDT plant (triangular measurement) gets no second run."""
+    import tuning_plants as tp
+
+    c = tp.sopdt_case(0.3, 0.3)
+    c.noise = 0.1
+    r = tp.autotune(c)
+    m = r["model"]
+    assert r["stable"] and r["second"]["ok"] and m["class"] == "sopdt" == r["rule"]
+    assert m["wn"] == pytest.approx(1.0, rel=0.05)
+    assert m["zeta"] == pytest.approx(0.3, rel=0.15)
+    assert m["K"] == pytest.approx(1.0, rel=0.15)
+    assert r["hyst"] < r["second"]["hyst"] and r["second"]["w"] < r["model"]["w"]
+    assert 0.0 <= r["sp_weight"] <= 1.0 and r["kp"] > 0 and r["ki"] > 0 and r["kd"] > 0
+    json.dumps(r)
+    at = RelayTune(20.0 + 1.0 * 50.0, 0.05, high=85.0, low=20.0, hyst=0.05)
+    _tune(FOPDT(1.0, 20.0, 4.0, 0.05), at, noise=0.01, seed=3)
+    assert at.follow_up() is None
+
+
+def test_the_node_runs_the_second_run_then_applies(tmp_path, monkeypatch):
+    node = _node(tmp_path, monkeypatch)
+    lp = node.loops[0]
+    node.autotune(lp.name, high=80, low=20, hyst=0.5)
+    first = lp.tuner
+    second = RelayTune(50.0, 0.1, 80.0, 20.0, 2.0)
+    first.status = DONE
+    first.follow_up = lambda: second
+    node._check_tuners()
+    assert lp.tuner is second and node.tune_status(lp.name)["running"]
+    second.status = DONE
+    good = {"ok": True, "stable": True, "reason": "", "rule": "sopdt", "why": "test",
+            "kp": 3.0, "ki": 0.5, "kd": 2.0, "d_filter": 0.1, "p_on_m": True,
+            "sp_weight": 0.5, "rules": rules(10.0, 50.0)}
+    second.result = lambda: dict(good)
+    node._check_tuners()
+    assert lp.tuner is None and lp.pid.get_tunings() == (3.0, 0.5, 2.0)
+    # a classical rule asked for: no second run
+    node.autotune(lp.name, high=80, low=20, hyst=0.5, rule="tyreus_luyben")
+    lp.tuner.status = DONE
+    lp.tuner.follow_up = lambda: second
+    lp.tuner.result = lambda: dict(good)
+    node._check_tuners()
+    assert lp.tuner is None

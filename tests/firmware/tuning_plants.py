@@ -167,13 +167,29 @@ def _second_order(rnd, i):
     L = round(_lu(rnd, 0.1, 1.0) / wn, 2)
     dt = max(0.005, round(min(L, 0.5 / wn) / 8, 3))
     n = int(max(40 * L, 30 / wn, 12 / (z * wn)) / dt)   # time for the resonance to die out
+    h = _buffer_step(L)
     return Case(f"second_order{i} zeta={z:.2f}", "second_order",
                 {"type": "second_order", "gain": K, "wn_rad_s": wn, "zeta": z,
                  "dead_time_s": L},
                 "drive", "y", {"drive": 50.0, "y": 50.0 * K}, 50.0, 0.0, 100.0, 10.0, 1.0,
                 K, 50.0 * K, dt, n,
-                lambda s: K * wn * wn * cmath.exp(-L * s) / (s * s + 2 * z * wn * s + wn * wn),
-                0.01 * K * 10.0, {"wn": wn, "zeta": z, "L": L})
+                lambda s: K * wn * wn * cmath.exp(-L * s) * _hold(s, h) /
+                (s * s + 2 * z * wn * s + wn * wn),
+                0.01 * K * 10.0, {"wn": wn, "zeta": z, "L": L, "h": h})
+
+
+def _buffer_step(L):
+    """The sampling step of _plant's dead-time buffer (L / ceil(L / 0.1)): an input
+    change between its grid points waits for the next one, so a dead time that is not a
+    multiple of the loop's sample time also samples and holds the input at this step."""
+    n = math.ceil(L / 0.1 - 1e-6) if L > 0 else 0
+    return L / n if n else 0.0
+
+
+def _hold(s, h):
+    """The zero-order hold of step h (the dead-time buffer's, see _buffer_step) in G(s):
+    about a further h / 2 of delay; 1 when the buffer's grid is the loop's own."""
+    return (1 - cmath.exp(-s * h)) / (s * h) if h and s != 0 else 1.0
 
 
 _MAKERS = {"fotd": _fotd, "dcmotor": _dcmotor, "twotank": _twotank,
@@ -199,12 +215,14 @@ def autotune(case, seed=1, cycles=4, settle=2):
     p = case.plant(seed=seed, noise=True)
     at = RelayTune(case.y0, case.dt, cycles=cycles, settle=settle, **case.relay())
     ticks = 0
-    while at.status == RUNNING:
-        u = at.update(round(case.scale * p.measure(case.out) * 1000)) / 1000.0
-        p.set_input(case.inp, u)
-        p.step(case.dt)
-        ticks += 1
-    r = at.result()
+    while at is not None:                  # the first run, and a second if it asks for one
+        while at.status == RUNNING:
+            u = at.update(round(case.scale * p.measure(case.out) * 1000)) / 1000.0
+            p.set_input(case.inp, u)
+            p.step(case.dt)
+            ticks += 1
+        last, at = at, at.follow_up()
+    r = last.result()
     r["ticks"] = ticks
     return r
 
@@ -673,3 +691,59 @@ def derive_class_constants(seeds=(7, 8, 9, 10), dev=None, log=print, os_lag=0.07
     finally:
         AT._DI, AT._POINT = saved
     return out
+
+
+# ---- the "sopdt" rule's table (autotune._SOPDT), derived like the FOPDT one ----
+
+def sopdt_case(zeta, lwn):
+    """Normalised underdamped second order plus dead time: K = 1, wn = 1, dead time
+    lwn / wn, sampled like the family's (dt about min(L, 0.5 / wn) / 8, on the dead-time
+    buffer's grid so that the delay is exact)."""
+    L = lwn
+    nb = max(1, math.ceil(L / 0.1 - 1e-9))          # _plant's dead-time buffer: h = L / nb
+    h = L / nb
+    dt = h / math.ceil(h / (min(L, 0.5) / 8) - 1e-9)
+    n = int(max(40 * L, 30.0, 6.0 / zeta) / dt)
+    return Case(f"sopdt zeta={zeta:.2f} L wn={lwn:.2f}", "second_order",
+                {"type": "second_order", "gain": 1.0, "wn_rad_s": 1.0, "zeta": zeta,
+                 "dead_time_s": L},
+                "drive", "y", {"drive": 50.0, "y": 50.0}, 50.0, 0.0, 100.0, 10.0, 1.0, 1.0,
+                50.0, dt, n,
+                lambda s: cmath.exp(-L * s) / (s * s + 2 * zeta * s + 1), 0.0,
+                {"wn": 1.0, "zeta": zeta, "L": L})
+
+
+def imc_sopdt(K, wn, zeta, L):
+    """IMC / lambda tuning of the underdamped second order plus dead time (Rivera, Morari
+    and Skogestad 1986): the PID's zeros cancel the plant's poles (Ti = 2 zeta / wn,
+    Td = 1 / (2 zeta wn)), closed-loop time constant lambda = L: a feasible start."""
+    ti, td = 2 * zeta / wn, 1 / (2 * zeta * wn)
+    kp = ti / (K * 2 * L)
+    return {"kp": kp, "ki": kp / ti, "kd": kp * td, "d_filter": td / 10, "p_on_m": False,
+            "sp_weight": 1.0}
+
+
+def derive_sopdt_table(zetas=(0.1, 0.2, 0.3, 0.45, 0.6, 0.8), lwns=(0.05, 0.1, 0.2, 0.4, 0.7, 1.2),
+                       log=print, os_max=0.06, ms_max=1.8):
+    """Rows (zeta, Le wn, A, B, C, b) of autotune._SOPDT with Le the dead time plus half a
+    sample (what the node's rule uses): kp = A / K, Ti = B / wn, Td = C / wn, setpoint
+    weight b; each the minimax PID of the normalised plant (margins overshoot 6 %, Ms
+    1.8), as derive_table."""
+    rows = []
+    for z in zetas:
+        for lwn in lwns:
+            c = sopdt_case(z, lwn)
+            s0 = imc_sopdt(1.0, 1.0, z, lwn + c.dt / 2)
+            gs, ss, _ = optimum(c, "setpoint", [s0])
+            gl, sl, _ = optimum(c, "load", [s0] + ([gs] if gs else []))
+            if not (ss and sl):
+                log(f"zeta {z} L wn {lwn}: no optimum")
+                continue
+            r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl],
+                           os_max=os_max, ms_max=ms_max)
+            le = lwn + c.dt / 2
+            row = (z, round(le, 4), round(g["kp"], 4), round(g["kp"] / g["ki"], 4),
+                   round(g["kd"] / g["kp"], 4), round(g["sp_weight"], 3))
+            log(f"zeta {z} L wn {lwn}: ratio {r:.3f} row {row}")
+            rows.append(row)
+    return rows

@@ -34,6 +34,8 @@ _FIRST = const(20000)               # default timeout of the first cycle, ticks
 _TICKS_MAX = const((1 << 29) - 1)
 _EXTRA = const(6)                   # settle cycles added while the period still changes
 _DPHASE = -0.13                     # rad: FOPDT class above (see RelayTune.result)
+_HYST2 = 1.0                        # second run's hysteresis / first run's amplitude
+_SINUS = 1.1                        # peak / first harmonic below this: a second run
 
 
 class RelayTune:
@@ -48,6 +50,8 @@ class RelayTune:
 
     def __init__(self, setpoint, dt, high, low, hyst=0.0, reverse=False, cycles=4,
                  settle=2, timeout=None, idle=None):
+        self.first = None                              # first run's result (second run)
+        self._cfg = (setpoint, high, low, reverse, timeout, idle)
         if not high > low:
             raise ValueError("need high > low")
         if not 2 <= cycles <= 64 or settle < 0:
@@ -207,9 +211,80 @@ class RelayTune:
             return None
         return (self._per[j] * self.dt, self._pp[j] / 2000.0)
 
+    def follow_up(self):
+        """The second run this one asks for, or None (then result() is the tune's result).
+
+        One run measures one point of the frequency response. When the measurement is
+        sinusoidal (peak within 10 % of the first harmonic: the plant filters the relay's
+        harmonics away, as a resonance does; also some delay-dominant plants), a second
+        run with a hysteresis of 0.7 times this run's amplitude measures a second point,
+        30-40 degrees less lag, at a lower frequency; the second run's result() then fits
+        a second-order-plus-dead-time model through both points (docs/control.md, "Relay
+        autotune"). Call once this run is DONE; start the second run with the relay where
+        this one left it (same setpoint, outputs, timeout)."""
+        if self.first is not None or self.status != DONE:
+            return None
+        r = self.result()
+        m = r.get("model")
+        if not r.get("stable") or m is None or m.get("class") == "lag" or \
+                not 0.95 * r["amplitude_h1"] < r["amplitude"] < _SINUS * r["amplitude_h1"]:
+            return None
+        sp, high, low, rev, timeout, idle = self._cfg
+        t = RelayTune(sp, self.dt, high, low, _HYST2 * r["amplitude"], rev, self.cycles,
+                      self._smax - _EXTRA, timeout, idle)
+        t.first = r
+        return t
+
     def result(self):
         """Plain data once finished (None while running): the ultimate point, the identified
-        model, the chosen rule and its gains, and whether the run can be trusted."""
+        model, the chosen rule and its gains, and whether the run can be trusted. For a
+        second run (follow_up), the first run's result with the model and rule of both."""
+        r = self._result()
+        if r is None or self.first is None:
+            return r
+        return self._combine(r)
+
+    def _combine(self, r2):
+        # The second run's point and the first run's: a second-order-plus-dead-time model
+        # through both, unless the first run's FOPDT model already predicts the second
+        # point (a delay-dominant plant), or the fit finds no underdamped plant.
+        r = dict(self.first)
+        m1 = r["model"]
+        m = dict(m1)
+        if not r2.get("stable"):
+            r["second"] = {"ok": False, "reason": r2["reason"]}
+            return r
+        m2 = r2["model"]
+        w2, g2, f2 = m2["w"], m2["g"], m2["phase"]
+        r["second"] = {"ok": True, "ku": r2["ku"], "pu": r2["pu"], "hyst": r2["hyst"],
+                       "w": w2, "g": g2, "phase": f2}
+        if m1["class"] == "fopdt":
+            K, T, L = m1["K"], m1["T"], m1["L"]
+            d = w2 * L + atan2(w2 * T, 1.0) - f2
+            m["dphase2"] = d
+            r["model"] = m
+            if -0.2 < d < 0.2:
+                return r
+        f = sopdt_fit(m1["w"], m1["g"], m1["phase"], w2, g2, f2)
+        for _ in range(3):
+            # Each point corrected for the relay's higher harmonics, which the first-
+            # harmonic balance leaves out, as the model so far has them
+            if f is None:
+                break
+            p1 = _h1(r, m1["w"], self.dt, f)
+            p2 = _h1(r2, w2, self.dt, f)
+            f = sopdt_fit(m1["w"], p1[0], p1[1], w2, p2[0], p2[1]) or f
+        if f is None or f[2] > _SOPDT[-1][0] + 0.1:
+            return r
+        m["class"], m["fit"] = "sopdt", "two points"
+        m["K"], m["wn"], m["zeta"], m["L"] = f
+        m["T"] = 1.0 / f[1]
+        m["tau"] = m["L"] / (m["L"] + m["T"])
+        r["model"] = m
+        r.update(tune(m, self.dt))
+        return r
+
+    def _result(self):
         if self.status == RUNNING:
             return None
         if self.status == FAILED:
@@ -362,6 +437,83 @@ def fopdt_exact(pk, tr, eh, el, L, P, swing):
     return (r[1] - r[2]) / swing, L * exp(lo)
 
 
+# ---- identification: second order plus dead time from two points ----
+#
+# G(s) = K wn^2 exp(-L s) / (s^2 + 2 zeta wn s + wn^2) through two measured points
+# (w_i, |G_i|, lag phi_i) of the two relay runs: for a given L, the second-order part's lag
+# th_i = phi_i - w_i L satisfies 2 zeta wn w_i cos th_i = (wn^2 - w_i^2) sin th_i, two
+# equations linear in p = 2 zeta wn and q = wn^2; each point's magnitude then gives a K,
+# and L is where the two agree (a scan of L, then bisection). Four equations for four
+# unknowns: exact on such a plant, up to the points' own errors (a few degrees).
+
+def _sopdt_at(L, w1, g1, f1, w2, g2, f2):
+    t1, t2 = f1 - w1 * L, f2 - w2 * L
+    if not (0.0 < t1 < pi and 0.0 < t2 < pi):
+        return None
+    c1, s1, c2, s2 = w1 * cos(t1), sin(t1), w2 * cos(t2), sin(t2)
+    det = s1 * c2 - c1 * s2                             # of [[c1, -s1], [c2, -s2]]
+    if det == 0.0:
+        return None
+    p = (s1 * w1 * w1 * s2 - s2 * w2 * w2 * s1) / det  # -w^2 s on the right-hand side
+    q = (w1 * w1 * s1 * c2 - c1 * w2 * w2 * s2) / det
+    if not (p > 0.0 and q > 0.0):
+        return None
+    k1 = g1 * sqrt((q - w1 * w1) ** 2 + (p * w1) ** 2) / q
+    k2 = g2 * sqrt((q - w2 * w2) ** 2 + (p * w2) ** 2) / q
+    wn = sqrt(q)
+    return log(k1 / k2), sqrt(k1 * k2), wn, p / (2.0 * wn)
+
+
+def _h1(r, w, dt, f):
+    # The plant's point at w (|G|, lag) from a run's result r, with the relay's higher
+    # harmonics k = 2..15 taken out as the model f = (K, wn, zeta, L) has them. A relay
+    # with duty D and half swing d: over a cycle, cov(u, y) = (8 d^2 / pi^2) sum_k
+    # sin^2(pi k D) Re G(jkw) / k^2, and at its switches (Tsypkin's exact condition, the
+    # measurement 2 eps apart) -2 eps = (8 d / pi) sum_k sin^2(pi k D) Im G(jkw) / k; the
+    # first-harmonic balance keeps k = 1 only. G includes the hold (half a sample).
+    K, wn, z, L = f
+    D, d = r["duty"], r["relay_d"]
+    s1 = sin(pi * D) ** 2
+    re, im = -1.0 / r["ku"], -r["hyst"] * pi / (4.0 * d * s1)
+    for k in range(2, 16):
+        wk = k * w
+        a, b = wn * wn - wk * wk, 2.0 * z * wn * wk
+        g = K * wn * wn / sqrt(a * a + b * b)
+        ph = -atan2(b, a) - wk * (L + dt / 2.0)
+        sk = sin(pi * k * D) ** 2 / s1
+        re -= sk / (k * k) * g * cos(ph)
+        im -= sk / k * g * sin(ph)
+    lag = -atan2(im, re)
+    if lag < 0.0:
+        lag += 2.0 * pi
+    return sqrt(re * re + im * im), lag - w * dt / 2.0
+
+
+def sopdt_fit(w1, g1, f1, w2, g2, f2):
+    """(K, wn, zeta, L) of the second order plus dead time through two points of the
+    frequency response (w rad/s, |G|, lag rad), or None."""
+    lmax = min(f1 / w1, f2 / w2)
+    prev = None
+    for i in range(1, 64):
+        L = lmax * i / 64.0
+        r = _sopdt_at(L, w1, g1, f1, w2, g2, f2)
+        if r is not None and prev is not None and (r[0] > 0.0) != (prev[1][0] > 0.0):
+            lo, hi = prev[0], L
+            for _ in range(40):
+                mid = (lo + hi) / 2.0
+                rm = _sopdt_at(mid, w1, g1, f1, w2, g2, f2)
+                if rm is None:
+                    return None
+                if (rm[0] > 0.0) == (r[0] > 0.0):
+                    hi = mid
+                else:
+                    lo = mid
+            rm = _sopdt_at((lo + hi) / 2.0, w1, g1, f1, w2, g2, f2)
+            return None if rm is None else (rm[1], rm[2], rm[3], (lo + hi) / 2.0)
+        prev = None if r is None else (L, r)
+    return None
+
+
 # ---- identification: a first-order-plus-dead-time model from the first harmonic ----
 #
 # The relay run gives one point of the frequency response and one time: at w = 2 pi / Pu,
@@ -460,8 +612,69 @@ _TABLE = (
 #   measured point alone (the frequency-response method of Astrom and Hagglund 1984,
 #   generalised): the PID moves G(jw) to radius r at angle -pi + psi of the Nyquist plane,
 #   with Ti = a Td; _POINT = (r, psi, a, b), fitted on the underdamped development plants.
+_SOPDT = (
+    (0.1, ((0.0531, 12.8326, 0.7089, 0.3506, 0.187),
+           (0.1063, 3.3801, 1.1038, 0.672, 0.539),
+           (0.2125, 0.775, 1.0605, 1.4178, 0.642),
+           (0.425, 0.1833, 0.7666, 2.2883, 1.0),)),
+    (0.2, ((0.0531, 14.7853, 0.6732, 0.3158, 0.219),
+           (0.1063, 4.3417, 1.0309, 0.5715, 0.353),
+           (0.2125, 1.2292, 1.1087, 1.0954, 0.509),
+           (0.425, 0.3507, 0.7887, 1.9426, 1.0),
+           (1.225, 0.0983, 0.411, 2.7111, 1.0),)),
+    (0.3, ((0.0531, 16.6665, 0.6434, 0.2892, 0.048),
+           (0.1063, 5.2696, 0.9703, 0.4913, 0.406),
+           (0.2125, 1.7599, 1.503, 0.8383, 0.85),
+           (0.425, 0.5817, 0.9668, 1.4099, 0.844),
+           (0.725, 0.2885, 0.7225, 1.9118, 1.0),
+           (1.225, 0.1787, 0.5958, 2.2421, 1.0),)),
+    (0.45, ((0.0531, 19.4377, 0.6132, 0.2583, 0.257),
+           (0.1063, 6.7414, 1.1085, 0.4142, 0.593),
+           (0.2125, 2.4821, 1.269, 0.6218, 0.561),
+           (0.425, 0.9909, 1.2298, 0.9044, 0.662),
+           (0.725, 0.5458, 1.0884, 1.1677, 0.753),
+           (1.225, 0.3508, 1.0231, 1.3946, 0.955),)),
+    (0.6, ((0.0531, 22.0876, 0.5745, 0.237, 0.368),
+           (0.1063, 7.9617, 0.8954, 0.3599, 0.206),
+           (0.2125, 3.1703, 1.2799, 0.51, 0.53),
+           (0.425, 1.3827, 1.4009, 0.6674, 0.611),
+           (0.725, 0.8049, 1.4915, 0.8453, 0.889),
+           (1.225, 0.5423, 1.3928, 0.9534, 0.753),)),
+    (0.8, ((0.0531, 25.5947, 0.5383, 0.2126, 0.084),
+           (0.1063, 9.7255, 0.8618, 0.3111, 0.199),
+           (0.2125, 4.0888, 1.2798, 0.4135, 0.516),
+           (0.425, 1.8834, 1.5448, 0.5251, 0.563),
+           (0.725, 1.1529, 1.9334, 0.6352, 0.888),
+           (1.225, 0.7741, 1.7745, 0.6994, 0.634),)),
+)
+
 _DI = (0.0914, -0.0028, 10.37, 4.11, 0.174, 0.277)
 _POINT = (0.528, 0.662, 2.504, 0.225)
+
+
+def _interp(rows, x, n):
+    # rows (x, v1..vn) sorted by x: the n values linearly interpolated at x (clamped)
+    i = 0
+    while i < len(rows) - 2 and x > rows[i + 1][0]:
+        i += 1
+    lo = rows[i]
+    hi = rows[i + 1] if len(rows) > 1 else lo
+    f = (x - lo[0]) / (hi[0] - lo[0]) if hi[0] != lo[0] else 0.0
+    f = 0.0 if f < 0.0 else (1.0 if f > 1.0 else f)
+    return [lo[k] + f * (hi[k] - lo[k]) for k in range(1, n + 1)]
+
+
+def _sopdt(m, dt):
+    # kp K, Ti wn, Td wn (interpolated in logarithms: kp falls about as 1 / L) and b from
+    # the table over (zeta, (L + dt / 2) wn)
+    wn = m["wn"]
+    x = log((m["L"] + dt / 2.0) * wn)
+    rows = []
+    for z, r in _SOPDT:
+        v = _interp([(log(e[0]), log(e[1]), log(e[2]), log(e[3]), e[4]) for e in r], x, 4)
+        rows.append((z, v[0], v[1], v[2], v[3]))
+    a, bi, c, b = _interp(rows, m["zeta"], 4)
+    return exp(a) / m["K"], exp(bi) / wn, exp(c) / wn, b
 
 
 def _point(m, dt):
@@ -511,6 +724,10 @@ def tune(m, dt):
                   "the waveform fit's lag at w is %.2f rad short" % -m["dphase"]
                   if m.get("fit") == "waveform" else "no FOPDT makes the waveform",
                   k, m["g"], -m["phase"] * 57.29578, m["w"])
+    elif cls == "sopdt":
+        kp, ti, td, b = _sopdt(m, dt)
+        why = "second order plus dead time from two points: K %.4g, wn %.4g rad/s, " \
+              "zeta %.2f, L %.4g s: table" % (m["K"], m["wn"], m["zeta"], m["L"])
     elif m.get("fit") == "harmonic":
         kp, ti, td = _point(m, dt)
         b = _POINT[3]

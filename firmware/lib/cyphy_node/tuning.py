@@ -70,7 +70,12 @@ def abort(node, name, why):
 def check(node):
     for lp in node.loops:
         if lp.tuner is not None and lp.tuner.status:  # DONE or FAILED
-            _finish(node, lp)
+            # a second run for a second point of the frequency response (rule "auto")
+            nxt = lp.tuner.follow_up() if lp.tune_rule == "auto" else None
+            if nxt is not None:
+                lp.tuner = nxt
+            else:
+                _finish(node, lp)
 
 
 def _finish(node, lp):
