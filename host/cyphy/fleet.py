@@ -281,6 +281,23 @@ class MqttNode:
                         f"shows the values)")
                 self._cond.wait(left)
 
+    def _not_here(self, what: str) -> MqttError:
+        return MqttError(f"{self.url}: {what} is not available through a gateway (its DCMDs "
+                         f"write setpoints, gains, modes and outputs only): use the node's own "
+                         f"link on the gateway's host (serial://, udp://, sim://)")
+
+    def tune(self, loop: str, *_a: Any, **_kw: Any) -> dict:
+        """Not through a gateway: MqttError."""
+        raise self._not_here("an autotune")
+
+    def forget_tuning(self, loop: str) -> None:
+        """Not through a gateway: MqttError."""
+        raise self._not_here("forgetting the persisted tuning")
+
+    def exec(self, code: str, timeout: float = 10.0) -> str:
+        """Not through a gateway: MqttError."""
+        raise self._not_here("running code on the node")
+
     def telemetry(self, period_ms: int = 100, batch: int = 1, stats_s: int = 1,
                   timeout: float = 5.0) -> Iterator[dict]:
         """Samples as the gateway sends them, one per DBIRTH and DDATA: {"t_ms" (the

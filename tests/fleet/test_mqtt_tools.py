@@ -164,6 +164,8 @@ def test_a_nack_is_reported_with_the_nodes_reason(fleet: Fleet) -> None:
     assert "oven/bogus: not a writable metric" in line
     line = one_error_line(run(fleet, "set", fleet.url, "oven.setpoint=40", "--save"), 1)
     assert "--save" in line
+    line = one_error_line(run(fleet, "tune", fleet.url, "oven"), 1)
+    assert "an autotune is not available through a gateway" in line
     # the Python API: the exception api.Node.set raises on a NACK, with its reason code
     with cyphy.connect(fleet.url) as n:
         assert isinstance(n, MqttNode) and n.name == NAME and n.loops == ["oven"]
@@ -197,6 +199,8 @@ def test_the_api_get_set_and_telemetry(fleet: Fleet) -> None:
             n.get("faults")
         with pytest.raises(MqttError, match="no loop 'boiler'"):
             n.get("boiler.setpoint")
+        with pytest.raises(MqttError, match="running code on the node is not available"):
+            n.exec("print(1)")
     # not a frame link: the registry says so when one is asked for
     with pytest.raises(LinkError, match="not a frame link"):
         open_link(fleet.url)
