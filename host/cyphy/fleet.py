@@ -123,7 +123,10 @@ class MqttNode:
         self._bdseq: int | None = None
         self._edge_devices: list[str] = []      # DBIRTHs seen since that NBIRTH
         self._lost: str | None = None           # why the device is not born (DDEATH...)
+        # (Command/last, Command/ok, the DDATA's metric names) of recent DDATA with Command/ok;
+        # _answered counts them all (the list keeps the last ones)
         self._answers: list[tuple[str, bool, frozenset[str]]] = []
+        self._answered = 0
         self._stream: queue.Queue[tuple[str, Any]] | None = None
         self._rebirth_at = 0.0
         self._sub_mids: set[int] = set()
@@ -250,7 +253,7 @@ class MqttNode:
         topic = sp.topic("DCMD", self.target.group, self.target.edge, self.target.device)
         with self._cond:
             self._check_born()
-            first = len(self._answers)
+            first = self._answered
             births = self._births
             # 3.0: commands are QoS 0, not retained (tck-id-topics-dcmd-mqtt)
             info = self.client.publish(topic, data, qos=0, retain=False)
@@ -263,12 +266,13 @@ class MqttNode:
             # repeat the last command's result with every other metric: not an answer.
             mine = {CMD_LAST, CMD_OK, *names}
             while True:
-                for last, ok, sent in self._answers[first:]:
+                new = self._answered - first
+                for last, ok, sent in self._answers[max(0, len(self._answers) - new):] if new else ():
                     if sent <= mine and any(n in last for n in names):
                         if ok:
                             return
                         raise _rejection(last)
-                first = len(self._answers)
+                first = self._answered
                 if self._lost is not None and self._births == births:
                     raise ProtocolError(f"{self.name}: {self._lost}; the DCMD may or may not "
                                         f"have been applied")
@@ -382,7 +386,7 @@ class MqttNode:
 
     def _on_connect(self, c: paho.Client, _u: object, _f: dict, rc: int) -> None:
         if rc == 0:
-            rc2, mid = c.subscribe([(tp, 0) for tp in self._topics])
+            _rc, mid = c.subscribe([(tp, 0) for tp in self._topics])
             with self._cond:
                 self._sub_mids.add(mid)
 
@@ -487,6 +491,8 @@ class MqttNode:
         if CMD_OK in names:
             self._answers.append((str(self._values.get(CMD_LAST) or ""),
                                   bool(self._values.get(CMD_OK)), frozenset(names)))
+            self._answered += 1
+            del self._answers[:-32]   # a waiting set_many looks at most at these
         if self._stream is not None:
             # every DDATA: the loops' values as of the gateway's timestamp (it sends the
             # telemetry on change, and the STATS counters at least once a second)
