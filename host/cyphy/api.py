@@ -213,8 +213,13 @@ def connect(url: str, key: P.Key | bytes | str | None = None, key_file: str | No
     link = open_link(url)
     store = _StoredKeys()
     try:
-        return Node(Session(link, k, timeout=timeout, key_for=store,
-                            unprovisioned=unprovisioned, on_key=store.confirmed))
+        session = Session(link, k, timeout=timeout, key_for=store,
+                          unprovisioned=unprovisioned, on_key=store.confirmed)
     except Exception:
         link.close()
+        raise
+    try:
+        return Node(session)
+    except Exception:
+        session.close()   # the hub stops reading the link, then the link is closed
         raise

@@ -8,6 +8,7 @@ sorts frames into replies, telemetry and events. docs/protocol.md has the rules 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import queue
@@ -21,7 +22,10 @@ from cyphy_node import hostside
 
 from . import codec as P
 
+from .hub import Hub, Timer
 from .links import Link
+
+log = logging.getLogger("cyphy.client")
 
 # The host's heartbeat (docs/protocol.md, "Sessions"). A node's comms watchdog
 # (comms_timeout_ms, in its HELLO) trips when no fresh authenticated frame arrives for that
@@ -113,7 +117,8 @@ class Session:
                  timeout: float = 2.0,
                  key_for: Callable[[str], Sequence[P.Key] | P.Key | None] | None = None,
                  unprovisioned: bool = False,
-                 on_key: Callable[[str, P.Key], None] | None = None) -> None:
+                 on_key: Callable[[str, P.Key], None] | None = None,
+                 hub: Hub | None = None) -> None:
         """key: the node's key, given (a key file, $CYPHY_KEY...). Else key_for(name) gives
         the keys this host holds for the name in the node's HELLO (the key store: during a
         key change, the old and the new one); the one the HELLO's tag verifies with is used,
@@ -146,12 +151,15 @@ class Session:
         self.events: deque = deque(maxlen=1000)
         self.node_stats: dict[str, Any] | None = None
         self.period_ms = 0
+        self.on_telemetry: Callable[[dict], None] | None = None  # else: the telemetry queue
+        self.last_heard = 0.0             # monotonic time of the node's last authentic frame
         self._closed = threading.Event()
-        self._wake = threading.Event()  # the heartbeat thread looks at the session again
-        self._reader = threading.Thread(target=self._read_loop, daemon=True)
-        self._reader.start()
-        self._beater = threading.Thread(target=self._heartbeat_loop, daemon=True)
-        self._beater.start()
+        # One thread reads every session's link and sends their heartbeats (cyphy.hub)
+        self._hub = hub or Hub.shared()
+        self._beat_due: float | None = None
+        self._beat_timer: Timer | None = None
+        self._beat_sending = False
+        self._watch = self._hub.watch(link, self._on_input)
 
     @property
     def key(self) -> P.Key | None:
@@ -179,9 +187,10 @@ class Session:
             except OSError:
                 pass
         self._closed.set()
-        self._wake.set()
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+        self._watch.close()
         self.link.close()
-        self._reader.join(timeout=2)
 
     def close_session(self) -> None:
         """End the session (BYE) but keep the link, e.g. to use the REPL on it."""
@@ -219,7 +228,7 @@ class Session:
             if attempt == 0:  # the round trip seeds the resend timer (a full frame each way)
                 self._rtt_sample(time.monotonic() - sent)
             self.hello = h
-            self._wake.set()  # the heartbeat follows this node's comms timeout
+            self._hub.call_later(0, self._heartbeat)  # it follows this node's comms timeout
             return h
         said = getattr(self.link, "console", b"")
         said = f"; it said: {bytes(said[-300:]).decode(errors='replace')!r}" if said else ""
@@ -438,23 +447,15 @@ class Session:
             except queue.Empty:
                 raise ProtocolError(f"no telemetry for {timeout} s") from None
 
-    # ---- receiving (reader thread) ----
+    # ---- receiving (the hub's thread) ----
 
-    def _read_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                data = self.link.recv(0.2)
-            except Exception:  # noqa: BLE001 - the link failed or was closed under us
-                if self._closed.is_set():
-                    return
-                time.sleep(0.05)
-                continue
-            if data is None:
-                continue
-            try:
-                self._on_frame(data)
-            except Exception:  # noqa: BLE001 - P.ProtoError, or anything a bad frame causes:
-                self.stats.malformed += 1  # the reader must outlive any frame
+    def _on_input(self, data: bytes) -> None:
+        if self._closed.is_set():
+            return
+        try:
+            self._on_frame(data)
+        except Exception:  # noqa: BLE001 - P.ProtoError, or anything a bad frame causes:
+            self.stats.malformed += 1  # the reader must outlive any frame
 
     def _on_frame(self, data: bytes) -> None:
         f = P.parse(data)
@@ -479,6 +480,7 @@ class Session:
             return
         if f.type in (P.ACK, P.NACK):
             self._answers.append(bytes(data))
+        self.last_heard = time.monotonic()
         self.stats.lost += gap   # -1: a late frame was not lost after all
         self.stats.frames += 1
         body = P.parse_payload(f.type, f.payload, len(self.hello.loops)) \
@@ -533,34 +535,58 @@ class Session:
                 loops[name] = {"setpoint": sp / 1000, "measurement": y / 1000, "output": u / 1000,
                                "status": st}
             sample = {"t_ms": (body["t_ms"] + i * step) & 0x3FFFFFFF, "loops": loops}
+            if self.on_telemetry is not None:
+                try:
+                    self.on_telemetry(sample)
+                except Exception:  # noqa: BLE001 - the listener's bug is not a bad frame
+                    log.exception("in on_telemetry of the session on %s", self.link.describe())
+                continue
             try:
                 self.telemetry.put_nowait(sample)
             except queue.Full:
                 pass
 
-    def _heartbeat_loop(self) -> None:
-        """A HEARTBEAT every heartbeat_period(the node's comms timeout) while a session is open."""
-        due: float | None = None  # when the next one is due (monotonic); None: no session
-        while not self._closed.is_set():
-            h = self.hello
-            if h is None or not self.heartbeats:
-                due = None
-                if self._wake.wait(0.5):
-                    self._wake.clear()
-                continue
-            period = heartbeat_period(h.comms_timeout_ms)
-            now = time.monotonic()
-            if due is None or due > now + period:
-                due = now + period
-            if now < due:
-                if self._wake.wait(due - now):
-                    self._wake.clear()
-                continue
-            try:
+    def _heartbeat(self) -> None:
+        """A HEARTBEAT every heartbeat_period(the node's comms timeout) while a session is
+        open: one timer in the hub, moved on each time (no burst after a stall)."""
+        if self._beat_timer is not None:
+            self._beat_timer.cancel()
+            self._beat_timer = None
+        if self._closed.is_set():
+            return
+        h = self.hello
+        if h is None or not self.heartbeats:
+            self._beat_due = None
+            self._beat_timer = self._hub.call_later(0.5, self._heartbeat)
+            return
+        period = heartbeat_period(h.comms_timeout_ms)
+        now = time.monotonic()
+        due = self._beat_due
+        if due is None or due > now + period:
+            due = now + period
+        if now >= due:
+            if self.link_sends_block:
+                if not self._beat_sending:   # one at a time: a serial link may be entering
+                    self._beat_sending = True
+                    self._hub.submit(self._send_heartbeat)
+            else:
+                self._send_heartbeat()
+            due = due + period if due + period > now else now + period
+        self._beat_due = due
+        self._beat_timer = self._hub.call_later(due - now, self._heartbeat)
+
+    @property
+    def link_sends_block(self) -> bool:
+        return getattr(self.link, "sends_block", True)
+
+    def _send_heartbeat(self) -> None:
+        try:
+            if self.hello is not None and not self._closed.is_set():
                 self._send(P.HEARTBEAT, b"")
-            except OSError:
-                pass
-            due = due + period if due + period > now else now + period  # no burst after a stall
+        except Exception:  # noqa: BLE001 - OSError, LinkError: the next one tries again
+            pass
+        finally:
+            self._beat_sending = False
 
 
 def status_names(status: int) -> dict[str, Any]:

@@ -5,10 +5,13 @@
     ...
     gw.stop()           # DDEATH per device, NDEATH, DISCONNECT
 
-The gateway is one paho-mqtt client (its own network thread) and one worker thread per
-cyphy node; each worker holds one protocol session (cyphy.api.connect: HELLO, heartbeats,
-retried requests) and turns the node's telemetry into DBIRTH/DDATA/DDEATH, and DCMDs into
-one authenticated SET. Section numbers in comments are those of the Sparkplug 3.0.0
+The gateway is one paho-mqtt client (its own network thread), the process's hub (one
+thread that reads every node's link and runs the timers: cyphy.hub) and a small pool for
+what waits on a node. Each node has one protocol session (cyphy.api.connect: HELLO,
+heartbeats, retried requests); its telemetry becomes DDATA in the hub's thread as it
+arrives, and opening it (DBIRTH), a DCMD (one authenticated SET) and the periodic report
+run as jobs in the pool, one at a time per node. No thread per node: a gateway serves
+hundreds of nodes at the same cost per frame as one. Section numbers in comments are those of the Sparkplug 3.0.0
 specification; docs/fleet.md ("Gateway", "Metrics of a cyphy node") describes what a host
 application sees.
 
@@ -23,27 +26,29 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-from urllib.parse import urlparse
+from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as mqtt
 
+from . import mqtt as mqtt_url
 from . import sparkplug as sp
+from .hub import Hub
+from .mqtt import BrokerUrl
 from .sparkplug import DataType as T, Metric, Payload
 
 log = logging.getLogger("cyphy.gateway")
 
 __all__ = ["Gateway", "GatewayError", "parse_broker_url", "check_node_url", "WRITABLE_KEYS"]
 
-MQTT_PORT = 1883
 LOST_AFTER_S = 3.0          # no telemetry for this long (or the node's comms timeout): lost
 RETRY_MAX_S = 2.0           # a lost node is looked for again at least this often
 REPORT_S = 10.0             # every metric again in a DDATA this often (and gains re-read)
-POLL_S = 0.05               # a worker looks at its command queue this often
+POOL_WORKERS = 16           # jobs that wait for nodes (open, DCMD, reports) at once
 
 # The keys a DCMD may write (LOOP/KEY), and the Sparkplug datatypes each accepts. The node
 # has the last word on ranges (channel limits, gains >= 0): its NACK reason is reported.
@@ -65,6 +70,7 @@ LOOP_METRICS: list[tuple[str, T]] = [
 STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
                "compute_mean_us", "compute_max_us")
 LINK_FIELDS = ("frames", "lost", "bad_tag", "replayed", "retries", "reopened")
+SAMPLE_T_MS = "Telemetry/t_ms"   # the node's clock of the sample a DDATA carries
 CMD_LAST = "Command/last"
 CMD_OK = "Command/ok"
 
@@ -73,34 +79,27 @@ class GatewayError(ValueError):
     """A gateway argument that cannot work (a malformed URL or id): one line saying why."""
 
 
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """(host, port) of mqtt://HOST[:PORT] (port 1883 if not given)."""
-    u = urlparse(url)
-    if u.scheme != "mqtt":
-        more = " (TLS, mqtts://, is not built yet)" if u.scheme == "mqtts" else ""
-        raise GatewayError(f"--broker {url}: not an mqtt:// URL{more}; give "
-                           f"mqtt://HOST[:PORT], e.g. mqtt://127.0.0.1:1883")
-    from .links import LinkError, host_and_port
-
+def parse_broker_url(url: str) -> BrokerUrl:
+    """The broker of --broker, mqtt[s]://[USER@]HOST[:PORT] (cyphy.mqtt: the one parser of
+    broker URLs; credentials and TLS settings come from the environment)."""
     try:
-        host, port = host_and_port(url, u, MQTT_PORT, f"127.0.0.1:{MQTT_PORT}")
-    except LinkError as e:
-        raise GatewayError(f"--broker {e}") from None
-    if u.path not in ("", "/") or u.query or u.username:
-        raise GatewayError(f"--broker {url}: only mqtt://HOST[:PORT] is understood here "
-                           f"(no path, query or credentials)")
-    return host, port
+        return mqtt_url.parse_broker_url(url, "--broker")
+    except mqtt_url.MqttError as e:
+        raise GatewayError(str(e)) from None
 
 
 def check_node_url(url: str) -> None:
     """GatewayError if url cannot be a node URL (cyphy.links.check_link_url: unknown scheme,
     no host or name). A node that is not there yet is no error: the gateway waits for it."""
-    from .links import LinkError, check_link_url
+    from .links import LinkError, check_link_url, node_opener
 
     try:
         check_link_url(url)
     except LinkError as e:
         raise GatewayError(str(e)) from None
+    if node_opener(url) is not None:
+        raise GatewayError(f"{url}: a node behind a gateway already; give the gateway its "
+                           f"node's own URL (serial://, udp://, sim://)")
 
 
 def _text(v: Any) -> str:
@@ -124,7 +123,13 @@ class _Command:
 
 
 class _Device:
-    """One cyphy node as a Sparkplug Device: its worker thread, session and metrics."""
+    """One cyphy node as a Sparkplug Device: its session, metrics and jobs.
+
+    Nothing here has a thread of its own. The node's telemetry arrives in the hub's thread
+    (cyphy.hub: one thread reads every session) and becomes DDATA there; what waits for the
+    node (opening the session, a DCMD's SET, the periodic read of the gains) runs as a job
+    in the gateway's pool, one job of a device at a time and in order, so that a device's
+    commands are applied in the order they came and never beside a reconnect."""
 
     def __init__(self, gw: "Gateway", url: str) -> None:
         self.gw = gw
@@ -137,35 +142,75 @@ class _Device:
         self.sent: dict[str, Any] = {}        # what a host has (since the last birth)
         self.born = False                     # DBIRTH sent in this MQTT session
         self.last_command = ("", True)
-        self.commands: queue.Queue[_Command] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name=f"gateway {url}", daemon=True)
+        self.lost_after = LOST_AFTER_S
+        self.samples = 0                      # telemetry samples turned into DDATA
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._busy = False                    # a job of this device runs
+        self._jobs_lock = threading.Lock()
+        self._gen = 0                         # +1 at each _close(): older timers do nothing
+        self._retry_wait = 0.5
+        self._said: str | None = None
+        self._last_sample = 0.0
+        self.idle = threading.Event()         # no job queued or running
+        self.idle.set()
 
-    # ---- the worker ----
+    def start(self) -> None:
+        self._submit(self._connect)
 
-    def _run(self) -> None:
-        wait = 0.5
-        said = None
-        while not self.gw._stopping.is_set():
+    # ---- jobs (the gateway's pool), one at a time per device ----
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        with self._jobs_lock:
+            if self.gw._stopping.is_set():
+                return
+            self._jobs.append(job)
+            self.idle.clear()
+            if self._busy:
+                return
+            self._busy = True
+        self.gw._pool.submit(self._run_jobs)
+
+    def _run_jobs(self) -> None:
+        while True:
+            with self._jobs_lock:
+                if not self._jobs or self.gw._stopping.is_set():
+                    self._jobs.clear()
+                    self._busy = False
+                    self.idle.set()
+                    return
+                job = self._jobs.popleft()
             try:
-                self._open()
-            except Exception as e:  # noqa: BLE001 - ProtocolError, LinkError, OSError...: retry
-                why = " ".join(str(e).split()) or type(e).__name__
-                if why != said:
-                    where = "" if why.startswith(self.url) else f"{self.url}: "
-                    log.warning("%s%s; trying again every %g s at most", where, why, RETRY_MAX_S)
-                    said = why
-                self._close()
-                self.gw._stopping.wait(wait)
-                wait = min(RETRY_MAX_S, wait * 2)
-                continue
-            wait, said = 0.5, None
-            try:
-                self._serve()
-            except Exception as e:  # noqa: BLE001 - a worker outlives its node
-                log.warning("%s (%s): %s", self.name, self.url, " ".join(str(e).split()))
-            finally:
-                self.gw._device_lost(self)
-                self._close()
+                job()
+            except Exception:  # noqa: BLE001 - a device's trouble never stops the gateway
+                log.exception("%s (%s): in a job", self.name, self.url)
+
+    def _connect(self) -> None:
+        if self.node is not None or self.gw._stopping.is_set():
+            return
+        try:
+            self._open()
+        except Exception as e:  # noqa: BLE001 - ProtocolError, LinkError, OSError...: retry
+            why = " ".join(str(e).split()) or type(e).__name__
+            if why != self._said:
+                where = "" if why.startswith(self.url) else f"{self.url}: "
+                log.warning("%s%s; trying again every %g s at most", where, why, RETRY_MAX_S)
+                self._said = why
+            self._close()
+            wait, self._retry_wait = self._retry_wait, min(RETRY_MAX_S, self._retry_wait * 2)
+            self._later(wait, lambda: self._submit(self._connect))
+            return
+        self._retry_wait, self._said = 0.5, None
+
+    def _later(self, delay: float, fn: Callable[[], None]) -> None:
+        """fn() in the hub's thread after delay, unless the session it was meant for has
+        been closed meanwhile (each _close() starts a new generation)."""
+        gen = self._gen
+
+        def fire() -> None:
+            if self._gen == gen and not self.gw._stopping.is_set():
+                fn()
+
+        self.gw.hub.call_later(delay, fire)
 
     def _open(self) -> None:
         from .api import connect
@@ -203,13 +248,20 @@ class _Device:
         for f in LINK_FIELDS:
             types[f"Link/{f}"] = T.UInt64
         values.update(self._link_values())
+        types[SAMPLE_T_MS] = T.UInt32
+        values[SAMPLE_T_MS] = None
         types[CMD_LAST], types[CMD_OK] = T.String, T.Boolean
         values[CMD_LAST], values[CMD_OK] = self.last_command
-        node.session.subscribe(self.gw.period_ms, 1, 1)
         self.lost_after = max(LOST_AFTER_S if not h.comms_timeout_ms else h.comms_timeout_ms / 1000,
                               3 * self.gw.period_ms / 1000)
         self.name, self.loops = name, loops
         self.gw._device_born(self, types, values)
+        self._last_sample = time.monotonic()
+        node.session.on_telemetry = self._on_sample   # from now on, in the hub's thread
+        node.session.subscribe(self.gw.period_ms, 1, 1)
+        self._last_sample = time.monotonic()
+        self._later(self.lost_after / 4, self._check_lost)
+        self._later(self.gw.report_s, self._report_due)
 
     def _loop_values(self, loop: str, st: dict) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -228,56 +280,69 @@ class _Device:
         s = self.node.session.stats
         return {f"Link/{f}": max(0, int(getattr(s, f))) for f in LINK_FIELDS}
 
-    def _serve(self) -> None:
+    # ---- the hub's thread ----
+
+    def _on_sample(self, sample: dict) -> None:
+        """One telemetry sample: a DDATA with what changed (and the sample's node time)."""
         from .client import status_names
 
-        session = self.node.session
-        last = time.monotonic()
-        next_report = last + self.gw.report_s
-        while not self.gw._stopping.is_set():
-            self._commands()
-            try:
-                sample = session.telemetry.get(timeout=POLL_S)
-            except queue.Empty:
-                sample = None
-            now = time.monotonic()
-            changed: dict[str, Any] = {}
-            while sample is not None:
-                last = now
-                for loop, v in sample["loops"].items():
-                    st = status_names(v["status"])
-                    changed.update({f"{loop}/setpoint": v["setpoint"],
-                                    f"{loop}/measurement": v["measurement"],
-                                    f"{loop}/output": v["output"], f"{loop}/mode": st["mode"],
-                                    f"{loop}/alarms": _names(st["alarms"]),
-                                    f"{loop}/faults": _names(st["faults"]),
-                                    f"{loop}/tuning": st["tuning"]})
-                try:
-                    sample = session.telemetry.get_nowait()
-                except queue.Empty:
-                    sample = None
-            for loop, s in (session.node_stats or {}).items():
-                for f in STAT_FIELDS:
-                    changed[f"{loop}/stats/{f}"] = _u32(s.get(f))
-            if now - last > self.lost_after:
-                log.warning("%s (%s): no telemetry for %.1f s: lost", self.name, self.url, now - last)
-                return
-            full = now >= next_report
-            if full:
-                next_report = now + self.gw.report_s
-                for loop in self.loops:   # gains are not in telemetry: another host may set them
-                    changed.update({k: v for k, v in self._loop_values(loop, self.node.get(loop)).items()
-                                    if k.rsplit("/", 1)[1] in ("kp", "ki", "kd")})
-                changed.update(self._link_values())
-            self.gw._device_data(self, changed, full)
+        node = self.node
+        if node is None:
+            return
+        self._last_sample = time.monotonic()
+        changed: dict[str, Any] = {SAMPLE_T_MS: sample["t_ms"]}
+        for loop, v in sample["loops"].items():
+            st = status_names(v["status"])
+            changed.update({f"{loop}/setpoint": v["setpoint"],
+                            f"{loop}/measurement": v["measurement"],
+                            f"{loop}/output": v["output"], f"{loop}/mode": st["mode"],
+                            f"{loop}/alarms": _names(st["alarms"]),
+                            f"{loop}/faults": _names(st["faults"]),
+                            f"{loop}/tuning": st["tuning"]})
+        for loop, s in (node.session.node_stats or {}).items():
+            for f in STAT_FIELDS:
+                changed[f"{loop}/stats/{f}"] = _u32(s.get(f))
+        self.samples += 1
+        self.gw._device_data(self, changed, False)
 
-    def _commands(self) -> None:
-        while True:
-            try:
-                cmd = self.commands.get_nowait()
-            except queue.Empty:
-                return
-            self._apply(cmd)
+    def _check_lost(self) -> None:
+        if self.node is None:
+            return
+        quiet = time.monotonic() - self._last_sample
+        if quiet > self.lost_after:
+            log.warning("%s (%s): no telemetry for %.1f s: lost", self.name, self.url, quiet)
+            self._submit(self._lose)
+            return
+        self._later(min(self.lost_after / 4, self.lost_after - quiet + 0.01), self._check_lost)
+
+    def _report_due(self) -> None:
+        if self.node is None:
+            return
+        self._submit(self._report)
+        self._later(self.gw.report_s, self._report_due)
+
+    # ---- jobs ----
+
+    def _report(self) -> None:
+        """Every metric again (gains are not in telemetry: another host may set them)."""
+        if self.node is None:
+            return
+        changed: dict[str, Any] = {}
+        try:
+            for loop in self.loops:
+                changed.update({k: v for k, v in self._loop_values(loop, self.node.get(loop)).items()
+                                if k.rsplit("/", 1)[1] in ("kp", "ki", "kd")})
+        except Exception as e:  # noqa: BLE001 - the lost check decides whether it is gone
+            log.warning("%s (%s): reading the gains: %s", self.name, self.url, " ".join(str(e).split()))
+        changed.update(self._link_values())
+        self.gw._device_data(self, changed, True)
+
+    def _lose(self) -> None:
+        if self.node is None:
+            return
+        self.gw._device_lost(self)
+        self._close()
+        self._later(0.5, lambda: self._submit(self._connect))
 
     def _apply(self, cmd: _Command) -> None:
         from .client import CommandRejected, ProtocolError
@@ -287,6 +352,8 @@ class _Device:
         update: dict[str, Any] = {}
         if cmd.error is not None:
             result, ok = cmd.error, False
+        elif self.node is None:
+            result, ok = f"{what}: not applied, the node is offline", False
         else:
             try:
                 self.node.session.set_many(cmd.sets)
@@ -305,8 +372,10 @@ class _Device:
         self.gw._device_data(self, update, False, always=(CMD_LAST, CMD_OK))
 
     def _close(self) -> None:
+        self._gen += 1
         node, self.node = self.node, None
         if node is not None:
+            node.session.on_telemetry = None
             try:
                 node.close()
             except Exception:  # noqa: BLE001 - a node that is gone
@@ -315,8 +384,9 @@ class _Device:
     # ---- called by the gateway (MQTT thread) ----
 
     def command(self, payload: bytes) -> None:
-        """A DCMD's payload: checked here, applied by the worker (one SET, exactly once)."""
-        self.commands.put(self._parse_command(payload))
+        """A DCMD's payload: checked here, applied by a job (one SET, exactly once)."""
+        cmd = self._parse_command(payload)
+        self._submit(lambda: self._apply(cmd))
 
     def _parse_command(self, payload: bytes) -> _Command:
         aliases = self.gw._aliases_of(self)
@@ -376,8 +446,8 @@ class Gateway:
                  report_s: float = REPORT_S, node_timeout: float = 2.0,
                  keepalive: int = 10, reconnect_max_s: float = 30.0,
                  client_id: str | None = None) -> None:
-        self.host, self.port = parse_broker_url(broker_url)
-        self.broker_url = broker_url
+        self.broker = parse_broker_url(broker_url)
+        self.broker_url = str(self.broker)     # never a password: there is none in it
         for what, v in (("--group", group), ("--edge", edge)):
             try:
                 sp.validate_id(v, what)
@@ -396,6 +466,8 @@ class Gateway:
         self.node_timeout = node_timeout
         self.keepalive = keepalive
         self.reconnect_max_s = reconnect_max_s
+        self.hub = Hub.shared()                # reads every node's link, runs the timers
+        self._pool = ThreadPoolExecutor(POOL_WORKERS, thread_name_prefix="gateway job")
         self.devices = [_Device(self, u) for u in node_urls]
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -406,8 +478,11 @@ class Gateway:
         self._aliases: dict[str, dict[str, int]] = {}   # device_id -> metric name -> alias
         self._next_alias = 1
         self._said_unreachable = False
-        self.client = mqtt.Client(client_id=client_id or f"cyphy-gateway-{group}-{edge}",
-                                  clean_session=True)   # 3.0: Edge Nodes use clean sessions
+        try:   # 3.0: Edge Nodes use clean sessions
+            self.client = mqtt_url.make_client(self.broker, client_id or f"cyphy-gateway-{group}-{edge}",
+                                               clean_session=True)
+        except mqtt_url.MqttError as e:
+            raise GatewayError(str(e)) from None
         self.client.reconnect_delay_set(min_delay=1, max_delay=max(1, int(reconnect_max_s)))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -428,10 +503,10 @@ class Gateway:
     def start(self) -> "Gateway":
         log.info("%s/%s: broker %s, %d node(s): %s", self.group, self.edge,
                  self.broker_url, len(self.devices), " ".join(d.url for d in self.devices) or "-")
-        self.client.connect_async(self.host, self.port, keepalive=self.keepalive)
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
         self.client.loop_start()    # connects, and reconnects with backoff (1 s doubling)
         for d in self.devices:
-            d.thread.start()
+            d.start()
         return self
 
     def stop(self, timeout: float = 5.0, reason: str = "") -> None:
@@ -460,9 +535,10 @@ class Gateway:
         self.client.disconnect()
         self.client.loop_stop()
         end = time.monotonic() + timeout
-        for d in self.devices:
-            if d.thread.is_alive():
-                d.thread.join(max(0.0, end - time.monotonic()))
+        for d in self.devices:          # a job that runs (a SET) ends first; then BYE
+            d.idle.wait(max(0.0, end - time.monotonic()))
+            d._close()
+        self._pool.shutdown(wait=False)
         log.info("%s/%s: stopped%s: %s", self.group, self.edge,
                  f" by {reason}" if reason else "",
                  "DDEATHs and NDEATH published" if info is not None

@@ -22,6 +22,7 @@ nothing else.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -70,6 +71,8 @@ class UdpLink:
     def send(self, frame: bytes) -> None:
         self.sock.sendto(frame, self.addr)
 
+    sends_block = False  # sendto() on a datagram socket: safe from the hub's thread
+
     def recv(self, timeout: float) -> bytes | None:
         self.sock.settimeout(timeout)
         while True:
@@ -77,8 +80,26 @@ class UdpLink:
                 data, src = self.sock.recvfrom(2048)
             except (socket.timeout, BlockingIOError):
                 return None
-            if src[0] == self.addr[0] or self.addr[0].endswith(".255"):
+            if self._ours(src):
                 return data
+
+    def _ours(self, src: tuple[str, int]) -> bool:
+        return src[0] == self.addr[0] or self.addr[0].endswith(".255")
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def poll(self) -> list[bytes]:
+        """The datagrams that have arrived, without waiting (cyphy.hub)."""
+        out: list[bytes] = []
+        while len(out) < 64:
+            try:
+                data, src = self.sock.recvfrom(2048, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                break
+            if self._ours(src):
+                out.append(data)
+        return out
 
     def close(self) -> None:
         self.sock.close()
@@ -252,6 +273,36 @@ class SerialLink:
     def _must_enter(self) -> bool:
         # the node is back at its REPL, or may be: serve() ends after 2 s without input
         return self.broken or time.monotonic() - self._last_write > self.SILENT_S
+
+    sends_block = True  # send() may enter node.serve() first (seconds): not from the hub
+
+    def fileno(self) -> int:
+        return self.ser.fileno()
+
+    def poll(self) -> list[bytes] | None:
+        """The frames that have arrived, without waiting (cyphy.hub); None while exec()
+        or enter() has the port."""
+        if not self._rlock.acquire(blocking=False):
+            return None
+        try:
+            n = self.ser.in_waiting
+            if n:
+                self._split(self.ser.read(n))
+            else:
+                # readable with nothing waiting: a hang-up (EOF or EIO), or a race. pyserial
+                # keeps the port non-blocking, so this read never waits.
+                try:
+                    data = os.read(self.ser.fileno(), 4096)
+                except BlockingIOError:
+                    data = None
+                if data == b"":
+                    raise LinkError(f"{self.url}: the port was closed (device gone?)")
+                if data:
+                    self._split(data)
+            frames, self._frames = self._frames, []
+            return frames
+        finally:
+            self._rlock.release()
 
     def recv(self, timeout: float) -> bytes | None:
         end = time.monotonic() + timeout

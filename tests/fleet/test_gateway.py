@@ -51,6 +51,7 @@ EXPECTED = {
     "Node Info/loops": D.STRING,
     **{f"Link/{f}": D.UINT64 for f in ("frames", "lost", "bad_tag", "replayed", "retries",
                                        "reopened")},
+    "Telemetry/t_ms": D.UINT32,
     "Command/last": D.STRING, "Command/ok": D.BOOLEAN,
 }
 

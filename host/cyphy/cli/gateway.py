@@ -16,8 +16,10 @@ SHORT_HELP = "A Sparkplug B Edge Node on an MQTT broker serving cyphy nodes."
 
 
 @click.command("gateway", short_help=SHORT_HELP)
-@click.option("--broker", required=True, metavar="mqtt://HOST[:PORT]",
-              help="The MQTT broker (port 1883 if not given).")
+@click.option("--broker", required=True, metavar="mqtt[s]://[USER@]HOST[:PORT]",
+              help="The MQTT broker (port 1883, mqtts 8883, if not given); the password "
+                   "and TLS files come from $CYPHY_MQTT_PASSWORD, $CYPHY_MQTT_CA... "
+                   "(docs/fleet.md).")
 @click.option("--group", required=True, metavar="G", help="The Sparkplug group_id.")
 @click.option("--edge", required=True, metavar="E", help="The Sparkplug edge_node_id of this gateway.")
 @click.argument("nodes", nargs=-1, metavar="[NODE_URL...]")
