@@ -151,7 +151,9 @@ class Session:
         self.events: deque = deque(maxlen=1000)
         self.node_stats: dict[str, Any] | None = None
         self.period_ms = 0
-        self.on_telemetry: Callable[[dict], None] | None = None  # else: the telemetry queue
+        # on_telemetry(samples): a TELEMETRY frame's samples, oldest first, in the hub's
+        # thread; else (None) each sample goes to the telemetry queue
+        self.on_telemetry: Callable[[list[dict]], None] | None = None
         self.last_heard = 0.0             # monotonic time of the node's last authentic frame
         self._closed = threading.Event()
         # One thread reads every session's link and sends their heartbeats (cyphy.hub)
@@ -529,18 +531,21 @@ class Session:
         assert self.hello is not None
         names = self.hello.loops
         step = self.period_ms
+        samples = []
         for i, s in enumerate(body["samples"]):
             loops = {}
             for name, (sp, y, u, st) in zip(names, s):
                 loops[name] = {"setpoint": sp / 1000, "measurement": y / 1000, "output": u / 1000,
                                "status": st}
-            sample = {"t_ms": (body["t_ms"] + i * step) & 0x3FFFFFFF, "loops": loops}
-            if self.on_telemetry is not None:
-                try:
-                    self.on_telemetry(sample)
-                except Exception:  # noqa: BLE001 - the listener's bug is not a bad frame
-                    log.exception("in on_telemetry of the session on %s", self.link.describe())
-                continue
+            samples.append({"t_ms": (body["t_ms"] + i * step) & 0x3FFFFFFF, "loops": loops})
+        listener = self.on_telemetry
+        if listener is not None:
+            try:
+                listener(samples)
+            except Exception:  # noqa: BLE001 - the listener's bug is not a bad frame
+                log.exception("in on_telemetry of the session on %s", self.link.describe())
+            return
+        for sample in samples:
             try:
                 self.telemetry.put_nowait(sample)
             except queue.Full:

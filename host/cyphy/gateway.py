@@ -24,6 +24,7 @@ paho's publish() only queues the packet, so nothing slow is done under the lock.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -48,6 +49,7 @@ __all__ = ["Gateway", "GatewayError", "parse_broker_url", "check_node_url", "WRI
 LOST_AFTER_S = 3.0          # no telemetry for this long (or the node's comms timeout): lost
 RETRY_MAX_S = 2.0           # a lost node is looked for again at least this often
 REPORT_S = 10.0             # every metric again in a DDATA this often (and gains re-read)
+MAX_BATCH = 16              # samples per telemetry frame, at most (docs/protocol.md, SUBSCRIBE)
 POOL_WORKERS = 16           # jobs that wait for nodes (open, DCMD, reports) at once
 
 # The keys a DCMD may write (LOOP/KEY), and the Sparkplug datatypes each accepts. The node
@@ -255,10 +257,14 @@ class _Device:
         self.lost_after = max(LOST_AFTER_S if not h.comms_timeout_ms else h.comms_timeout_ms / 1000,
                               3 * self.gw.period_ms / 1000)
         self.name, self.loops = name, loops
+        self._loop_names = {lp: tuple(f"{lp}/{k}" for k in (
+            "setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning"))
+            for lp in loops}
+        self._stats_seen = None
         self.gw._device_born(self, types, values)
         self._last_sample = time.monotonic()
-        node.session.on_telemetry = self._on_sample   # from now on, in the hub's thread
-        node.session.subscribe(self.gw.period_ms, 1, 1)
+        node.session.on_telemetry = self._on_samples  # from now on, in the hub's thread
+        node.session.subscribe(self.gw.period_ms, self.gw.batch, 1)
         self._last_sample = time.monotonic()
         self._later(self.lost_after / 4, self._check_lost)
         self._later(self.gw.report_s, self._report_due)
@@ -282,28 +288,40 @@ class _Device:
 
     # ---- the hub's thread ----
 
-    def _on_sample(self, sample: dict) -> None:
-        """One telemetry sample: a DDATA with what changed (and the sample's node time)."""
-        from .client import status_names
-
+    def _on_samples(self, samples: list[dict]) -> None:
+        """A telemetry frame: one DDATA with what changed. With --batch N a frame has N
+        samples: the older ones go in as historical values (is_historical, 6.4.6) with the
+        time they were taken, the newest as the current value."""
         node = self.node
         if node is None:
             return
-        self._last_sample = time.monotonic()
-        changed: dict[str, Any] = {SAMPLE_T_MS: sample["t_ms"]}
-        for loop, v in sample["loops"].items():
-            st = status_names(v["status"])
-            changed.update({f"{loop}/setpoint": v["setpoint"],
-                            f"{loop}/measurement": v["measurement"],
-                            f"{loop}/output": v["output"], f"{loop}/mode": st["mode"],
-                            f"{loop}/alarms": _names(st["alarms"]),
-                            f"{loop}/faults": _names(st["faults"]),
-                            f"{loop}/tuning": st["tuning"]})
-        for loop, s in (node.session.node_stats or {}).items():
-            for f in STAT_FIELDS:
-                changed[f"{loop}/stats/{f}"] = _u32(s.get(f))
-        self.samples += 1
-        self.gw._device_data(self, changed, False)
+        now = time.monotonic()
+        self._last_sample = now
+        history: list[tuple[int, dict[str, Any]]] = []
+        t_last = samples[-1]["t_ms"]
+        now_ms = sp.now_ms()
+        for k, sample in enumerate(samples):
+            changed: dict[str, Any] = {SAMPLE_T_MS: sample["t_ms"]}
+            for loop, v in sample["loops"].items():
+                names = self._loop_names[loop]
+                changed[names[0]] = v["setpoint"]
+                changed[names[1]] = v["measurement"]
+                changed[names[2]] = v["output"]
+                st = _status_values(v["status"])
+                for n, x in zip(names[3:], st):
+                    changed[n] = x
+            if k < len(samples) - 1:
+                age = (t_last - sample["t_ms"]) & 0x3FFFFFFF
+                history.append((now_ms - age, changed))
+            else:
+                stats = node.session.node_stats
+                if stats is not None and stats is not self._stats_seen:
+                    self._stats_seen = stats
+                    for loop, st_ in stats.items():
+                        for f in STAT_FIELDS:
+                            changed[f"{loop}/stats/{f}"] = _u32(st_.get(f))
+                self.samples += len(samples)
+                self.gw._device_data(self, changed, False, history=history)
 
     def _check_lost(self) -> None:
         if self.node is None:
@@ -430,6 +448,15 @@ class _Device:
         return _Command(sets=sets)
 
 
+@functools.lru_cache(maxsize=256)
+def _status_values(status: int) -> tuple[str, str, str, bool]:
+    """A telemetry status word as the metrics' values: mode, alarms, faults, tuning."""
+    from .client import status_names
+
+    st = status_names(status)
+    return st["mode"], _names(st["alarms"]), _names(st["faults"]), st["tuning"]
+
+
 def _u32(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return 0
@@ -442,7 +469,7 @@ class Gateway:
     publishes DDEATHs and the NDEATH and disconnects."""
 
     def __init__(self, broker_url: str, group: str, edge: str, node_urls: Sequence[str] = (),
-                 *, period_ms: int = 100, key_file: str | None = None,
+                 *, period_ms: int = 100, batch: int = 1, key_file: str | None = None,
                  report_s: float = REPORT_S, node_timeout: float = 2.0,
                  keepalive: int = 10, reconnect_max_s: float = 30.0,
                  client_id: str | None = None) -> None:
@@ -455,12 +482,15 @@ class Gateway:
                 raise GatewayError(f"{e} (Sparkplug ids are non-empty, without + / #)") from None
         if not 1 <= period_ms <= 60000:
             raise GatewayError(f"--period-ms {period_ms}: give 1 to 60000 ms")
+        if not 1 <= batch <= MAX_BATCH:
+            raise GatewayError(f"--batch {batch}: give 1 to {MAX_BATCH} samples per frame")
         for url in node_urls:
             check_node_url(url)
         if len(set(node_urls)) != len(node_urls):
             raise GatewayError("a node URL is given twice")
         self.group, self.edge = group, edge
         self.period_ms = period_ms
+        self.batch = batch
         self.key_file = key_file
         self.report_s = report_s
         self.node_timeout = node_timeout
@@ -707,23 +737,34 @@ class Gateway:
         log.info("%s (%s): DBIRTH, loops %s", d.node.name, d.url, ", ".join(d.node.loops))
 
     def _device_data(self, d: _Device, values: dict[str, Any], full: bool,
-                     always: tuple[str, ...] = ()) -> None:
+                     always: tuple[str, ...] = (),
+                     history: Sequence[tuple[int, dict[str, Any]]] = ()) -> None:
         """DDATA with the metrics whose value changed since the host last got them (all
-        of them if full), by alias only (6.4.6: DATA messages may drop names)."""
+        of them if full), by alias only (6.4.6: DATA messages may drop names). history:
+        older samples (time in ms since the epoch, values), sent first, each with what
+        changed since the one before it, flagged is_historical."""
         with self._lock:
-            d.values.update({k: v for k, v in values.items() if k in d.types})
             if not (self.online and d.born) or self._stopping.is_set():
+                d.values.update({k: v for k, v in values.items() if k in d.types})
                 return
-            names = d.types if full else [k for k in values if k in d.types and
-                                          (k in always or d.sent.get(k) != values[k])]
-            if not names:
-                return
+            types = d.types
             aliases = self._aliases[d.name or ""]
+            sent = d.sent
+            metrics: list[Metric] = []
+            for ts, old in history:
+                for n, v in old.items():
+                    if n in types and v is not None and sent.get(n) != v:
+                        metrics.append(Metric(None, types[n], v, alias=aliases[n], timestamp=ts,
+                                              is_historical=True))
+                        sent[n] = v
+            d.values.update({k: v for k, v in values.items() if k in types})
+            names = types if full else [k for k in values if k in types and
+                                        (k in always or sent.get(k) != values[k])]
             ts = sp.now_ms()
-            metrics = [Metric(None, d.types[n], d.values[n], alias=aliases[n], timestamp=ts)
-                       for n in names if d.values.get(n) is not None]
+            metrics += [Metric(None, types[n], d.values[n], alias=aliases[n], timestamp=ts)
+                        for n in names if d.values.get(n) is not None]
             for n in names:
-                d.sent[n] = d.values.get(n)
+                sent[n] = d.values.get(n)
             if metrics:
                 self._publish("DDATA", d.name, metrics)
 
