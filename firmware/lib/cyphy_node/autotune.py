@@ -36,6 +36,8 @@ _EXTRA = const(6)                   # settle cycles added while the period still
 _DPHASE = -0.13                     # rad: FOPDT class above (see RelayTune.result)
 _HYST2 = 1.0                        # second run's hysteresis / first run's amplitude
 _SINUS = 1.1                        # peak / first harmonic below this: a second run
+_DL = 0.03                          # rad: the sopdt rule's margin for the lag at w
+_SCAP = 1.9                         # sensitivity at the measured points at most this
 
 
 class RelayTune:
@@ -261,10 +263,11 @@ class RelayTune:
         if m1["class"] == "fopdt":
             K, T, L = m1["K"], m1["T"], m1["L"]
             d = w2 * L + atan2(w2 * T, 1.0) - f2
-            m["dphase2"] = d
+            e = log(g2 * sqrt(1.0 + w2 * w2 * T * T) / K)
+            m["dphase2"], m["dgain2"] = d, e
             r["model"] = m
-            if -0.2 < d < 0.2:
-                return r
+            if -0.2 < d < 0.2 and -0.2 < e < 0.2:
+                return _cap(r, w2, g2, f2, self.dt)
         f = sopdt_fit(m1["w"], m1["g"], m1["phase"], w2, g2, f2)
         for _ in range(3):
             # Each point corrected for the relay's higher harmonics, which the first-
@@ -275,14 +278,14 @@ class RelayTune:
             p2 = _h1(r2, w2, self.dt, f)
             f = sopdt_fit(m1["w"], p1[0], p1[1], w2, p2[0], p2[1]) or f
         if f is None or f[2] > 0.9:
-            return r
+            return _cap(r, w2, g2, f2, self.dt)
         m["class"], m["fit"] = "sopdt", "two points"
         m["K"], m["wn"], m["zeta"], m["L"] = f
         m["T"] = 1.0 / f[1]
         m["tau"] = m["L"] / (m["L"] + m["T"])
         r["model"] = m
         r.update(tune(m, self.dt))
-        return r
+        return _cap(r, w2, g2, f2, self.dt)
 
     def _result(self):
         if self.status == RUNNING:
@@ -462,6 +465,45 @@ def _sopdt_at(L, w1, g1, f1, w2, g2, f2):
     k2 = g2 * sqrt((q - w2 * w2) ** 2 + (p * w2) ** 2) / q
     wn = sqrt(q)
     return log(k1 / k2), sqrt(k1 * k2), wn, p / (2.0 * wn)
+
+
+def _s(r, w, g, f, dt):
+    # |S| = 1 / |1 + C G| of the PID in r (as pid.py discretises it) with the measured
+    # point G(jw) = g exp(-j f), the hold's half sample added back
+    kp, ki, kd, tf = r["kp"], r["ki"], r["kd"], r["d_filter"]
+    c, s = cos(w * dt), -sin(w * dt)                    # z^-1
+    a = tf / (tf + dt)
+    # C = kp + ki dt / (1 - z^-1) + kd / (tf + dt) (1 - z^-1) / (1 - a z^-1)
+    dr, di = 1.0 - c, -s
+    n2 = dr * dr + di * di
+    ir, ii = ki * dt * dr / n2, -ki * dt * di / n2
+    er, ei = 1.0 - a * c, -a * s
+    e2 = er * er + ei * ei
+    qr, qi = (dr * er + di * ei) / e2, (di * er - dr * ei) / e2
+    k = kd / (tf + dt)
+    cr, ci = kp + ir + k * qr, ii + k * qi
+    ph = f + w * dt / 2.0
+    gr, gi = g * cos(ph), -g * sin(ph)
+    lr, li = 1.0 + cr * gr - ci * gi, cr * gi + ci * gr
+    return 1.0 / sqrt(lr * lr + li * li)
+
+
+def _cap(r, w2, g2, f2, dt):
+    # A check on the measurements themselves, whatever the model: the loop's sensitivity
+    # at both measured points (which bracket its crossover: lag 180 and 130-155 degrees)
+    # at most _SCAP, else the gains scaled down until it is.
+    m = r["model"]
+    n = 0
+    while n < 30 and max(_s(r, m["w"], m["g"], m["phase"], dt),
+                         _s(r, w2, g2, f2, dt)) > _SCAP:
+        r["kp"] *= 0.95
+        r["ki"] *= 0.95
+        r["kd"] *= 0.95
+        n += 1
+    if n:
+        r["why"] += "; gains x%.2f: sensitivity at the measured points <= %.1f" % (
+            0.95 ** n, _SCAP)
+    return r
 
 
 def _h1(r, w, dt, f):
@@ -658,7 +700,7 @@ def _sopdt(m, dt):
     # kp K, Ti wn, Td wn (interpolated in logarithms: kp falls about as 1 / L) and b from
     # the table over (zeta, (L + dt / 2) wn)
     wn = m["wn"]
-    x = log((m["L"] + dt / 2.0) * wn)
+    x = log((m["L"] + dt / 2.0 + _DL / m["w"]) * wn)
     rows = []
     for z, r in _SOPDT:
         v = _interp([(log(e[0] * 1e-4), log(e[1] * 1e-3), log(e[2] * 1e-4), log(e[3] * 1e-4),
