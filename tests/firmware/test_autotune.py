@@ -523,3 +523,46 @@ def test_the_node_runs_the_second_run_then_applies(tmp_path, monkeypatch):
     lp.tuner.result = lambda: dict(good)
     node._check_tuners()
     assert lp.tuner is None
+
+
+def test_the_second_run_on_micropython(mpy):
+    """The whole two-run tune on MicroPython: both runs' ticks allocation-free, follow_up()
+    and the two-point model and rule in result() (floats, dicts) as on CPython."""
+    script = r"""
+import json, math, micropython
+from cyphy_node.autotune import RelayTune
+
+K, wn, z, L, dt, n = 1.2, 2.0, 0.3, 0.1, 0.0125, 10
+delay = [50.0 / K] * round(L / dt)
+h = dt / n
+at = RelayTune(50.0, dt, high=60.0, low=25.0, hyst=0.3)
+y, v, alloc, runs = 50.0, 0.0, 0, 0
+while at is not None:
+    runs += 1
+    while at.status == 0:
+        ym = round(y * 1000)
+        t0 = micropython.mem_total()
+        micropython.heap_lock()
+        u = at.update(ym)
+        micropython.heap_unlock()
+        alloc += micropython.mem_total() - t0
+        delay.append(u / 1000.0)
+        ud = delay.pop(0) - 50.0 / K
+        for _ in range(n):
+            a = wn * wn * (K * ud + 50.0 - y) - 2 * z * wn * v
+            v += a * h
+            y += v * h
+    last, at = at, at.follow_up()
+r = last.result()
+m = r["model"]
+print(json.dumps({"alloc": alloc, "runs": runs, "cls": m["class"], "K": m["K"],
+                  "wn": m.get("wn"), "zeta": m.get("zeta"), "L": m["L"], "kp": r["kp"],
+                  "second": r.get("second")}))
+"""
+    r = json.loads(mpy(script))
+    assert r["alloc"] == 0 and r["runs"] == 2 and r["second"]["ok"], r
+    assert r["cls"] == "sopdt", r
+    assert r["K"] == pytest.approx(1.2, rel=0.15)
+    assert r["wn"] == pytest.approx(2.0, rel=0.1)
+    assert r["zeta"] == pytest.approx(0.3, rel=0.2)
+    assert r["L"] == pytest.approx(0.1 + 0.0125 / 2, rel=0.3) and r["kp"] > 0
