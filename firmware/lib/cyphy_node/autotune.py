@@ -266,7 +266,7 @@ class RelayTune:
             e = log(g2 * sqrt(1.0 + w2 * w2 * T * T) / K)
             m["dphase2"], m["dgain2"] = d, e
             r["model"] = m
-            if -0.2 < d < 0.2 and -0.2 < e < 0.2:
+            if -0.25 < d < 0.25 and -0.3 < e < 0.3:
                 return _cap(r, w2, g2, f2, self.dt)
         f = sopdt_fit(m1["w"], m1["g"], m1["phase"], w2, g2, f2)
         for _ in range(3):
