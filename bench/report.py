@@ -193,9 +193,9 @@ def latency(R: Records) -> list[str]:
 def fleet(R: Records) -> list[str]:
     rows = []
     for r in R.all("fleet_frames_lost"):
-        if r.get("value") is None:
-            continue
         p = r.get("params") or {}
+        if r.get("value") is None or p.get("path") == "mqtt":
+            continue
         q = {"nodes": p.get("nodes")}
         span = R.value("fleet_sample_span_s", "cyphy", **q)
         rows.append([_fmt(p.get("nodes")),
@@ -358,10 +358,34 @@ def not_measured(R: Records) -> list[str]:
     return (["**Not measured in this run**", ""] + rows + [""]) if rows else []
 
 
+def fleet_mqtt(R: Records) -> list[str]:
+    rows = []
+    for suffix, what in (("", "synthetic (swarm)"), ("_unbatched", "synthetic, --batch 1"),
+                         ("_sim", "sim nodes (firmware)")):
+        for r in R.all(f"fleet_frames_lost{suffix}"):
+            p = r.get("params") or {}
+            if p.get("path") != "mqtt":
+                continue
+            q = {k: p.get(k) for k in ("nodes", "gateways", "path")}
+            rows.append([what, _fmt(p.get("nodes")), _fmt(p.get("gateways")),
+                         _fmt(R.value(f"fleet_frames_expected{suffix}", "cyphy", **q)),
+                         _fmt(r.get("value")) if r.get("value") is not None else
+                         f"skipped: {r.get('skipped', '')}",
+                         _pct(R.value(f"gateway_cpu_pct_per_100_nodes{suffix}", "cyphy", **q), 2),
+                         _pct(R.value(f"fleet_subscriber_cpu_pct{suffix}", "cyphy", **q))])
+    if not rows:
+        return []
+    return ["**5b. Fleet through the broker** (nodes at 10 Hz over UDP -> `cyphy gateway` -> "
+            "MQTT broker -> a Sparkplug B subscriber counting every sample; --batch 10 unless "
+            "said)", ""] + _table(
+        ["Nodes", "Count", "Gateways", "Samples expected", "Lost", "Gateway CPU per 100 nodes",
+         "Subscriber CPU"], rows, "lrrrrrr") + [""]
+
+
 def markdown(recs: list[dict]) -> str:
     R = Records(recs)
     out: list[str] = []
-    for part in (machine, control, protocol, transfer, latency, fleet, sim, ram, attack, tuning,
-                 not_measured):
+    for part in (machine, control, protocol, transfer, latency, fleet, fleet_mqtt, sim, ram,
+                 attack, tuning, not_measured):
         out += part(R)
     return "\n".join(out).rstrip() + "\n"

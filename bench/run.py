@@ -2,7 +2,8 @@
 
     python bench/run.py [--quick] [--only SECTION[,SECTION...]] [--out FILE] [--doc FILE]
 
-Sections: control, protocol, transfer, latency, fleet, sim, ram, attack, tuning (docs/benchmarks.md says what each
+Sections: control, protocol, transfer, latency, fleet, fleet_mqtt, sim, ram, attack, tuning
+(docs/benchmarks.md says what each
 measures and how). Writes the records to bench/results.json, regenerates the table in
 docs/benchmarks.md between <!-- bench:begin --> and <!-- bench:end -->, and prints it.
 With --only, the sections run replace their own records in an existing results file and
@@ -32,7 +33,8 @@ sys.path.insert(0, str(HERE))
 import common as C  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("control", "protocol", "transfer", "latency", "fleet", "sim", "ram", "attack", "tuning")
+SECTIONS = ("control", "protocol", "transfer", "latency", "fleet", "fleet_mqtt", "sim", "ram",
+            "attack", "tuning")
 RESULTS = HERE / "results.json"
 DOC = C.REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -43,6 +45,7 @@ REQUIRED = {
     "transfer": [("deploy_kbytes_per_s", "KB/s")],
     "latency": [("command_latency_p99_ms", "ms")],
     "fleet": [("fleet_frames_lost", "frames")],
+    "fleet_mqtt": [("fleet_frames_lost", "frames"), ("gateway_cpu_pct_per_100_nodes", "%")],
     "sim": [("chip_slowdown", "x"), ("control_pass_chip_us", "us"), ("soak_bad_tags", "frames")],
     "ram": [("ram_resident_bytes", "B")],
     "attack": [("forged_accepted", "frames"), ("replays_accepted", "frames"),
