@@ -472,7 +472,7 @@ class Gateway:
                  *, period_ms: int = 100, batch: int = 1, key_file: str | None = None,
                  report_s: float = REPORT_S, node_timeout: float = 2.0,
                  keepalive: int = 10, reconnect_max_s: float = 30.0,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, primary_host: str | None = None) -> None:
         self.broker = parse_broker_url(broker_url)
         self.broker_url = str(self.broker)     # never a password: there is none in it
         for what, v in (("--group", group), ("--edge", edge)):
@@ -489,6 +489,13 @@ class Gateway:
         if len(set(node_urls)) != len(node_urls):
             raise GatewayError("a node URL is given twice")
         self.group, self.edge = group, edge
+        if primary_host is not None:
+            try:
+                sp.validate_id(primary_host, "--primary-host")
+            except sp.SparkplugError as e:
+                raise GatewayError(f"{e} (a Sparkplug host_id: non-empty, without + / #)") from None
+        self.primary_host = primary_host
+        self.host_state: sp.State | None = None    # the primary host's last STATE
         self.period_ms = period_ms
         self.batch = batch
         self.key_file = key_file
@@ -598,12 +605,62 @@ class Gateway:
         # 5.x (Edge Node session establishment): subscribe to NCMD and DCMD before the
         # NBIRTH. QoS 0: commands are published at QoS 0 (tck-id-topics-ncmd-mqtt,
         # -dcmd-mqtt), and a redelivered QoS 1 duplicate must not be applied twice.
-        client.subscribe([(self._topic("NCMD"), 0),
-                          (f"{sp.NAMESPACE}/{self.group}/DCMD/{self.edge}/+", 0)])
+        topics = [(self._topic("NCMD"), 0), (f"{sp.NAMESPACE}/{self.group}/DCMD/{self.edge}/+", 0)]
+        if self.primary_host is not None:
+            # 5.x: an Edge Node configured with a Primary Host Application subscribes to
+            # its STATE (QoS 1; the host publishes it retained) and publishes its NBIRTH
+            # only once that host is online
+            topics.append((sp.state_topic(self.primary_host), 1))
+        client.subscribe(topics)
         with self._lock:
+            if self.primary_host is not None and not (self.host_state and self.host_state.online):
+                log.info("broker %s: connected; waiting for the primary host %s to be online "
+                         "(its STATE) before the NBIRTH", self.broker_url, self.primary_host)
+                return
             self._birth_all()
         log.info("broker %s: connected, NBIRTH (bdSeq %d), %d DBIRTH(s)", self.broker_url,
                  self.bdseq, sum(d.born for d in self.devices))
+
+    def _on_state(self, payload: bytes) -> None:
+        """The primary host's STATE (4.2.3): online -> NBIRTH (if not born); offline while
+        born -> end this MQTT session (NDEATH, DISCONNECT) and connect again, to wait for
+        it there. A STATE older than the last one (its timestamp) is stale: ignored."""
+        try:
+            st = sp.decode_state(payload)
+        except sp.SparkplugError as e:
+            log.warning("STATE of %s: malformed (%s): ignored", self.primary_host, e)
+            return
+        with self._lock:
+            last = self.host_state
+            if last is not None and st.timestamp < last.timestamp:
+                log.warning("STATE of %s: older than the last one (timestamp %d < %d): ignored",
+                            self.primary_host, st.timestamp, last.timestamp)
+                return
+            self.host_state = st
+            if st.online and not self.online and not self._stopping.is_set():
+                self._birth_all()
+                log.info("primary host %s online: NBIRTH (bdSeq %d), %d DBIRTH(s)",
+                         self.primary_host, self.bdseq, sum(d.born for d in self.devices))
+                return
+            if st.online or not self.online:
+                return
+            for d in self.devices:
+                if d.born:
+                    self._publish("DDEATH", d.name, [])
+                    d.born = False
+            self.client.publish(self._topic("NDEATH"), self._ndeath(), qos=1)
+            self.online = False
+        log.warning("primary host %s offline: NDEATH, disconnecting; connecting again to wait "
+                    "for it", self.primary_host)
+        self.client.disconnect()
+        self.hub.call_later(1.0, self._reconnect)
+
+    def _reconnect(self) -> None:
+        if self._stopping.is_set():
+            return
+        self.client.loop_stop()
+        self.client.connect_async(self.broker.host, self.broker.port, keepalive=self.keepalive)
+        self.client.loop_start()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, rc: int) -> None:
         with self._lock:
@@ -629,6 +686,10 @@ class Gateway:
             t = sp.parse_topic(msg.topic)
         except sp.SparkplugError:
             return  # not Sparkplug (amqtt replays others' retained messages: docs/brokers.md)
+        if t.message_type is sp.MessageType.STATE:
+            if self.primary_host is not None and t.host_id == self.primary_host:
+                self._on_state(msg.payload)
+            return
         if t.group_id != self.group or t.edge_node_id != self.edge or \
                 t.message_type not in (sp.MessageType.NCMD, sp.MessageType.DCMD):
             return

@@ -393,3 +393,41 @@ def test_stopped_by_a_signal_ddeath_ndeath_exit_0(broker, node, mqtt_client, sig
         f"cyphy gateway: g7/gw1: stopped by {sig.name}: DDEATHs and NDEATH published"), err
     # every line a log line: time, then "cyphy gateway: ..."
     assert all(" cyphy gateway: " in ln for ln in err.strip().splitlines()), err
+
+
+def test_births_wait_for_the_primary_host_and_end_when_it_goes_offline(broker, node, gateway,
+                                                                      mqtt_client):
+    # Sparkplug 3.0, 5.x: with a Primary Host Application configured the Edge Node births
+    # only while that host's STATE (retained, QoS 1) says online; offline ends the session
+    # (NDEATH, DISCONNECT), and the next one (a new bdSeq) waits for it again. A STATE
+    # older than the last one is stale.
+    client = mqtt_client(broker)
+    host = Host(client, "g8")
+    state = "spBv1.0/STATE/scada1"
+    gw = gateway("g8", primary_host="scada1")
+    with pytest.raises(AssertionError):
+        host.next("NBIRTH", timeout=1.5)             # no primary host yet: no births
+    t1 = psp.get_current_timestamp()
+    client.publish(state, sp_state(True, t1), qos=1, retain=True)
+    nb = host.next("NBIRTH")
+    host.next("DBIRTH", NAME)
+    assert bdseq(nb) == 0
+    client.publish(state, sp_state(False, t1 - 1000), qos=1, retain=True)   # stale: ignored
+    with pytest.raises(AssertionError):
+        host.next("NDEATH", timeout=1.0)
+    client.publish(state, sp_state(False, t1 + 1), qos=1, retain=True)
+    nd = host.next("NDEATH")
+    assert bdseq(nd) == 0
+    with pytest.raises(AssertionError):
+        host.next("NBIRTH", timeout=2.0)             # reconnected, waiting for the host
+    client.publish(state, sp_state(True, t1 + 2), qos=1, retain=True)
+    nb = host.next("NBIRTH")
+    assert bdseq(nb) == 1 and gw.connects == 2
+    host.next("DBIRTH", NAME)
+    client.publish(state, b"", qos=1, retain=True)   # clear the retained STATE
+
+
+def sp_state(online: bool, ts: int) -> bytes:
+    from cyphy import sparkplug as sp
+
+    return sp.encode_state(online, ts)

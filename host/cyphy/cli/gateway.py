@@ -28,12 +28,15 @@ SHORT_HELP = "A Sparkplug B Edge Node on an MQTT broker serving cyphy nodes."
 @click.option("--batch", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Samples per telemetry frame (and per DDATA: the older ones as historical "
                    "values). More carry bigger fleets at the cost of latency.")
+@click.option("--primary-host", metavar="HOST_ID", default=None,
+              help="The Sparkplug Primary Host Application: publish the births only while its "
+                   "STATE says it is online (Sparkplug 3.0).")
 @click.option("--report-s", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Every metric again (and the gains re-read) this often.")
 @key_options
 @errors
 def gateway(broker: str, group: str, edge: str, nodes: tuple[str, ...], period_ms: int,
-            batch: int, report_s: float, key_file: str | None) -> None:
+            batch: int, primary_host: str | None, report_s: float, key_file: str | None) -> None:
     """Serve cyphy nodes as Sparkplug B Devices of the Edge Node GROUP/EDGE on an MQTT
     broker, until Ctrl-C or SIGTERM, for example
     `cyphy gateway --broker mqtt://127.0.0.1 --group plant --edge gw1 sim://oven udp://10.0.0.7`.
@@ -48,7 +51,7 @@ def gateway(broker: str, group: str, edge: str, nodes: tuple[str, ...], period_m
 
     try:
         gw = Gateway(broker, group, edge, list(nodes), period_ms=period_ms, batch=batch,
-                     key_file=key_file, report_s=report_s)
+                     key_file=key_file, report_s=report_s, primary_host=primary_host)
     except GatewayError as e:
         raise BadUsage(str(e)) from None
     _log_to_stderr()
