@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 QUICK ?=
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test venv lock clean bench
+.PHONY: demo demo-fleet test venv lock clean bench
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ $(STAMP): pyproject.toml requirements.lock package.json package-lock.json tools/
 
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py --seconds $(DEMO_SECONDS)
+
+# Two sim nodes on an MQTT broker through `cyphy gateway`; cyphy set/get/monitor over mqtt://.
+demo-fleet: $(STAMP)
+	$(BIN)/python tools/demo_fleet.py --seconds $(DEMO_SECONDS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)

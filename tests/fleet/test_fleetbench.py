@@ -24,6 +24,20 @@ def test_seq_is_read_without_decoding_the_metrics() -> None:
     assert fleetbench._seq_of(sp.encode(p, include_datatypes=False)) == 201
 
 
+def test_the_sample_times_are_read_as_cyphy_sparkplug_reads_them() -> None:
+    from cyphy import sparkplug as sp
+
+    D = sp.DataType
+    ms = [sp.Metric(None, D.UInt32, 7 + k, alias=5, timestamp=1000 + k, is_historical=k < 2)
+          for k in range(3)]
+    ms.insert(1, sp.Metric(None, D.Double, 2.5, alias=6, timestamp=1))
+    ms.insert(2, sp.Metric(None, D.String, "auto", alias=7, timestamp=1))
+    data = sp.encode(sp.Payload(timestamp=1, metrics=ms, seq=4), include_datatypes=False)
+    want = [m.value for m in sp.decode(data, datatypes={5: D.UInt32, 6: D.Double,
+                                                         7: D.String}).metrics if m.alias == 5]
+    assert fleetbench._values_of(data, 5) == want == [7, 8, 9]
+
+
 def test_100_nodes_through_2_gateways_lose_no_sample() -> None:
     r = fleetbench.run(100, gateways=2, seconds=3.0, batch=10, log=lambda _m: None, settle_s=2.0)
     assert not r.error, r.error
