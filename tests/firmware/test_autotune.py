@@ -499,6 +499,27 @@ def test_an_underdamped_plant_gets_a_second_run_and_the_sopdt_rule():
     assert at.follow_up() is None
 
 
+def test_a_failed_second_run_leaves_the_first_runs_result():
+    import tuning_plants as tp
+
+    c = tp.sopdt_case(0.3, 0.3)
+    p = c.plant()
+    at = RelayTune(c.y0, c.dt, **c.relay())
+    while at.status == RUNNING:
+        u = at.update(round(p.measure(c.out) * 1000)) / 1000.0
+        p.set_input(c.inp, u)
+        p.step(c.dt)
+    first = at.result()
+    second = at.follow_up()
+    assert second is not None and second.first == first
+    assert second.follow_up() is None                  # never a third
+    second.status = FAILED                             # e.g. timed out
+    r = second.result()
+    assert r["stable"] and r["rule"] == first["rule"] == "resonant"
+    assert r["kp"] == first["kp"] and r["second"]["ok"] is False
+    assert "timeout" in r["second"]["reason"]
+
+
 def test_the_node_runs_the_second_run_then_applies(tmp_path, monkeypatch):
     node = _node(tmp_path, monkeypatch)
     lp = node.loops[0]
