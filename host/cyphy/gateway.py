@@ -24,6 +24,7 @@ paho's publish() only queues the packet, so nothing slow is done under the lock.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import math
@@ -50,6 +51,7 @@ LOST_AFTER_S = 3.0          # no telemetry for this long (or the node's comms ti
 RETRY_MAX_S = 2.0           # a lost node is looked for again at least this often
 REPORT_S = 10.0             # every metric again in a DDATA this often (and gains re-read)
 MAX_BATCH = 16              # samples per telemetry frame, at most (docs/protocol.md, SUBSCRIBE)
+DISCOVER_EVERY_S = 30.0     # --discover: look for new nodes this often
 POOL_WORKERS = 16           # jobs that wait for nodes (open, DCMD, reports) at once
 
 # The keys a DCMD may write (LOOP/KEY), and the Sparkplug datatypes each accepts. The node
@@ -60,14 +62,16 @@ WRITABLE_KEYS: dict[str, frozenset[T]] = {
     "setpoint": _NUMBERS, "kp": _NUMBERS, "ki": _NUMBERS, "kd": _NUMBERS,
     "output": _NUMBERS,                      # manual output (the node refuses it in auto)
     "mode": frozenset({T.String, T.Text}),   # "auto" or "manual"
+    "tune": frozenset({T.String, T.Text}),   # "start" (relay autotune, rule auto) or "abort"
 }
+TUNE_WORDS = ("start", "abort")
 
 # Per loop: telemetry values (DDATA on change), gains (read at birth, every REPORT_S and
 # after a DCMD), and the STATS frame's fields (once a second while subscribed).
 LOOP_METRICS: list[tuple[str, T]] = [
     ("setpoint", T.Double), ("measurement", T.Double), ("output", T.Double),
     ("mode", T.String), ("alarms", T.String), ("faults", T.String), ("tuning", T.Boolean),
-    ("kp", T.Double), ("ki", T.Double), ("kd", T.Double),
+    ("kp", T.Double), ("ki", T.Double), ("kd", T.Double), ("tune", T.String),
 ]
 STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
                "compute_mean_us", "compute_max_us")
@@ -88,6 +92,18 @@ def parse_broker_url(url: str) -> BrokerUrl:
         return mqtt_url.parse_broker_url(url, "--broker")
     except mqtt_url.MqttError as e:
         raise GatewayError(str(e)) from None
+
+
+def check_allow_pattern(pat: str) -> None:
+    """GatewayError unless pat can match a writable metric: LOOP/KEY, fnmatch wildcards."""
+    loop, sep, key = pat.rpartition("/")
+    if pat == "*":
+        return
+    keys = [k for k in WRITABLE_KEYS if fnmatch.fnmatchcase(k, key)]
+    if not sep or not loop or not keys:
+        raise GatewayError(f"--allow {pat}: give LOOP/KEY with KEY one of "
+                           f"{', '.join(WRITABLE_KEYS)} (wildcards * ? [..] allowed), "
+                           f"e.g. '*/setpoint' or 'oven/mode'")
 
 
 def check_node_url(url: str) -> None:
@@ -258,8 +274,9 @@ class _Device:
                               3 * self.gw.period_ms / 1000)
         self.name, self.loops = name, loops
         self._loop_names = {lp: tuple(f"{lp}/{k}" for k in (
-            "setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning"))
+            "setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning", "tune"))
             for lp in loops}
+        self._tuning = {lp: bool(values.get(f"{lp}/tuning")) for lp in loops}
         self._stats_seen = None
         self.gw._device_born(self, types, values)
         self._last_sample = time.monotonic()
@@ -280,6 +297,7 @@ class _Device:
         out[f"{loop}/alarms"] = _names(st.get("alarms"))
         out[f"{loop}/faults"] = _names(st.get("faults"))
         out[f"{loop}/tuning"] = bool(st.get("tuning", False))
+        out[f"{loop}/tune"] = "running" if out[f"{loop}/tuning"] else "idle"
         return out
 
     def _link_values(self) -> dict[str, Any]:
@@ -310,6 +328,10 @@ class _Device:
                 st = _status_values(v["status"])
                 for n, x in zip(names[3:], st):
                     changed[n] = x
+                if st[3] != self._tuning.get(loop):
+                    self._tuning[loop] = st[3]
+                    if not st[3]:          # a tune ended: its result, and the gains it left
+                        self._submit(lambda lp=loop: self._tune_ended(lp))
             if k < len(samples) - 1:
                 age = (t_last - sample["t_ms"]) & 0x3FFFFFFF
                 history.append((now_ms - age, changed))
@@ -373,21 +395,51 @@ class _Device:
         elif self.node is None:
             result, ok = f"{what}: not applied, the node is offline", False
         else:
+            sets = [a for a in cmd.sets if a[1] != "tune"]
+            tunes = [a for a in cmd.sets if a[1] == "tune"]
+            session = self.node.session
             try:
-                self.node.session.set_many(cmd.sets)
+                if sets:
+                    session.set_many(sets)
+                for loop, _, word in tunes:   # the tune is the gateway session's: if the
+                    if word == "start":       # gateway goes away, the node ends it
+                        session.tune_start(loop)
+                    else:
+                        session.tune_abort(loop)
             except CommandRejected as e:
                 result, ok = f"{what}: {e}", False
             except (ProtocolError, LinkError, OSError) as e:
                 result, ok = f"{what}: not applied, the node did not answer ({e})", False
             else:
                 result, ok = f"{what} ok", True
-                for loop, key, v in cmd.sets:
+                for loop, key, v in sets:
                     update[f"{loop}/{key}"] = v if key == "mode" else float(v)
         result = " ".join(result.split())
         (log.info if ok else log.warning)("%s: DCMD %s", self.name, result)
         self.last_command = (result, ok)
         update[CMD_LAST], update[CMD_OK] = result, ok
         self.gw._device_data(self, update, False, always=(CMD_LAST, CMD_OK))
+
+    def _tune_ended(self, loop: str) -> None:
+        """A relay autotune of loop ended: its result in Command/last (applied or why not),
+        and the gains it left read back."""
+        if self.node is None:
+            return
+        try:
+            r = self.node.session.read(f"{loop}.tune")
+        except Exception as e:  # noqa: BLE001 - ProtocolError, CommandRejected...
+            r = {"reason": f"its result could not be read ({' '.join(str(e).split())})"}
+        r = r if isinstance(r, dict) else {}
+        if r.get("applied"):
+            text = (f"{loop}/tune done: rule {r.get('rule')}, kp {_text(r.get('kp'))} "
+                    f"ki {_text(r.get('ki'))} kd {_text(r.get('kd'))} applied")
+        else:
+            text = f"{loop}/tune ended, nothing applied: {r.get('reason') or 'no result'}"
+        ok = bool(r.get("applied"))
+        (log.info if ok else log.warning)("%s: %s", self.name, text)
+        self.last_command = (text, ok)
+        self._report()
+        self.gw._device_data(self, {CMD_LAST: text, CMD_OK: ok}, False, always=(CMD_LAST, CMD_OK))
 
     def _close(self) -> None:
         self._gen += 1
@@ -428,6 +480,9 @@ class _Device:
             if loop not in self.loops or key not in WRITABLE_KEYS:
                 return _Command(error=f"{name}: not a writable metric of {self.name} (writable: "
                                       f"{', '.join(writable)}); nothing was applied")
+            if not self.gw.allows(name):
+                return _Command(error=f"{name}: not allowed by this gateway (--allow "
+                                      f"{' '.join(self.gw.allow)}); nothing was applied")
             if m.is_null or m.value is None:
                 return _Command(error=f"{name}: a null value; nothing was applied")
             dt = m.datatype
@@ -437,24 +492,29 @@ class _Device:
                 return _Command(error=f"{name}: wrong datatype {got}, expected {want}; "
                                       f"nothing was applied")
             v = m.value
-            if key == "mode":
+            if key == "tune":
+                if v not in TUNE_WORDS:
+                    return _Command(error=f"{name}={v!r}: tune is \"start\" or \"abort\"; "
+                                          f"nothing was applied")
+            elif key == "mode":
                 if v not in ("auto", "manual"):
                     return _Command(error=f"{name}={v!r}: mode is \"auto\" or \"manual\"; "
                                           f"nothing was applied")
             elif not isinstance(v, (int, float)) or not math.isfinite(v):
                 return _Command(error=f"{name}={_text(v)}: out of range: not a finite number; "
                                       f"nothing was applied")
-            sets.append((loop, key, v if key == "mode" else float(v)))
+            sets.append((loop, key, v if key in ("mode", "tune") else float(v)))
         return _Command(sets=sets)
 
 
 @functools.lru_cache(maxsize=256)
-def _status_values(status: int) -> tuple[str, str, str, bool]:
-    """A telemetry status word as the metrics' values: mode, alarms, faults, tuning."""
+def _status_values(status: int) -> tuple[str, str, str, bool, str]:
+    """A telemetry status word as the metrics' values: mode, alarms, faults, tuning, tune."""
     from .client import status_names
 
     st = status_names(status)
-    return st["mode"], _names(st["alarms"]), _names(st["faults"]), st["tuning"]
+    return (st["mode"], _names(st["alarms"]), _names(st["faults"]), st["tuning"],
+            "running" if st["tuning"] else "idle")
 
 
 def _u32(v: Any) -> int:
@@ -472,7 +532,9 @@ class Gateway:
                  *, period_ms: int = 100, batch: int = 1, key_file: str | None = None,
                  report_s: float = REPORT_S, node_timeout: float = 2.0,
                  keepalive: int = 10, reconnect_max_s: float = 30.0,
-                 client_id: str | None = None, primary_host: str | None = None) -> None:
+                 client_id: str | None = None, primary_host: str | None = None,
+                 allow: Sequence[str] | None = None, discover_port: int | None = None,
+                 discover_every_s: float = DISCOVER_EVERY_S) -> None:
         self.broker = parse_broker_url(broker_url)
         self.broker_url = str(self.broker)     # never a password: there is none in it
         for what, v in (("--group", group), ("--edge", edge)):
@@ -495,6 +557,14 @@ class Gateway:
             except sp.SparkplugError as e:
                 raise GatewayError(f"{e} (a Sparkplug host_id: non-empty, without + / #)") from None
         self.primary_host = primary_host
+        self.allow = tuple(allow) if allow else ("*",)
+        for pat in self.allow:
+            check_allow_pattern(pat)
+        if discover_port is not None and not 1 <= discover_port <= 65535:
+            raise GatewayError(f"--discover {discover_port}: a UDP port is 1 to 65535")
+        self.discover_port = discover_port
+        self.discover_every_s = discover_every_s
+        self.node_command = ("", True)             # the last command the Edge Node refused
         self.host_state: sp.State | None = None    # the primary host's last STATE
         self.period_ms = period_ms
         self.batch = batch
@@ -537,6 +607,47 @@ class Gateway:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def allows(self, metric: str) -> bool:
+        """Whether a DCMD may write metric (LOOP/KEY): the --allow patterns (fnmatch)."""
+        return any(fnmatch.fnmatchcase(metric, pat) for pat in self.allow)
+
+    def _discover(self) -> None:
+        """A job: the nodes that answer a broadcast on the --discover port and whose HELLO
+        verifies with a key this host holds become devices (an unknown node on the LAN
+        does not: the gateway writes only to nodes it can authenticate)."""
+        from .discovery import discover_udp
+
+        try:
+            found = discover_udp(1.0, self.discover_port or 0, self._given_key())
+        except OSError as e:
+            log.warning("discovery on UDP port %s: %s", self.discover_port, e)
+            found = []
+        with self._lock:
+            known = {d.url for d in self.devices} | {d.name for d in self.devices if d.name}
+        for f in found:
+            if f.url in known or f.name in known:
+                continue
+            if not f.verified:
+                log.warning("discovered %s at %s: its HELLO does not verify with a key this host "
+                            "holds (cyphy provision, --key-file): not served", f.name, f.url)
+                known.add(f.name)
+                continue
+            d = _Device(self, f.url)
+            with self._lock:
+                self.devices.append(d)
+            log.info("discovered %s at %s: served", f.name, f.url)
+            d.start()
+        if not self._stopping.is_set():
+            self.hub.call_later(self.discover_every_s, lambda: self._pool.submit(self._discover))
+
+    def _given_key(self) -> Any:
+        from .api import resolve_key
+
+        try:
+            return resolve_key(None, self.key_file)
+        except Exception:  # noqa: BLE001 - no key given: the key store's are tried per name
+            return None
+
     def start(self) -> "Gateway":
         log.info("%s/%s: broker %s, %d node(s): %s", self.group, self.edge,
                  self.broker_url, len(self.devices), " ".join(d.url for d in self.devices) or "-")
@@ -544,6 +655,8 @@ class Gateway:
         self.client.loop_start()    # connects, and reconnects with backoff (1 s doubling)
         for d in self.devices:
             d.start()
+        if self.discover_port is not None:
+            self._pool.submit(self._discover)
         return self
 
     def stop(self, timeout: float = 5.0, reason: str = "") -> None:
@@ -710,7 +823,7 @@ class Gateway:
         try:
             p = sp.decode(payload, datatypes={sp.NODE_CONTROL_REBIRTH: T.Boolean})
         except sp.SparkplugError as e:
-            log.warning("NCMD: malformed payload (%s): ignored", e)
+            self._refuse(f"NCMD: malformed payload ({e}); nothing was done")
             return
         for m in p.metrics:
             if m.name == sp.NODE_CONTROL_REBIRTH:
@@ -722,20 +835,32 @@ class Gateway:
                             self._birth_all()
                     log.info("NCMD %s: rebirth published (bdSeq %d)", sp.NODE_CONTROL_REBIRTH, self.bdseq)
                 else:
-                    log.warning("NCMD %s = %r: only true asks for a rebirth: ignored",
-                                sp.NODE_CONTROL_REBIRTH, m.value)
+                    self._refuse(f"NCMD {sp.NODE_CONTROL_REBIRTH} = {m.value!r}: only true asks "
+                                 f"for a rebirth; nothing was done")
             else:
-                log.warning("NCMD metric %r: not supported here (only %s): ignored",
-                            m.name if m.name is not None else f"alias {m.alias}",
-                            sp.NODE_CONTROL_REBIRTH)
+                self._refuse(f"NCMD metric {m.name if m.name is not None else f'alias {m.alias}'!r}"
+                             f": not supported here (only {sp.NODE_CONTROL_REBIRTH}); nothing was done")
 
     def _on_dcmd(self, device_id: str, payload: bytes) -> None:
         d = self._device_named(device_id)
         if d is None or d.node is None:
-            log.warning("DCMD for %s: no such device on %s/%s (or it is offline): ignored",
-                        device_id, self.group, self.edge)
+            with self._lock:
+                names = sorted(x.name for x in self.devices if x.name and x.node is not None)
+            self._refuse(f"DCMD for {device_id}: no such device online on {self.group}/"
+                         f"{self.edge} (online: {', '.join(names) or 'none'}); nothing was applied")
             return
         d.command(payload)
+
+    def _refuse(self, text: str) -> None:
+        """A command the Edge Node itself refuses: a log line, and NDATA Command/last and
+        Command/ok = false (the NACK a host application sees; the metrics are in the NBIRTH)."""
+        log.warning("%s", text)
+        with self._lock:
+            self.node_command = (text, False)
+            if self.online and not self._stopping.is_set():
+                ts = sp.now_ms()
+                self._publish("NDATA", None, [Metric(CMD_LAST, T.String, text, timestamp=ts),
+                                              Metric(CMD_OK, T.Boolean, False, timestamp=ts)])
 
     # ---- births and data (any thread; under the lock) ----
 
@@ -751,7 +876,10 @@ class Gateway:
         # NBIRTH: seq 0 (6.4.5), bdSeq of this CONNECT (5.4), Node Control/Rebirth false.
         ts = sp.now_ms()
         self._publish("NBIRTH", None, [sp.bdseq_metric(self.bdseq, ts),
-                                       sp.rebirth_metric(False, ts)], seq=self._seq.reset())
+                                       sp.rebirth_metric(False, ts),
+                                       Metric(CMD_LAST, T.String, self.node_command[0], timestamp=ts),
+                                       Metric(CMD_OK, T.Boolean, self.node_command[1], timestamp=ts)],
+                      seq=self._seq.reset())
         self.online = True
         for d in self.devices:
             d.born = False

@@ -45,6 +45,7 @@ EXPECTED = {
     "oven/setpoint": D.DOUBLE, "oven/measurement": D.DOUBLE, "oven/output": D.DOUBLE,
     "oven/mode": D.STRING, "oven/alarms": D.STRING, "oven/faults": D.STRING,
     "oven/tuning": D.BOOLEAN, "oven/kp": D.DOUBLE, "oven/ki": D.DOUBLE, "oven/kd": D.DOUBLE,
+    "oven/tune": D.STRING,
     **{f"oven/stats/{f}": D.UINT32 for f in ("ticks", "overruns", "skipped", "jitter_p99_us",
                                               "jitter_max_us", "compute_mean_us", "compute_max_us")},
     "Node Info/firmware": D.STRING, "Node Info/board": D.STRING, "Node Info/url": D.STRING,
@@ -205,7 +206,8 @@ def test_births_ddata_and_a_dcmd_applied_once(broker, node, gateway, mqtt_client
     (rb,) = [m for m in nb.metrics if m.name == "Node Control/Rebirth"]
     assert rb.datatype == D.BOOLEAN and rb.boolean_value is False and not rb.HasField("alias")
     nbirth = psp.NBirth.decode(nb_raw)
-    assert {m.name for m in nbirth.metrics} == {"bdSeq", "Node Control/Rebirth"}
+    assert {m.name for m in nbirth.metrics} == {"bdSeq", "Node Control/Rebirth", "Command/last",
+                                               "Command/ok"}
 
     # DBIRTH: seq 1, every metric named, typed, aliased (aliases unique), with a value
     db = PB.FromString(db_raw)
@@ -280,9 +282,14 @@ def test_bad_dcmds_are_refused_with_a_reason(broker, node, gateway, mqtt_client,
     refused(dcmd(metric("oven/setpoint", D.DOUBLE, 33.0), metric("oven/nope", D.DOUBLE, 1.0)),
             "oven/nope")
     refused(b"\xff\xff\xff", "malformed payload")
-    # a DCMD for a device the gateway does not have: a log line, nothing else
+    # a DCMD for a device the gateway does not have: a log line, and the Edge Node's own
+    # Command/last and Command/ok (NDATA: the NACK a host sees)
     caplog.clear()
     host.command("DCMD", "nobody", dcmd(metric("oven/setpoint", D.DOUBLE, 1.0)))
+    nd = {m.name: m for m in PB.FromString(host.next("NDATA")).metrics}
+    assert nd["Command/ok"].boolean_value is False, nd
+    text = nd["Command/last"].string_value
+    assert "DCMD for nobody: no such device online" in text and NAME in text, text
     # the gateway goes on: an alias-only write (as a host that learnt the aliases sends it)
     host.command("DCMD", NAME, psp.DCmd(timestamp=psp.get_current_timestamp(), metrics=(
         metric(None, D.DOUBLE, 2.5, alias=alias["oven/kd"]),)).encode(include_dtypes=False))
@@ -431,3 +438,66 @@ def sp_state(online: bool, ts: int) -> bytes:
     from cyphy import sparkplug as sp
 
     return sp.encode_state(online, ts)
+
+
+def test_the_allow_list_and_a_tune_by_dcmd(broker, node, gateway, mqtt_client):
+    # --allow: what a DCMD may write, per metric; LOOP/tune "start"/"abort" runs the relay
+    # autotune through the gateway's own session (gone with the gateway: the node stops it)
+    host = Host(mqtt_client(broker), "g9")
+    gateway("g9", allow=["*/setpoint", "oven/tune"])
+    _, birth = births(host)
+    assert {m.name: m.value for m in birth.metrics}["oven/tune"] == "idle"
+    host.command("DCMD", NAME, dcmd(metric("oven/kp", D.DOUBLE, 2.0)))
+    got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
+    assert got["Command/ok"] is False and "not allowed by this gateway" in got["Command/last"]
+    host.command("DCMD", NAME, dcmd(metric("oven/tune", D.STRING, "start")))
+    got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
+    assert got["Command/ok"] is True and got["Command/last"] == "oven/tune=start ok", got
+    host.next("DDATA", NAME, where=has("oven/tune", birth, lambda v: v == "running"))
+    host.command("DCMD", NAME, dcmd(metric("oven/tune", D.STRING, "abort")))
+    host.next("DDATA", NAME, where=has("oven/tune", birth, lambda v: v == "idle"))
+    got = values(host.next("DDATA", NAME, where=has("Command/last", birth,
+                                                    lambda v: v.startswith("oven/tune ended"))),
+                 birth)
+    assert got["Command/ok"] is False and "nothing applied" in got["Command/last"], got
+    host.command("DCMD", NAME, dcmd(metric("oven/tune", D.STRING, "now")))
+    got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
+    assert got["Command/ok"] is False and '"start" or "abort"' in got["Command/last"], got
+
+
+def test_nodes_found_by_discovery_are_served(broker, node, gateway, mqtt_client):
+    # --discover PORT: the nodes that answer a broadcast there and verify with a key held
+    # here become devices (the node list is empty)
+    host = Host(mqtt_client(broker), "g10")
+    port = int(node.url.rsplit(":", 1)[1])
+    gw = Gateway(broker.url, "g10", "gw1", [], period_ms=50, discover_port=port)
+    try:
+        gw.start()
+        host.next("DBIRTH", NAME, timeout=WAIT + 5)
+        assert [d.name for d in gw.devices] == [NAME]
+    finally:
+        gw.stop()
+
+
+def test_the_gateway_from_a_config_file(tmp_path, broker, node, mqtt_client):
+    import json
+    import subprocess
+    import sys
+
+    host = Host(mqtt_client(broker), "g11")
+    cfg = tmp_path / "gw.json"
+    cfg.write_text(json.dumps({"broker": broker.url, "group": "g11", "edge": "gw1",
+                               "nodes": [node.url], "period_ms": 50, "allow": ["*/setpoint"]}))
+    cyphy_exe = str(Path(sys.executable).with_name("cyphy"))
+    p = subprocess.Popen([cyphy_exe, "gateway", "--config", str(cfg)], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        host.next("DBIRTH", NAME, timeout=WAIT + 5)
+    finally:
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=15)
+    assert p.returncode == 0, err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"broker": broker.url, "nodes": ["sim://x", 5]}))
+    r = subprocess.run([cyphy_exe, "gateway", "--config", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nodes[1]: 5 is not a string" in r.stderr
