@@ -3,7 +3,10 @@
 # period Pu, and tuning rules turn those into PID gains.
 #
 # update() runs in the tick (ints in milli-units, allocation-free); result() is called once
-# finished and returns plain data (floats, dicts) for another module to persist.
+# finished and returns plain data (floats, dicts) for another module to persist. When the
+# measurement is sinusoidal (an underdamped plant), follow_up() then gives a second run
+# with a wider hysteresis, for a second point of the frequency response; its result() has
+# the model and rule of both (a second-order-plus-dead-time model and its table).
 #
 # Why not the textbook Ku = 4d / (pi a) with a the peak amplitude: the formula assumes a
 # sinusoidal measurement, but a relay drives a lag plant into a near-triangular wave whose
@@ -654,6 +657,16 @@ _TABLE = (
 #   measured point alone (the frequency-response method of Astrom and Hagglund 1984,
 #   generalised): the PID moves G(jw) to radius r at angle -pi + psi of the Nyquist plane,
 #   with Ti = a Td; _POINT = (r, psi, a, b), fitted on the underdamped development plants.
+#   Used when no second point could be measured (see "sopdt").
+# - "sopdt" (an underdamped plant, from two points: RelayTune.follow_up, sopdt_fit): a
+#   table derived like _TABLE, on normalised plants K = 1, wn = 1 (tuning_plants.
+#   derive_sopdt_table(), margins overshoot <= 4 %, Ms <= 1.8). _SOPDT rows: (1000 zeta,
+#   (10000 Le wn, 1000 A, 10000 B, 10000 C, 1000 b) for each dead time), Le the dead time
+#   plus half a sample, and kp = A / K, Ti = B / wn, Td = C / wn, setpoint weight b;
+#   interpolated in zeta and log(Le wn), A, B, C in logarithms. Ints, not floats: no
+#   boxed float per entry in RAM while a tune runs. _DL: the dead time the rule uses is
+#   L + _DL / w (w the first run's frequency), a margin for the least certain figure;
+#   _SCAP: the loop's sensitivity at the measured points at most this (gains scaled).
 _SOPDT = (
     (100, ((531, 12828, 7070, 3510, 458), (1063, 3324, 10461, 6923, 387),
            (1594, 1472, 11475, 10232, 528), (2125, 760, 10321, 14491, 665),
