@@ -478,14 +478,23 @@ class MqttNode:
     def _data(self, p: Payload) -> None:
         names = []
         unknown = False
+        taken: int | None = None   # the time of the historical values being gathered
         for m in p.metrics:
             name = m.name if m.name is not None else self._aliases.get(m.alias) \
                 if m.alias is not None else None
             if name is None:
                 unknown = True
                 continue
+            if m.is_historical and m.timestamp != taken or not m.is_historical and taken is not None:
+                # a gateway with --batch sends a frame's older samples first, as historical
+                # values with the time each was taken: one sample each, in order
+                if taken is not None and self._stream is not None:
+                    self._stream.put(("sample", self._sample(taken)))
+                taken = m.timestamp if m.is_historical else None
             self._values[name] = None if m.is_null else m.value
             names.append(name)
+        if taken is not None and self._stream is not None:
+            self._stream.put(("sample", self._sample(taken)))
         if unknown and time.monotonic() - self._rebirth_at > REBIRTH_AGAIN_S:
             self._rebirth()   # aliases we do not know: a birth we missed
         if CMD_OK in names:

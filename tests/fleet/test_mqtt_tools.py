@@ -390,3 +390,25 @@ def test_mqtts_verifies_the_broker_with_the_ca_from_the_environment(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("fleet", ["embedded"], indirect=True)   # the broker plays no part
+def test_telemetry_of_a_batching_gateway_gives_every_sample(fleet: Fleet) -> None:
+    # --batch 5: one DDATA per 5 samples, the older 4 as historical values with the time
+    # each was taken: the monitor still gets one sample per period, in order
+    fleet.gateway.stop()
+    gw = Gateway(fleet.broker.url, GROUP, EDGE, [f"sim://{SIM}"], period_ms=100, batch=5,
+                 report_s=3600)
+    fleet.gateway = gw
+    gw.start()
+    end = time.monotonic() + 20
+    while not any(d.born for d in gw.devices):
+        assert time.monotonic() < end, "the gateway did not birth the node within 20 s"
+        time.sleep(0.1)
+    with cyphy.connect(fleet.url, timeout=3.0) as n:
+        it = n.telemetry(timeout=5)
+        next(it)                                   # the birth
+        stamps = [next(it)["t_ms"] for _ in range(15)]
+    steps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(s > 0 for s in steps), stamps          # in order, none twice
+    assert sum(60 <= s <= 140 for s in steps) >= len(steps) - 3, steps   # about one per 100 ms
