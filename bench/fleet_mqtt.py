@@ -12,7 +12,10 @@ else the embedded one); a subscriber counts every sample on the node's clock
 - 500 nodes through 1 gateway with --batch 1 (a DDATA per sample, the lowest latency):
   the same figures named `..._unbatched`;
 - 20 real sim nodes (the firmware on the MicroPython Unix port, at 10 Hz over UDP)
-  through 1 gateway: `fleet_frames_lost_sim`.
+  through 1 gateway: `fleet_frames_lost_sim`;
+- one host process with 10, 100 and 500 sessions (no broker) to swarm nodes at 20 Hz:
+  `host_us_per_frame` (its CPU time per frame received; flat: the process's one hub
+  thread reads every session), params {"sessions"}.
 --quick: 100 and 200/2 nodes, 10 s, and 5 sim nodes.
 """
 
@@ -74,6 +77,20 @@ def run(ctx) -> list[dict]:
                 f"({r.gateway_cpu_pct_per_100_nodes:.1f} % per 100 nodes)"
                 + (f"; {r.error}" if r.error else ""))
         out += _records(r, suffix)
+    # one host process, n sessions (the hub: one thread reads them all): the cost per frame
+    for n in ((10, 100) if quick else (10, 100, 500)):
+        try:
+            c = fleetbench.session_cost(n, 5.0 if quick else 20.0, rate_hz=20)
+        except Exception as e:  # noqa: BLE001 - recorded, the bench goes on
+            ctx.error(e)
+            out.append(C.skipped("host_us_per_frame", "us", C.why(e), sessions=n))
+            continue
+        ctx.log(f"sessions {n}: {c['us_per_frame']} us of host CPU per frame, "
+                f"{c['frames_per_s']} frames/s, {c['lost']} lost, {c['threads']} threads")
+        note = (f"{c['frames_per_s']} frames/s at 20 Hz per node, host CPU {c['cpu_pct']} %, "
+                f"{c['lost']} frames lost, {c['threads']} threads in the process")
+        out += [C.record("host_us_per_frame", c["us_per_frame"], "us", note=note, sessions=n),
+                C.record("host_frames_lost", c["lost"], "frames", sessions=n)]
     n_sim = 5 if quick else 20
     work = ctx.lab.root
     try:

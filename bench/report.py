@@ -373,13 +373,18 @@ def fleet_mqtt(R: Records) -> list[str]:
                          f"skipped: {r.get('skipped', '')}",
                          _pct(R.value(f"gateway_cpu_pct_per_100_nodes{suffix}", "cyphy", **q), 2),
                          _pct(R.value(f"fleet_subscriber_cpu_pct{suffix}", "cyphy", **q))])
-    if not rows:
+    cost = [[_fmt(r["params"].get("sessions")), _fmt(r.get("value")), r.get("note", "")]
+            for r in R.all("host_us_per_frame") if r.get("value") is not None]
+    if not rows and not cost:
         return []
+    extra = ([""] + ["One host process, N sessions (one hub thread reads them all): CPU per "
+                     "frame received", ""] + _table(["Sessions", "us per frame", "Note"], cost,
+                                                    "rrl")) if cost else []
     return ["**5b. Fleet through the broker** (nodes at 10 Hz over UDP -> `cyphy gateway` -> "
             "MQTT broker -> a Sparkplug B subscriber counting every sample; --batch 10 unless "
             "said)", ""] + _table(
         ["Nodes", "Count", "Gateways", "Samples expected", "Lost", "Gateway CPU per 100 nodes",
-         "Subscriber CPU"], rows, "lrrrrrr") + [""]
+         "Subscriber CPU"], rows, "lrrrrrr") + extra + [""]
 
 
 def markdown(recs: list[dict]) -> str:

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from . import sparkplug as sp
-from .broker import Broker
+from .broker import Broker, _parent_death_signal
 from .gateway import SAMPLE_T_MS
 
-__all__ = ["FleetRun", "run"]
+__all__ = ["FleetRun", "run", "session_cost"]
 
 GROUP = "fleetbench"
 RATE_HZ = 10
@@ -266,7 +266,8 @@ def run(nodes: int, gateways: int = 1, seconds: float = 60.0, batch: int = 10,
             swarm = subprocess.Popen(
                 [sys.executable, "-m", "cyphy.sim.swarm", "--nodes", str(nodes), "--rate-hz",
                  str(RATE_HZ), "--key-file", str(key), "--write-key"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+                preexec_fn=_parent_death_signal())   # none outlives a killed bench
             procs.append(swarm)
             line = swarm.stdout.readline() if swarm.stdout else ""
             if not line:
@@ -282,7 +283,8 @@ def run(nodes: int, gateways: int = 1, seconds: float = 60.0, batch: int = 10,
                  "--group", GROUP, "--edge", f"gw{k + 1}", "--batch", str(batch),
                  "--period-ms", str(period_ms), "--report-s", "3600", "--key-file", str(key),
                  *part],
-                stdout=subprocess.DEVNULL, stderr=open(work / f"gw{k + 1}.log", "wb"), env=env))
+                stdout=subprocess.DEVNULL, stderr=open(work / f"gw{k + 1}.log", "wb"), env=env,
+                preexec_fn=_parent_death_signal()))
         procs += gws
         deadline = time.monotonic() + 30 + nodes / 20
         while counter.births < nodes and time.monotonic() < deadline:
@@ -342,3 +344,58 @@ def run(nodes: int, gateways: int = 1, seconds: float = 60.0, batch: int = 10,
                 p.kill()
         broker.close()
     return r
+
+
+def session_cost(n: int, seconds: float = 10.0, rate_hz: int = RATE_HZ) -> dict[str, float]:
+    """One host process with n protocol sessions (cyphy.client.Session over UDP, all read
+    by the process's one hub thread) to n swarm nodes at rate_hz: the process's CPU time
+    per frame received, frames per second, and frames lost (sequence gaps). Issue 16 asks
+    for a flat cost per frame up to at least 500 sessions."""
+    from . import codec as P
+    from .client import Session
+    from .links import UdpLink
+
+    work = Path(tempfile.mkdtemp(prefix="cyphy-sessioncost-"))
+    key = work / "swarm.key"
+    env = {**os.environ, "CYPHY_HOME": str(work / "home")}
+    swarm = subprocess.Popen(
+        [sys.executable, "-m", "cyphy.sim.swarm", "--nodes", str(n), "--rate-hz", str(rate_hz),
+         "--key-file", str(key), "--write-key"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+        preexec_fn=_parent_death_signal())
+    sessions: list[Session] = []
+    try:
+        line = swarm.stdout.readline() if swarm.stdout else ""
+        if not line:
+            raise RuntimeError(f"the swarm did not start: {swarm.stderr.read() if swarm.stderr else ''}")
+        k = P.key_from_hex(key.read_text().strip())
+        for url in json.loads(line)["urls"]:
+            host = url.removeprefix("udp://").split(":")[0]
+            sessions.append(Session(UdpLink(host, P.UDP_PORT), k, timeout=5.0))
+        for s in sessions:
+            s.open()
+            s.on_telemetry = lambda samples: None      # frames are counted, not kept
+            s.subscribe(1000 // rate_hz)
+        time.sleep(2.0)
+        f0 = sum(s.stats.frames for s in sessions)
+        l0 = sum(s.stats.lost for s in sessions)
+        c0, t0 = time.process_time(), time.monotonic()
+        time.sleep(seconds)
+        cpu, wall = time.process_time() - c0, time.monotonic() - t0
+        frames = sum(s.stats.frames for s in sessions) - f0
+        lost = sum(s.stats.lost for s in sessions) - l0
+        return {"sessions": n, "frames_per_s": round(frames / wall, 1),
+                "us_per_frame": round(1e6 * cpu / max(frames, 1), 1),
+                "cpu_pct": round(100 * cpu / wall, 1), "lost": lost,
+                "threads": threading.active_count()}
+    finally:
+        for s in sessions:
+            try:
+                s.close()
+            except Exception:  # noqa: BLE001 - closing must not fail the figure
+                pass
+        swarm.send_signal(signal.SIGTERM)
+        try:
+            swarm.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            swarm.kill()

@@ -44,3 +44,9 @@ def test_100_nodes_through_2_gateways_lose_no_sample() -> None:
     assert r.births == 100 and r.silent == 0, r
     assert r.expected >= 100 * 20 and r.lost == 0 and r.seq_gaps == 0, r
     assert len(r.gateway_cpu_pct) == 2 and all(c > 0 for c in r.gateway_cpu_pct), r
+
+
+def test_the_session_cost_figure_runs_on_one_thread() -> None:
+    c = fleetbench.session_cost(50, seconds=2.0, rate_hz=20)
+    assert c["lost"] == 0 and c["frames_per_s"] > 50 * 20 * 0.8, c
+    assert c["threads"] <= 3, c        # the test's own, the hub's (and maybe its pool's)
