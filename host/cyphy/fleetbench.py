@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from . import sparkplug as sp
 from .broker import Broker, _parent_death_signal
@@ -121,26 +121,30 @@ class Counter:
         self.client.disconnect()
 
 
-def _seq_of(data: bytes) -> int | None:
-    """The payload's seq (field 3, a varint), skipping the other top-level fields."""
-    i, n = 0, len(data)
-    seq = None
-    while i < n:
+def _fields(data: bytes, i: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """The protobuf fields of data[i:end]: (key, value, next): a varint's value, or where a
+    length-delimited field's bytes start (they end at next); fixed-size ones skipped."""
+    while i < end:
         key, i = _varint(data, i)
-        number, wire = key >> 3, key & 7
+        wire = key & 7
         if wire == 0:
             v, i = _varint(data, i)
-            if number == 3:
-                seq = v
         elif wire == 2:
-            ln, i = _varint(data, i)
-            i += ln
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
+            ln, v = _varint(data, i)
+            i = v + ln
+        elif wire in (1, 5):
+            v, i = 0, i + (8 if wire == 1 else 4)
         else:
-            return None
+            raise sp.SparkplugError(f"wire type {wire} at byte {i}")
+        yield key, v, i
+
+
+def _seq_of(data: bytes) -> int | None:
+    """The payload's seq (field 3, a varint), skipping the other top-level fields."""
+    seq = None
+    for key, v, _ in _fields(data, 0, len(data)):
+        if key == 0x18:
+            seq = v
     return seq
 
 
@@ -149,46 +153,17 @@ def _values_of(data: bytes, alias: int) -> list[int]:
     subscriber that counts samples reads only those, not every metric (cyphy.sparkplug
     decodes all of them, several times slower; its tests prove the wire format)."""
     out: list[int] = []
-    i, n = 0, len(data)
-    while i < n:
-        key, i = _varint(data, i)
-        wire = key & 7
-        if key == 0x12:                      # metrics (2), length-delimited
-            ln, i = _varint(data, i)
-            end = i + ln
-            j, a, v = i, None, None
-            while j < end:
-                k, j = _varint(data, j)
-                w = k & 7
-                if w == 0:
-                    x, j = _varint(data, j)
-                    if k == 0x10:
-                        a = x
-                    elif k == 0x50:
-                        v = x
-                elif w == 2:
-                    ln2, j = _varint(data, j)
-                    j += ln2
-                elif w == 1:
-                    j += 8
-                elif w == 5:
-                    j += 4
-                else:
-                    raise sp.SparkplugError("bad wire type in a metric")
-            if a == alias and v is not None:
-                out.append(v)
-            i = end
-        elif wire == 0:
-            _, i = _varint(data, i)
-        elif wire == 2:
-            ln, i = _varint(data, i)
-            i += ln
-        elif wire == 1:
-            i += 8
-        elif wire == 5:
-            i += 4
-        else:
-            raise sp.SparkplugError("bad wire type")
+    for key, start, end in _fields(data, 0, len(data)):
+        if key != 0x12:                          # metrics (2), length-delimited
+            continue
+        a = v = None
+        for k, x, _ in _fields(data, start, end):
+            if k == 0x10:                        # alias (2)
+                a = x
+            elif k == 0x50:                      # int_value (10)
+                v = x
+        if a == alias and v is not None:
+            out.append(v)
     return out
 
 
