@@ -41,6 +41,8 @@ _HYST2 = 1.0                        # second run's hysteresis / first run's ampl
 _SINUS = 1.1                        # peak / first harmonic below this: a second run
 _DL = 0.03                          # rad: the sopdt rule's margin for the lag at w
 _SCAP = 1.9                         # sensitivity at the measured points at most this
+_LINES = 0.3                        # the lines' peaks only where the raw fit's tau is below
+_WMAX = const(200)                  # window of the line fit after a switch, ticks at most
 
 
 class RelayTune:
@@ -95,6 +97,15 @@ class RelayTune:
         self._ext = 0                                  # extreme of y since then ...
         self._text = 0                                 # ... reached after this many ticks
         self._sl = self._nl = 0                        # sum and count of turn times (ticks)
+        # A line through the samples k = 1.._m after each measured switch (before the
+        # turn), per relay state after the switch: counts, sums of k and k^2 (<= 2 * 64 *
+        # _WMAX^3 / 3: they fit), sums of d and k d (d = y - sp, clamped; wide)
+        self._m = 0
+        self._wn = array("i", [0, 0])
+        self._wk = array("i", [0, 0])
+        self._wkk = array("i", [0, 0])
+        self._wy = (Acc(), Acc())
+        self._wky = (Acc(), Acc())
         self.why = ""
 
     def update(self, y):
@@ -120,6 +131,16 @@ class RelayTune:
             self._ymin = y
         if self.settle < self._edges <= self.settle + self.cycles:
             self._accumulate(y)
+            k = self._ts
+            if k <= self._m:
+                d = y - self.sp
+                d = -_DEV if d < -_DEV else (_DEV if d > _DEV else d)
+                i = self.relay
+                self._wn[i] += 1
+                self._wk[i] += k
+                self._wkk[i] += k * k
+                self._wy[i].add(d)
+                self._wky[i].add(k * d)
         self._switch(y)
         self.out = self.high if self.relay else self.low
         return self.out
@@ -168,6 +189,8 @@ class RelayTune:
                 self._s10 += d
             else:
                 self._s01 += d
+        m = (3 * self._text) >> 2                      # the next window: 3/4 of this turn
+        self._m = _WMAX if m > _WMAX else m
         self._ts = self._text = 0
         self._ext = y
 
@@ -375,6 +398,9 @@ class RelayTune:
                 m["K"], m["T"], m["tau"] = ex[0], T, turn / (turn + T)
                 if m["dphase"] > _DPHASE:
                     m["class"] = "fopdt"
+                    if m["tau"] < _LINES:
+                        m["K"], m["T"] = self._refine(pu, turn, ex)
+                        m["tau"] = turn / (turn + m["T"])
             r["model"] = m
             r.update(tune(m, self.dt))
         r["stable"] = not why
@@ -394,6 +420,86 @@ class RelayTune:
         if sg < 0:
             mx, mn, s10, s01 = -mn, -mx, -s10, -s01
         return fopdt_exact(mx, mn, s10, s01, L, pu, (self.high - self.low) / 1000.0)
+
+    def _refine(self, pu, L, raw):
+        """(K, T) of the FOPDT fit again, with the peaks and switching levels taken from
+        lines fitted to the samples after each switch (up to 3/4 of the turn time,
+        before the turn): the line's value at the switch and at the turn, corrected for
+        the exponential's curvature as the model fitted so far has it (three times
+        over). The raw extremes and the levels the relay switched at carry the noise's
+        bias (a maximum of noisy samples lies above the signal's, and the relay switches
+        on a sample noise pushed across the band), which on a lag-dominant plant is as
+        large as the curvature the fit reads T from: L / (L + T) came out 0.08-0.26 for
+        0.02-0.05 with the raw figures. Used below tau _LINES (above it the noise is small
+        against the waveform and the raw fit exact)."""
+        sg = -1.0 if self.reverse else 1.0
+        sw = (self.high - self.low) / 1000.0
+        # lines: after a switch to low (direct action) y keeps rising to the peak
+        up, dn = self._line(1 if sg < 0 else 0), self._line(0 if sg < 0 else 1)
+        if up is None or dn is None:
+            return raw[:2]
+        if sg < 0:
+            up, dn = _neg(dn), _neg(up)
+        f = raw
+        lk = L / self.dt
+        for _ in range(3):
+            K, T, A, B = f
+            q = exp(-self.dt / T)
+            eh, pk = _ends(up, lk, q, A)
+            el, tr = _ends(dn, lk, q, B)
+            g = fopdt_exact(pk, tr, eh, el, L, pu, sw)
+            if g is None:
+                # beyond an integrator within the lines' noise: a lag-dominant plant;
+                # the table's first row, with the raw fit's K / T (which is right)
+                T = 49.0 * L
+                return raw[0] / raw[1] * T, T
+            f = g
+        return f[:2]
+
+    def _line(self, i):
+        # (value at k = 0, slope per tick, mean k, variance of k) of the line through
+        # the windows after the switches to relay state i, or None
+        n = self._wn[i]
+        sk, skk = self._wk[i], self._wkk[i]
+        det = n * float(skk) - float(sk) * sk
+        if n < 6 or det <= 0.0:
+            return None
+        sy, sky = self._wy[i].value() / 1000.0, self._wky[i].value() / 1000.0
+        s = (n * sky - sk * sy) / det
+        return (sy - s * sk) / n, s, sk / n, det / (n * n)
+
+
+def _neg(ln):
+    return None if ln is None else (-ln[0], -ln[1], ln[2], ln[3])
+
+
+def _coef(ln, q):
+    # The line al + be k through q^k over ln's window (mean k, variance of k:
+    # whole ticks k1..k2 around the mean)
+    mk, vk = ln[2], ln[3]
+    h = sqrt(3.0 * vk + 0.25)
+    k1, k2 = int(mk - h + 0.5), int(mk + h + 0.5)
+    if k2 <= k1:
+        k2 = k1 + 1
+    n, sk, skk, sq, skq = 0, 0.0, 0.0, 0.0, 0.0
+    for k in range(k1, k2 + 1):
+        x = q ** k
+        n += 1
+        sk += k
+        skk += k * k
+        sq += x
+        skq += k * x
+    be = (n * skq - sk * sq) / (n * skk - sk * sk)
+    return (sq - be * sk) / n, be
+
+
+def _ends(ln, lk, q, A):
+    # The line ln fitted to y_k = A + (e - A) q^k over its window (an FOPDT plant's
+    # output after a switch, still moving toward the old level A): the true value at the
+    # switch e and at the turn lk ticks later.
+    al, be = _coef(ln, q)
+    a, s = ln[0], ln[1]
+    return A + (a - A) / al, A + (a + s * lk - A) * q ** lk / (al + be * lk)
 
 
 # ---- identification: a first-order-plus-dead-time model from the relay run ----
@@ -422,7 +528,7 @@ def _period(T, pk, tr, eh, el, L):
 
 
 def fopdt_exact(pk, tr, eh, el, L, P, swing):
-    """(K, T) from the relay waveform (see above), or None."""
+    """(K, T, A, B) from the relay waveform (see above), or None."""
     if not (L > 0.0 and P > 2.0 * L and pk > eh > el > tr):
         return None
     lo, hi = -9.2, 9.2                                # log(T / L): T from 1e-4 L to 1e4 L
@@ -440,7 +546,7 @@ def fopdt_exact(pk, tr, eh, el, L, P, swing):
     r = _period(L * exp(lo), pk, tr, eh, el, L)
     if r is None:
         return None
-    return (r[1] - r[2]) / swing, L * exp(lo)
+    return (r[1] - r[2]) / swing, L * exp(lo), r[1], r[2]
 
 
 # ---- identification: second order plus dead time from two points ----
