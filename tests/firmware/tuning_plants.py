@@ -489,24 +489,26 @@ def simc(K, T, L):
             "p_on_m": False}
 
 
-def fotd_case(tau, dt_per_L=16):
-    """Normalised FOPDT: K = 1, L = 1.6 s, T = L (1 - tau) / tau."""
+def fotd_case(tau, dt_per_L=16, K=1.0):
+    """Normalised FOPDT: K = 1 (unless given), L = 1.6 s, T = L (1 - tau) / tau."""
     L = 1.6
     T = L * (1 - tau) / tau
     dt = L / dt_per_L
     return Case(f"fotd tau={tau:.2f}", "fotd",
-                {"type": "fotd", "gain": 1.0, "tau_s": T, "dead_time_s": L, "ambient": 0.0},
-                "heater", "temperature", {"heater": 50.0, "temperature": 50.0},
-                50.0, 0.0, 100.0, 10.0, 1.0, 1.0, 50.0, dt,
+                {"type": "fotd", "gain": K, "tau_s": T, "dead_time_s": L, "ambient": 0.0},
+                "heater", "temperature", {"heater": 50.0, "temperature": 50.0 * K},
+                50.0, 0.0, 100.0, 10.0, 1.0, K, 50.0 * K, dt,
                 int((40 * L + 4 * min(T, 10 * L)) / dt),
-                lambda s: cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": 1.0, "T": T, "L": L})
+                lambda s: K * cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": K, "T": T, "L": L})
 
 
-def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3, 0.9)):
+def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3, 0.9),
+            alts=(), os_alt=0.09, ms_alt=1.95):
     """The gains and setpoint weight b minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld)
     with margins on the spec (os_max, ms_max) for the identification's errors; a
     Nelder-Mead search of (log kp, log ki, log kd, b) from each start and each b of
-    `weights`."""
+    `weights`. alts: plants the identification may have taken for this one; the same
+    gains must meet the spec on them within (os_alt, ms_alt) too."""
     best = (math.inf, None)
     for g0 in starts:
         for b0 in weights:
@@ -515,6 +517,15 @@ def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3,
                 m = ms(case, g)
                 if m > ms_max:
                     return 1e9 * (1 + m)
+                for a in alts:
+                    m = ms(a, g)
+                    if m > ms_alt:
+                        return 1e8 * (1 + m)
+                    sp = simulate(a, g, "setpoint", False)
+                    if not sp["settled"] or sp["overshoot"] > os_alt:
+                        return 1e6 * (1 + sp["overshoot"])
+                    if not simulate(a, g, "load", False)["settled"]:
+                        return 1e6
                 sp = simulate(case, g, "setpoint", False)
                 if not sp["settled"] or sp["overshoot"] > os_max:
                     return 1e6 * (1 + sp["overshoot"])
@@ -531,19 +542,30 @@ def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3,
     return best
 
 
-def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print):
+def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print,
+                 os_max=0.06, ms_max=1.8, alt_tau=None, alt_below=0.25, os_alt=0.09,
+                 ms_alt=1.95, dt_per_L=16):
     """Rows (tau, A, B, C, b) of autotune._TABLE: kp = A / (K tau), Ti = B L, Td = C L
     with L the dead time plus half a sample (what the node's rule uses), setpoint weight
-    b."""
+    b; within margins os_max, ms_max. alt_tau: for rows below alt_below, the gains must
+    also meet the spec within (os_alt, ms_alt) on the plant of L / (L + T) alt_tau with
+    the same K / T and L (what a noisy relay run of a lag-dominant plant can look like:
+    K / T and L are identified right, T alone can come out several times too short)."""
     rows = []
     for tau in taus:
-        c = fotd_case(tau)
+        c = fotd_case(tau, dt_per_L)
         P = c.params
+        alts = []
+        if alt_tau is not None and alt_tau < tau < alt_below:
+            a = fotd_case(alt_tau, dt_per_L)
+            alts = [fotd_case(alt_tau, dt_per_L, K=a.params["T"] / P["T"])]
         s0 = simc(P["K"], P["T"], P["L"])
         starts = [s0, dict(s0, kp=s0["kp"] * 0.6, ki=s0["ki"] * 0.4)]
         gs, ss, _ = optimum(c, "setpoint", starts)
         gl, sl, _ = optimum(c, "load", starts + [gs])
-        r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl, s0])
+        r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl, s0],
+                       os_max=os_max, ms_max=ms_max, alts=alts, os_alt=os_alt,
+                       ms_alt=ms_alt)
         L = P["L"] + c.dt / 2
         te = L / (L + P["T"])
         row = (tau, round(g["kp"] * P["K"] * te, 4), round(g["kp"] / g["ki"] / L, 4),
