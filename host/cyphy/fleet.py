@@ -35,6 +35,7 @@ from . import codec as P
 from . import mqtt
 from . import sparkplug as sp
 from .client import CommandRejected, LinkStats, ProtocolError
+from .gateway_device import CMD_LAST, CMD_OK, LINK_FIELDS, STAT_FIELDS  # the metrics' names
 from .mqtt import MqttError
 from .sparkplug import DataType as T, Metric, Payload
 
@@ -46,10 +47,6 @@ __all__ = ["MqttNode", "discover", "MqttError"]
 LOOP_KEYS = ("setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning",
              "kp", "ki", "kd")
 NUMERIC_WRITES = frozenset({"setpoint", "kp", "ki", "kd", "output"})
-STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
-               "compute_mean_us", "compute_max_us")
-LINK_FIELDS = ("frames", "lost", "bad_tag", "replayed", "retries", "reopened")
-CMD_LAST, CMD_OK = "Command/last", "Command/ok"
 NODE_ONLY = frozenset({"faults"})   # api.Node.get paths without a metric on the broker
 _FAULT_BITS = {"sensor": 1, "exception": 2, "comms": 4, "stopped": 8, "peer": 16}
 BIRTH_GRACE_S = 0.5     # after a rebirth request, its births follow within a round trip
