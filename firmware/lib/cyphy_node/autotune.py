@@ -41,7 +41,7 @@ _HYST2 = 1.0                        # second run's hysteresis / first run's ampl
 _SINUS = 1.1                        # peak / first harmonic below this: a second run
 _DL = 0.03                          # rad: the sopdt rule's margin for the lag at w
 _SCAP = 1.9                         # sensitivity at the measured points at most this
-_LINES = 0.3                        # the lines' peaks only where the raw fit's tau is below
+_LINES = 0.16                       # the lines' peaks only where the raw fit's tau is below
 _WMAX = const(200)                  # window of the line fit after a switch, ticks at most
 
 
@@ -189,7 +189,7 @@ class RelayTune:
                 self._s10 += d
             else:
                 self._s01 += d
-        m = (3 * self._text) >> 2                      # the next window: 3/4 of this turn
+        m = self._text - ((self._text + 3) >> 2)       # the next window: 3/4 of this turn
         self._m = _WMAX if m > _WMAX else m
         self._ts = self._text = 0
         self._ext = y
