@@ -213,8 +213,7 @@ def family(seed, per_kind=2, kinds=KINDS):
 def autotune(case, seed=1, cycles=4, settle=2):
     """Run the firmware's RelayTune on the noisy plant from rest at its operating point."""
     p = case.plant(seed=seed, noise=True)
-    at = RelayTune(case.y0, case.dt, cycles=cycles, settle=settle, out_min=case.umin,
-                   out_max=case.umax, **case.relay())
+    at = RelayTune(case.y0, case.dt, cycles=cycles, settle=settle, **case.relay())
     ticks = 0
     while at is not None:                  # the first run, and a second if it asks for one
         while at.status == RUNNING:

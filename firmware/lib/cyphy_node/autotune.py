@@ -56,13 +56,8 @@ class RelayTune:
     """
 
     def __init__(self, setpoint, dt, high, low, hyst=0.0, reverse=False, cycles=4,
-                 settle=2, timeout=None, idle=None, out_min=None, out_max=None):
-        self.first = None
-        # The actuator's range, if given: the headroom beyond the relay's swing (in the
-        # direction that raises y) over its half swing tells DC motors (~1) from two-tank
-        # levels (>= 10) on the development family (see _DI2)
-        self.head = None if out_min is None or out_max is None else (
-            (low - out_min if reverse else out_max - high) / ((high - low) / 2.0))                              # first run's result (second run)
+                 settle=2, timeout=None, idle=None):
+        self.first = None                              # first run's result (second run)
         self._cfg = (setpoint, high, low, reverse, timeout, idle)
         if not high > low:
             raise ValueError("need high > low")
@@ -265,7 +260,6 @@ class RelayTune:
         sp, high, low, rev, timeout, idle = self._cfg
         t = RelayTune(sp, self.dt, high, low, _HYST2 * r["amplitude"], rev, self.cycles,
                       self._smax - _EXTRA, timeout, idle)
-        t.head = self.head
         t.first = r
         return t
 
@@ -407,8 +401,6 @@ class RelayTune:
                     if m["tau"] < _LINES:
                         m["K"], m["T"] = self._refine(pu, turn, ex)
                         m["tau"] = turn / (turn + m["T"])
-            if self.head is not None:
-                m["head"] = self.head
             r["model"] = m
             r.update(tune(m, self.dt))
         r["stable"] = not why
@@ -810,10 +802,6 @@ _SOPDT = (
 )
 
 _DI = (0.0914, -0.0028, 10.37, 4.11, 0.174, 0.277)
-# With the actuator's range known and little headroom beyond the relay's swing (model
-# "head" < 3: the setpoint step saturates the actuator, as on the family's DC motors),
-# Ti and b for that sub-class: (B, b), chosen on the development motors (seeds 7-10)
-_DI2 = (8.5, 0.85)
 _POINT = (0.528, 0.662, 2.504, 0.225)
 
 
@@ -883,9 +871,6 @@ def tune(m, dt):
     cls = m.get("class", "fopdt")
     if cls == "lag":
         a, a1, bi, c, c1, b = _DI
-        h = m.get("head")
-        if h is not None and h < 3.0:
-            bi, b = _DI2
         k = k2(m)
         x = lag_ratio(m, dt) - 12.0
         x = -4.0 if x < -4.0 else (10.0 if x > 10.0 else x)

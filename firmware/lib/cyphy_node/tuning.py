@@ -24,8 +24,7 @@ def start(node, name, high, low, hyst, rule, cycles, settle, timeout_s, apply=Tr
     if lp.tuner is not None:
         raise ValueError("%s: an autotune is already running" % name)
     tuner = RelayTune(lp.pid.setpoint / 1000, lp.period_us / 1000000, high, low, hyst,
-                      reverse=lp.pid.reverse, cycles=cycles, settle=settle, timeout=timeout_s,
-                      out_min=lp.act.lo / 1000, out_max=lp.act.hi / 1000)
+                      reverse=lp.pid.reverse, cycles=cycles, settle=settle, timeout=timeout_s)
     lp.tune_rule = rule
     lp.tune_apply = apply
     lp.tune_owner = owner
