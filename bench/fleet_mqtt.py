@@ -33,7 +33,8 @@ def _records(r, suffix: str = "") -> list[dict]:
     note = (f"batch {r.batch}, {r.seconds:.0f} s, broker {r.broker}; seq gaps {r.seq_gaps}, "
             f"silent devices {r.silent}, swarm passes skipped {r.swarm_skipped}; CPU % of a "
             f"core: gateways {r.gateway_cpu_pct}, swarm {r.swarm_cpu_pct}, subscriber "
-            f"{r.subscriber_cpu_pct}, broker {r.broker_cpu_pct}")
+            f"{r.subscriber_cpu_pct}, broker {r.broker_cpu_pct}"
+            + (f"; the gateways said: {' | '.join(r.gateway_log)}" if r.gateway_log else ""))
     if r.error:
         return [C.skipped(f"fleet_frames_lost{suffix}", "frames", r.error, **p)]
     return [

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -197,6 +198,7 @@ class FleetRun:
     subscriber_cpu_pct: float = 0.0
     broker_cpu_pct: float = 0.0
     error: str = ""
+    gateway_log: list[str] = field(default_factory=list)   # when samples were lost
 
     @property
     def gateway_cpu_pct_per_100_nodes(self) -> float:
@@ -318,6 +320,13 @@ def run(nodes: int, gateways: int = 1, seconds: float = 60.0, batch: int = 10,
             except subprocess.TimeoutExpired:
                 p.kill()
         broker.close()
+        if r.error or r.lost:   # what the gateways said, for the record
+            for log_file in sorted(work.glob("gw*.log")):
+                lines = [ln for ln in log_file.read_text(errors="replace").splitlines()
+                         if "DBIRTH" not in ln and "node(s):" not in ln]
+                if lines:
+                    r.gateway_log += [f"{log_file.stem}: {ln}" for ln in lines[-5:]]
+        shutil.rmtree(work, ignore_errors=True)
     return r
 
 
@@ -374,3 +383,4 @@ def session_cost(n: int, seconds: float = 10.0, rate_hz: int = RATE_HZ) -> dict[
             swarm.wait(timeout=10)
         except subprocess.TimeoutExpired:
             swarm.kill()
+        shutil.rmtree(work, ignore_errors=True)
