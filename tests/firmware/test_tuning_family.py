@@ -21,27 +21,6 @@ HELD_OUT = (2027, 31337)
 CASES = [c for seed in HELD_OUT for c in tp.family(seed, 2)]
 
 
-@pytest.fixture(scope="module")
-def judged():
-    out = {}
-    for c in CASES:
-        out[c.name] = tp.judge(c)
-    print("\n" + "\n".join(tp.row(j) for j in out.values()))
-    return out
-
-
-@pytest.mark.parametrize("name", [c.name for c in CASES])
-def test_every_plant_is_tuned_and_meets_the_spec(judged, name):
-    """Trusted result, robust loop (Ms <= 2), overshoot at most 10 %; and it settles
-    within 2 % after a setpoint step and after a load step."""
-    j = judged[name]
-    assert j["stable"], j["reason"]
-    json.dumps(j)                                    # plain data
-    assert j["overshoot"] <= tp.OS_MAX, tp.row(j)
-    assert j["ms"] <= tp.MS_MAX, tp.row(j)
-    assert j["settle_s"] is not None and j["load_settle_s"] is not None, tp.row(j)
-
-
 # The IAE goal (1.2x the optimum of each step) is the aim; the bounds below are what the
 # rules achieve today on this held-out family with some margin (a regression guard), per
 # kind: (setpoint, load). docs/control.md gives the figures and why they miss the goal.
@@ -49,9 +28,20 @@ RATIO_BOUND = {"fotd": (1.35, 1.35), "dcmotor": (1.4, 2.0), "twotank": (1.5, 1.8
                "second_order": (1.55, 1.7)}
 
 
-@pytest.mark.parametrize("name", [c.name for c in CASES])
-def test_iae_against_the_optimum(judged, name):
-    j = judged[name]
+# One test per plant (a few seconds each: the tune, both steps and the reference optimum),
+# so that the test workers share the family instead of one of them judging all 16.
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_the_plant_is_tuned_meets_the_spec_and_the_iae_bound(case):
+    """Trusted result, robust loop (Ms <= 2), overshoot at most 10 %; it settles within
+    2 % after a setpoint step and after a load step; and the IAE ratios stay within the
+    kind's bound."""
+    j = tp.judge(case)
+    print("\n" + tp.row(j))
+    assert j["stable"], j["reason"]
+    json.dumps(j)                                    # plain data
+    assert j["overshoot"] <= tp.OS_MAX, tp.row(j)
+    assert j["ms"] <= tp.MS_MAX, tp.row(j)
+    assert j["settle_s"] is not None and j["load_settle_s"] is not None, tp.row(j)
     sp, ld = RATIO_BOUND[j["kind"]]
     assert j["ratio_setpoint"] is not None and j["ratio_load"] is not None, tp.row(j)
     assert j["ratio_setpoint"] <= sp and j["ratio_load"] <= ld, tp.row(j)
