@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import sparkplug as sp
 from .broker import Broker, _parent_death_signal
@@ -102,14 +102,14 @@ class Counter:
                     d = self.devices.get((t.edge_node_id, t.device_id or ""))
                     if d is None or d.t_alias is None:
                         return
-                    for v in _values_of(msg.payload, d.t_alias):
+                    for v in sp.metric_ints(msg.payload, d.t_alias):
                         d.stamps.append((now, v))
             except sp.SparkplugError:
                 self.bad += 1
 
     def _follow_seq(self, edge: str, payload: bytes, birth: bool) -> None:
         # seq is the payload's field 3, after the metrics: read it without decoding them
-        seq = _seq_of(payload)
+        seq = sp.payload_seq(payload)
         if seq is None:
             return
         last = self.seq.get(edge)
@@ -120,63 +120,6 @@ class Counter:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def _fields(data: bytes, i: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """The protobuf fields of data[i:end]: (key, value, next): a varint's value, or where a
-    length-delimited field's bytes start (they end at next); fixed-size ones skipped."""
-    while i < end:
-        key, i = _varint(data, i)
-        wire = key & 7
-        if wire == 0:
-            v, i = _varint(data, i)
-        elif wire == 2:
-            ln, v = _varint(data, i)
-            i = v + ln
-        elif wire in (1, 5):
-            v, i = 0, i + (8 if wire == 1 else 4)
-        else:
-            raise sp.SparkplugError(f"wire type {wire} at byte {i}")
-        yield key, v, i
-
-
-def _seq_of(data: bytes) -> int | None:
-    """The payload's seq (field 3, a varint), skipping the other top-level fields."""
-    seq = None
-    for key, v, _ in _fields(data, 0, len(data)):
-        if key == 0x18:
-            seq = v
-    return seq
-
-
-def _values_of(data: bytes, alias: int) -> list[int]:
-    """The int_value (field 10) of every metric (field 2) with this alias, in order: a
-    subscriber that counts samples reads only those, not every metric (cyphy.sparkplug
-    decodes all of them, several times slower; its tests prove the wire format)."""
-    out: list[int] = []
-    for key, start, end in _fields(data, 0, len(data)):
-        if key != 0x12:                          # metrics (2), length-delimited
-            continue
-        a = v = None
-        for k, x, _ in _fields(data, start, end):
-            if k == 0x10:                        # alias (2)
-                a = x
-            elif k == 0x50:                      # int_value (10)
-                v = x
-        if a == alias and v is not None:
-            out.append(v)
-    return out
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    shift = v = 0
-    while True:
-        b = data[i]
-        i += 1
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, i
-        shift += 7
 
 
 @dataclass

@@ -305,7 +305,7 @@ def _put_bytes(out: bytearray, number: int, data: bytes) -> None:
     out += data
 
 
-def _read_varint(data: bytes, pos: int, where: str) -> tuple[int, int]:
+def _read_varint(data: bytes, pos: int, where: object) -> tuple[int, int]:
     result = shift = 0
     end = len(data)
     while True:
@@ -330,26 +330,68 @@ def _fields(data: bytes, where: str) -> Iterator[tuple[int, int, int | bytes]]:
         number, wire = key >> 3, key & 7
         if number == 0 or number > 0x1FFFFFFF:
             raise SparkplugError(f"{where}: invalid field number {number}")
-        here = f"{where}: field {number}"
         if wire == _VARINT:
-            value, pos = _read_varint(data, pos, here)
+            value, pos = _read_varint(data, pos, _FieldWhere(where, number))
             yield number, wire, value
         elif wire in (_I64, _I32):
             size = 8 if wire == _I64 else 4
             if pos + size > end:
-                raise SparkplugError(f"{here}: truncated {_WIRE_NAMES[wire]}")
+                raise SparkplugError(f"{where}: field {number}: truncated {_WIRE_NAMES[wire]}")
             yield number, wire, data[pos:pos + size]
             pos += size
         elif wire == _LEN:
-            size, pos = _read_varint(data, pos, here)
+            size, pos = _read_varint(data, pos, _FieldWhere(where, number))
             if size > end - pos:
-                raise SparkplugError(f"{here}: length {size} runs past the end ({end - pos} left)")
+                raise SparkplugError(f"{where}: field {number}: length {size} runs past the end "
+                                     f"({end - pos} left)")
             yield number, wire, data[pos:pos + size]
             pos += size
         elif wire in (3, 4):
-            raise SparkplugError(f"{here}: protobuf groups are not supported")
+            raise SparkplugError(f"{where}: field {number}: protobuf groups are not supported")
         else:
-            raise SparkplugError(f"{here}: invalid wire type {wire}")
+            raise SparkplugError(f"{where}: field {number}: invalid wire type {wire}")
+
+
+class _FieldWhere:
+    """'WHERE: field N' for an error message, formatted only if one is raised (a payload
+    has thousands of fields; the words are needed for none of them when it is good)."""
+
+    __slots__ = ("where", "number")
+
+    def __init__(self, where: str, number: int) -> None:
+        self.where, self.number = where, number
+
+    def __format__(self, spec: str) -> str:
+        return f"{self.where}: field {self.number}"
+
+
+def payload_seq(data: bytes) -> int | None:
+    """The seq of a payload's protobuf bytes (field 3), without decoding its metrics: a
+    host application that follows seq gaps reads only this. SparkplugError if malformed."""
+    seq = None
+    for number, wire, value in _fields(data, "payload"):
+        if number == 3 and wire == _VARINT:
+            seq = value  # type: ignore[assignment]
+    return seq
+
+
+def metric_ints(data: bytes, alias: int) -> list[int]:
+    """The integer values (int_value, field 10) of the payload's metrics with this alias, in
+    order, without decoding the others: e.g. a subscriber counting samples by the
+    UInt32 metric each one carries. SparkplugError if malformed."""
+    out: list[int] = []
+    for number, wire, value in _fields(data, "payload"):
+        if number != 2 or wire != _LEN:
+            continue
+        a = v = None
+        for n, w, x in _fields(value, "metric"):  # type: ignore[arg-type]
+            if n == 2 and w == _VARINT:
+                a = x
+            elif n == 10 and w == _VARINT:
+                v = x
+        if a == alias and v is not None:
+            out.append(v)  # type: ignore[arg-type]
+    return out
 
 
 def _want(wire: int, expected: int, where: str) -> None:

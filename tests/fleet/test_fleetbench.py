@@ -21,7 +21,7 @@ def test_seq_is_read_without_decoding_the_metrics() -> None:
 
     p = sp.Payload(timestamp=1, metrics=[sp.Metric(None, sp.DataType.Double, 1.5, alias=3,
                                                    timestamp=2)], seq=201)
-    assert fleetbench._seq_of(sp.encode(p, include_datatypes=False)) == 201
+    assert sp.payload_seq(sp.encode(p, include_datatypes=False)) == 201
 
 
 def test_the_sample_times_are_read_as_cyphy_sparkplug_reads_them() -> None:
@@ -35,7 +35,7 @@ def test_the_sample_times_are_read_as_cyphy_sparkplug_reads_them() -> None:
     data = sp.encode(sp.Payload(timestamp=1, metrics=ms, seq=4), include_datatypes=False)
     want = [m.value for m in sp.decode(data, datatypes={5: D.UInt32, 6: D.Double,
                                                          7: D.String}).metrics if m.alias == 5]
-    assert fleetbench._values_of(data, 5) == want == [7, 8, 9]
+    assert sp.metric_ints(data, 5) == want == [7, 8, 9]
 
 
 def test_100_nodes_through_2_gateways_lose_no_sample() -> None:
