@@ -69,6 +69,7 @@ class Watch:
         self.on_frame = on_frame
         self.closed = False
         self.registered = False
+        self.fd = -1            # the fd it is registered under (the link may be closed since)
         self.thread: threading.Thread | None = None
 
     def close(self) -> None:
@@ -198,7 +199,7 @@ class Hub:
                 if isinstance(old.data, Watch):
                     old.data.registered = False
             self._sel.register(fd, selectors.EVENT_READ, w)
-            w.registered = True
+            w.registered, w.fd = True, fd
         except (OSError, ValueError, KeyError):
             self.call_later(FAILED_RETRY_S, lambda: self._register(w, True))
             return
@@ -211,9 +212,9 @@ class Hub:
         if not w.registered:
             return
         w.registered = False
-        for key in list(self._sel.get_map().values()):   # by its Watch: the link may be closed
-            if key.data is w:
-                self._sel.unregister(key.fileobj)
+        key = self._sel.get_map().get(w.fd)   # by the fd it was registered under: the link
+        if key is not None and key.data is w:  # may be closed (its fileno() then -1)
+            self._sel.unregister(w.fd)
 
     def _readable(self, w: Watch) -> None:
         if w.closed:
