@@ -219,7 +219,6 @@ class Device:
         self._tuning = {lp: bool(values.get(f"{lp}/tuning")) for lp in loops}
         self._stats_seen = None
         self.gw._device_born(self, types, values)
-        self._last_sample = time.monotonic()
         node.session.on_telemetry = self._on_samples  # from now on, in the hub's thread
         node.session.subscribe(self.gw.period_ms, self.gw.batch, 1)
         self._last_sample = time.monotonic()
