@@ -355,28 +355,56 @@ def _controller(d, path, sensor, act):
                                  ("direct", "reverse"))}
 
 
-def _loop(d, path, chans, used):
-    _fields(d, path, ("name", "rate_hz", "sensor", "controller", "actuator"),
-            ("filter", "alarms"))
-    lp = {"name": _name(d["name"], path + ".name"),
-          "rate_hz": _int(d["rate_hz"], path + ".rate_hz", 1, 1000)}
+def _loop(d, path, chans, used, graph=None):
+    # graph: a cfggraph.Graph when the config has blocks or tasks (a block as sensor, no
+    # actuator channel, setpoint_from, feedforward; a loop in a task takes its rate)
+    if graph is None:
+        _fields(d, path, ("name", "rate_hz", "sensor", "controller", "actuator"),
+                ("filter", "alarms"))
+    else:
+        _fields(d, path, ("name", "sensor", "controller"),
+                ("rate_hz", "actuator", "filter", "alarms") + graph.LOOP_KEYS)
+    lp = {"name": _name(d["name"], path + ".name")}
+    rate = None if graph is None else graph.rate(d, path)
+    if rate is None and "rate_hz" not in d:
+        raise ConfigError(path + ".rate_hz", "is required (or put the loop in a task)")
+    lp["rate_hz"] = rate or _int(d["rate_hz"], path + ".rate_hz", 1, 1000)
+    ends = {}
     for key, kinds, what in (("sensor", INPUTS, "input"), ("actuator", OUTPUTS, "output")):
         p = path + "." + key
+        if graph is not None and key == "actuator" and d.get(key) is None:
+            ends[key] = graph.wire(d, path)     # the output is a signal only
+            lp[key] = None
+            continue
+        if graph is not None and key == "sensor" and isinstance(d[key], str) \
+                and d[key] in graph.by_name:
+            ends[key] = graph.sensor(d[key], p)
+            lp[key] = d[key]
+            continue
         ch = chans.get(d[key]) if isinstance(d[key], str) else None
         if ch is None:
-            raise ConfigError(p, "must name a channel (%s), got %s"
-                              % (", ".join(sorted(chans)) or "none declared", _show(d[key])))
+            raise ConfigError(p, "must name a channel (%s)%s, got %s"
+                              % (", ".join(sorted(chans)) or "none declared",
+                                 "" if graph is None or key != "sensor" else " or a block",
+                                 _show(d[key])))
         if ch["kind"] not in kinds:
             other = "output" if what == "input" else "input"
             raise ConfigError(p, '"%s" is an %s channel (%s); a loop\'s %s must be an %s '
                                  'channel (%s)' % (ch["name"], other, ch["kind"], key, what,
                                                    ", ".join(kinds)))
         lp[key] = ch["name"]
-    if lp["actuator"] in used:
-        raise ConfigError(path + ".actuator", '"%s" is already driven by loop "%s"'
-                          % (lp["actuator"], used[lp["actuator"]]))
-    used[lp["actuator"]] = lp["name"]
-    sensor, act = chans[lp["sensor"]], chans[lp["actuator"]]
+        ends[key] = ch
+    if lp["actuator"] is not None:
+        if lp["actuator"] in used:
+            raise ConfigError(path + ".actuator", '"%s" is already driven by loop "%s"'
+                              % (lp["actuator"], used[lp["actuator"]]))
+        used[lp["actuator"]] = lp["name"]
+    else:
+        lp["output_units"] = ends["actuator"]["units"]
+    if graph is not None:
+        for k in ("setpoint_from", "feedforward"):
+            lp[k] = None if d.get(k) is None else _name(d[k], path + "." + k)
+    sensor, act = ends["sensor"], ends["actuator"]
     f = _opt(d, "filter", None)
     if f is not None:
         _typed(f, path + ".filter", ("lowpass",))
@@ -485,7 +513,7 @@ def _follow(d, path):
 def validate(d):
     """Check a config dict (as parsed from JSON); return a Config or raise ConfigError."""
     _fields(d, "", ("name", "comms_timeout_ms", "channels", "loops"),
-            ("schema", "node_id", "comms", "plant"))
+            ("schema", "node_id", "comms", "plant", "blocks", "tasks"))
     v = _opt(d, "schema", 1)
     if v != 1 or isinstance(v, (bool, float)):
         raise ConfigError("schema", "must be 1 (the only version so far), got " + _show(v))
@@ -516,13 +544,17 @@ def validate(d):
         pins[c["pin"]] = c["name"]
         out.append(c)
     cfg["channels"] = out
+    graph = None
+    if d.get("blocks") is not None or d.get("tasks") is not None:
+        from .cfggraph import Graph     # loaded only for a config with a signal graph
+        graph = Graph(d, chans)
     loops = []
     names = {}
     used = {}
     raw = _list(d["loops"], "loops", MAX_LOOPS)
     for i in range(len(raw)):
         p = "loops[%d]" % i
-        lp = _loop(raw[i], p, chans, used)
+        lp = _loop(raw[i], p, chans, used, graph)
         if lp["name"] in names:
             raise ConfigError(p + ".name", 'duplicate name "%s"' % lp["name"])
         names[lp["name"]] = i
@@ -536,6 +568,8 @@ def validate(d):
         if f["loop"] in [g["loop"] for g in cfg["comms"]["follow"][:i]]:
             raise ConfigError("comms.follow[%d].loop" % i, 'loop "%s" already follows '
                               'another node' % f["loop"])
+    if graph is not None:
+        cfg["blocks"], cfg["tasks"] = graph.check(cfg)
     cfg["plant"] = _plant(d["plant"], "plant") if d.get("plant") is not None else None
     return Config(cfg)
 

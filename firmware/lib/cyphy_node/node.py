@@ -28,7 +28,7 @@ except ImportError:  # CPython (host-side tests): no scheduler, call at once
 from .io import Input, Output
 from .sched import Scheduler
 from .blocks import LowPass, OnOff, Alarm
-from .pid import PID, CLAMP, CONDITIONAL
+from .pid import PID, CLAMP, CONDITIONAL, SAT_UP, SAT_DOWN
 from .fixed import to_fixed
 from . import faults as _f
 
@@ -97,6 +97,13 @@ class ControlLoop:
         self.auto = True         # the operator's mode (a fault overrides it)
         self.manual_out = act.failsafe
         self._held = False       # outputs held at fail-safe by a fault
+        # signal graph (graph.py): the setpoint's source, a feedforward source, the loop
+        # whose setpoint this loop's output is (cascade); links: any of them
+        self.remote = None
+        self.ffsrc = None
+        self.inner = None
+        self.links = 0
+        self._trk = 0            # 1 while a cascade's outer tracks an inner not following
         self.tuner = None        # a RelayTune while an autotune runs (it drives the output)
         self.tune_owner = None   # (port, addr) of the host that started it over the protocol
         self.tune_result = None  # the last run's result (applied or not) since boot
@@ -146,11 +153,66 @@ class ControlLoop:
             self.pid.update(self.y)     # manual: it tracks the measurement...
             self.pid.track(u)           # ...and the relay's output: a bumpless hand-over
         elif self.pid is not None:
+            if self.links:
+                self._links()
             u = self.pid.update(self.y)
         else:
+            if self.remote is not None:
+                self.onoff.set_setpoint(self.remote.value)
             u = self.onoff.update(self.y)
         self.u = u
         self.act.write(u)
+
+    def _links(self):
+        # The signal graph's inputs to this PID (graph.py), before its update.
+        p = self.pid
+        if self.remote is not None:
+            if p.is_auto:       # remote setpoint, within the sensor's valid range
+                v = self.remote.value
+                p.set_setpoint(self.inp.vmin if v < self.inp.vmin else (
+                    self.inp.vmax if v > self.inp.vmax else v))
+            else:               # manual: the setpoint follows the measurement (bumpless)
+                p.set_setpoint(self.y)
+        if self.ffsrc is not None:
+            p.set_ff(self.ffsrc.value)
+        if self.inner is not None:
+            self._cascade()
+
+    def _cascade(self):
+        # This loop's output is the inner loop's setpoint. While the inner follows it
+        # (auto, no fault, no tune), this PID integrates only where the inner can still
+        # act (graph.sat_bits); otherwise it tracks the inner's setpoint (in manual, the
+        # inner's measurement), so both hand-overs back are bumpless.
+        c = self.inner
+        p = self.pid
+        if c.pid.is_auto and c.tuner is None:
+            p.sat = c.limits_hit()
+            if self._trk:
+                self._trk = 0
+                if self.auto:
+                    p.set_auto()
+        else:
+            p.sat = 0
+            self._trk = 1
+            if p.is_auto:
+                p.set_manual()
+            p.track(c.pid.setpoint)
+            self.manual_out = p.out
+
+    def back(self, v):
+        # A block downstream passed on v instead of this loop's output (a selector chose
+        # another loop's, a limiter cut it): the PID continues from v (graph.py).
+        self.pid.retrack(v)
+
+    def limits_hit(self):
+        # For the outer loop of a cascade: the directions (pid.SAT_UP, SAT_DOWN) in which
+        # a higher or lower setpoint of this loop cannot move its output further.
+        q = self.pid
+        hi = q.out >= q.out_max
+        lo = q.out <= q.out_min
+        if q.reverse:
+            hi, lo = lo, hi
+        return (SAT_UP if hi else 0) | (SAT_DOWN if lo else 0)
 
     def _hold(self):
         # Outputs at fail-safe; the PID tracks a valid measurement in manual (bumpless return).
@@ -251,6 +313,10 @@ class ControlLoop:
         """What setting key to value will do, checked now and changing nothing: (fn, args),
         and fn(*args) cannot fail. gains: {loop: [kp, ki, kd]} pending in the same request.
         ValueError (in the config's words and units) or KeyError (no such key)."""
+        if key == "setpoint" and self.remote is not None:
+            raise ValueError('%s.setpoint follows "%s" (setpoint_from in the config): set that '
+                             'signal\'s source, or put %s in manual' % (
+                                 self.name, self.remote.name, self.name))
         if key == "setpoint" or key == "output":
             sp = key == "setpoint"
             ch = self.inp if sp else self.act
@@ -367,17 +433,35 @@ class Node:
                 ch[c.name] = Input(c, board)
         self.channels = ch
         self._outs = tuple([c for c in ch.values() if isinstance(c, Output)])
-        self.log = _f.FaultLog(fault_path, [lc.name for lc in config.loops])
+        tasks = config.get("tasks") or ()
+        self.log = _f.FaultLog(fault_path, [lc.name for lc in config.loops]
+                               + [t.name for t in tasks])
         self.sched = Scheduler(board)
         self.loops = []
+        # The signal graph (blocks in tasks, graph.py) only when the config has one.
+        self.graph = None
+        if tasks:
+            from .graph import Graph
+            self.graph = Graph(config, ch)
         for i in range(len(config.loops)):
             lc = config.loops[i]
-            lp = ControlLoop(i, lc, ch[lc.sensor], ch[lc.actuator], self.log)
-            lp.sloop = self.sched.add(lp, lc.rate_hz, lc.name)
+            if self.graph is None:
+                lp = ControlLoop(i, lc, ch[lc.sensor], ch[lc.actuator], self.log)
+            else:
+                lp = ControlLoop(i, lc, self.graph.sensor(lc.sensor), self.graph.actuator(lc),
+                                 self.log)
             self.loops.append(lp)
+        in_tasks = () if self.graph is None else self.graph.link(self)
+        for lp in self.loops:
+            if lp.name not in in_tasks:
+                lp.sloop = self.sched.add(lp, lp.rate_hz, lp.name)
+        self.tasks = () if self.graph is None else tuple(self.graph.tasks)
+        # what the fault machinery walks: every loop and every task (same fault bits)
+        self._units = tuple(self.loops) + self.tasks
+        self._nunits = len(self._units)
         self._nloops = len(self.loops)
-        fastest = min([lp.period_us for lp in self.loops] or [100000])
-        slowest = max([lp.period_us for lp in self.loops] or [100000])
+        fastest = min([lp.period_us for lp in self._units] or [100000])
+        slowest = max([lp.period_us for lp in self._units] or [100000])
         # board.periodic takes whole ms or an integer rate in Hz
         p = fastest if 1000000 % fastest == 0 else max(1000, fastest // 1000 * 1000)
         self.period_us = max(1000, p)
@@ -449,15 +533,15 @@ class Node:
         # Small frames, index loops: this runs every pass and must not allocate.
         bad = self._own_faults()
         i = 0
-        while i < self._nloops:
-            self.loops[i].peer(bad)
+        while i < self._nunits:
+            self._units[i].peer(bad)
             i += 1
 
     def _own_faults(self):
         bad = 0
         i = 0
-        while i < self._nloops:
-            bad |= self.loops[i].fault & _OWN
+        while i < self._nunits:
+            bad |= self._units[i].fault & _OWN
             i += 1
         return bad
 
@@ -470,6 +554,12 @@ class Node:
                 lp.busy = 0
                 lp._exc(e)
                 hit = True
+        for t in self.tasks:            # a task is busy around its loops' ticks too
+            if t.busy:
+                t.busy = 0
+                if not hit:             # no loop of it was: one of its blocks raised
+                    t._exc(e)
+                    hit = True
         if not hit:
             self._fail(e)           # not from a tick: a bug in the node itself, all safe
 
@@ -483,17 +573,17 @@ class Node:
                 self._lose_comms(age)
         elif self._comms_lost:
             self._comms_lost = False
-            for lp in self.loops:
+            for lp in self._units:
                 lp.fault &= ~F_COMMS
 
     def _health(self):
         # Feed the watchdog only when every loop has ticked since the last feed and none has
         # a latched exception. Handled faults (sensor, comms) still feed: the loop is alive
         # and holding its outputs at fail-safe, and a reset would not fix a broken sensor.
-        for lp in self.loops:
+        for lp in self._units:
             if not lp.ran or lp.fault & F_EXC:
                 return
-        for lp in self.loops:
+        for lp in self._units:
             lp.ran = 0
         if self.wdt is not None:
             self.wdt.feed()
@@ -508,6 +598,9 @@ class Node:
             lp.fault |= F_COMMS
             lp.u = lp.act.failsafe
             lp.act.write(lp.u)
+        for t in self.tasks:
+            t.fault |= F_COMMS
+            t.safe()
 
     def _flush(self):
         try:
@@ -526,7 +619,7 @@ class Node:
         # timer period after start() in the background (a periodic timer first fires one
         # period after it is armed, on ESP32 too). So the first tick is on time.
         first = b.ticks_add(b.ticks_us(), first_in_us)
-        for lp in self.loops:
+        for lp in self._units:
             lp.fault &= ~(F_STOP | F_COMMS)
             lp.sloop.deadline = first      # no backlog from the time since construction
 
@@ -685,7 +778,7 @@ class Node:
         self._flush()
 
     def safe_all(self, bit=0):
-        for lp in self.loops:
+        for lp in self._units:
             lp.fault |= bit
             lp.safe()
         for o in self._outs:       # allocation-free: usable even where the heap is locked
@@ -699,7 +792,7 @@ class Node:
 
     def _fail(self, e):
         # an exception outside the loop ticks (a bug in the node itself): all safe
-        for lp in self.loops:
+        for lp in self._units:
             lp.last_exc = e
             lp.fault |= F_EXC
         self.safe_all()
@@ -743,7 +836,7 @@ class Node:
 
     def _do_clear(self):
         self._clear_req = False
-        for lp in self.loops:
+        for lp in self._units:
             lp.fault &= ~F_EXC
             lp.last_exc = None
 

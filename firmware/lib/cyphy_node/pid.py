@@ -51,6 +51,8 @@ except ImportError:
 
 CLAMP = const(0)
 CONDITIONAL = const(1)
+SAT_UP = const(1)       # PID.sat: downstream cannot follow a rising output
+SAT_DOWN = const(2)     # ... or a falling one
 # The transfer bias (see _absorb) fades with the integral time Ti, but never slower than
 # with this time constant (s): a return from fail-safe far from the setpoint must not keep
 # the output away from what the PID asks for minutes (a thermal loop's Ti), only ramp it.
@@ -143,6 +145,12 @@ class PID:
         self._bk = Gain(0.0)
         self.is_auto = bool(auto)
         self._man = 0
+        # Signal-graph inputs (graph.py), milli-units / bits, set before each update():
+        # ff, a feedforward added inside the output limits (set_ff); sat, the directions the
+        # output cannot move downstream (SAT_UP, SAT_DOWN: a cascade's inner loop at its
+        # limit), where the integral then holds (conditional integration across loops).
+        self.ff = 0
+        self.sat = 0
         self.set_output_limits(out_min, out_max)
         self.set_tunings(kp, ki, kd)
         self.reset(to_fixed(integral, name="integral"))
@@ -329,6 +337,27 @@ class PID:
         derivative (bumpless)."""
         self.out = self._man = self._clamp_out(out)
 
+    def set_ff(self, v):
+        """Feedforward (milli-units) added to P + I + D inside the output limits from the
+        next update() (auto only; manual holds its output). Allocation-free."""
+        T = self._T
+        self.ff = -T if v < -T else (T if v > T else v)
+
+    def retrack(self, u):
+        """The output applied downstream was u (milli-units), not this PID's: a selector
+        chose another loop's, or a limiter cut it. I takes the difference (back-calculation
+        with a tracking time of one period, Astrom & Hagglund 2006, 3.5), so the loop
+        continues from u and takes over without windup when its own demand is chosen
+        again. Auto only; allocation-free."""
+        if not self.is_auto:
+            return
+        u = self._clamp_out(u)
+        d = u - self.out                  # both within the limits: |d| <= 2 L < 2**26
+        if d:
+            self._I = self._clamp_i(self._I + (d << self._F))   # < 2**28: see set_output_limits
+            self.i = (self._I + self._half) >> self._F
+            self.out = self._man = u
+
     def set_auto(self):
         """Automatic mode. The first tick sets I so that P + I + D equals the last (manual)
         output: no bump, even with P on error (Arduino only seeds I with the output)."""
@@ -418,7 +447,7 @@ class PID:
             # limits allow, the bias the rest).
             self._bump = False
             self.bias = self._B = 0
-            self._absorb(self._man - self.p - self.d)   # |.| <= L + 2 * T = 9 * L < 2**29
+            self._absorb(self._man - self.p - self.d - self.ff)  # <= L + 3 T = 13 L < 2**29
             return
         T = self._Text
         s = 0
@@ -441,13 +470,15 @@ class PID:
 
     def _winds(self, new, inc):
         # Conditional integration: would this increment drive a saturated output further?
-        u = self.p + self.d + self.bias + ((new + self._half) >> self._F)
-        return (inc > 0 and u > self.out_max) or (inc < 0 and u < self.out_min)
+        u = self.p + self.d + self.bias + self.ff + ((new + self._half) >> self._F)
+        if inc > 0:
+            return u > self.out_max or self.sat & SAT_UP
+        return u < self.out_min or self.sat & SAT_DOWN
 
     def _output(self):
         b = self._B
         if b:
-            u = self._clamp_out(self.p + self.i + self.d + self.bias)  # each < 2**27: fits
+            u = self._clamp_out(self.p + self.i + self.d + self.bias + self.ff)  # 17 L < 2**30
             k = self._bk.mul(b)                 # decay by dt / Ti (at least 2**-F milli)
             if k == 0 and self._bk.m | self._bk.i:
                 k = 1 if b > 0 else -1
@@ -455,7 +486,7 @@ class PID:
             self._B = b
             self.bias = (b + self._half) >> self._F
         else:
-            u = self._clamp_out(self.p + self.i + self.d)      # each term < 2**27: sum fits
+            u = self._clamp_out(self.p + self.i + self.d + self.ff)   # each < 2**27: fits
         self.u = u
         if self._avg:
             u = self._average(u)
