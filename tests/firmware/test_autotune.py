@@ -207,6 +207,26 @@ def test_lag_dominant_fopdt_under_noise_is_identified_as_lag_dominant():
     assert seen >= 4
 
 
+def test_an_fopdt_fit_is_capped_by_the_sensitivity_at_the_measured_point():
+    """A lag-dominant plant a noisy run takes for a balanced one (development seed 13: L /
+    (L + T) 0.051 identified as 0.16) gets the table's gains for the wrong row, Ms 2.08 on
+    the plant; the loop's sensitivity at the point the relay measured (computed from the
+    measurement alone) is capped at _SCAPF by scaling the gains: Ms 1.85."""
+    import cyphy_node.autotune as AT
+    import tuning_plants as tp
+
+    c = tp.family(13, 4, ["fotd"])[3]
+    r = tp.autotune(c)
+    m = r["model"]
+    assert r["stable"] and m["class"] == "fopdt" and m["tau"] > 0.12, (c.name, m)
+    assert "sensitivity at the measured point <=" in r["why"]
+    assert AT._s(r, m["w"], m["g"], m["phase"], c.dt) <= AT._SCAPF
+    assert tp.ms(c, tp.gains(r)) < 1.9
+    # the rule alone (no cap) on that model: over the bound on the real plant
+    g = dict(r, **AT.tune(m, c.dt))
+    assert tp.ms(c, tp.gains(g)) > 2.0
+
+
 def test_rules_of_the_other_classes():
     """The "lag" rule (a double integrator from the measured point, in units of the sample
     time) and the "resonant" one (the point placed) give positive gains and a weight in
