@@ -301,6 +301,8 @@ def boot_roots(cfg: dict) -> list[str]:
     # which cyphy provision writes; cyphy_node/cfgview.py)
     roots = ["cyphy_node", "cyphy_node.app", "cyphy_node.cfgview", "cyphy_node.node", "cyphy_node.comms",
              "cyphy_node.proto", "board"]
+    if cfg.get("tasks"):
+        roots.append("cyphy_node.graph")     # the signal graph: only when the config has one
     comms = cfg.get("comms") or {}
     if comms.get("udp"):
         roots += ["cyphy_node.net", "boards.esp32.wifi"]

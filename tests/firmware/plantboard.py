@@ -59,7 +59,7 @@ class PlantBoard:
         board, w = self, self.wiring[pin]
 
         class Adc:
-            min_mv, range_mv = 0, 3300
+            min_mv, range_mv = 150, 2450    # ESP32 at 11 dB, calibrated (boards/esp32/pins.py)
 
             def read_uv(self) -> int:
                 lo, hi = w["range"]
@@ -102,7 +102,7 @@ def adc(name: str, pin: int, lo: float, hi: float, units: str, valid=None) -> di
     """A channel reading a PlantBoard pin whose wiring range is [lo, hi]."""
     return {"name": name, "pin": pin, "kind": "adc", "units": units,
             "scale": {"mv_min": 0, "mv_max": MV_FULL, "eng_min": lo, "eng_max": hi},
-            "valid": valid or [lo + (hi - lo) * 0.01, hi - (hi - lo) * 0.01]}
+            "valid": valid or [lo + (hi - lo) * 0.07, hi - (hi - lo) * 0.01]}
 
 
 class Rig:

@@ -9,9 +9,11 @@ disturbance, measured (IAE). Deterministic: the plants' noise is seeded or off.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from plantboard import Rig, adc, patch_time
+from test_32bit import fw  # noqa: F401 - the 32-bit port's firmware files (fixture)
 
 from cyphy_node.graph import div, mul
 
@@ -19,7 +21,7 @@ TANK_WIRING = [{"pin": 34, "signal": "h1", "range": [0, 0.2]},
                {"pin": 35, "signal": "h2", "range": [0, 0.2]},
                {"pin": 25, "signal": "pump", "range": [0, 10]}]
 # h1, h2 in mm (the plant's metres scaled by the wiring); the pump 0..10 V on a DAC.
-TANK_CHANNELS = [adc("h1", 34, 0, 200, "mm", [2, 198]), adc("h2", 35, 0, 200, "mm", [2, 198]),
+TANK_CHANNELS = [adc("h1", 34, 0, 200, "mm", [13, 198]), adc("h2", 35, 0, 200, "mm", [13, 198]),
                  {"name": "pump", "pin": 25, "kind": "dac", "range": [0, 10], "units": "V",
                   "failsafe": 0}]
 # The plant at rest at h2 = 100 mm: h1 = 64.4 mm, pump 2.4 V (docs/plants.md's defaults).
@@ -171,7 +173,7 @@ FOTD_WIRING = [{"pin": 34, "signal": "temperature", "range": [0, 150]},
                {"pin": 35, "signal": "ambient", "range": [-20, 60]},
                {"pin": 25, "signal": "heater", "range": [0, 100]}]
 OVEN = {"name": "oven", "comms_timeout_ms": 0, "channels": [
-    adc("temp", 34, 0, 150, "degC", [2, 148]), adc("amb", 35, -20, 60, "degC", [-19, 59]),
+    adc("temp", 34, 0, 150, "degC", [10, 148]), adc("amb", 35, -20, 60, "degC", [-15, 59]),
     {"name": "heater", "pin": 25, "kind": "pwm", "range": [0, 100], "units": "%",
      "failsafe": 0, "freq_hz": 10}],
     "loops": [{"name": "oven", "rate_hz": 10, "sensor": "temp", "actuator": "heater",
@@ -312,17 +314,17 @@ def test_a_blocks_exception_and_a_scanned_sensor_fault_take_the_outputs_fail_saf
                     "actuator": "pump"},
                    {"name": "watch", "type": "math", "op": "sum", "inputs": ["h1"]}],
         "tasks": [{"name": "tanks", "rate_hz": 10, "order": ["level", "cap", "watch"]}]}
-    r = rig(cfg, dict(TANK_REST, disturbances=[
-        {"at_s": 100, "sensor": "h1", "fault": "stuck", "value": 0.3},
-        {"at_s": 130, "sensor": "h1", "fault": "none"}]))
+    r = rig(cfg, dict(TANK_REST, disturbances=[         # h1 (read only by a block) fails
+        {"at_s": 900, "sensor": "h1", "fault": "stuck", "value": 0.3},
+        {"at_s": 910, "sensor": "h1", "fault": "none"}]))
     node = r.node
     pump, task = node.channels["pump"], node.tasks[0]
-    r.run(99)
+    r.run(899)
     assert pump.value > 0
     r.run(2)
     assert task.fault & 1 and pump.value == 0 and node.loop("level").mode == "failsafe"
     assert task.bad == "h1"
-    r.run(40)
+    r.run(20)
     assert not task.fault and pump.value > 0           # cleared with the sensor
     cap = node.graph.blocks["cap"]
 
@@ -356,3 +358,118 @@ def test_mul_and_div_are_exact_to_a_milli_unit_and_saturate(a, b):
         assert abs(div(a, b) - want) <= 1, (a, b, div(a, b), want)
     else:
         assert div(a, b) == (0 if a == 0 else vmax)
+
+
+# ---------------------------------------------------------------- no allocation, 31-bit ints
+
+def _heap_config() -> dict:
+    # every block type, a cascade whose inner loop has a feedforward and feeds a max
+    # selector against a third loop, at the 31-bit limits of their arithmetic
+    wide = {"mv_min": 0, "mv_max": 3300, "eng_min": -536870, "eng_max": 536870}
+    return {"name": "g32", "comms_timeout_ms": 0, "channels": [
+        {"name": "a", "pin": 34, "kind": "adc", "units": "u", "scale": wide,
+         "valid": [-536870, 536870]},
+        {"name": "b", "pin": 35, "kind": "adc", "units": "u", "scale": wide,
+         "valid": [-30000, 30000]},
+        {"name": "heat", "pin": 25, "kind": "pwm", "range": [-33554, 33554], "failsafe": 0},
+        {"name": "cool", "pin": 26, "kind": "pwm", "range": [0, 100], "failsafe": 0},
+        {"name": "v1", "pin": 27, "kind": "dac", "range": [0, 10], "failsafe": 0}],
+        "loops": [
+            {"name": "outer", "sensor": "a",
+             "controller": {"type": "pid", "kp": 1000, "ki": 100, "kd": 10, "setpoint": 0}},
+            {"name": "inner", "sensor": "b", "setpoint_from": "outer", "feedforward": "ff",
+             "controller": {"type": "pid", "kp": 1000, "ki": 100, "kd": 10, "setpoint": 0,
+                            "out_min": -33554, "out_max": 33554}},
+            {"name": "guard", "sensor": "a",
+             "controller": {"type": "pid", "kp": 0.001, "ki": 1000, "setpoint": 5,
+                            "out_min": -33554, "out_max": 33554}}],
+        "blocks": [
+            {"name": "ff", "type": "feedforward", "input": "a", "gain": -1000, "bias": 5,
+             "lead_s": 2, "lag_s": 1},
+            {"name": "r", "type": "ratio", "input": "b", "ratio": -1000.5, "bias": 100},
+            {"name": "m1", "type": "math", "op": "sum", "inputs": ["a", "b", "r"],
+             "gains": [1000, -1000, 0.5], "bias": 3},
+            {"name": "m2", "type": "math", "op": "mul", "inputs": ["a", "r"]},
+            {"name": "m3", "type": "math", "op": "div", "inputs": ["m1", "b"]},
+            {"name": "pick", "type": "select", "op": "max", "inputs": ["inner", "guard"]},
+            {"name": "slew", "type": "rate_limit", "input": "pick", "up_per_s": 100000,
+             "down_per_s": 1},
+            {"name": "cap", "type": "limit", "input": "slew", "min": -30000, "max": 30000,
+             "actuator": "heat"},
+            {"name": "split", "type": "split_range", "input": "m3", "outputs": [
+                {"actuator": "cool", "input": [-1000, 0], "output": [100, 0]},
+                {"actuator": "v1", "input": [0, 1000], "output": [0, 10]}]}],
+        "tasks": [{"name": "all", "rate_hz": 100, "order": [
+            "ff", "r", "m1", "m2", "m3", "outer", "inner", "guard", "pick", "slew", "cap",
+            "split"]}]}
+
+
+def _heap_code() -> str:
+    from test_32bit import BOARD
+    return BOARD + f"""
+from cyphy_node import config
+from cyphy_node.node import Node
+CFG = {json.dumps(_heap_config())!r}
+UVS = array("i", [1650000, 0, 1, 3300000, 4095000, 100000, 1650001, 2900000, 400000])
+def main():
+    node = Node(config.validate(json.loads(CFG)), Board(SMALL_MAX - 2999999),
+                fault_path="/faults.log", tune_path="/autotune.json")
+    node._prepare()
+    UV[0] = 1650000
+    for i in range(20):                               # warm up outside the lock
+        node.run_once()
+        node.board.sleep_us(10000)
+    res = array("i", bytearray(4 * 9 * 14))
+    g = node.graph.blocks
+    def passes():
+        o = 0
+        k = 0
+        while k < 9 * 40:
+            UV[0] = UVS[k // 40]                      # in and out of b's valid range
+            node.run_once()
+            node.board.sleep_us(10000)
+            if k % 40 == 39:
+                res[o] = g["ff"].value
+                res[o + 1] = g["r"].value
+                res[o + 2] = g["m1"].value
+                res[o + 3] = g["m2"].value
+                res[o + 4] = g["m3"].value
+                res[o + 5] = g["pick"].value
+                res[o + 6] = g["slew"].value
+                res[o + 7] = g["cap"].value
+                res[o + 8] = node.channels["heat"].value
+                res[o + 9] = node.channels["cool"].value
+                res[o + 10] = node.channels["v1"].value
+                res[o + 11] = node.loops[0].u
+                res[o + 12] = node.loops[1].u
+                res[o + 13] = node.tasks[0].fault
+                if node.tasks[0].last_exc is not None:
+                    raise node.tasks[0].last_exc      # (an allocation: MemoryError)
+                o += 14
+            k += 1
+    locked(passes)
+    return list(res)
+"""
+
+
+def test_the_graph_allocates_nothing_and_stays_in_31_bits_on_32_bit_micropython(fw, monkeypatch):
+    """Every block type, the cascade, feedforward, selector back-calculation and the task's
+    fault handling, swept to the limits of their arithmetic under heap_lock on the 32-bit
+    MicroPython (a big int allocates there); the same ints as CPython."""
+    from test_32bit import on32, on_cpython
+    patch_time(monkeypatch, [0])
+    got = on32(fw, _heap_code())
+    assert got == on_cpython(_heap_code())
+    faults = got[13::14]
+    assert any(faults) and not all(faults)             # b's faults came and went
+    assert all(-(1 << 29) < v < (1 << 29) for v in got)
+
+
+def test_the_graph_allocates_nothing_on_micropython(mpy):
+    """The same run on the Unix port under heap_lock: also catches a frame too big for the
+    C stack (MicroPython then heap-allocates it on every call; the 32-bit port keeps
+    frames elsewhere)."""
+    from test_32bit import PRELUDE
+    # (a heap for compiling the firmware from source here; RAM is cyphy check's job)
+    out = mpy(PRELUDE + _heap_code() + "\nprint(json.dumps(main()))\n", heap="1M")
+    assert len(json.loads(out.strip().splitlines()[-1])) == 9 * 14

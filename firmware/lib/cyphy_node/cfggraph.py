@@ -86,6 +86,10 @@ class Graph:
             if v is None:
                 raise ConfigError(path + ".controller." + k, "is required for a loop without "
                                   "an actuator (the range of its output signal)")
+            if k not in c and not PID_OUT[0] <= v <= PID_OUT[1]:
+                raise ConfigError(path + ".controller." + k, "is required: the default, the "
+                                  "inner loop's setpoint range [%s, %s], is beyond a pid's output "
+                                  "limits (%s to %s)" % (inner[0], inner[1], PID_OUT[0], PID_OUT[1]))
             _num(v, path + ".controller." + k, PID_OUT[0], PID_OUT[1])
         if not lo < hi:
             raise ConfigError(path + ".controller.out_max", "must be above out_min (%s), got %s"

@@ -13,6 +13,8 @@
 # needing more than about 11 words), signed constants as SGain.
 from .fixed import VAL_MAX, VAL_MIN, Gain, to_fixed
 from .blocks import LowPass, Ramp
+from .node import ControlLoop
+from .pid import SAT_UP, SAT_DOWN
 from . import faults as _f
 
 try:
@@ -46,7 +48,10 @@ class SGain:
         self.g = Gain(-g if self.neg else g)
 
     def mul(self, x):
+        # saturated to the signal range first: Gain.mul saturates at SMALL_MIN, whose
+        # negation is no small int (a big int: an allocation on ESP32)
         v = self.g.mul(x)
+        v = _VMIN if v < _VMIN else (_VMAX if v > _VMAX else v)
         return -v if self.neg else v
 
 
@@ -121,6 +126,80 @@ class Wire:
 
     def safe(self):
         pass
+
+
+class LinkedLoop(ControlLoop):
+    """A loop the graph feeds (every loop of a node with a graph): its setpoint from a
+    signal (remote), a feedforward, and, as the outer loop of a cascade, the inner loop
+    whose setpoint its output is. ControlLoop calls _links() before the controller runs."""
+
+    def __init__(self, idx, lc, inp, act, log):
+        ControlLoop.__init__(self, idx, lc, inp, act, log)
+        self.remote = None      # the setpoint's source (setpoint_from)
+        self.ffsrc = None       # the feedforward's source
+        self.inner = None       # the loop whose setpoint this loop's output is (cascade)
+        self._trk = 0           # 1 while this outer loop tracks an inner not following
+
+    def _links(self):
+        # The signal graph's inputs to this loop, before its controller's update.
+        p = self.pid
+        if p is None:
+            self.onoff.set_setpoint(self.remote.value)
+            return
+        if self.remote is not None:
+            if p.is_auto:       # remote setpoint, within the sensor's valid range
+                v = self.remote.value
+                p.set_setpoint(self.inp.vmin if v < self.inp.vmin else (
+                    self.inp.vmax if v > self.inp.vmax else v))
+            else:               # manual: the setpoint follows the measurement (bumpless)
+                p.set_setpoint(self.y)
+        if self.ffsrc is not None:
+            p.set_ff(self.ffsrc.value)
+        if self.inner is not None:
+            self._cascade()
+
+    def _cascade(self):
+        # This loop's output is the inner loop's setpoint. While the inner follows it
+        # (auto, no fault, no tune), this PID integrates only where the inner can still
+        # act (limits_hit); otherwise it tracks the inner's setpoint (in manual, the
+        # inner's measurement), so both hand-overs back are bumpless.
+        c = self.inner
+        p = self.pid
+        if c.pid.is_auto and c.tuner is None:
+            p.sat = c.limits_hit()
+            if self._trk:
+                self._trk = 0
+                if self.auto:
+                    p.set_auto()
+        else:
+            p.sat = 0
+            self._trk = 1
+            if p.is_auto:
+                p.set_manual()
+            p.track(c.pid.setpoint)
+            self.manual_out = p.out
+
+    def limits_hit(self):
+        # For the outer loop of a cascade: the directions (pid.SAT_UP, SAT_DOWN) in which
+        # a higher or lower setpoint of this loop cannot move its output further.
+        q = self.pid
+        hi = q.out >= q.out_max
+        lo = q.out <= q.out_min
+        if q.reverse:
+            hi, lo = lo, hi
+        return (SAT_UP if hi else 0) | (SAT_DOWN if lo else 0)
+
+    def back(self, v):
+        # A block downstream passed on v instead of this loop's output (a selector chose
+        # another loop's, a limiter cut it): the PID continues from v.
+        self.pid.retrack(v)
+
+    def prepare(self, key, value, gains):
+        if key == "setpoint" and self.remote is not None:
+            raise ValueError('%s.setpoint follows "%s" (setpoint_from in the config): change '
+                             'that signal, or put %s in manual' % (
+                                 self.name, self.remote.name, self.name))
+        return ControlLoop.prepare(self, key, value, gains)
 
 
 class Block:
@@ -511,12 +590,12 @@ class Graph:
                 return lc
         return None
 
-    def sensor(self, name):
-        return self.channels.get(name) or self.blocks[name]
-
-    def actuator(self, lc):
+    def loop(self, idx, lc, log):
+        """The node's loop for config loop lc: its sensor a channel or a block, its
+        actuator a channel or a Wire."""
         a = lc.get("actuator")
-        return self.channels[a] if a is not None else self.wires[lc.name]
+        return LinkedLoop(idx, lc, self.channels.get(lc.sensor) or self.blocks[lc.sensor],
+                          self.channels[a] if a is not None else self.wires[lc.name], log)
 
     def _source(self, name, loops):
         if name in self.blocks:

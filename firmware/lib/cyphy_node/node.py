@@ -28,7 +28,7 @@ except ImportError:  # CPython (host-side tests): no scheduler, call at once
 from .io import Input, Output
 from .sched import Scheduler
 from .blocks import LowPass, OnOff, Alarm
-from .pid import PID, CLAMP, CONDITIONAL, SAT_UP, SAT_DOWN
+from .pid import PID, CLAMP, CONDITIONAL
 from .fixed import to_fixed
 from . import faults as _f
 
@@ -97,13 +97,7 @@ class ControlLoop:
         self.auto = True         # the operator's mode (a fault overrides it)
         self.manual_out = act.failsafe
         self._held = False       # outputs held at fail-safe by a fault
-        # signal graph (graph.py): the setpoint's source, a feedforward source, the loop
-        # whose setpoint this loop's output is (cascade); links: any of them
-        self.remote = None
-        self.ffsrc = None
-        self.inner = None
-        self.links = 0
-        self._trk = 0            # 1 while a cascade's outer tracks an inner not following
+        self.links = 0           # 1: the signal graph feeds this loop (graph.LinkedLoop)
         self.tuner = None        # a RelayTune while an autotune runs (it drives the output)
         self.tune_owner = None   # (port, addr) of the host that started it over the protocol
         self.tune_result = None  # the last run's result (applied or not) since boot
@@ -157,62 +151,11 @@ class ControlLoop:
                 self._links()
             u = self.pid.update(self.y)
         else:
-            if self.remote is not None:
-                self.onoff.set_setpoint(self.remote.value)
+            if self.links:
+                self._links()
             u = self.onoff.update(self.y)
         self.u = u
         self.act.write(u)
-
-    def _links(self):
-        # The signal graph's inputs to this PID (graph.py), before its update.
-        p = self.pid
-        if self.remote is not None:
-            if p.is_auto:       # remote setpoint, within the sensor's valid range
-                v = self.remote.value
-                p.set_setpoint(self.inp.vmin if v < self.inp.vmin else (
-                    self.inp.vmax if v > self.inp.vmax else v))
-            else:               # manual: the setpoint follows the measurement (bumpless)
-                p.set_setpoint(self.y)
-        if self.ffsrc is not None:
-            p.set_ff(self.ffsrc.value)
-        if self.inner is not None:
-            self._cascade()
-
-    def _cascade(self):
-        # This loop's output is the inner loop's setpoint. While the inner follows it
-        # (auto, no fault, no tune), this PID integrates only where the inner can still
-        # act (graph.sat_bits); otherwise it tracks the inner's setpoint (in manual, the
-        # inner's measurement), so both hand-overs back are bumpless.
-        c = self.inner
-        p = self.pid
-        if c.pid.is_auto and c.tuner is None:
-            p.sat = c.limits_hit()
-            if self._trk:
-                self._trk = 0
-                if self.auto:
-                    p.set_auto()
-        else:
-            p.sat = 0
-            self._trk = 1
-            if p.is_auto:
-                p.set_manual()
-            p.track(c.pid.setpoint)
-            self.manual_out = p.out
-
-    def back(self, v):
-        # A block downstream passed on v instead of this loop's output (a selector chose
-        # another loop's, a limiter cut it): the PID continues from v (graph.py).
-        self.pid.retrack(v)
-
-    def limits_hit(self):
-        # For the outer loop of a cascade: the directions (pid.SAT_UP, SAT_DOWN) in which
-        # a higher or lower setpoint of this loop cannot move its output further.
-        q = self.pid
-        hi = q.out >= q.out_max
-        lo = q.out <= q.out_min
-        if q.reverse:
-            hi, lo = lo, hi
-        return (SAT_UP if hi else 0) | (SAT_DOWN if lo else 0)
 
     def _hold(self):
         # Outputs at fail-safe; the PID tracks a valid measurement in manual (bumpless return).
@@ -313,10 +256,6 @@ class ControlLoop:
         """What setting key to value will do, checked now and changing nothing: (fn, args),
         and fn(*args) cannot fail. gains: {loop: [kp, ki, kd]} pending in the same request.
         ValueError (in the config's words and units) or KeyError (no such key)."""
-        if key == "setpoint" and self.remote is not None:
-            raise ValueError('%s.setpoint follows "%s" (setpoint_from in the config): set that '
-                             'signal\'s source, or put %s in manual' % (
-                                 self.name, self.remote.name, self.name))
         if key == "setpoint" or key == "output":
             sp = key == "setpoint"
             ch = self.inp if sp else self.act
@@ -448,8 +387,7 @@ class Node:
             if self.graph is None:
                 lp = ControlLoop(i, lc, ch[lc.sensor], ch[lc.actuator], self.log)
             else:
-                lp = ControlLoop(i, lc, self.graph.sensor(lc.sensor), self.graph.actuator(lc),
-                                 self.log)
+                lp = self.graph.loop(i, lc, self.log)
             self.loops.append(lp)
         in_tasks = () if self.graph is None else self.graph.link(self)
         for lp in self.loops:
