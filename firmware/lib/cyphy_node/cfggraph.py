@@ -91,6 +91,10 @@ class Graph:
                                   "inner loop's setpoint range [%s, %s], is beyond a pid's output "
                                   "limits (%s to %s)" % (inner[0], inner[1], PID_OUT[0], PID_OUT[1]))
             _num(v, path + ".controller." + k, PID_OUT[0], PID_OUT[1])
+            if inner and not inner[0] <= v <= inner[1]:
+                raise ConfigError(path + ".controller." + k, "must be within the setpoint range "
+                                  "of the loop that follows it [%s, %s] (its sensor's valid "
+                                  "range), got %s" % (_show(inner[0]), _show(inner[1]), _show(v)))
         if not lo < hi:
             raise ConfigError(path + ".controller.out_max", "must be above out_min (%s), got %s"
                               % (_show(lo), _show(hi)))
