@@ -473,3 +473,21 @@ def test_the_graph_allocates_nothing_on_micropython(mpy):
     # (a heap for compiling the firmware from source here; RAM is cyphy check's job)
     out = mpy(PRELUDE + _heap_code() + "\nprint(json.dumps(main()))\n", heap="1M")
     assert len(json.loads(out.strip().splitlines()[-1])) == 9 * 14
+
+
+def test_blocks_are_read_by_name(rig):
+    cfg = copy.deepcopy(OVEN)
+    lp = cfg["loops"][0]
+    lp.pop("rate_hz")
+    lp["setpoint_from"] = "target"
+    cfg["blocks"] = [{"name": "target", "type": "ratio", "input": "amb", "ratio": 2.0,
+                      "bias": 20, "units": "degC"}]
+    cfg["tasks"] = [{"name": "main", "rate_hz": 10, "order": ["target", "oven"]}]
+    r = rig(cfg, {"type": "fotd", "ambient": 20, "initial": {"temperature": 60}}, FOTD_WIRING)
+    r.run(1)
+    node = r.node
+    assert node.get("target") == {"type": "ratio", "value": 60.0, "units": "degC",
+                                  "ratio": 2.0, "bias": 20}
+    assert node.get("target.value") == 60.0
+    assert node.blocks() == {"target": node.get("target")}
+    assert node.get("oven.setpoint") == 60.0

@@ -911,11 +911,18 @@ class Node:
                     tuning.unload()
 
     def get(self, path):
-        """node.get("heater.measurement"), or node.get("heater") for the loop's state."""
-        if "." not in path:
-            return self.loop(path).state()
-        name, attr = path.split(".", 1)
-        return self.loop(name).state()[attr]
+        """node.get("heater.measurement"), or node.get("heater") for the loop's state; a
+        block's the same way (node.get("ff"), node.get("ff.value"))."""
+        name, _, attr = path.partition(".")
+        if self.graph is not None and name in self.graph.blocks:
+            d = self.graph.state()[name]
+        else:
+            d = self.loop(name).state()
+        return d[attr] if attr else d
+
+    def blocks(self):
+        """{block: {"type", "value", "units", and its parameters}} ({} without a graph)."""
+        return {} if self.graph is None else self.graph.state()
 
     def state(self):
         return {lp.name: lp.state() for lp in self.loops}
