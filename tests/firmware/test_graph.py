@@ -105,6 +105,16 @@ def test_a_cascade_hands_over_bumplessly_when_the_inner_loop_leaves_auto(rig):
     osteps = [abs(b[0] - a[0]) for a, b in zip([outs[-1]] + after, after)]
     assert max(osteps) < 500, osteps                  # inner setpoint: < 0.5 mm per tick
     assert outer.pid.is_auto and inner.pid.is_auto
+    # the outer loop to manual and back: its output (the inner's setpoint) holds, then
+    # continues from where it was
+    r.run(120)
+    node.set("level.mode", "manual")
+    held = r.run(5.0, 0.1, lambda t: outer.u)
+    assert len(set(held)) == 1
+    node.set("level.mode", "auto")
+    after = r.run(2.0, 0.1, lambda t: outer.u)
+    steps = [abs(b - a) for a, b in zip([held[-1]] + after, after)]
+    assert max(steps) < 500, steps
 
 
 def test_a_cascade_does_not_wind_up_while_the_inner_loop_saturates(rig):
@@ -491,3 +501,32 @@ def test_blocks_are_read_by_name(rig):
     assert node.get("target.value") == 60.0
     assert node.blocks() == {"target": node.get("target")}
     assert node.get("oven.setpoint") == 60.0
+
+
+def test_a_lead_lag_feedforward_follows_its_exact_step_response():
+    # (lead s + 1) / (lag s + 1) on a step of 10 units at 10 Hz: y(t) = K x (1 + (lead/lag - 1)
+    # e^(-t/lag)) at the sampling instants (the low-pass is the exact discretisation)
+    import math
+
+    from cyphy_node.config import Section
+    from cyphy_node.graph import FeedForward
+
+    class Src:
+        value = 0
+    for lead, lag in ((3.0, 1.0), (0.5, 2.0), (0.0, 4.0)):
+        b = FeedForward(Section({"name": "ff", "type": "feedforward", "input": "x",
+                                 "gain": 2.0, "bias": 1.0, "lead_s": lead, "lag_s": lag,
+                                 "range": None, "units": "", "actuator": None}), 0.1)
+        b.src = (Src,)
+        Src.value = 0
+        b.tick()
+        Src.value = 10000
+        got = []
+        for _ in range(50):
+            b.tick()
+            got.append(b.value)
+        # the low-pass's first sample after the step is its state one period on
+        want = [2 * 10000 * (1 + (lead / lag - 1) * math.exp(-k * 0.1 / lag)) + 1000
+                for k in range(1, 51)]
+        # within 0.01 % (the gains' 2**-20 and the low-pass's alpha, rounded once)
+        assert all(abs(g - w) <= 1e-4 * abs(w) + 2 for g, w in zip(got, want)), (lead, lag)

@@ -1,0 +1,72 @@
+"""Issue 17, item 1, on the sim: a config with a signal graph (a cascade on the two-tank
+plant) boots on a sim node as in the field (firmware and config on its flash, main.py
+after a reset), runs through the sim board's calibrated ADC and DAC in virtual time, and
+beats the single loop on a pump disturbance, measured on the same bench.
+(The block-by-block closed loops are in tests/firmware/test_graph.py.)"""
+
+from __future__ import annotations
+
+from test_node_runtime import node_for, reset
+
+# pump (DAC pin 25, 0..10 V) -> tank 1 (h1, ADC pin 34) -> tank 2 (h2, ADC pin 35); at
+# rest at h2 = 100 mm; at t = 900 s the pump starts to deliver 30 % less (param k).
+BENCH = {
+    "plant": {"type": "twotank", "initial": {"h1": 0.0644, "h2": 0.1, "pump": 2.4},
+              "disturbances": [{"at_s": 900, "param": "k", "value": 3.33e-6 * 0.7}]},
+    "wiring": [{"pin": 34, "kind": "adc", "signal": "h1", "range": [0, 0.2], "volts": [0, 2.45]},
+               {"pin": 35, "kind": "adc", "signal": "h2", "range": [0, 0.2], "volts": [0, 2.45]},
+               {"pin": 25, "kind": "dac", "signal": "pump", "range": [0, 10]}],
+}
+LEVEL = {"mv_min": 0, "mv_max": 2450, "eng_min": 0, "eng_max": 200}
+CHANNELS = [
+    {"name": "h1", "pin": 34, "kind": "adc", "units": "mm", "scale": LEVEL, "valid": [13, 198]},
+    {"name": "h2", "pin": 35, "kind": "adc", "units": "mm", "scale": LEVEL, "valid": [13, 198]},
+    {"name": "pump", "pin": 25, "kind": "dac", "range": [0, 10], "units": "V", "failsafe": 0}]
+# The tunings of tests/firmware/test_graph.py (SIMC on the linearised plant).
+SINGLE = {"name": "tanks", "comms_timeout_ms": 0, "channels": CHANNELS, "loops": [
+    {"name": "level", "rate_hz": 10, "sensor": "h2", "actuator": "pump",
+     "controller": {"type": "pid", "kp": 0.05, "ki": 0.000625, "kd": 2.25,
+                    "d_filter_tau_s": 2, "setpoint": 100}}]}
+CASCADE = {"name": "tanks", "comms_timeout_ms": 0, "channels": CHANNELS, "loops": [
+    {"name": "level", "sensor": "h2",
+     "controller": {"type": "pid", "kp": 2.06, "ki": 0.0258, "setpoint": 100}},
+    {"name": "feed", "sensor": "h1", "actuator": "pump", "setpoint_from": "level",
+     "controller": {"type": "pid", "kp": 0.167, "ki": 0.0084, "setpoint": 64.4}}],
+    "tasks": [{"name": "tanks", "rate_hz": 10, "order": ["level", "feed"]}]}
+
+RUN = (
+    "import time\n"
+    "lp = node.loop('level')\n"
+    "time.sleep(900)\n"
+    "print(lp.y)\n"
+    "acc = 0\n"
+    "peak = 0\n"
+    "for k in range(1200):\n"
+    "    time.sleep(1)\n"
+    "    e = abs(lp.y - 100000)\n"
+    "    acc += e\n"
+    "    peak = max(peak, e)\n"
+    "print(acc // 1000, peak, lp.mode, node.stats()[%r]['overruns'])\n"
+)
+
+
+def run_on_sim(sim_nodes, which: str, cfg: dict) -> tuple[int, int]:
+    con = node_for(sim_nodes, "tanks-" + which, BENCH, cfg)
+    try:
+        boot = reset(con)
+        assert "cyphy: node tanks running" in boot, boot
+        task = "level" if which == "single" else "tanks"
+        before, rest = con.run(RUN % task, timeout=300).strip().splitlines()
+        iae, peak, mode, overruns = rest.split()
+        print(f"{which}: h2 {int(before) / 1000:.2f} mm at the disturbance; IAE over 1200 s "
+              f"{iae} mm s, peak {int(peak) / 1000:.2f} mm")
+        assert abs(int(before) - 100000) < 500 and mode == "auto" and overruns == "0"
+        return int(iae), int(peak)
+    finally:
+        con.close()
+
+
+def test_a_cascade_boots_on_the_sim_and_beats_the_single_loop(sim_nodes):
+    single = run_on_sim(sim_nodes, "single", SINGLE)
+    cascade = run_on_sim(sim_nodes, "cascade", CASCADE)
+    assert cascade[0] < 0.2 * single[0] and cascade[1] < 0.3 * single[1]
