@@ -502,6 +502,14 @@ def fotd_case(tau, dt_per_L=16, K=1.0):
                 lambda s: K * cmath.exp(-L * s) / (T * s + 1), 0.0, {"K": K, "T": T, "L": L})
 
 
+def _rule_gains(P, dt):
+    """The gains (and b) autotune.tune gives the exact FOPDT model P."""
+    import cyphy_node.autotune as AT
+
+    g = AT.tune({"class": "fopdt", "K": P["K"], "T": P["T"], "L": P["L"]}, dt)
+    return {k: g[k] for k in ("kp", "ki", "kd", "d_filter", "p_on_m", "sp_weight")}
+
+
 def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3, 0.9),
             alts=(), os_alt=0.09, ms_alt=1.95):
     """The gains and setpoint weight b minimising max(IAE_sp / ref_sp, IAE_ld / ref_ld)
@@ -544,13 +552,18 @@ def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3,
 
 def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print,
                  os_max=0.06, ms_max=1.8, alt_tau=None, alt_below=0.25, os_alt=0.09,
-                 ms_alt=1.95, dt_per_L=16):
+                 ms_alt=1.95, dt_per_L=16, rule_starts=True):
     """Rows (tau, A, B, C, b) of autotune._TABLE: kp = A / (K tau), Ti = B L, Td = C L
     with L the dead time plus half a sample (what the node's rule uses), setpoint weight
     b; within margins os_max, ms_max. alt_tau: for rows below alt_below, the gains must
     also meet the spec within (os_alt, ms_alt) on the plant of L / (L + T) alt_tau with
     the same K / T and L (what a noisy relay run of a lag-dominant plant can look like:
-    K / T and L are identified right, T alone can come out several times too short)."""
+    K / T and L are identified right, T alone can come out several times too short).
+    rule_starts: the reference optima and the minimax search also start from the rule in
+    force (autotune.tune on the exact model): from SIMC alone the searches stopped at
+    local optima up to 20 % worse (at L / (L + T) 0.3 the load optimum found from the
+    table's gains is 1.29x better than the row's own, against 1.06 from SIMC), and the
+    rows were balanced against those."""
     rows = []
     for tau in taus:
         c = fotd_case(tau, dt_per_L)
@@ -561,9 +574,11 @@ def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
             alts = [fotd_case(alt_tau, dt_per_L, K=a.params["T"] / P["T"])]
         s0 = simc(P["K"], P["T"], P["L"])
         starts = [s0, dict(s0, kp=s0["kp"] * 0.6, ki=s0["ki"] * 0.4)]
+        if rule_starts:                # the rule in force: the searches start there too
+            starts.append(_rule_gains(P, c.dt))
         gs, ss, _ = optimum(c, "setpoint", starts)
         gl, sl, _ = optimum(c, "load", starts + [gs])
-        r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl, s0],
+        r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl] + starts[::2],
                        os_max=os_max, ms_max=ms_max, alts=alts, os_alt=os_alt,
                        ms_alt=ms_alt)
         L = P["L"] + c.dt / 2
