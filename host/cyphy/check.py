@@ -128,6 +128,8 @@ class Report:
     heap_grew: bool = False
     modules: dict[str, int] = field(default_factory=dict)     # import order
     loops: dict[str, dict] = field(default_factory=dict)
+    tasks: dict[str, dict] = field(default_factory=dict)       # the graph's tasks (loops + blocks)
+    user_blocks: dict[str, dict] = field(default_factory=dict)  # userblock: checks and time
     measuring_bytes: int | None = None
     port_pystones: float | None = None
     seconds: float = 0.0
@@ -146,7 +148,8 @@ class Report:
             "margin_bytes": MARGIN,
             "ram_resident_bytes": self.ram_resident_bytes, "ram_free_bytes": self.ram_free_bytes,
             "ram_largest_free_bytes": self.ram_largest_free_bytes, "heap_grew": self.heap_grew,
-            "modules": self.modules, "loops": self.loops, "errors": self.errors,
+            "modules": self.modules, "loops": self.loops, "tasks": self.tasks,
+            "user_blocks": self.user_blocks, "errors": self.errors,
             "reasons": self.reasons, "advice": self.advice, "warnings": self.warnings,
             "measuring_bytes": self.measuring_bytes, "port_pystones": self.port_pystones,
             "seconds": round(self.seconds, 2),
@@ -475,7 +478,25 @@ for _lp in node.loops:
         if _dt >= TIMING_MS:
             break
     _L.append((_lp.name, _lp.rate_hz, _dt * 1000 / _n))
-print("@cyphy-check " + repr([_best, _L]))
+def _time(f):
+    _n = 0
+    _t0 = time.ticks_ms()
+    while True:
+        _k = 0
+        while _k < 20:
+            f()
+            _k += 1
+        _n += 20
+        _dt = time.ticks_diff(time.ticks_ms(), _t0)
+        if _dt >= TIMING_MS:
+            return _dt * 1000 / _n
+_T = [(_t.name, _t.rate_hz, _time(_t.tick)) for _t in node.tasks]
+_U = []
+if node.graph is not None:
+    for _b in node.graph.blocks.values():
+        if hasattr(_b, "impl"):
+            _U.append((_b.name, _time(_b.tick)))
+print("@cyphy-check " + repr([_best, _L, _T, _U]))
 '''
 
 BARE = "import gc\ngc.collect()\nprint('@cyphy-check', gc.mem_alloc())\n"
@@ -547,10 +568,12 @@ def _arena_request(total: int) -> int:
 
 
 def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = True,
-          heap: Heap | None = None) -> Report:
-    """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table.
+          heap: Heap | None = None, base: Path | None = None) -> Report:
+    """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table;
+    base: the config file's directory (where its user blocks' modules are).
     Raises CheckUsageError for an unknown chip, mp32.Mp32Error if the 32-bit MicroPython
     cannot run (or the firmware fails on it)."""
+    from cyphy import userblock
     import time as _time
 
     from cyphy import mp32
@@ -575,9 +598,31 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     pre = _prelude(full, chip, order)
     want_cpu = timing and _has_pystone()
     files = _files(full, want_cpu)
+    try:
+        files.update(userblock.node_files(full, base))
+        findings = userblock.check(full, base)
+    except userblock.UserBlockError as e:
+        f, _, why = str(e).partition(": ")
+        rep.errors = [{"field": f, "reason": why, "kind": "config"}]
+        rep.seconds = _time.monotonic() - t0
+        return rep
+    for fd in findings:
+        if not fd.started:          # the node would not boot: nothing to measure
+            i = [b.get("name") for b in full["blocks"]].index(fd.block)
+            rep.errors = [{"field": f"blocks[{i}].module", "reason": userblock.describe(fd),
+                           "kind": "user block"}]
+            rep.seconds = _time.monotonic() - t0
+            return rep
+        rep.user_blocks[fd.block] = {"module": fd.module, "allocation_free": fd.ok,
+                                     "why": fd.why or None, "line": fd.line,
+                                     "budget_us": None, "tick_us": None}
+        if not fd.ok:
+            rep.reasons.append(userblock.describe(fd))
+    for b in userblock.blocks(full):
+        rep.user_blocks[b["name"]]["budget_us"] = b["budget_us"]
     snippets = [mp32.Snippet(BARE, heap_bytes=64 * 1024, files={}),
                 mp32.Snippet(pre + RAM, heap_bytes=_arena_request(h.bytes + PAD), files=files)]
-    if want_cpu:
+    if want_cpu and not any(not fd.ok for fd in findings):
         snippets.append(mp32.Snippet(pre + CPU, heap_bytes=max(mp32.DEFAULT_HEAP, _arena_request(h.bytes + PAD)),
                                      files=files))
     res = mp32.run_many(snippets)
@@ -602,18 +647,32 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     rep.ram_largest_free_bytes = min(largest, free, h.area)
     rep.loops = {lp["name"]: {"rate_hz": lp["rate_hz"], "cpu_pct": None, "tick_us": None}
                  for lp in full["loops"]}
-    if want_cpu:
+    if len(res) > 2:
         cpu = res[2]
         if cpu.ok:
             from cyphy.sim import speed
 
-            best, loops = _marker(cpu.stdout)
+            best, loops, tasks, users = _marker(cpu.stdout)
             rep.port_pystones = float(best)
             k = float(best) / speed.CHIP_PYSTONES[chip]     # chip us per port us
+            in_task = {n for t in full.get("tasks") or [] for n in t["order"]}
             for name, rate, us in loops:
                 chip_us = us * k
                 rep.loops[name] = {"rate_hz": rate, "tick_us": round(chip_us, 1),
                                    "cpu_pct": round(chip_us * rate / 1e4, 2)}
+                if name in in_task:
+                    rep.loops[name]["in_task"] = True   # counted with its task
+            for name, rate, us in tasks:
+                chip_us = us * k
+                rep.tasks[name] = {"rate_hz": rate, "tick_us": round(chip_us, 1),
+                                   "cpu_pct": round(chip_us * rate / 1e4, 2)}
+            for name, us in users:
+                u = rep.user_blocks[name]
+                u["tick_us"] = round(us * k, 1)
+                if u["tick_us"] > u["budget_us"]:
+                    rep.reasons.append(f'user block "{name}" ({u["module"]}.py) takes '
+                                       f'{u["tick_us"]:.0f} us per tick at {MCU[chip]} speed, '
+                                       f'over its budget_us {u["budget_us"]}')
     _judge(rep, h)
     rep.seconds = _time.monotonic() - t0
     return rep
@@ -633,6 +692,7 @@ def _has_pystone() -> bool:
 
 
 def _judge(rep: Report, h: Heap) -> None:
+    before = len(rep.reasons)           # (user blocks' own reasons come first)
     budget = h.bytes - MARGIN
     assert rep.ram_resident_bytes is not None and rep.ram_largest_free_bytes is not None
     if rep.heap_grew:
@@ -642,8 +702,10 @@ def _judge(rep: Report, h: Heap) -> None:
                            f"(the {_kb(h.bytes)} heap less a {_kb(MARGIN)} margin)")
     if rep.ram_largest_free_bytes < MARGIN:
         rep.reasons.append(f"largest free block {_kb(rep.ram_largest_free_bytes)} is under {_kb(MARGIN)}")
-    ram_short = bool(rep.reasons)
-    busy = sum(v["cpu_pct"] for v in rep.loops.values() if v.get("cpu_pct") is not None)
+    ram_short = len(rep.reasons) > before
+    busy = sum(v["cpu_pct"] for v in rep.loops.values()
+               if v.get("cpu_pct") is not None and not v.get("in_task"))
+    busy += sum(v["cpu_pct"] for v in rep.tasks.values() if v.get("cpu_pct") is not None)
     if busy > 100:
         rep.reasons.append(f"the loops need {busy:.0f} % of the CPU at {MCU[rep.chip]} speed")
     if ram_short:

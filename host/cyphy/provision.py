@@ -24,6 +24,7 @@ import hashlib
 import os
 import json
 import secrets as _secrets
+from pathlib import Path
 from typing import Callable
 
 from cyphy import keys
@@ -179,7 +180,8 @@ def target_heap(dev: Device, chip: str) -> tuple[bool, "object | None"]:
     return psram, check.Heap(total, total, f"the sim node {sim.name}'s own heap")
 
 
-def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None = None) -> list[str]:
+def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None = None,
+              user_dir: Path | None = None) -> list[str]:
     """Refuse (ProvisionError, one line) a config whose node would not fit the target's RAM
     or CPU (cyphy.check: the firmware started with it on a 32-bit MicroPython). Returns warnings
     (the check could not run: the config is then written unchecked)."""
@@ -189,7 +191,7 @@ def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None 
 
     psram, heap = target_heap(dev, chip)
     try:
-        rep = check.check(cfg, chip, psram, heap=heap)
+        rep = check.check(cfg, chip, psram, heap=heap, base=user_dir)
     except (mp32.Mp32Error, check.CheckUsageError) as e:
         return [f"RAM not checked ({str(e).splitlines()[0]})"]
     if rep.fits:
@@ -335,6 +337,30 @@ def clear_tuning(dev: Device) -> None:
     dev.exec(_CLEAR_TUNING)
 
 
+def write_user_modules(dev: Device, config: dict, user_dir: Path | None,
+                       dry_run: bool) -> dict[str, str]:
+    """/lib/cyphy_user/<module>.mpy for each user block (compiled from <module>.py in
+    user_dir), each written atomically when it differs: {node path: action}."""
+    from cyphy import userblock
+
+    try:
+        files = userblock.node_files(config, user_dir)
+    except userblock.UserBlockError as e:
+        raise ProvisionError(str(e)) from None
+    out = {}
+    if files and not dry_run:
+        dev.mkdirs(["/lib", userblock.NODE_DIR])
+    for path, data in sorted(files.items()):
+        if dev.sha256(path) == hashlib.sha256(data).hexdigest():
+            out[path] = "unchanged"
+        elif dry_run:
+            out[path] = "would write"
+        else:
+            dev.write_atomic(path, data)
+            out[path] = "written"
+    return out
+
+
 def new_key_hex() -> str:
     return _secrets.token_bytes(32).hex()
 
@@ -344,7 +370,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
               key_source: str = "given", new_key: bool = False, dry_run: bool = False,
               progress: Callable[[int, int, str], None] | None = None, force: bool = False,
               config_file: str | None = None, state: dict | None = None,
-              tuning: str | None = None) -> dict:
+              tuning: str | None = None, user_dir: Path | None = None) -> dict:
     """Provision the node on dev. name: the node's name (None: keep the config's);
     config: the config (None: keep the node's, renamed); wifi: (ssid, password) to set
     (None: keep); key_hex: the key to set (None: keep the node's, else the host's stored
@@ -356,7 +382,11 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     "config-done", "secrets" (the node's /secrets.json: previous or new, whole),
     "secrets-done", "done". tuning: what to do with the node's persisted tuning (an
     applied autotune, `set --save` values) where it differs from the config: None keeps it
-    (precedence: it wins at boot) with a warning, "keep" keeps it, "clear" forgets it."""
+    (precedence: it wins at boot) with a warning, "keep" keeps it, "clear" forgets it.
+    user_dir: where the config's user blocks' modules are (default: config_file's
+    directory)."""
+    if user_dir is None and config_file:
+        user_dir = Path(config_file).resolve().parent
     if tuning not in (None, "keep", "clear"):
         raise ProvisionError(f"tuning: keep or clear, not {tuning!r}")
     if state is None:
@@ -368,7 +398,7 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
         chip = target_chip(dev)
         check_chip(config, chip)  # before anything is written
         if not force:
-            fit_warnings = check_fit(dev, config, chip, config_file)
+            fit_warnings = check_fit(dev, config, chip, config_file, user_dir)
     if key_hex is not None:
         try:
             key_hex = keys.normalise_hex(key_hex)
@@ -489,6 +519,10 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
 
     # ---- the persisted tuning against this config: which values the node will run
     report["tuning"] = check_tuning(dev, config, tuning, dry_run, warnings)
+
+    # ---- the config's user blocks' modules (docs/user-blocks.md), before the config that
+    # imports them: a node never boots a config whose module is missing
+    report["user_modules"] = write_user_modules(dev, config, user_dir, dry_run)
 
     # ---- write: config, then secrets (each atomic; a power loss between them leaves the
     # new config with the old secrets, a valid node)

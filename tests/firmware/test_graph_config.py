@@ -45,7 +45,7 @@ OUTER_RANGE = (("loops", 0, "controller"), {"type": "pid", "kp": 2, "setpoint": 
 CASES = [
     ((), None, "OK"),
     (("blocks", 0, "type"), "pid", 'blocks[0].type: must be one of feedforward, limit, math, '
-     'rate_limit, ratio, select, split_range; got "pid"'),
+     'rate_limit, ratio, select, split_range, user; got "pid"'),
     (("blocks", 0, "gain"), None, "blocks[0].gain: is required"),
     (("blocks", 0, "lead_s"), 5, "blocks[0].lag_s: must be > 0 with a lead (a pure lead is not "
      "realisable: give a lag of a few periods)"),
@@ -87,6 +87,18 @@ CASES = [
      "without an actuator (the range of its output signal)"),
     (("loops", 0, "controller"), {"type": "onoff", "setpoint": 100}, "loops[0].actuator: is "
      "required (only a pid loop's output can be a signal without an actuator channel)"),
+    (("blocks", 3), {"name": "mine", "type": "user", "module": "my-pi"}, 'blocks[3].module: must '
+     'be a module name (1 to 32 ASCII letters, digits or _, not starting with a digit: the file '
+     '<module>.py next to the config), got "my-pi"'),
+    (((("blocks", 3), {"name": "mine", "type": "user", "module": "mypi", "inputs": ["h1"],
+                       "outputs": ["a", "b"]}),
+      (("blocks", 4), {"name": "use", "type": "limit", "input": "mine.c", "min": 0, "max": 1}),
+      (("tasks", 0, "order"), ["ff", "level", "feed", "mean", "split", "mine", "use"])),
+     (), 'blocks[4].input: user block "mine" has no output "c" (outputs: a, b)'),
+    (("blocks", 3), {"name": "mine", "type": "user", "module": "mypi", "actuators": {"x": "spare"}},
+     'blocks[3].actuators.x: no output "x" (outputs: out)'),
+    (("blocks", 3), {"name": "mine", "type": "user", "module": "mypi", "params": {"k": [1, "a"]}},
+     'blocks[3].params.k[1]: must be a number, got "a"'),
     (("loops", 0, "controller", "out_max"), 500, "loops[0].controller.out_max: must be within "
      "the setpoint range of the loop that follows it [13, 198] (its sensor's valid range), got "
      "500"),
@@ -106,6 +118,8 @@ def _mutate(d: dict, path: tuple, value) -> dict:
         node = node[k]
     if value is None:
         del node[path[-1]]
+    elif isinstance(node, list) and path[-1] == len(node):
+        node.append(value)
     else:
         node[path[-1]] = value
     return d

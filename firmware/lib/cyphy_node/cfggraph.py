@@ -20,6 +20,7 @@ _KEYS = {
     "select": (("inputs", "op"), ()),
     "math": (("inputs", "op"), ("gains", "bias")),
     "split_range": (("input", "outputs"), ()),
+    "user": (("module",), ("inputs", "outputs", "params", "actuators", "budget_us")),
 }
 _COMMON = ("range", "units", "actuator")
 LOOP_KEYS = ("setpoint_from", "feedforward", "output_units")
@@ -30,6 +31,10 @@ class Graph:
     (sensor, wire); check() resolves every reference once the loops are known."""
 
     LOOP_KEYS = LOOP_KEYS
+
+    @staticmethod
+    def signal(v, path):
+        return signal(v, path)
 
     def __init__(self, d, chans):
         self.chans = chans
@@ -64,9 +69,20 @@ class Graph:
 
     # ---- what the loops ask while config.validate reads them ----
 
+    def block_of(self, name):
+        """The block a signal name is ("block", or a user block's "block.output"), or None."""
+        if not isinstance(name, str):
+            return None
+        base, _, out = name.partition(".")
+        i = self.by_name.get(base)
+        if i is None or (out and (self.blocks[i]["type"] != "user"
+                                  or out not in self.blocks[i]["outputs"])):
+            return None
+        return self.blocks[i]
+
     def sensor(self, name, path):
         """A block as a loop's sensor: a pseudo channel (its range is the valid range)."""
-        b = self.blocks[self.by_name[name]]
+        b = self.block_of(name)
         if b["range"] is None:
             raise ConfigError(path, 'block "%s" has no "range": a loop\'s sensor needs a valid '
                                     'range (give the block a "range": [min, max])' % name)
@@ -163,6 +179,9 @@ class Graph:
         for i in range(len(self.blocks)):
             b = self.blocks[i]
             p = "blocks[%d]" % i
+            if b["type"] == "user" and b["budget_us"] is None:
+                # default: a fifth of its task's period
+                b["budget_us"] = 200000 // self.tasks[self.task_of[b["name"]][0]]["rate_hz"]
             ins = b["inputs"] if "inputs" in b else [b["input"]]
             key = "inputs" if "inputs" in b else "input"
             for k in range(len(ins)):
@@ -170,6 +189,9 @@ class Graph:
                 self._source(ins[k], q, b["name"], loops)
                 read.add(ins[k])
             acts = [(p + ".actuator", b.get("actuator"))]
+            if b["type"] == "user":
+                acts = [("%s.actuators.%s" % (p, k), b["actuators"][k])
+                        for k in sorted(b["actuators"])]
             if b["type"] == "split_range":
                 acts = [("%s.outputs[%d].actuator" % (p, k), s["actuator"])
                         for k, s in enumerate(b["outputs"])]
@@ -193,7 +215,7 @@ class Graph:
         for i in range(len(cfg["loops"])):
             lp = cfg["loops"][i]
             p = "loops[%d]" % i
-            if lp["sensor"] in self.by_name:
+            if self.block_of(lp["sensor"]) is not None:
                 self._source(lp["sensor"], p + ".sensor", lp["name"], loops)
             for key in ("setpoint_from", "feedforward"):
                 v = lp.get(key)
@@ -208,7 +230,8 @@ class Graph:
                 if key == "setpoint_from" and v in loops:
                     self._cascade(loops[v], lp, p, cfg["loops"])
             if lp["name"] not in self.task_of and (
-                    lp.get("setpoint_from") or lp.get("feedforward") or lp["sensor"] in self.by_name
+                    lp.get("setpoint_from") or lp.get("feedforward")
+                    or self.block_of(lp["sensor"]) is not None
                     or lp.get("actuator") is None):
                 raise ConfigError(p, 'loop "%s" is wired into the signal graph: put it in a '
                                      'task\'s "order"' % lp["name"])
@@ -227,6 +250,12 @@ class Graph:
             raise ConfigError(path, "must name a channel, block or loop, got " + _show(name))
         if name in self.chans:
             return
+        base, _, out = name.partition(".")
+        if out and base in self.by_name and self.blocks[self.by_name[base]]["type"] == "user":
+            if out not in self.blocks[self.by_name[base]]["outputs"]:
+                raise ConfigError(path, 'user block "%s" has no output "%s" (outputs: %s)' % (
+                    base, out, ", ".join(self.blocks[self.by_name[base]]["outputs"])))
+            name = base
         if name not in self.by_name and name not in loops:
             raise ConfigError(path, 'no channel, block or loop "%s"' % name)
         a, b = self.task_of.get(name), self.task_of.get(reader)
@@ -255,19 +284,31 @@ class Graph:
                                   'setpoint' % (outer["name"], q["name"]))
 
 
+def signal(v, path):
+    """A signal's name: a channel, block or loop, or a user block's output "block.output"."""
+    if isinstance(v, str) and v.count(".") == 1:
+        a, b = v.split(".")
+        _name(a, path)
+        _name(b, path)
+        return v
+    return _name(v, path)
+
+
 def _block(d, path):
     kind = _typed(d, path, tuple(sorted(_KEYS)))
     req, opt = _KEYS[kind]
-    common = _COMMON if kind != "split_range" else ("range", "units")
+    common = _COMMON if kind not in ("split_range", "user") else ("range", "units")
     _fields(d, path, ("name", "type") + req, opt + common)
     b = {"name": _name(d["name"], path + ".name"), "type": kind,
          "range": None if d.get("range") is None else _range(d["range"], path + ".range"),
          "units": _text(_opt(d, "units", ""), path + ".units", 16)}
+    if kind == "user":
+        return _user(d, path, b)
     if kind != "split_range":
         a = _opt(d, "actuator", None)
         b["actuator"] = None if a is None else _name(a, path + ".actuator")
     if "input" in req:
-        b["input"] = _name(d["input"], path + ".input")
+        b["input"] = signal(d["input"], path + ".input")
     if "inputs" in req:
         lo, hi = (2, 2) if d.get("op") in ("mul", "div") else (
             (1, MAX_INPUTS) if kind == "math" else (2, MAX_INPUTS))
@@ -275,7 +316,7 @@ def _block(d, path):
         if not lo <= len(ins) <= hi:
             raise ConfigError(path + ".inputs", "must list %s signals, got %d" % (
                 str(lo) if lo == hi else "%d to %d" % (lo, hi), len(ins)))
-        b["inputs"] = [_name(ins[i], "%s.inputs[%d]" % (path, i)) for i in range(len(ins))]
+        b["inputs"] = [signal(ins[i], "%s.inputs[%d]" % (path, i)) for i in range(len(ins))]
     if kind == "feedforward":
         b["gain"] = _num(d["gain"], path + ".gain", -GAIN, GAIN)
         b["bias"] = _num(_opt(d, "bias", 0), path + ".bias")
@@ -320,6 +361,57 @@ def _block(d, path):
         if len(outs) < 2:
             raise ConfigError(path + ".outputs", "must list 2 to 4 actuators, got %d" % len(outs))
         b["outputs"] = [_segment(outs[i], "%s.outputs[%d]" % (path, i)) for i in range(len(outs))]
+    return b
+
+
+def _user(d, path, b):
+    # A user module's block (docs/user-blocks.md): module cyphy_user.<module> on the node
+    m = d["module"]
+    ok = isinstance(m, str) and 1 <= len(m) <= 32 and (m[0].isalpha() or m[0] == "_")
+    if ok:
+        for c in m:
+            if not (c.isalpha() or c.isdigit() or c == "_") or ord(c) > 127:
+                ok = False
+    if not ok:
+        raise ConfigError(path + ".module", "must be a module name (1 to 32 ASCII letters, "
+                          "digits or _, not starting with a digit: the file <module>.py next "
+                          "to the config), got " + _show(m))
+    b["module"] = m
+    ins = _list(_opt(d, "inputs", []), path + ".inputs", MAX_INPUTS)
+    b["inputs"] = [signal(ins[i], "%s.inputs[%d]" % (path, i)) for i in range(len(ins))]
+    outs = _list(_opt(d, "outputs", ["out"]), path + ".outputs", MAX_INPUTS)
+    if not outs:
+        raise ConfigError(path + ".outputs", "must name at least one output")
+    b["outputs"] = [_name(outs[i], "%s.outputs[%d]" % (path, i)) for i in range(len(outs))]
+    for i in range(len(outs)):
+        if outs[i] in outs[:i]:
+            raise ConfigError("%s.outputs[%d]" % (path, i), 'duplicate name "%s"' % outs[i])
+    p = _opt(d, "params", {})
+    if not isinstance(p, dict):
+        raise ConfigError(path + ".params", "must be an object, got " + _show(p))
+    for k in sorted(p):
+        v = p[k]
+        q = path + ".params." + k
+        if isinstance(v, list):
+            for i in range(len(v)):
+                _num(v[i], "%s[%d]" % (q, i), -1e12, 1e12)
+        elif isinstance(v, str):
+            _text(v, q, 64)
+        elif v is not True and v is not False:
+            _num(v, q, -1e12, 1e12)
+    b["params"] = p
+    a = _opt(d, "actuators", {})
+    if not isinstance(a, dict):
+        raise ConfigError(path + ".actuators", "must be an object (output -> channel), got "
+                          + _show(a))
+    for k in sorted(a):
+        if k not in b["outputs"]:
+            raise ConfigError(path + ".actuators." + k, "no output \"%s\" (outputs: %s)"
+                              % (k, ", ".join(b["outputs"])))
+        _name(a[k], path + ".actuators." + k)
+    b["actuators"] = a
+    bu = _opt(d, "budget_us", None)
+    b["budget_us"] = None if bu is None else _int(bu, path + ".budget_us", 1, 1000000)
     return b
 
 

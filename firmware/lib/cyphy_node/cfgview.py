@@ -9,6 +9,7 @@
 import json
 
 COMPILED = "/config.node.json"
+_PLAIN = ("noise", "initial", "disturbances", "params", "actuators")
 
 
 class View:
@@ -16,7 +17,8 @@ class View:
 
     def __init__(self, d):
         for k in d:
-            setattr(self, k, _view(d[k]))
+            # a user block's params and actuators stay plain dicts (config.Section's too)
+            setattr(self, k, d[k] if k in _PLAIN else _view(d[k]))
 
     def get(self, key, default=None):
         return getattr(self, key, default)

@@ -43,7 +43,7 @@ class ConfigError(ValueError):
 
 # Plant details passed through unchecked to the sim's plant model: kept as plain dicts, so
 # their keys can never clash with Section's own attributes.
-_PLAIN = ("noise", "initial", "disturbances")
+_PLAIN = ("noise", "initial", "disturbances", "params", "actuators")
 
 
 class Section:
@@ -376,8 +376,7 @@ def _loop(d, path, chans, used, graph=None):
             ends[key] = graph.wire(d, path)     # the output is a signal only
             lp[key] = None
             continue
-        if graph is not None and key == "sensor" and isinstance(d[key], str) \
-                and d[key] in graph.by_name:
+        if graph is not None and key == "sensor" and graph.block_of(d[key]) is not None:
             ends[key] = graph.sensor(d[key], p)
             lp[key] = d[key]
             continue
@@ -403,7 +402,7 @@ def _loop(d, path, chans, used, graph=None):
         lp["output_units"] = ends["actuator"]["units"]
     if graph is not None:
         for k in ("setpoint_from", "feedforward"):
-            lp[k] = None if d.get(k) is None else _name(d[k], path + "." + k)
+            lp[k] = None if d.get(k) is None else graph.signal(d[k], path + "." + k)
     sensor, act = ends["sensor"], ends["actuator"]
     f = _opt(d, "filter", None)
     if f is not None:

@@ -464,9 +464,89 @@ class SplitRange(Block):
         return {"segments": len(self.segments)}
 
 
+class Port:
+    """One output of a user block, a signal of its own ("block.output")."""
+
+    kind = "block"
+
+    def __init__(self, name, units, vmin, vmax):
+        self.name = name
+        self.units = units
+        self.vmin = vmin
+        self.vmax = vmax
+        self.value = 0
+        self.act = None
+
+    def read(self):
+        return self.value
+
+    def ok(self, v):
+        return self.vmin <= v <= self.vmax
+
+
+class UserBlock(Block):
+    """The user's own code in the control pass (docs/user-blocks.md): module
+    cyphy_user.<module> on the node, its class Block(params, dt) and its tick(x, y), x the
+    inputs and y the outputs as array('i') in milli-units, both preallocated here. Its
+    first output is also the block's own value; an exception in it latches the task's
+    exception fault (outputs fail-safe), like any block's."""
+
+    def __init__(self, bc, dt):
+        from array import array
+        Block.__init__(self, bc)
+        self.module = bc.module
+        self.budget_us = bc.budget_us
+        try:
+            mod = getattr(__import__("cyphy_user." + bc.module), bc.module)
+        except ImportError:
+            raise ValueError('user block "%s": no module /lib/cyphy_user/%s on the node '
+                             '(cyphy provision sends it with the config)' % (bc.name, bc.module))
+        try:
+            self.impl = mod.Block(dict(bc.params), dt)
+        except Exception as e:  # noqa: BLE001 - the node reports it as a config error
+            raise ValueError('user block "%s" (%s.py) did not start: %s: %s'
+                             % (bc.name, bc.module, type(e).__name__, e))
+        self.x = array("i", [0] * len(bc.inputs))
+        self.y = array("i", [0] * len(bc.outputs))
+        self.ports = tuple([Port(bc.name + "." + o, self.units, self.vmin, self.vmax)
+                            for o in bc.outputs])
+
+    def tick(self):
+        self._in()
+        self.impl.tick(self.x, self.y)
+        self._out()
+
+    def _in(self):
+        s = self.src
+        x = self.x
+        i = 0
+        while i < len(s):
+            x[i] = s[i].value
+            i += 1
+
+    def _out(self):
+        i = 0
+        while i < len(self.ports):
+            self._put1(self.ports[i], self.y[i])
+            i += 1
+        self.value = self.ports[0].value
+
+    def _put1(self, p, v):
+        v = p.vmin if v < p.vmin else (p.vmax if v > p.vmax else v)
+        p.value = v
+        if p.act is not None and not self.task.fault:
+            p.act.write(v)
+
+    def params(self):
+        d = {"module": self.module}
+        for p in self.ports:
+            d[p.name.partition(".")[2]] = p.value / 1000
+        return d
+
+
 TYPES = {"feedforward": FeedForward, "ratio": Ratio, "limit": Limit,
          "rate_limit": RateLimit, "select": Select, "math": Math,
-         "split_range": SplitRange}
+         "split_range": SplitRange, "user": UserBlock}
 
 
 class Task:
@@ -571,9 +651,12 @@ class Graph:
         for t in config.get("tasks") or ():
             for n in t.order:
                 self.task_of[n] = t
+        self.ports = {}                 # a user block's outputs by "block.output"
         for bc in config.get("blocks") or ():
             t = self.task_of[bc.name]
-            self.blocks[bc.name] = TYPES[bc.type](bc, 1.0 / t.rate_hz)
+            b = self.blocks[bc.name] = TYPES[bc.type](bc, 1.0 / t.rate_hz)
+            for p in getattr(b, "ports", ()):
+                self.ports[p.name] = p
         for lc in config.loops:
             if lc.get("actuator") is None:
                 lo, hi = lc.controller.out_min, lc.controller.out_max
@@ -594,10 +677,13 @@ class Graph:
         """The node's loop for config loop lc: its sensor a channel or a block, its
         actuator a channel or a Wire."""
         a = lc.get("actuator")
-        return LinkedLoop(idx, lc, self.channels.get(lc.sensor) or self.blocks[lc.sensor],
+        return LinkedLoop(idx, lc, self.channels.get(lc.sensor) or self.ports.get(lc.sensor)
+                          or self.blocks[lc.sensor],
                           self.channels[a] if a is not None else self.wires[lc.name], log)
 
     def _source(self, name, loops):
+        if name in self.ports:
+            return self.ports[name]
         if name in self.blocks:
             return self.blocks[name]
         if name in loops:
@@ -637,6 +723,9 @@ class Graph:
                 b.act = self.channels[bc.actuator]
             if bc.type == "split_range":
                 b.segments = tuple([Segment(s, self.channels[s.actuator]) for s in bc.outputs])
+            if bc.type == "user":
+                for o, ch in bc.actuators.items():
+                    self.ports[bc.name + "." + o].act = self.channels[ch]
         for b in self.blocks.values():
             if isinstance(b, RateLimit):
                 a = self._downstream_act(b)
@@ -664,12 +753,15 @@ class Graph:
                     in_tasks.add(b.name)
                     continue
                 for s in b.src:
-                    if s.kind in ("adc", "din") and s not in scan:
+                    if getattr(s, "kind", "") in ("adc", "din") and s not in scan:
                         scan.append(s)
                 if b.act is not None:
                     outs.append(b.act)
                 if isinstance(b, SplitRange):
                     outs.extend([sg.act for sg in b.segments])
+                for p in getattr(b, "ports", ()):
+                    if p.act is not None:
+                        outs.append(p.act)
             task = Task(len(node.loops) + i, t.name, t.rate_hz, items, scan, outs, node.log)
             for b in items:
                 if isinstance(b, Block):

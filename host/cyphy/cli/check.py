@@ -48,7 +48,9 @@ def check(config_file: str, chip: str, psram: bool, as_json: bool) -> None:
             raise C.CheckUsageError(f'{config_file}: this looks like a sim bench file ("plant" and '
                                     f'"wiring", for cyphy sim start --bench), not a node config '
                                     f'("channels" and "loops", docs/config.md)')
-        rep = C.check(cfg, chip, psram)
+        from pathlib import Path
+
+        rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent)
     except C.CheckUsageError as e:
         raise UsageFailure(str(e)) from None
     except Mp32Error as e:
@@ -91,7 +93,19 @@ def text(r: Report) -> str:
                 lines.append(f"    {n:<22} {v['rate_hz']:>4} Hz  (no speed figure: the pystone benchmark is missing)")
             else:
                 lines.append(f"    {n:<22} {v['rate_hz']:>4} Hz  {v['tick_us']:>8.0f} us per tick  "
-                             f"{v['cpu_pct']:>6.2f} % CPU")
+                             f"{v['cpu_pct']:>6.2f} % CPU" + ("  (in its task)" if v.get("in_task") else ""))
+    if r.tasks:
+        lines.append(f"  tasks (loops and blocks, CPU at {MCU[r.chip]} speed):")
+        for n, v in r.tasks.items():
+            lines.append(f"    {n:<22} {v['rate_hz']:>4} Hz  {v['tick_us']:>8.0f} us per tick  "
+                         f"{v['cpu_pct']:>6.2f} % CPU")
+    if r.user_blocks:
+        lines.append("  user blocks (tick under heap_lock on 32-bit and Unix MicroPython; time at "
+                     f"{MCU[r.chip]} speed):")
+        for n, v in r.user_blocks.items():
+            t = "" if v["tick_us"] is None else f"{v['tick_us']:>8.0f} us per tick (budget {v['budget_us']})"
+            state = "allocation-free" if v["allocation_free"] else v["why"]
+            lines.append(f"    {n:<22} {v['module']}.py  {state}  {t}")
     if not r.fits:
         lines.append("  why: " + "; ".join(r.reasons))
         for a in r.advice:

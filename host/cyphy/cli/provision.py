@@ -283,6 +283,8 @@ def _text(r: dict) -> str:
         f"{'changed' if k['changed'] else 'unchanged'}; Wi-Fi: "
         + (f"{w['ssid']!s}, {'changed' if w['changed'] else 'unchanged'}" if w["ssid"] else "none") + ")",
     ]
+    for path, action in (r.get("user_modules") or {}).items():
+        lines.append(f"{path}: {action} (user block module)")
     t = r.get("tuning") or {}
     if t.get("action") not in (None, "none"):
         from cyphy.provision import describe_tuning

@@ -31,6 +31,7 @@ class HilNode:
     sim_name: str | None = None    # the sim node's name, None on hardware
     home: Path | None = None       # the sim's CYPHY_HOME
     virtual_time: bool = False
+    user_dir: Path | None = None   # where the config's user blocks' modules are
     boot_log: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -65,7 +66,8 @@ class HilNode:
 
         with Device.open(self.port, timeout=30) as dev:
             deploy(dev)
-            provision(dev, self.name, self.config, wifi=wifi, key_hex=self.key_hex)
+            provision(dev, self.name, self.config, wifi=wifi, key_hex=self.key_hex,
+                      user_dir=self.user_dir)
             if extra_secrets:
                 s = json.loads(dev.read("/secrets.json") or b"{}")
                 s.update(extra_secrets)

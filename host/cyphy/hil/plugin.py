@@ -41,7 +41,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "several nodes); skipped with --cyphy-port")
     config.addinivalue_line("markers", "hardware_only: needs a real board; skipped "
                                        "without --cyphy-port")
-    config.addinivalue_line("markers", "cyphy(config=None, bench=None, virtual_time=False, "
+    config.addinivalue_line("markers", "cyphy(config=None, bench=None, virtual_time=False, user_dir=None, "
                                        "baud=0, wifi=False): how `node` is set up")
     # pytest-embedded (a cyphy dependency, for its `dut`) asks for record_xml_attribute in a
     # fixture every test uses, which adds a PytestExperimentalApiWarning to every test of
@@ -110,12 +110,13 @@ class HilSession:
 
     def make(self, name: str, config: dict | None = None, bench: dict | None = None,
              virtual_time: bool = False, baud: int = 0, wifi: bool = False,
-             secrets: dict | None = None) -> HilNode:
+             secrets: dict | None = None, user_dir: str | Path | None = None) -> HilNode:
         cfg = _with_name(config or THERMAL_CONFIG, _cfg_name(name))
         wifi_pair = self._wifi() if wifi else None
         with own_home(self.home):
             if self.hardware:
                 n = HilNode(self.port, cfg["name"], self.key_hex, cfg)
+                n.user_dir = Path(user_dir) if user_dir else None
             else:
                 from cyphy.sim import control
 
@@ -123,7 +124,8 @@ class HilSession:
                                    bench=bench if bench is not None else THERMAL_BENCH)
                 self._started.append(name)
                 n = HilNode(st["port"], cfg["name"], self.key_hex, cfg, sim_name=name,
-                            home=self.home, virtual_time=virtual_time)
+                            home=self.home, virtual_time=virtual_time,
+                            user_dir=Path(user_dir) if user_dir else None)
             n.install(wifi_pair, extra_secrets=secrets)
         return n
 
