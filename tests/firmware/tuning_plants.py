@@ -658,10 +658,15 @@ def dev_plants(seeds=(7, 8, 9, 10), log=print):
             m = r.get("model")
             if not r["stable"]:
                 continue
-            gs, ss, _ = optimum(c, "setpoint")
-            gl, sl, _ = optimum(c, "load", [gs] if gs else [])
+            # the optima searched from the rule's gains too, as judge() does (from the
+            # random sample alone they can stop at local optima: weaker references)
+            g = gains(r)
+            st = [g, dict(g, kp=g["kp"] * 0.5, ki=g["ki"] * 0.3, kd=g["kd"] * 0.5)]
+            gs, ss, _ = optimum(c, "setpoint", st)
+            gl, sl, _ = optimum(c, "load", st + ([gs] if gs else []))
             if ss and sl:
-                dev[m["class"]].append((c, m, ss["setpoint"]["iae"], sl["load"]["iae"]))
+                dev.setdefault(m["class"], []).append((c, m, ss["setpoint"]["iae"],
+                                                      sl["load"]["iae"]))
                 log(f"{c.name}: {m['class']}")
     return dev
 
@@ -760,24 +765,34 @@ def imc_sopdt(K, wn, zeta, L):
             "sp_weight": 1.0}
 
 
-def derive_sopdt_table(zetas=(0.1, 0.2, 0.3, 0.45, 0.6, 0.8), lwns=(0.05, 0.1, 0.2, 0.4, 0.7, 1.2),
-                       log=print, os_max=0.06, ms_max=1.8):
+def derive_sopdt_table(zetas=(0.1, 0.2, 0.3, 0.45, 0.6, 0.8),
+                       lwns=(0.05, 0.1, 0.15, 0.2, 0.3, 0.45, 0.7, 1.2),
+                       log=print, os_max=0.04, ms_max=1.8, rule_starts=True):
     """Rows (zeta, Le wn, A, B, C, b) of autotune._SOPDT with Le the dead time plus half a
     sample (what the node's rule uses): kp = A / K, Ti = B / wn, Td = C / wn, setpoint
     weight b; each the minimax PID of the normalised plant (margins overshoot 6 %, Ms
-    1.8), as derive_table."""
+    1.8; the table's: 4 %), as derive_table (rule_starts: the searches also start from
+    the rule in force on the exact model)."""
     rows = []
     for z in zetas:
         for lwn in lwns:
             c = sopdt_case(z, lwn)
             s0 = imc_sopdt(1.0, 1.0, z, lwn + c.dt / 2)
-            gs, ss, _ = optimum(c, "setpoint", [s0])
-            gl, sl, _ = optimum(c, "load", [s0] + ([gs] if gs else []))
+            st = [s0]
+            if rule_starts:            # the rule in force, on the exact model
+                import cyphy_node.autotune as AT
+
+                g = AT.tune({"class": "sopdt", "K": 1.0, "wn": 1.0, "zeta": z, "L": lwn,
+                             "w": 1e9}, c.dt)
+                st.append({k: g[k] for k in ("kp", "ki", "kd", "d_filter", "p_on_m",
+                                             "sp_weight")})
+            gs, ss, _ = optimum(c, "setpoint", st)
+            gl, sl, _ = optimum(c, "load", st + ([gs] if gs else []))
             if not (ss and sl):
                 log(f"zeta {z} L wn {lwn}: no optimum")
                 continue
-            r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"], [gs, gl],
-                           os_max=os_max, ms_max=ms_max)
+            r, g = minimax(c, ss["setpoint"]["iae"], sl["load"]["iae"],
+                           [gs, gl] + st[1:], os_max=os_max, ms_max=ms_max)
             le = lwn + c.dt / 2
             row = (z, round(le, 4), round(g["kp"], 4), round(g["kp"] / g["ki"], 4),
                    round(g["kd"] / g["kp"], 4), round(g["sp_weight"], 3))
