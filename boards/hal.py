@@ -199,6 +199,12 @@ class Board:
         """A DacOut starting at value/255 (boards without a DAC refuse every pin)."""
         raise NotImplementedError
 
+    def onewire(self, pin):
+        """A 1-Wire bus on pin: MicroPython's onewire.OneWire (reset(required), readinto,
+        writebyte, write, select_rom, scan, crc8; OneWireError). The pin must be able to
+        drive (open drain with the pull-up the bus needs: 4.7 kohm to 3.3 V)."""
+        raise NotImplementedError
+
     # ---- time ----
     def periodic(self, period_us, callback):
         """Call callback(handle) every period_us microseconds; returns the Periodic handle.

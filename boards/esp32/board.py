@@ -353,6 +353,15 @@ class Board(hal.Board):
         self.check_pin(pin, hal.DOUT)
         return DigitalOut(pin, value)
 
+    def onewire(self, pin):
+        # MicroPython's onewire module (micropython-lib's driver over the port's _onewire
+        # C functions, frozen into the ESP32 firmware): OneWire(Pin) sets the pin to
+        # open drain with the internal pull-up (too weak for the bus: fit 4.7 kohm)
+        self.check_pin(pin, hal.DOUT)
+        import onewire
+
+        return onewire.OneWire(machine.Pin(pin))
+
     def pwm_out(self, pin, freq_hz=1000, duty_u16=0):
         self.check_pin(pin, hal.PWM)
         if not isinstance(freq_hz, int) or not 1 <= freq_hz <= 40_000_000:

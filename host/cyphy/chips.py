@@ -66,6 +66,9 @@ def _caps(b: dict, pin: int, wifi: bool) -> list[str]:
     return c
 
 
+DEVICE_PIN = {"ds18b20": "dout", "tpo": "dout"}
+
+
 def check_config(cfg: dict, chip_name: str) -> None:
     """Raise ChipConfigError naming the first field of cfg (a config dict, validated by
     cyphy_node.config first) that a node with this chip cannot run."""
@@ -83,6 +86,9 @@ def check_config(cfg: dict, chip_name: str) -> None:
         p = f"channels[{i}]"
         pin, kind = ch["pin"], ch["kind"]
         caps = _caps(b, pin, wifi)
+        # a device channel needs what its pin does: a 1-Wire bus and a time-proportioned
+        # output drive the pin (open drain / push-pull)
+        dev, kind = kind, DEVICE_PIN.get(kind, kind)
         if kind not in caps:
             if pin not in b["gpio"]:
                 why = f"{mcu} ({b['name']}) has no GPIO{pin}"
@@ -97,6 +103,8 @@ def check_config(cfg: dict, chip_name: str) -> None:
                 ok = [q for q in b["gpio"] if kind in _caps(b, q, wifi)]
                 why = (f"GPIO{pin} on {mcu} cannot be {kind} (it can be: {', '.join(caps) or 'nothing'}); "
                        f"{kind} pins: {', '.join(map(str, ok)) or 'none'}")
+            if dev != kind:
+                why = f"a {dev} channel drives its pin ({kind}): {why}"
             raise ChipConfigError(p + ".pin", why)
         if kind == "din" and ch["pull"] != "none" and pin in b["no_pull"]:
             raise ChipConfigError(p + ".pull", f"GPIO{pin} on {mcu} has no internal pull resistors")

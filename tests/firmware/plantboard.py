@@ -125,7 +125,8 @@ class Rig:
         end = self.t + seconds
         nxt = self.t
         while self.t < end - 1e-9:
-            w = max(self.node.run_once(), 1000)
+            # as the node's timer in the background: a pass every period_us at least
+            w = min(max(self.node.run_once(), 1000), self.node.period_us)
             self.board.clock.advance(w)
             self.plant.step(w / 1e6)
             self.t += w / 1e6

@@ -13,6 +13,7 @@ import _clock
 import _hw
 import _network
 import _esp32  # before the host filesystem goes: ROM modules load only then
+import _onewire
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = _hw.UNAME  # the chip's name in the banner and os.uname() (boards/esp32/pins.py)
@@ -594,6 +595,7 @@ def install(board):
     mods["esp32"] = _esp32.make(board, Module)  # flash image, partition table, NVS
     mods["socket"] = _network.make_socket(Module)  # AF_INET only while the Wi-Fi carries
     mods["select"] = _make_select(board)
+    mods["onewire"] = _onewire.make(board.bench, board.clock, Module, None)  # 1-Wire buses
     mods["uselect"] = mods["select"]
 
     out = board.stdout

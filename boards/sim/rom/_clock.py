@@ -358,6 +358,18 @@ class Clock:
                 self._queue(i)
             i += 1
 
+    def busy_us(self, us):
+        """The CPU is busy for us microseconds inside one C function (a bus transaction):
+        time passes and timers fall due, but no soft callback runs until the next safe
+        point (a sleep, or the VM between two calls)."""
+        if self.virtual:
+            self._vnow += us
+            self._fire_due()            # queued, not run: they run at the next safe point
+            return
+        end = _t.ticks_us() + us
+        while _t.ticks_us() < end:
+            pass
+
     def sleep_us(self, us):
         """Sleep, running due timers meanwhile (as ESP32's scheduler does)."""
         try:

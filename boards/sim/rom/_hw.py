@@ -35,6 +35,8 @@ import sys
 
 from micropython import const
 
+import _onewire  # the 1-Wire buses' sensor models
+
 
 def _boot_arg(key, default):
     # simboot.py's arguments (key=value); _hw is imported before simboot reads them.
@@ -131,8 +133,13 @@ class Bench:
         self.level = [0] * _NPINS  # latest digital input level per pin
         self.out_num = [0] * _NPINS  # output pins: fraction num/den of the wired range
         self.out_den = [1] * _NPINS
+        self.onewire = {}  # pin -> _onewire.Bus (its DS18B20 models)
         for w in (spec or {}).get("wiring", ()):
             pin = w["pin"]
+            if w["kind"] == "onewire":
+                self.onewire[pin] = _onewire.Bus(pin, [
+                    _onewire.DS18B20(d, pin, i, self) for i, d in enumerate(w.get("devices", []))])
+                continue
             (self.inputs if w["kind"] in ("adc", "din") else self.outputs)[pin] = w
         self._last_us = clock.now_us()
         self._refresh()
@@ -175,6 +182,10 @@ class Bench:
 
     def true(self, signal):
         return self.plant.true(signal)
+
+    def measure(self, signal):
+        """What a sensor of signal reads now (noise, sensor faults: the plant's)."""
+        return self.plant.measure(signal)
 
 
 def make_machine_classes(bench, on_wdt):

@@ -3,7 +3,7 @@
 # docs/config.md, "Blocks and tasks". Loaded by config.validate only for a config that has
 # blocks or tasks, on the host (cyphy check / provision) and on a node validating its own
 # /config.json; errors are config.ConfigError with the field's path, as everywhere.
-from .config import (ConfigError, OUTPUTS, PID_OUT, _choice, _fields, _int, _list, _name, _num,
+from .config import (ConfigError, OUTPUTS, DEV_OUTPUTS, PID_OUT, _choice, _fields, _int, _list, _name, _num,
                      _opt, _range, _show, _text, _typed, _within)
 
 MAX_BLOCKS = 32
@@ -199,9 +199,10 @@ class Graph:
                 if a is None:
                     continue
                 ch = chans.get(a)
-                if ch is None or ch["kind"] not in OUTPUTS:
+                if ch is None or ch["kind"] not in OUTPUTS + DEV_OUTPUTS:
                     raise ConfigError(q, "must name an output channel (%s), got %s" % (
-                        ", ".join(sorted([c for c in chans if chans[c]["kind"] in OUTPUTS]))
+                        ", ".join(sorted([c for c in chans
+                                          if chans[c]["kind"] in OUTPUTS + DEV_OUTPUTS]))
                         or "none declared", _show(a)))
                 if a in driven:
                     raise ConfigError(q, '"%s" is already driven by %s' % (a, driven[a]))

@@ -17,6 +17,10 @@ ENG = VAL_MAX // SCALE
 PID_OUT = (-33554, 33554)
 INPUTS = ("adc", "din")
 OUTPUTS = ("pwm", "dout", "dac")
+# device channels (cfgdev.py, loaded only for a config with one); keep in step with
+# cfgdev.INPUTS / cfgdev.OUTPUTS (tests/firmware/test_devices.py checks)
+DEV_INPUTS = ("ds18b20",)
+DEV_OUTPUTS = ("tpo",)
 MAX_CHANNELS = 32
 MAX_LOOPS = 8       # each loop's scheduler statistics take ~1.8 KB of RAM
 MV_MAX = 3300      # millivolts: an ESP32-family pin takes at most its 3.3 V supply
@@ -247,7 +251,10 @@ def _channel(d, path):
         raise ConfigError(path, "must be an object, got " + _show(d))
     if "kind" not in d:
         raise ConfigError(path + ".kind", "is required")    # it decides the allowed keys
-    kind = _choice(d["kind"], path + ".kind", INPUTS + OUTPUTS)
+    kind = _choice(d["kind"], path + ".kind", INPUTS + OUTPUTS + DEV_INPUTS + DEV_OUTPUTS)
+    if kind in DEV_INPUTS or kind in DEV_OUTPUTS:
+        from .cfgdev import channel
+        return channel(d, path, kind)
     base = ("name", "pin", "kind")
     # din "valid" and dout "range" may only be [0, 1]: they exist so that every input has a
     # valid range and every output a range, and so that to_dict() output validates again.
@@ -370,7 +377,8 @@ def _loop(d, path, chans, used, graph=None):
         raise ConfigError(path + ".rate_hz", "is required (or put the loop in a task)")
     lp["rate_hz"] = rate or _int(d["rate_hz"], path + ".rate_hz", 1, 1000)
     ends = {}
-    for key, kinds, what in (("sensor", INPUTS, "input"), ("actuator", OUTPUTS, "output")):
+    for key, kinds, what in (("sensor", INPUTS + DEV_INPUTS, "input"),
+                             ("actuator", OUTPUTS + DEV_OUTPUTS, "output")):
         p = path + "." + key
         if graph is not None and key == "actuator" and d.get(key) is None:
             ends[key] = graph.wire(d, path)     # the output is a signal only
@@ -415,7 +423,7 @@ def _loop(d, path, chans, used, graph=None):
     if act["kind"] == "dout" and isinstance(c, dict) and c.get("type") == "pid":
         # checked first: the pid's output limits would otherwise complain about [0, 1]
         raise ConfigError(path + ".actuator", '"%s" is a dout channel; a pid controller needs '
-                                              'a pwm or dac actuator' % act["name"])
+                                              'a pwm, dac or tpo (time-proportioned) actuator' % act["name"])
     lp["controller"] = _controller(c, path + ".controller", sensor, act)
     a = _opt(d, "alarms", None)
     if a is not None:
@@ -509,6 +517,14 @@ def _follow(d, path):
             "period_ms": _int(_opt(d, "period_ms", 100), path + ".period_ms", 10, 60000)}
 
 
+def _shared(a, b):
+    # two channels on one pin: only devices of one bus (cfgdev.BUS), e.g. 1-Wire sensors
+    if a["kind"] in INPUTS + OUTPUTS or b["kind"] in INPUTS + OUTPUTS:
+        return False
+    from .cfgdev import shares
+    return shares(a, b)
+
+
 def validate(d):
     """Check a config dict (as parsed from JSON); return a Config or raise ConfigError."""
     _fields(d, "", ("name", "comms_timeout_ms", "channels", "loops"),
@@ -536,13 +552,16 @@ def validate(d):
         c = _channel(raw[i], p)
         if c["name"] in chans:
             raise ConfigError(p + ".name", 'duplicate name "%s"' % c["name"])
-        if c["pin"] in pins:
+        if c["pin"] in pins and not _shared(c, chans[pins[c["pin"]]]):
             raise ConfigError(p + ".pin", 'pin %d is already used by channel "%s"'
                               % (c["pin"], pins[c["pin"]]))
         chans[c["name"]] = c
         pins[c["pin"]] = c["name"]
         out.append(c)
     cfg["channels"] = out
+    if [c for c in out if c["kind"] in DEV_INPUTS or c["kind"] in DEV_OUTPUTS]:
+        from .cfgdev import check_buses
+        check_buses(out)
     graph = None
     if d.get("blocks") is not None or d.get("tasks") is not None:
         from .cfggraph import Graph     # loaded only for a config with a signal graph

@@ -47,6 +47,7 @@ F_PEER = const(16)      # held safe because another loop has a sensor or excepti
 _OWN = const(3)         # F_SENSOR | F_EXC: the faults that take the whole node safe
 
 _OUT_KINDS = ("pwm", "dac", "dout")
+_IN_KINDS = ("adc", "din")
 
 
 class ControlLoop:
@@ -363,15 +364,33 @@ class Node:
                  tune_path="/autotune.json"):
         self.board = board
         ch = {}
+        # device channels (sensors on buses, timed outputs: devices.py), only when used
+        self.devices = None
+        for c in config.channels:
+            if c.kind not in _OUT_KINDS and c.kind not in _IN_KINDS and self.devices is None:
+                from .devices import Devices
+                self.devices = Devices(board)
+        dev = self.devices
         # Outputs first: every actuator is at its fail-safe value before anything else.
+        outs = []
         for c in config.channels:
             if c.kind in _OUT_KINDS:
                 ch[c.name] = Output(c, board)
+            elif dev is not None and dev.is_output(c.kind):
+                ch[c.name] = dev.output(c)
+            else:
+                continue
+            outs.append(ch[c.name])
         for c in config.channels:
-            if c.kind not in _OUT_KINDS:
+            if c.kind in _IN_KINDS:
                 ch[c.name] = Input(c, board)
+            elif c.name not in ch:
+                ch[c.name] = dev.input(c)
         self.channels = ch
-        self._outs = tuple([c for c in ch.values() if isinstance(c, Output)])
+        if dev is not None:
+            dev.prime()     # bus sensors' first readings, before any loop ticks
+        self._outs = tuple(outs)
+        self._timed = () if dev is None else tuple(dev.timed)   # switched by the pass
         tasks = config.get("tasks") or ()
         self.log = _f.FaultLog(fault_path, [lc.name for lc in config.loops]
                                + [t.name for t in tasks])
@@ -401,6 +420,8 @@ class Node:
         fastest = min([lp.period_us for lp in self._units] or [100000])
         slowest = max([lp.period_us for lp in self._units] or [100000])
         # board.periodic takes whole ms or an integer rate in Hz
+        if self.devices is not None:    # buses want service often, timed outputs fine edges
+            fastest = min(fastest, self.devices.pass_us())
         p = fastest if 1000000 % fastest == 0 else max(1000, fastest // 1000 * 1000)
         self.period_us = max(1000, p)
         self.sched.early_us = self.period_us // 2   # timer phase vs. deadlines
@@ -457,15 +478,25 @@ class Node:
         if self._clear_req:
             self._do_clear()
         w = self.sched.run_once()
+        if self._timed:
+            self._switch()
         if self.comms is not None:
             self.comms.sample(time.ticks_ms())  # allocation-free: into a preallocated batch
         self._peers()
         self._health()
         return w
 
+    def _switch(self):
+        # timed outputs (time-proportioned): their pin follows the clock, every pass
+        now = time.ticks_ms()
+        i = 0
+        while i < len(self._timed):
+            self._timed[i].update(now)
+            i += 1
+
     def _wants_service(self):
         return (self.comms is not None or self._reboot_at is not None or self.log.n
-                or self._tuning)
+                or self._tuning or self.devices is not None)
 
     def _peers(self):
         # Small frames, index loops: this runs every pass and must not allocate.
@@ -618,6 +649,8 @@ class Node:
         # and take milliseconds). A failure here never stops the loops: the comms timeout
         # takes the outputs safe if the link stays down. (No `except ... as e`: it would
         # heap-allocate this frame.)
+        if self.devices is not None:
+            self.devices.step()     # bus transactions: one per bus, never raises
         try:
             if self._tuning:
                 self._check_tuners()
@@ -680,6 +713,8 @@ class Node:
                     wait = 0
                 if self._wants_service():
                     self._service(0)
+                if wait > self.period_us:   # the pass's own period (devices: switching,
+                    wait = self.period_us   # bus service), as the timer gives in start()
                 if left is not None:
                     now = b.ticks_us()
                     left -= b.ticks_diff(now, last)
@@ -916,6 +951,8 @@ class Node:
         name, _, attr = path.partition(".")
         if self.graph is not None and name in self.graph.blocks:
             d = self.graph.state()[name]
+        elif name in self.channels and hasattr(self.channels[name], "state"):
+            d = self.channels[name].state()     # a device channel (devices.py)
         else:
             d = self.loop(name).state()
         return d[attr] if attr else d

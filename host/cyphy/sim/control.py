@@ -123,10 +123,18 @@ def load_bench(bench: Path | dict) -> dict:
         raise SimError(f'{where}: no "wiring": a bench says which pin sees which plant '
                        f'signal ("plant" and "wiring", docs/boards.md)')
     for i, w in enumerate(data.get("wiring", [])):
+        if isinstance(w, dict) and w.get("kind") == "onewire":
+            # a 1-Wire bus: its sensors each read a plant signal (boards/sim/rom/_onewire.py)
+            if not isinstance(w.get("pin"), int) or not isinstance(w.get("devices"), list) \
+                    or not all(isinstance(d, dict) and "signal" in d for d in w["devices"]):
+                raise SimError(f'{where}: wiring[{i}] (onewire) needs "pin" and "devices": '
+                               f'[{{"signal": ..., "rom": ..., "faults": [...]}}]')
+            continue
         if not isinstance(w, dict) or not {"pin", "kind", "signal"} <= w.keys():
             raise SimError(f'{where}: wiring[{i}] needs "pin", "kind" and "signal"')
         if w["kind"] not in ("adc", "din", "pwm", "dac", "dout"):
-            raise SimError(f'{where}: wiring[{i}].kind must be adc, din, pwm, dac or dout, not {w["kind"]!r}')
+            raise SimError(f'{where}: wiring[{i}].kind must be adc, din, pwm, dac, dout or '
+                           f'onewire, not {w["kind"]!r}')
     _check_bench_signals(data)
     return data
 
@@ -138,15 +146,21 @@ def _install_bench(node: Node, data: dict) -> None:
     os.replace(tmp, node.bench)
 
 
-def _check_bench_signals(data: dict) -> None:
-    """Build the plant on the host (the ROM's _plant.py runs on CPython too) so a bad
-    parameter or a pin wired to a signal the plant does not have fails here, clearly."""
+def _rom_module(name: str):
+    """A module of the sim's ROM, loaded on the host (they run on CPython too)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("_cyphy_sim_plant", rom_dir() / "_plant.py")
+    spec = importlib.util.spec_from_file_location("_cyphy_sim" + name, rom_dir() / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
+    return mod
+
+
+def _check_bench_signals(data: dict) -> None:
+    """Build the plant on the host (the ROM's _plant.py runs on CPython too) so a bad
+    parameter or a pin wired to a signal the plant does not have fails here, clearly."""
+    mod = _rom_module("_plant")
     try:
         plant = mod.make(data["plant"], data.get("seed", 1))
     except ValueError as e:
@@ -154,6 +168,17 @@ def _check_bench_signals(data: dict) -> None:
     readable = set(plant.outputs)
     drivable = set(plant.inputs) | set(getattr(plant, "loads", ()))
     for i, w in enumerate(data.get("wiring", [])):
+        if w["kind"] == "onewire":
+            ow = _rom_module("_onewire")
+            for k, d in enumerate(w["devices"]):
+                try:
+                    ow.DS18B20(d, w["pin"], k, None)
+                except (ValueError, TypeError, KeyError) as e:
+                    raise SimError(f"bench wiring[{i}].devices[{k}]: {e}") from None
+                if d["signal"] not in readable:
+                    raise SimError(f'bench wiring[{i}].devices[{k}].signal: {d["signal"]!r} is not '
+                                   f'one of the plant\'s outputs: {", ".join(sorted(readable))}')
+            continue
         ok = readable if w["kind"] in ("adc", "din") else drivable
         if w["signal"] not in ok:
             raise SimError(f'bench wiring[{i}].signal: {w["signal"]!r} is not one of the plant\'s '
