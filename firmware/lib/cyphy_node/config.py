@@ -517,9 +517,18 @@ def _follow(d, path):
             "period_ms": _int(_opt(d, "period_ms", 100), path + ".period_ms", 10, 60000)}
 
 
-def _shared(a, b):
-    # two channels on one pin: only devices of one bus (cfgdev.BUS), e.g. 1-Wire sensors
-    if a["kind"] in INPUTS + OUTPUTS or b["kind"] in INPUTS + OUTPUTS:
+def _pins_of(c):
+    # [(pin, the key naming it)]: one "pin", or a device's bus pins (cfgdev.PINS)
+    if "pin" in c:
+        return [(c["pin"], "pin")]
+    from .cfgdev import PINS
+    return [(c[r], r) for r in PINS[c["kind"]] if c.get(r) is not None]
+
+
+def _shared(a, b, ra, rb):
+    # two channels on one pin: only devices of one bus (cfgdev.BUS) in the same role,
+    # e.g. 1-Wire sensors on their data pin, I2C sensors on SDA and SCL
+    if ra != rb or a["kind"] in INPUTS + OUTPUTS or b["kind"] in INPUTS + OUTPUTS:
         return False
     from .cfgdev import shares
     return shares(a, b)
@@ -552,11 +561,12 @@ def validate(d):
         c = _channel(raw[i], p)
         if c["name"] in chans:
             raise ConfigError(p + ".name", 'duplicate name "%s"' % c["name"])
-        if c["pin"] in pins and not _shared(c, chans[pins[c["pin"]]]):
-            raise ConfigError(p + ".pin", 'pin %d is already used by channel "%s"'
-                              % (c["pin"], pins[c["pin"]]))
+        for pin, role in _pins_of(c):
+            if pin in pins and not _shared(c, chans[pins[pin][0]], role, pins[pin][1]):
+                raise ConfigError(p + "." + role, 'pin %d is already used by channel "%s"'
+                                  % (pin, pins[pin][0]))
+            pins[pin] = (c["name"], role)
         chans[c["name"]] = c
-        pins[c["pin"]] = c["name"]
         out.append(c)
     cfg["channels"] = out
     if [c for c in out if c["kind"] in DEV_INPUTS or c["kind"] in DEV_OUTPUTS]:

@@ -1,65 +1,72 @@
-# Device channels (sensors on buses, time-proportioned outputs): built from the config,
-# stepped in the node's service (bus transactions, between control passes) and in its
-# control pass (outputs that switch on time). Loaded only for a config that has one.
+# Device channels (sensors on buses, timed outputs): built from the config, stepped in the
+# node's service (bus transactions, between control passes) and in its control pass
+# (outputs that switch on time). Loaded only for a config that has one; each kind's driver
+# module only when the config uses that kind.
+#
+# A driver module has make(devices, ch) -> the channel object: an input has read(), ok(v),
+# vmin, vmax, units, name, kind, value, state(); an output has write(u), safe(), lo, hi,
+# failsafe, units, name, kind, value, state(). It registers with `devices` what must run:
+# add_stepper(obj) (obj.step(now_ms) in the service: one bus transaction per call, never
+# more than a few ms; obj.prime() at boot, optional) and add_timed(obj) (obj.update(now_ms)
+# in every control pass: allocation-free), and asks for a pass period with want_pass_us.
 import time
 
-_OUTPUTS = ("tpo",)
+# kind -> driver module (cyphy_node.<module>)
+DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo"}
+OUTPUTS = ("tpo",)
 
 
 class Devices:
     def __init__(self, board):
         self.board = board
-        self.buses = {}             # (family, pin) -> bus
-        self.steppers = []          # buses stepped by the service
-        self.timed = []             # outputs updated every control pass
+        self.buses = {}             # shared buses by key, e.g. ("1w", pin)
+        self.steppers = []          # stepped by the service
+        self.timed = []             # updated every control pass
         self.channels = []
+        self.pass_us_max = 1000000  # the longest control-pass period the devices allow
         self.errors = 0             # exceptions in bus steps (the loops run on)
         self.last_error = None
 
     @staticmethod
     def is_output(kind):
-        return kind in _OUTPUTS
+        return kind in OUTPUTS
 
-    def input(self, c):
-        if c.kind == "ds18b20":
-            from .ds18b20 import Sensor, Bus
-            bus = self.buses.get(("1w", c.pin))
-            if bus is None:
-                bus = self.buses[("1w", c.pin)] = Bus(c.pin, self.board)
-                self.steppers.append(bus)
-            s = Sensor(c)
-            bus.add(s)
-        else:
+    def _make(self, c):
+        name = DRIVERS.get(c.kind)
+        if name is None:
             raise ValueError('channel "%s": no driver for kind %s' % (c.name, c.kind))
-        self.channels.append(s)
-        return s
-
-    def output(self, c):
-        from .tpo import TimeProportioned
-        o = TimeProportioned(c, self.board)
-        self.timed.append(o)
+        mod = getattr(__import__("cyphy_node." + name), name)
+        o = mod.make(self, c)
         self.channels.append(o)
         return o
 
+    input = _make
+    output = _make
+
+    def add_stepper(self, s):
+        self.steppers.append(s)
+        self.want_pass_us(50000)    # served at least every 50 ms
+
+    def add_timed(self, o):
+        self.timed.append(o)
+
+    def want_pass_us(self, us):
+        self.pass_us_max = min(self.pass_us_max, us)
+
     def prime(self):
-        """The first reading of every bus sensor, at boot (devices.py's buses wait for
+        """Each bus's first readings, at boot, before any loop ticks (drivers wait for
         their conversions here, once, so the loops start with measurements)."""
         for b in self.steppers:
-            try:
-                b.prime()
-            except Exception as e:  # noqa: BLE001 - a sensor fault then, as at run time
-                self.errors += 1
-                self.last_error = e
+            if hasattr(b, "prime"):
+                try:
+                    b.prime()
+                except Exception as e:  # noqa: BLE001 - a sensor fault then, as at run time
+                    self.errors += 1
+                    self.last_error = e
 
     def pass_us(self):
-        """The control pass's period these devices need (us): a bus is served after
-        every pass (at least every 50 ms: a DS18B20's conversion is then read within
-        50 ms of its end); a time-proportioned output switches on the pass, so its
-        edges fall within 1 % of its period (at least 10 ms apart)."""
-        p = 50000 if self.steppers else 1000000
-        for o in self.timed:
-            p = min(p, max(10000, o.period_ms * 10))
-        return p
+        """The control pass's period these devices need (us)."""
+        return self.pass_us_max
 
     def step(self):
         # the service context: one transaction per bus; a failure is counted, never raised
@@ -70,7 +77,8 @@ class Devices:
             except Exception as e:  # noqa: BLE001 - a bus error must not stop the node
                 self.errors += 1
                 self.last_error = e
-                b.state = 0
+                if hasattr(b, "recover"):
+                    b.recover(now)
 
     def state(self):
-        return {c.name: c.state() for c in self.channels if hasattr(c, "state")}
+        return {c.name: c.state() for c in self.channels}

@@ -99,6 +99,11 @@ class Bus:
     def add(self, s):
         self.sensors.append(s)
 
+    def recover(self, now):
+        # a transaction raised (devices.py counted it): start over at the next period
+        self.state = 0
+        self.next = time.ticks_add(now, min([s.period_ms for s in self.sensors]))
+
     def prime(self):
         """At boot, before the loops start: one conversion and every reading, waited for
         (up to 750 ms), so that a loop's first tick has its measurement."""
@@ -183,3 +188,14 @@ class Bus:
         s.t_ms = now
         s.good = 1
         s.status = OK
+
+
+def make(devices, ch):
+    """The channel for config channel ch (devices.py): its pin's bus, made once."""
+    bus = devices.buses.get(("1w", ch.pin))
+    if bus is None:
+        bus = devices.buses[("1w", ch.pin)] = Bus(ch.pin, devices.board)
+        devices.add_stepper(bus)
+    s = Sensor(ch)
+    bus.add(s)
+    return s

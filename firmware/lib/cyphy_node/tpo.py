@@ -93,3 +93,12 @@ class TimeProportioned:
         if level != self.raw:
             self.raw = level
             self.hw.write(level ^ self._inv)
+
+
+def make(devices, ch):
+    """The channel for config channel ch (devices.py): switched by every control pass,
+    which then runs at least every 1 % of the period (at least 10 ms apart)."""
+    o = TimeProportioned(ch, devices.board)
+    devices.add_timed(o)
+    devices.want_pass_us(max(10000, o.period_ms * 10))
+    return o
