@@ -66,7 +66,12 @@ def _caps(b: dict, pin: int, wifi: bool) -> list[str]:
     return c
 
 
-DEVICE_PIN = {"ds18b20": "dout", "tpo": "dout"}
+# What a device channel's pins must be able to do: kind -> {key naming a pin: capability}
+# (a 1-Wire bus, an I2C bus and a chip select drive their pins; a SPI MISO, a UART RX and a
+# counter's inputs only read theirs)
+DEVICE_PIN = {"ds18b20": {"pin": "dout"}, "tpo": {"pin": "dout"},
+              "sht3x": {"sda": "dout", "scl": "dout"},
+              "max31855": {"sck": "dout", "miso": "din", "cs": "dout"}}
 
 
 def check_config(cfg: dict, chip_name: str) -> None:
@@ -83,31 +88,13 @@ def check_config(cfg: dict, chip_name: str) -> None:
     pwm_freqs: dict[int, str] = {}
     n_pwm = 0
     for i, ch in enumerate(full["channels"]):
+        for role, need in DEVICE_PIN.get(ch["kind"], {"pin": ch["kind"]}).items():
+            if ch.get(role) is not None:
+                _check_pin(f"channels[{i}]", role, ch[role], ch["kind"], need, b, c, wifi)
         p = f"channels[{i}]"
-        pin, kind = ch["pin"], ch["kind"]
-        caps = _caps(b, pin, wifi)
-        # a device channel needs what its pin does: a 1-Wire bus and a time-proportioned
-        # output drive the pin (open drain / push-pull)
-        dev, kind = kind, DEVICE_PIN.get(kind, kind)
-        if kind not in caps:
-            if pin not in b["gpio"]:
-                why = f"{mcu} ({b['name']}) has no GPIO{pin}"
-            elif pin in b["reserved"]:
-                why = f"GPIO{pin} on {b['name']} is reserved for {b['reserved'][pin]}"
-            elif kind == "dac" and not c["dac"]:
-                why = f"{mcu} has no DAC (ESP32 only: GPIO25, GPIO26)"
-            elif kind == "adc" and pin in b["adc2"] and wifi:
-                why = (f"GPIO{pin} is ADC2, which the Wi-Fi driver owns while comms.udp is on; "
-                       f"ADC1 pins: {', '.join(map(str, b['adc1']))}")
-            else:
-                ok = [q for q in b["gpio"] if kind in _caps(b, q, wifi)]
-                why = (f"GPIO{pin} on {mcu} cannot be {kind} (it can be: {', '.join(caps) or 'nothing'}); "
-                       f"{kind} pins: {', '.join(map(str, ok)) or 'none'}")
-            if dev != kind:
-                why = f"a {dev} channel drives its pin ({kind}): {why}"
-            raise ChipConfigError(p + ".pin", why)
-        if kind == "din" and ch["pull"] != "none" and pin in b["no_pull"]:
-            raise ChipConfigError(p + ".pull", f"GPIO{pin} on {mcu} has no internal pull resistors")
+        kind = ch["kind"]
+        if kind == "din" and ch["pull"] != "none" and ch["pin"] in b["no_pull"]:
+            raise ChipConfigError(p + ".pull", f"GPIO{ch['pin']} on {mcu} has no internal pull resistors")
         if kind == "adc":
             a = d["atten_index"](ch["atten_db"])
             lo, hi = c["adc_range_mv"][a]
@@ -131,6 +118,31 @@ def check_config(cfg: dict, chip_name: str) -> None:
             if len(pwm_freqs) > c["pwm_timers"]:
                 raise ChipConfigError(p + ".freq_hz", f"{mcu} runs at most {c['pwm_timers']} different PWM "
                                                      f"frequencies at once: {sorted(pwm_freqs)} Hz")
+
+
+def _check_pin(p: str, role: str, pin: int, kind: str, need: str, b: dict, c: dict,
+               wifi: bool) -> None:
+    """ChipConfigError on p.role unless pin can be `need` (a kind: adc, din, dout, ...)."""
+    caps = _caps(b, pin, wifi)
+    if need in caps:
+        return
+    mcu = c["mcu"]
+    if pin not in b["gpio"]:
+        why = f"{mcu} ({b['name']}) has no GPIO{pin}"
+    elif pin in b["reserved"]:
+        why = f"GPIO{pin} on {b['name']} is reserved for {b['reserved'][pin]}"
+    elif need == "dac" and not c["dac"]:
+        why = f"{mcu} has no DAC (ESP32 only: GPIO25, GPIO26)"
+    elif need == "adc" and pin in b["adc2"] and wifi:
+        why = (f"GPIO{pin} is ADC2, which the Wi-Fi driver owns while comms.udp is on; "
+               f"ADC1 pins: {', '.join(map(str, b['adc1']))}")
+    else:
+        ok = [q for q in b["gpio"] if need in _caps(b, q, wifi)]
+        why = (f"GPIO{pin} on {mcu} cannot be {need} (it can be: {', '.join(caps) or 'nothing'}); "
+               f"{need} pins: {', '.join(map(str, ok)) or 'none'}")
+    if need != kind:
+        why = f"a {kind} channel's {role} needs {need}: {why}"
+    raise ChipConfigError(f"{p}.{role}", why)
 
 
 def _mv(s: dict, e: float) -> float:
