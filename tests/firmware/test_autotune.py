@@ -227,6 +227,62 @@ def test_an_fopdt_fit_is_capped_by_the_sensitivity_at_the_measured_point():
     assert tp.ms(c, tp.gains(g)) > 2.0
 
 
+def test_a_balanced_fopdt_fit_gets_the_models_ms():
+    """Where the waveform fit is accurate (L / (L + T) >= _MSTAU: the raw fit, within
+    -0.003..+0.012 of the truth), the table's gains are scaled so that the identified
+    model's Ms, at the node's own sample time, is _MSF (the table was derived at 16 samples
+    per dead time; at the family's 8 it gives 1.83-1.88); the plant's Ms follows within
+    0.03. Below _MSTAU (lag-dominant plants, whose fit can be off) the gains are left as
+    the table gives them (then capped at the measured point, as before)."""
+    import cyphy_node.autotune as AT
+    import tuning_plants as tp
+
+    seen = set()
+    for seed in (7, 11, 12):
+        for c in tp.family(seed, 2, ["fotd"]):
+            r = tp.autotune(c)
+            m = r["model"]
+            assert r["stable"] and m["class"] == "fopdt", c.name
+            g = dict(r, **AT.tune(m, c.dt))        # the table alone
+            if m["tau"] >= AT._MSTAU:
+                assert "the model's Ms" in r["why"], r["why"]
+                f = r["kp"] / g["kp"]
+                assert 1.0 < f < 1.1 and r["ki"] / g["ki"] == pytest.approx(f)
+                assert tp.ms(c, tp.gains(r)) == pytest.approx(AT._MSF, abs=0.03), c.name
+                seen.add("scaled")
+            else:
+                assert "the model's Ms" not in r["why"]
+                assert r["kp"] <= g["kp"] * 1.0001     # (the measured point's cap may act)
+                seen.add("kept")
+    assert seen == {"scaled", "kept"}
+
+
+def test_the_models_ms_on_micropython(mpy, cpy):
+    """The model-Ms scaling (_msfit, tune time, floats) on MicroPython: the same gains as
+    CPython, and result() stays short (about 60 frequencies and 16 bisection steps)."""
+    script = r"""
+import json, math, time
+from cyphy_node.autotune import RelayTune
+K, T, L, dt = 1.5, 10.0, 5.0, 0.25
+a = math.exp(-dt / T)
+delay = [0.0] * round(L / dt)
+at = RelayTune(20.0, dt, high=70.0, low=30.0, hyst=0.05)
+x, y = 0.0, 20.0
+while at.status == 0:
+    delay.append(at.update(round(y * 1000)) / 1000.0 - 50.0)
+    x = a * x + (1 - a) * K * delay.pop(0)
+    y = 20.0 + x
+t0 = time.time()
+r = at.result()
+print(json.dumps({"kp": r["kp"], "ki": r["ki"], "ms": "the model's Ms" in r["why"],
+                  "s": time.time() - t0}))
+"""
+    a, b = json.loads(mpy(script)), json.loads(cpy(script))
+    assert a["ms"] and b["ms"]
+    assert a["kp"] == pytest.approx(b["kp"], rel=1e-6) and a["ki"] == pytest.approx(b["ki"])
+    assert a["s"] < 2.0
+
+
 def test_rules_of_the_other_classes():
     """The "lag" rule (a double integrator from the measured point, in units of the sample
     time) and the "resonant" one (the point placed) give positive gains and a weight in

@@ -43,6 +43,8 @@ _DL = 0.03                          # rad: the sopdt rule's margin for the lag a
 _SCAP = 1.9                         # sensitivity at the measured points at most this
 _SCAPF = 1.85                       # the same at an FOPDT fit's one point (Ms <= 1.065 x it
                                     # on balanced plants, 1.02-1.04 x on misread lag-dominant)
+_MSF = 1.9                          # an FOPDT fit's gains scaled to this Ms of the model ...
+_MSTAU = 0.17                       # ... where its L / (L + T) is at least this (see _msfit)
 _LINES = 0.16                       # the lines' peaks only where the raw fit's tau is below
 _WMAX = const(200)                  # window of the line fit after a switch, ticks at most
 
@@ -406,6 +408,8 @@ class RelayTune:
             r["model"] = m
             r.update(tune(m, self.dt))
             if m["class"] == "fopdt":
+                if m["tau"] >= _MSTAU:
+                    _msfit(r, self.dt)
                 _cap(r, None, 0.0, 0.0, self.dt, _SCAPF)
         r["stable"] = not why
         r["reason"] = why
@@ -583,6 +587,13 @@ def _sopdt_at(L, w1, g1, f1, w2, g2, f2):
 def _s(r, w, g, f, dt):
     # |S| = 1 / |1 + C G| of the PID in r (as pid.py discretises it) with the measured
     # point G(jw) = g exp(-j f), the hold's half sample added back
+    lr, li = _l(r, w, g, f, dt)
+    lr += 1.0
+    return 1.0 / sqrt(lr * lr + li * li)
+
+
+def _l(r, w, g, f, dt):
+    # C G at w (real, imaginary), G(jw) = g exp(-j f) and the hold's half sample
     kp, ki, kd, tf = r["kp"], r["ki"], r["kd"], r["d_filter"]
     c, s = cos(w * dt), -sin(w * dt)                    # z^-1
     a = tf / (tf + dt)
@@ -597,8 +608,49 @@ def _s(r, w, g, f, dt):
     cr, ci = kp + ir + k * qr, ii + k * qi
     ph = f + w * dt / 2.0
     gr, gi = g * cos(ph), -g * sin(ph)
-    lr, li = 1.0 + cr * gr - ci * gi, cr * gi + ci * gr
-    return 1.0 / sqrt(lr * lr + li * li)
+    return cr * gr - ci * gi, cr * gi + ci * gr
+
+
+def _msfit(r, dt, target=_MSF):
+    # The FOPDT model's own maximum sensitivity with the PID in r, as the node samples it
+    # (pid.py's discretisation, the hold's half sample): the table was derived at 16
+    # samples per dead time, and at 8 the same row gives Ms 1.83-1.88, not 1.8. Scale the
+    # gains (kp, ki, kd together) so that it is `target`, at most x1.25: a sweep of C G
+    # from 0.25 to 1.5 times the relay's frequency (where the peak of |S| lies), then a
+    # bisection on the factor (tune time, about 60 points and 16 steps).
+    m = r["model"]
+    K, T, L, w0 = m["K"], m["T"], m["L"], m["w"]
+    pts = []
+    w = 0.25 * w0
+    while w < 1.5 * w0 and w * dt < pi:
+        pts.append(_l(r, w, K / sqrt(1.0 + w * w * T * T), w * L + atan2(w * T, 1.0), dt))
+        w *= 1.03
+
+    def peak(x):
+        b = 0.0
+        for lr, li in pts:
+            lr, li = 1.0 + x * lr, x * li
+            v = lr * lr + li * li
+            if b == 0.0 or v < b:
+                b = v
+        return 1.0 / sqrt(b) if b else 1e9
+
+    m0 = peak(1.0)
+    lo, hi = 0.5, 1.25
+    if peak(hi) <= target:
+        lo = hi
+    else:
+        for _ in range(16):
+            mid = (lo + hi) / 2.0
+            if peak(mid) <= target:
+                lo = mid
+            else:
+                hi = mid
+    r["kp"] *= lo
+    r["ki"] *= lo
+    r["kd"] *= lo
+    r["why"] += "; gains x%.3f: the model's Ms %.2f -> %.2f" % (lo, m0, peak(lo))
+    return r
 
 
 def _cap(r, w2, g2, f2, dt, cap=_SCAP):
