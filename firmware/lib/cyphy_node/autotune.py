@@ -791,8 +791,11 @@ def model(ku, pu, s_b, turn, dt):
 # but for b (1.0 at 0.125), which overshot by 10.7 % on a plant identified 0.01 off.
 # Rows every 0.025 from 0.05 to 0.2 and at 0.25: the minimax optimum moves between rows
 # (at 0.125 the rows 0.1 and 0.15 interpolated overshot by 9.2 %; 7.6 % at most now).
-# After the table, the loop's sensitivity at the measured point is capped at _SCAPF
-# (RelayTune._result): the safety net for a lag-dominant plant taken for a balanced one.
+# After the table, where L / (L + T) >= _MSTAU (the fit accurate), the gains are scaled to
+# the identified model's Ms _MSF at the node's sample time (_msfit: the table was derived
+# at 16 samples per dead time); then the loop's sensitivity at the measured point is
+# capped at _SCAPF (RelayTune._result): the safety net for a lag-dominant plant taken for
+# a balanced one.
 _TABLE = (
     (0.02, 0.6735, 2.6161, 0.3922, 0.994),
     (0.05, 0.6633, 2.848, 0.3693, 0.314),
