@@ -205,6 +205,16 @@ class Board:
         drive (open drain with the pull-up the bus needs: 4.7 kohm to 3.3 V)."""
         raise NotImplementedError
 
+    def i2c(self, id, sda, scl, freq=100000):
+        """An I2C bus (controller) on pins sda and scl: MicroPython's machine.I2C
+        (writeto, readfrom_into, scan; a NACK raises OSError)."""
+        raise NotImplementedError
+
+    def spi(self, id, sck, miso, baudrate=1000000, mosi=None):
+        """A SPI bus (controller, mode 0) on sck/miso (and mosi): machine.SPI (readinto,
+        write). Chip selects are digital_out pins of their own."""
+        raise NotImplementedError
+
     # ---- time ----
     def periodic(self, period_us, callback):
         """Call callback(handle) every period_us microseconds; returns the Periodic handle.

@@ -362,6 +362,23 @@ class Board(hal.Board):
 
         return onewire.OneWire(machine.Pin(pin))
 
+    def i2c(self, id, sda, scl, freq=100000):
+        # ESP32's hardware I2C controllers 0 and 1 take any output-capable pins (GPIO
+        # matrix); a NACK raises OSError (machine_i2c.c: ENODEV, ETIMEDOUT on a timeout)
+        self.check_pin(sda, hal.DOUT)
+        self.check_pin(scl, hal.DOUT)
+        return machine.I2C(id, sda=machine.Pin(sda), scl=machine.Pin(scl), freq=freq)
+
+    def spi(self, id, sck, miso, baudrate=1000000, mosi=None):
+        # hardware SPI 1 or 2 (HSPI, VSPI on ESP32) through the GPIO matrix, mode 0
+        self.check_pin(sck, hal.DOUT)
+        self.check_pin(miso, hal.DIN)
+        kw = {"sck": machine.Pin(sck), "miso": machine.Pin(miso)}
+        if mosi is not None:
+            self.check_pin(mosi, hal.DOUT)
+            kw["mosi"] = machine.Pin(mosi)
+        return machine.SPI(id, baudrate=baudrate, polarity=0, phase=0, **kw)
+
     def pwm_out(self, pin, freq_hz=1000, duty_u16=0):
         self.check_pin(pin, hal.PWM)
         if not isinstance(freq_hz, int) or not 1 <= freq_hz <= 40_000_000:

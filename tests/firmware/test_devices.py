@@ -222,3 +222,40 @@ def test_the_chip_check_knows_which_pins_can_drive_a_bus(tmp_path):
     with pytest.raises(chips.ChipConfigError) as e:
         chips.check_config(d, "esp32")
     assert e.value.path == "channels[0].pin" and "cannot be dout" in e.value.reason
+
+
+BUS_BASE = {"name": "n", "comms_timeout_ms": 0, "channels": [
+    {"name": "air", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "temperature"},
+    {"name": "rh", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "humidity"},
+    {"name": "tc", "kind": "max31855", "sck": 18, "miso": 19, "cs": 5},
+    {"name": "tc2", "kind": "max31855", "sck": 18, "miso": 19, "cs": 4}], "loops": []}
+
+
+@pytest.mark.parametrize("i, key, value, want", [
+    (1, "quantity", "temperature", 'channels[1].quantity: channel "air" reads the temperature '
+     'of that sht3x already'),
+    (1, "freq", 400000, 'channels[1].freq: must be 100000, as for channel "air" on the same bus'),
+    (0, "addr", 0x40, "channels[0].addr: must be an integer from 68 to 69, got 64"),
+    (1, "units", "degC", 'channels[1].units: must be one of %RH; got "degC"'),
+    (0, "valid", [-50, 100], "channels[0].valid[0]: must be within the SHT3x's range [-40, 125], "
+     "got -50"),
+    (3, "cs", 5, 'channels[3].quantity: channel "tc" reads the thermocouple of that max31855 '
+     'already'),
+    (3, "spi", 1, 'channels[3].spi: must be 2, as for channel "tc" on the same bus'),
+    (2, "baud", 8000000, "channels[2].baud: must be an integer from 100000 to 5000000, got 8000000"),
+    (2, "period_ms", 50, "channels[2].period_ms: must be an integer from 100 to 3600000, got 50"),
+    (0, "sda", 18, 'channels[2].sck: pin 18 is already used by channel "air"'),
+])
+def test_bus_channel_mistakes_are_named(i, key, value, want):
+    d = copy.deepcopy(BUS_BASE)
+    d["channels"][i][key] = value
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(d)
+    assert str(e.value) == want
+
+
+def test_two_quantities_of_one_converter_share_its_chip_select():
+    d = copy.deepcopy(BUS_BASE)
+    d["channels"].append({"name": "cj", "kind": "max31855", "sck": 18, "miso": 19, "cs": 5,
+                          "quantity": "internal"})
+    assert config.validate(d).channel("cj").cs == 5

@@ -507,6 +507,8 @@ def _make_machine(board):
             super().__init__(clock, report, id, **kw)
 
     Pin, ADC, PWM, DAC, WDT = _hw.make_machine_classes(board.bench, board.watchdog.arm_or_feed)
+    I2C = _hw._i2c.make_class(board.bench, clock)
+    SPI = _hw._spi.make_class(board.bench, clock)
 
     def deepsleep(ms=0):
         # A deep sleep ends in a reset on ESP32; the sim wakes at once.
@@ -532,6 +534,9 @@ def _make_machine(board):
         PWM=PWM,
         DAC=DAC,
         WDT=WDT,
+        I2C=I2C,
+        SoftI2C=I2C,
+        SPI=SPI,
         disable_irq=lambda: 0,
         enable_irq=lambda state=0: None,
         PWRON_RESET=1,

@@ -36,6 +36,8 @@ import sys
 from micropython import const
 
 import _onewire  # the 1-Wire buses' sensor models
+import _i2c  # I2C buses and their SHT3x models
+import _spi  # SPI buses and their MAX31855 models
 
 
 def _boot_arg(key, default):
@@ -132,9 +134,18 @@ class Bench:
         self.uv = [0] * _NPINS  # latest ADC voltage per pin, microvolts
         self.level = [0] * _NPINS  # latest digital input level per pin
         self.out_num = [0] * _NPINS  # output pins: fraction num/den of the wired range
+        self.driven = bytearray(_NPINS)  # 1: the code drives the pin (a chip select too)
         self.out_den = [1] * _NPINS
         self.onewire = {}  # pin -> _onewire.Bus (its DS18B20 models)
-        for w in (spec or {}).get("wiring", ()):
+        self.i2c = {}  # (sda, scl) -> _i2c.Bus
+        self.spi = {}  # (sck, miso) -> _spi.Bus
+        for n, w in enumerate((spec or {}).get("wiring", ())):
+            if w["kind"] == "i2c":
+                self.i2c[(w["sda"], w["scl"])] = _i2c.wire(self, w, "wiring[%d]" % n)
+                continue
+            if w["kind"] == "spi":
+                self.spi[(w["sck"], w["miso"])] = _spi.wire(self, w, "wiring[%d]" % n)
+                continue
             pin = w["pin"]
             if w["kind"] == "onewire":
                 self.onewire[pin] = _onewire.Bus(pin, [
@@ -179,6 +190,7 @@ class Bench:
         """An output pin changed to num/den of full scale (applied at the next advance)."""
         self.out_num[pin] = num
         self.out_den[pin] = den
+        self.driven[pin] = 1
 
     def true(self, signal):
         return self.plant.true(signal)
@@ -378,3 +390,5 @@ def make_machine_classes(bench, on_wdt):
             on_wdt(0)
 
     return Pin, ADC, PWM, DAC, WDT
+
+# (machine.I2C and machine.SPI: _i2c.make_class, _spi.make_class, bound in _board.py)

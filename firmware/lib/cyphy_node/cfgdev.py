@@ -11,13 +11,19 @@ KINDS = {
                 ("rom", "resolution", "period_ms", "stale_ms", "valid", "units")),
     "tpo": ("out", ("name", "pin", "kind", "period_s", "failsafe"),
             ("range", "units", "invert", "min_pulse_ms")),
+    "sht3x": ("in", ("name", "kind", "sda", "scl", "quantity"),
+              ("i2c", "freq", "addr", "period_ms", "stale_ms", "valid", "units")),
+    "max31855": ("in", ("name", "kind", "sck", "miso", "cs"),
+                 ("spi", "baud", "quantity", "period_ms", "stale_ms", "valid", "units")),
 }
 INPUTS = tuple(sorted(k for k in KINDS if KINDS[k][0] == "in"))
 OUTPUTS = tuple(sorted(k for k in KINDS if KINDS[k][0] == "out"))
 # a pin may be shared by channels of one bus: kind -> bus family
-BUS = {"ds18b20": "1-Wire"}
+BUS = {"ds18b20": "1-Wire", "sht3x": "I2C", "max31855": "SPI"}
 # kinds without a single "pin": the keys naming their pins (config._pins_of)
-PINS = {}
+PINS = {"sht3x": ("sda", "scl"), "max31855": ("sck", "miso", "cs")}
+# the pins a bus shares (a chip select is one device's own)
+SHARED = ("pin", "sda", "scl", "sck", "miso", "mosi")
 # DS18B20 conversion time by resolution (datasheet: 93.75, 187.5, 375, 750 ms max)
 CONV_MS = {9: 94, 10: 188, 11: 375, 12: 750}
 
@@ -71,18 +77,83 @@ def _tpo(d, path, c):
                           "got %d" % (_show(c["period_s"] * 1000), c["min_pulse_ms"]))
 
 
+def _pin(d, path, c, key):
+    c[key] = _int(d[key], path + "." + key, 0, 48)
+
+
+def _stale(d, path, c, period, least):
+    c["period_ms"] = _int(_opt(d, "period_ms", period), path + ".period_ms", least, 3600000)
+    c["stale_ms"] = _int(_opt(d, "stale_ms", 3 * c["period_ms"]), path + ".stale_ms",
+                         2 * c["period_ms"], 36000000)
+
+
+def _sht3x(d, path, c):
+    _pin(d, path, c, "sda")
+    _pin(d, path, c, "scl")
+    c["quantity"] = _choice(d["quantity"], path + ".quantity", ("temperature", "humidity"))
+    c["i2c"] = _int(_opt(d, "i2c", 0), path + ".i2c", 0, 1)
+    c["freq"] = _int(_opt(d, "freq", 100000), path + ".freq", 10000, 1000000)
+    c["addr"] = _int(_opt(d, "addr", 0x44), path + ".addr", 0x44, 0x45)
+    _stale(d, path, c, 1000, 20)
+    t = c["quantity"] == "temperature"
+    rng = [-40, 125] if t else [0, 100]
+    c["valid"] = _range(_opt(d, "valid", rng), path + ".valid")
+    for k in (0, 1):
+        _within(c["valid"][k], "%s.valid[%d]" % (path, k), rng, "the SHT3x's range")
+    c["units"] = _choice(_opt(d, "units", "degC" if t else "%RH"), path + ".units",
+                         ("degC",) if t else ("%RH",))
+
+
+def _max31855(d, path, c):
+    for k in ("sck", "miso", "cs"):
+        _pin(d, path, c, k)
+    c["spi"] = _int(_opt(d, "spi", 2), path + ".spi", 1, 2)
+    c["baud"] = _int(_opt(d, "baud", 4000000), path + ".baud", 100000, 5000000)
+    c["quantity"] = _choice(_opt(d, "quantity", "thermocouple"), path + ".quantity",
+                            ("thermocouple", "internal"))
+    _stale(d, path, c, 200, 100)
+    tc = c["quantity"] == "thermocouple"
+    rng = [-270, 1372] if tc else [-55, 125]    # type K; the die's own range
+    c["valid"] = _range(_opt(d, "valid", [-200, 1350] if tc else [-40, 125]), path + ".valid")
+    for k in (0, 1):
+        _within(c["valid"][k], "%s.valid[%d]" % (path, k), rng,
+                "the type K thermocouple's range" if tc else "the converter's own range")
+    c["units"] = _choice(_opt(d, "units", "degC"), path + ".units", ("degC",))
+
+
 # kind -> its fields' check (after name, kind and pin)
-_CHECK = {"ds18b20": _ds18b20, "tpo": _tpo}
+_CHECK = {"ds18b20": _ds18b20, "tpo": _tpo, "sht3x": _sht3x, "max31855": _max31855}
 
 
-def shares(a, b):
-    """May channels a and b (validated dicts) use the same pin? Only on one bus."""
-    return a["kind"] in BUS and BUS.get(b["kind"]) == BUS[a["kind"]]
+def shares(a, b, role="pin"):
+    """May channels a and b (validated dicts) use the same pin in this role? Only one bus's
+    shared pins (a chip select is one device's: two channels of that device share it)."""
+    if a["kind"] not in BUS or BUS.get(b["kind"]) != BUS[a["kind"]]:
+        return False
+    if role in SHARED:
+        return True
+    return a["kind"] == b["kind"] == "max31855" and a["sck"] == b["sck"]
 
 
 def check_buses(channels):
     """Across channels (validated dicts): several 1-Wire sensors on one pin need their ROM
-    codes, each once."""
+    codes, each once; the channels of one I2C or SPI bus agree on its settings; one sensor's
+    quantities each once."""
+    buses = {}
+    for i in range(len(channels)):
+        c = channels[i]
+        if c["kind"] in ("sht3x", "max31855"):
+            key = (c["sda"], c["scl"]) if c["kind"] == "sht3x" else (c["sck"], c["miso"])
+            first = buses.setdefault((c["kind"],) + key, (i, c))[1]
+            for k in (("i2c", "freq") if c["kind"] == "sht3x" else ("spi", "baud")):
+                if c[k] != first[k]:
+                    raise ConfigError("channels[%d].%s" % (i, k), 'must be %s, as for channel '
+                                      '"%s" on the same bus' % (_show(first[k]), first["name"]))
+            unit = c["addr"] if c["kind"] == "sht3x" else c["cs"]
+            other = buses.setdefault((c["kind"], unit, c["quantity"]) + key, (i, c))[1]
+            if other is not c:
+                raise ConfigError("channels[%d].quantity" % i, 'channel "%s" reads the %s of '
+                                  'that %s already' % (other["name"], c["quantity"], c["kind"]))
     seen = {}
     for i in range(len(channels)):
         c = channels[i]

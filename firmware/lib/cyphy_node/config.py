@@ -19,7 +19,7 @@ INPUTS = ("adc", "din")
 OUTPUTS = ("pwm", "dout", "dac")
 # device channels (cfgdev.py, loaded only for a config with one); keep in step with
 # cfgdev.INPUTS / cfgdev.OUTPUTS (tests/firmware/test_devices.py checks)
-DEV_INPUTS = ("ds18b20",)
+DEV_INPUTS = ("ds18b20", "max31855", "sht3x")
 DEV_OUTPUTS = ("tpo",)
 MAX_CHANNELS = 32
 MAX_LOOPS = 8       # each loop's scheduler statistics take ~1.8 KB of RAM
@@ -531,7 +531,7 @@ def _shared(a, b, ra, rb):
     if ra != rb or a["kind"] in INPUTS + OUTPUTS or b["kind"] in INPUTS + OUTPUTS:
         return False
     from .cfgdev import shares
-    return shares(a, b)
+    return shares(a, b, ra)
 
 
 def validate(d):

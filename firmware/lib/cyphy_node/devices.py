@@ -12,7 +12,7 @@
 import time
 
 # kind -> driver module (cyphy_node.<module>)
-DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo"}
+DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo", "sht3x": "sht3x", "max31855": "max31855"}
 OUTPUTS = ("tpo",)
 
 

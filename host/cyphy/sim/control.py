@@ -123,6 +123,12 @@ def load_bench(bench: Path | dict) -> dict:
         raise SimError(f'{where}: no "wiring": a bench says which pin sees which plant '
                        f'signal ("plant" and "wiring", docs/boards.md)')
     for i, w in enumerate(data.get("wiring", [])):
+        if isinstance(w, dict) and w.get("kind") in ("i2c", "spi"):
+            keys = ("sda", "scl") if w["kind"] == "i2c" else ("sck", "miso")
+            if not all(isinstance(w.get(k), int) for k in keys) or not isinstance(w.get("devices"), list):
+                raise SimError(f'{where}: wiring[{i}] ({w["kind"]}) needs {" and ".join(keys)} and '
+                               f'"devices"')
+            continue
         if isinstance(w, dict) and w.get("kind") == "onewire":
             # a 1-Wire bus: its sensors each read a plant signal (boards/sim/rom/_onewire.py)
             if not isinstance(w.get("pin"), int) or not isinstance(w.get("devices"), list) \
@@ -157,6 +163,13 @@ def _rom_module(name: str):
     return mod
 
 
+class _HostBench:
+    """What a ROM device model needs of the bench while the host checks a bench file."""
+
+    def measure(self, signal: str) -> float:
+        return 0.0
+
+
 def _check_bench_signals(data: dict) -> None:
     """Build the plant on the host (the ROM's _plant.py runs on CPython too) so a bad
     parameter or a pin wired to a signal the plant does not have fails here, clearly."""
@@ -168,6 +181,18 @@ def _check_bench_signals(data: dict) -> None:
     readable = set(plant.outputs)
     drivable = set(plant.inputs) | set(getattr(plant, "loads", ()))
     for i, w in enumerate(data.get("wiring", [])):
+        if w["kind"] in ("i2c", "spi"):
+            mod = _rom_module("_" + w["kind"])
+            try:
+                bus = mod.wire(_HostBench(), w, f"wiring[{i}]")
+            except (ValueError, TypeError, KeyError) as e:
+                raise SimError(f"bench {e}") from None
+            for k, d in enumerate(bus.devices):
+                for sig in [getattr(d, a, None) for a in ("signal", "t", "rh", "internal")]:
+                    if isinstance(sig, str) and sig not in readable:
+                        raise SimError(f'bench wiring[{i}].devices[{k}]: {sig!r} is not one of '
+                                       f'the plant\'s outputs: {", ".join(sorted(readable))}')
+            continue
         if w["kind"] == "onewire":
             ow = _rom_module("_onewire")
             for k, d in enumerate(w["devices"]):

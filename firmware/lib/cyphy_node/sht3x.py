@@ -1,0 +1,171 @@
+# Sensirion SHT3x (SHT30/31/35) temperature and humidity on an I2C bus (docs/config.md,
+# "Sensors and buses"). Datasheet (SHT3x-DIS): single shot, high repeatability, no clock
+# stretching: write 0x24 0x00, wait at least 15.5 ms (tMEAS max), read 6 bytes: T MSB, T LSB,
+# CRC, RH MSB, RH LSB, CRC (CRC-8, polynomial 0x31, init 0xFF); T = -45 + 175 * St / 65535
+# degC, RH = 100 * Srh / 65535 %. A read before the measurement ends is NACKed (MicroPython:
+# OSError). One measurement serves the sensor's temperature and humidity channels.
+#
+# Run from the node's service, one I2C transaction per step (write 2 bytes, or read 6: about
+# 0.3 / 0.7 ms at 100 kHz); the control tick reads only the latest value and its age.
+import time
+
+from .ds18b20 import OK, MISSING, CRC, STALE, WAITING, STATUS
+
+_MEASURE = b"\x24\x00"
+_MEAS_MS = 16
+
+
+def crc8(data, n):
+    # CRC-8 of data[0:n], polynomial x^8 + x^5 + x^4 + 1 (0x31), init 0xFF (datasheet 4.12)
+    c = 0xFF
+    i = 0
+    while i < n:
+        c ^= data[i]
+        k = 0
+        while k < 8:
+            c = ((c << 1) ^ 0x31) & 0xFF if c & 0x80 else (c << 1) & 0xFF
+            k += 1
+        i += 1
+    return c
+
+
+class Channel:
+    """One quantity of one SHT3x: the input interface a loop reads."""
+
+    kind = "sht3x"
+
+    def __init__(self, ch):
+        from .fixed import to_fixed
+
+        self.name = ch.name
+        self.quantity = ch.quantity
+        self.units = ch.units
+        self.vmin = to_fixed(ch.valid[0])
+        self.vmax = to_fixed(ch.valid[1])
+        self.period_ms = ch.period_ms
+        self.stale_ms = ch.stale_ms
+        self.value = 0
+        self.raw = 0
+        self.t_ms = 0
+        self.good = 0
+        self.status = WAITING
+        self.errors = 0
+
+    def read(self):
+        return self.value
+
+    def ok(self, v):
+        if not self.good or v < self.vmin or v > self.vmax:
+            return False
+        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
+            self.status = STALE
+            return False
+        return True
+
+    def state(self):
+        return {"value": self.value / 1000, "status": STATUS[self.status],
+                "age_ms": time.ticks_diff(time.ticks_ms(), self.t_ms) if self.good else None,
+                "errors": self.errors}
+
+    def _fail(self, why):
+        self.good = 0
+        self.status = why
+        self.errors += 1
+
+    def _set(self, raw, now):
+        # raw: the 16-bit signal; milli-units without floats: 175000 * raw / 65535 fits
+        # 31 bits (175000 * 65535 < 2**34: done in two halves)
+        self.raw = raw
+        if self.quantity == "temperature":
+            self.value = -45000 + _scale(raw, 175000)
+        else:
+            self.value = _scale(raw, 100000)
+        self.t_ms = now
+        self.good = 1
+        self.status = OK
+
+
+def _scale(raw, full):
+    # round(full * raw / 65535) for 0 <= raw <= 65535, full <= 175000, in small ints
+    hi = (full >> 8) * raw              # < 684 * 65536 < 2**26
+    lo = (full & 0xFF) * raw            # < 2**24
+    return ((hi << 8) + lo + 32767) // 65535
+
+
+class Sensor:
+    """One SHT3x at an address: its channels, and its measure/read cycle."""
+
+    def __init__(self, i2c, addr):
+        self.i2c = i2c
+        self.addr = addr
+        self.channels = []
+        self.buf = bytearray(6)
+        self.state = 0              # 0 idle, 1 measuring
+        self.t0 = 0
+        self.next = time.ticks_ms()
+
+    def period(self):
+        return min([c.period_ms for c in self.channels])
+
+    def step(self, now):
+        if self.state == 0:
+            if time.ticks_diff(now, self.next) >= 0:
+                self._start(now)
+        elif time.ticks_diff(now, self.t0) >= _MEAS_MS:
+            self.state = 0
+            self.next = time.ticks_add(self.t0, self.period())
+            self._read(now)
+
+    def _start(self, now):
+        try:
+            self.i2c.writeto(self.addr, _MEASURE)
+        except OSError:             # no ACK: nobody at the address
+            for c in self.channels:
+                c._fail(MISSING)
+            self.next = time.ticks_add(now, self.period())
+            return
+        self.t0 = now
+        self.state = 1
+
+    def _read(self, now):
+        b = self.buf
+        try:
+            self.i2c.readfrom_into(self.addr, b)
+        except OSError:
+            for c in self.channels:
+                c._fail(MISSING)
+            return
+        for c in self.channels:
+            o = 0 if c.quantity == "temperature" else 3
+            if crc8(b[o:o + 3], 2) != b[o + 2]:
+                c._fail(CRC)
+            else:
+                c._set((b[o] << 8) | b[o + 1], now)
+
+    def prime(self):
+        now = time.ticks_ms()
+        self._start(now)
+        if self.state == 1:
+            time.sleep_ms(_MEAS_MS)
+            self.state = 0
+            self._read(time.ticks_ms())
+            self.next = time.ticks_add(self.t0, self.period())
+
+    def recover(self, now):
+        self.state = 0
+        self.next = time.ticks_add(now, self.period())
+
+
+def make(devices, ch):
+    key = ("i2c", ch.sda, ch.scl)
+    bus = devices.buses.get(key)
+    if bus is None:
+        bus = devices.buses[key] = devices.board.i2c(ch.i2c, ch.sda, ch.scl, ch.freq)
+    skey = ("sht3x", ch.sda, ch.scl, ch.addr)
+    s = devices.buses.get(skey)
+    if s is None:
+        s = devices.buses[skey] = Sensor(bus, ch.addr)
+        devices.add_stepper(s)
+    c = Channel(ch)
+    s.channels.append(c)
+    return c

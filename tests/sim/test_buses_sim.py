@@ -1,0 +1,83 @@
+"""Issue 17, item 3, on the sim: an SHT3x on I2C and a MAX31855 on SPI, their drivers
+(firmware/lib/cyphy_node/sht3x.py, max31855.py) running unchanged against the sim's models
+(boards/sim/rom/_i2c.py, _spi.py: MicroPython's machine.I2C / machine.SPI API, the parts'
+timing and data formats, faults). A thermocouple loop holds a kiln at 500 degC; the SHT3x reads
+the room's temperature and humidity; their faults (missing, CRC, open and shorted
+thermocouple) are sensor faults of the loop or shown in the channel's state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_node_runtime import node_for, reset
+
+BENCH = {
+    "plant": {"type": "fotd", "gain": 9.0, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
+    "wiring": [
+        {"kind": "spi", "sck": 18, "miso": 19, "devices": [
+            {"type": "max31855", "cs": 5, "signal": "temperature", "internal": 24.0,
+             "faults": [{"at_s": 1500, "fault": "open"}, {"at_s": 1520, "fault": "none"},
+                        {"at_s": 1600, "fault": "short_gnd"}, {"at_s": 1620, "fault": "none"},
+                        {"at_s": 1700, "fault": "missing"}, {"at_s": 1720, "fault": "none"}]}]},
+        {"kind": "i2c", "sda": 21, "scl": 22, "devices": [
+            {"type": "sht3x", "addr": 68, "temperature": 23.5, "humidity": 41.5,
+             "faults": [{"at_s": 1500, "fault": "crc"}, {"at_s": 1520, "fault": "missing"},
+                        {"at_s": 1540, "fault": "none"}]}]},
+        {"pin": 25, "kind": "pwm", "signal": "heater", "range": [0, 100]}],
+    "seed": 1,
+}
+CONFIG = {"name": "kiln", "comms_timeout_ms": 0, "channels": [
+    {"name": "tc", "kind": "max31855", "sck": 18, "miso": 19, "cs": 5, "valid": [0, 1200]},
+    {"name": "cj", "kind": "max31855", "sck": 18, "miso": 19, "cs": 5, "quantity": "internal"},
+    {"name": "air", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "temperature"},
+    {"name": "rh", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "humidity"},
+    {"name": "heater", "pin": 25, "kind": "pwm", "range": [0, 100], "failsafe": 0}],
+    "loops": [{"name": "kiln", "rate_hz": 2, "sensor": "tc", "actuator": "heater",
+               "controller": {"type": "pid", "kp": 0.49, "ki": 0.0034, "setpoint": 500}}]}
+
+
+@pytest.fixture
+def kiln(sim_nodes):
+    con = node_for(sim_nodes, "kiln", BENCH, CONFIG)
+    boot = reset(con)
+    assert "cyphy: node kiln running 1 loop(s)" in boot, boot
+    yield con
+    con.close()
+
+
+def state(con, t_s):
+    return json.loads(con.run(
+        "import time, json\n"
+        f"time.sleep({t_s})\n"
+        "print(json.dumps({k: node.get(k) for k in ('kiln', 'tc', 'cj', 'air', 'rh')}))\n",
+        timeout=300))
+
+
+def test_a_thermocouple_loop_and_an_sht3x_on_their_buses(kiln):
+    s = state(kiln, 1400)
+    print({k: (v.get("value", v.get("measurement")), v.get("status")) for k, v in s.items()})
+    assert s["kiln"]["faults"] == [] and abs(s["kiln"]["measurement"] - 500) < 3
+    assert s["tc"]["status"] == "ok" and s["tc"]["value"] * 4 == int(s["tc"]["value"] * 4)
+    assert s["cj"]["value"] == 24.0
+    assert abs(s["air"]["value"] - 23.5) < 0.01                 # the room by the kiln
+    assert abs(s["rh"]["value"] - 41.5) < 0.01 and s["rh"]["status"] == "ok"
+
+
+def test_bus_faults_are_sensor_faults(kiln):
+    state(kiln, 1490)
+    s = state(kiln, 15)                                   # t = 1505
+    assert s["tc"]["status"] == "open circuit" and "sensor" in s["kiln"]["faults"]
+    # the model corrupts the temperature word: its CRC fails, the humidity word's holds
+    assert s["air"]["status"] == "crc error" and s["rh"]["status"] == "ok"
+    s = state(kiln, 20)                                   # t = 1525
+    assert s["tc"]["status"] == "ok" and s["kiln"]["faults"] == []
+    assert s["air"]["status"] == "missing"
+    s = state(kiln, 20)                                   # t = 1545
+    assert s["air"]["status"] == "ok"
+    s = state(kiln, 60)                                   # t = 1605
+    assert s["tc"]["status"] == "short to GND" and "sensor" in s["kiln"]["faults"]
+    s = state(kiln, 100)                                  # t = 1705
+    assert s["tc"]["status"] == "missing" and "sensor" in s["kiln"]["faults"]
+    s = state(kiln, 20)                                   # t = 1725
+    assert s["tc"]["status"] == "ok" and s["kiln"]["faults"] == []
