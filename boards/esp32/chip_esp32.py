@@ -26,6 +26,7 @@ CHIP = {
     "adc_cali": "line fitting",
     "adc2_wifi": True,  # the Wi-Fi driver owns ADC2 while it runs
     "timers": 4,  # [MP-TIM] machine.Timer(0..3)
+    "pcnt_units": 8,  # [IDF-PCNT] pulse counter units, [MP-PCNT] Counter/Encoder ids: 8 units
     "pwm_channels": 16,  # [IDF-LEDC] 2 speed modes x 8 channels
     "pwm_timers": 8,  # 2 modes x 4 LEDC timers: at most 8 frequencies at once
     "pwm_bits": 20,  # SOC_LEDC_TIMER_BIT_WIDTH

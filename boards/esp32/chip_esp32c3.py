@@ -23,6 +23,7 @@ CHIP = {
     "adc_cali": "curve fitting",
     "adc2_wifi": True,
     "timers": 2,  # [MP-TIM] machine.Timer(0..1)
+    "pcnt_units": 0,  # [IDF-PCNT] pulse counter units, [MP-PCNT] Counter/Encoder ids: none: no PCNT (machine.Counter and Encoder absent)
     "pwm_channels": 6,  # [IDF-LEDC] SOC_LEDC_CHANNEL_NUM
     "pwm_timers": 4,  # SOC_LEDC_TIMER_NUM
     "pwm_bits": 14,  # SOC_LEDC_TIMER_BIT_WIDTH

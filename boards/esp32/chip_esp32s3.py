@@ -24,6 +24,7 @@ CHIP = {
     "adc_cali": "curve fitting",
     "adc2_wifi": True,  # ADC2 is shared with Wi-Fi through an arbiter
     "timers": 4,  # [MP-TIM] machine.Timer(0..3)
+    "pcnt_units": 4,  # [IDF-PCNT] pulse counter units, [MP-PCNT] Counter/Encoder ids: 4 units
     "pwm_channels": 8,  # [IDF-LEDC] SOC_LEDC_CHANNEL_NUM, one speed mode
     "pwm_timers": 4,  # SOC_LEDC_TIMER_NUM
     "pwm_bits": 14,  # SOC_LEDC_TIMER_BIT_WIDTH

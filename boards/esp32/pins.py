@@ -38,6 +38,12 @@
 #   [MP-TIM]  micropython ports/esp32/machine_timer.c: Timer ids = timer groups x timers
 #             per group (SOC_TIMER_GROUPS x SOC_TIMER_GROUP_TIMERS_PER_GROUP: 2x2, 2x2, 2x1)
 #   [ESPTOOL] esptool esptool/targets/esp32.py, esp32s3.py, esp32c3.py
+#   [IDF-PCNT] ESP-IDF "Pulse Counter (PCNT)" page and soc_caps.h SOC_PCNT_UNITS_PER_GROUP:
+#             ESP32 8 units, ESP32-S3 4; the ESP32-C3 has no PCNT (SOC_PCNT_SUPPORTED unset)
+#   [MP-PCNT] MicroPython docs, machine.Counter and machine.Encoder (v1.28: "Availability:
+#             ESP32"; "On ESP32, the id corresponds to a PCNT unit"; value([value]) gets and
+#             optionally sets, "atomically" where the implementation can; edge, direction,
+#             filter_ns; Encoder phases 1, 2 or 4)
 #   [MP-MCU]  micropython ports/esp32/boards/*/mpconfigboard.h: MICROPY_HW_MCU_NAME, which
 #             os.uname().machine ends with (" with ESP32", " with ESP32S3", " with ESP32C3")
 # Not yet checked on hardware: see docs/hal.md.
@@ -129,6 +135,7 @@ def board(variant, spec=None):
         "timers": c["timers"],
         "pwm_channels": c["pwm_channels"],
         "pwm_freqs": c["pwm_timers"],
+        "pcnt_units": c["pcnt_units"],
     }
     return b
 

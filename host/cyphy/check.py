@@ -300,7 +300,9 @@ def import_order(roots: list[str]) -> list[str]:
 
 # a device channel's kind -> the driver module a node loads for it (devices.py)
 DEVICE_MODULES = {"ds18b20": "cyphy_node.ds18b20", "tpo": "cyphy_node.tpo",
-                  "sht3x": "cyphy_node.sht3x", "max31855": "cyphy_node.max31855"}
+                  "sht3x": "cyphy_node.sht3x", "max31855": "cyphy_node.max31855",
+                  "counter": "cyphy_node.pulse", "encoder": "cyphy_node.pulse",
+                  "modbus_in": "cyphy_node.modbus", "modbus_out": "cyphy_node.modbus"}
 
 
 def boot_roots(cfg: dict) -> list[str]:
@@ -401,6 +403,15 @@ class I2C:
     def scan(self):
         return [0x44]
 SoftI2C = I2C
+class Counter:
+    # machine.Counter / Encoder on a PCNT unit: no edges while measuring
+    RISING = 1
+    FALLING = 2
+    def __init__(self, id, *pins, **kw):
+        pass
+    def value(self, v=None):
+        return 0
+Encoder = Counter
 class SPI:
     # a MAX31855's answer: thermocouple 100.0 degC, internal 25.0 degC, no fault
     _R = bytes((0x06, 0x40, 0x19, 0x00))
@@ -411,6 +422,38 @@ class SPI:
             buf[i] = self._R[i % 4]
     def write(self, buf):
         pass
+class UART:
+    # a Modbus RTU slave's answer at once: every register reads 256, a write is echoed
+    def __init__(self, id, baudrate=115200, bits=8, parity=None, stop=1, **kw):
+        self.rx = bytearray()
+    def _crc(self, b):
+        c = 0xFFFF
+        for x in b:
+            c ^= x
+            for _ in range(8):
+                c = (c >> 1) ^ 0xA001 if c & 1 else c >> 1
+        return bytes((c & 0xFF, c >> 8))
+    def write(self, req):
+        if req[1] == 6:
+            a = bytes(req[:6])
+        else:
+            a = bytes((req[0], req[1], 2 * req[5])) + bytes((1, 0)) * req[5]
+        self.rx = bytearray(a + self._crc(a))
+        return len(req)
+    def any(self):
+        return len(self.rx)
+    def readinto(self, buf, n=-1):
+        if not self.rx:
+            return None
+        n = min(len(buf) if n < 0 else n, len(self.rx))
+        for i in range(n):
+            buf[i] = self.rx[i]
+        self.rx = self.rx[n:]
+        return n
+    def flush(self):
+        pass
+    def txdone(self):
+        return True
 '''
 
 FAKE_NETWORK = '''\

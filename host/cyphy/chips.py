@@ -71,7 +71,10 @@ def _caps(b: dict, pin: int, wifi: bool) -> list[str]:
 # counter's inputs only read theirs)
 DEVICE_PIN = {"ds18b20": {"pin": "dout"}, "tpo": {"pin": "dout"},
               "sht3x": {"sda": "dout", "scl": "dout"},
-              "max31855": {"sck": "dout", "miso": "din", "cs": "dout"}}
+              "max31855": {"sck": "dout", "miso": "din", "cs": "dout"},
+              "counter": {"pin": "din"}, "encoder": {"pin_a": "din", "pin_b": "din"},
+              "modbus_in": {"tx": "dout", "rx": "din", "de": "dout"},
+              "modbus_out": {"tx": "dout", "rx": "din", "de": "dout"}}
 
 
 def check_config(cfg: dict, chip_name: str) -> None:
@@ -93,6 +96,9 @@ def check_config(cfg: dict, chip_name: str) -> None:
                 _check_pin(f"channels[{i}]", role, ch[role], ch["kind"], need, b, c, wifi)
         p = f"channels[{i}]"
         kind = ch["kind"]
+        if kind in ("modbus_in", "modbus_out") and ch["uart"] >= c.get("uarts", 2 if mcu == "ESP32-C3" else 3):
+            raise ChipConfigError(p + ".uart", f"{mcu} has no UART{ch['uart']} (UART0 is the REPL's; "
+                                               f"use uart 1)")
         if kind == "din" and ch["pull"] != "none" and ch["pin"] in b["no_pull"]:
             raise ChipConfigError(p + ".pull", f"GPIO{ch['pin']} on {mcu} has no internal pull resistors")
         if kind == "adc":

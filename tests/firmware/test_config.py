@@ -115,7 +115,7 @@ CASES = [
     ([["set", ["channels", 0], "temp"]], 'channels[0]: must be an object, got "temp"'),
     ([["del", ["channels", 0, "kind"]]], "channels[0].kind: is required"),
     ([["set", ["channels", 0, "kind"], "adcx"]],
-     'channels[0].kind: must be one of adc, din, pwm, dout, dac, ds18b20, max31855, sht3x, tpo; got "adcx"'),
+     'channels[0].kind: must be one of adc, din, pwm, dout, dac, counter, ds18b20, encoder, max31855, modbus_in, sht3x, modbus_out, tpo; got "adcx"'),
     ([["set", ["channels", 1, "scale"], {}]],
      "channels[1].scale: unknown key; allowed: name, pin, kind, range, failsafe, units, "
      "freq_hz, invert"),
@@ -208,10 +208,10 @@ CASES = [
      'loops[0].sensor: must name a channel (fan, heater, lid, temp), got "nope"'),
     ([["set", ["loops", 0, "sensor"], "heater"]],
      'loops[0].sensor: "heater" is an output channel (pwm); a loop\'s sensor must be an input '
-     'channel (adc, din, ds18b20, max31855, sht3x)'),
+     'channel (adc, din, counter, ds18b20, encoder, max31855, modbus_in, sht3x)'),
     ([["set", ["loops", 0, "actuator"], "temp"]],
      'loops[0].actuator: "temp" is an input channel (adc); a loop\'s actuator must be an '
-     'output channel (pwm, dout, dac, tpo)'),
+     'output channel (pwm, dout, dac, modbus_out, tpo)'),
     ([["set", ["loops", 0, "actuator"], "fan"]],
      'loops[0].actuator: "fan" is a dout channel; a pid controller needs a pwm, dac or tpo (time-proportioned) actuator'),
     ([["add", ["loops"], {"name": "again", "rate_hz": 1, "sensor": "temp", "actuator": "heater",

@@ -259,3 +259,22 @@ def test_two_quantities_of_one_converter_share_its_chip_select():
     d["channels"].append({"name": "cj", "kind": "max31855", "sck": 18, "miso": 19, "cs": 5,
                           "quantity": "internal"})
     assert config.validate(d).channel("cj").cs == 5
+
+
+def test_counters_get_the_next_free_pcnt_unit_and_refuse_a_shared_one():
+    d = {"name": "n", "comms_timeout_ms": 0, "channels": [
+        {"name": "a", "kind": "counter", "pin": 13, "unit": 0},
+        {"name": "b", "kind": "encoder", "pin_a": 14, "pin_b": 15},
+        {"name": "c", "kind": "counter", "pin": 16}], "loops": []}
+    cfg = config.validate(copy.deepcopy(d))
+    assert [cfg.channel(n).unit for n in "abc"] == [0, 1, 2]
+    d["channels"][2]["unit"] = 0
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(d)
+    assert str(e.value) == "channels[2].unit: PCNT unit 0 is another counter's too"
+    d["channels"][2]["unit"] = 3
+    d["channels"][1]["phases"] = 3
+    with pytest.raises(config.ConfigError) as e:
+        config.validate(d)
+    assert str(e.value) == ("channels[1].phases: must be 1, 2 or 4 (counts per quadrature "
+                            "cycle), got 3")

@@ -510,6 +510,12 @@ def _make_machine(board):
     I2C = _hw._i2c.make_class(board.bench, clock)
     SPI = _hw._spi.make_class(board.bench, clock)
 
+    def uart_pin(n, output):
+        Pin(n, Pin.OUT if output else Pin.IN)  # the chip's checks: invalid, input-only
+
+    UART = _hw._uart.make_class(board.bench, clock, _hw.MCU, uart_pin)
+    pcnt = _hw._pulse.make_classes(board.bench, _hw.C)
+
     def deepsleep(ms=0):
         # A deep sleep ends in a reset on ESP32; the sim wakes at once.
         board.hard_reset(b"d")
@@ -537,6 +543,7 @@ def _make_machine(board):
         I2C=I2C,
         SoftI2C=I2C,
         SPI=SPI,
+        UART=UART,
         disable_irq=lambda: 0,
         enable_irq=lambda state=0: None,
         PWRON_RESET=1,
@@ -545,6 +552,8 @@ def _make_machine(board):
         DEEPSLEEP_RESET=4,
         SOFT_RESET=5,
     )
+    if pcnt is not None:  # PCNT units: ESP32 and S3, not the C3
+        attrs["Counter"], attrs["Encoder"] = pcnt
     if not _hw.C["dac"]:
         del attrs["DAC"]  # S3 and C3 have no DAC: their machine module has no DAC class
     return Module("machine", **attrs)

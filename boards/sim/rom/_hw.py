@@ -36,8 +36,10 @@ import sys
 from micropython import const
 
 import _onewire  # the 1-Wire buses' sensor models
+import _uart  # machine.UART and the Modbus RTU slaves on its lines
 import _i2c  # I2C buses and their SHT3x models
 import _spi  # SPI buses and their MAX31855 models
+import _pulse  # pulse sources for machine.Counter / machine.Encoder
 
 
 def _boot_arg(key, default):
@@ -139,7 +141,16 @@ class Bench:
         self.onewire = {}  # pin -> _onewire.Bus (its DS18B20 models)
         self.i2c = {}  # (sda, scl) -> _i2c.Bus
         self.spi = {}  # (sck, miso) -> _spi.Bus
+        self.modbus = {}  # the node's (tx, rx) -> _uart.Line (its Modbus slaves)
+        self.pulses = []  # _pulse.Source: edges from plant signals
+        self.irqs = {}  # pin -> (handler, Pin): soft GPIO interrupts (Pin.irq)
         for n, w in enumerate((spec or {}).get("wiring", ())):
+            if w["kind"] in ("pulses", "quadrature"):
+                self.pulses.append(_pulse.wire(w, "wiring[%d]" % n))
+                continue
+            if w["kind"] == "modbus":
+                _uart.wire(self, w, "wiring[%d]" % n)
+                continue
             if w["kind"] == "i2c":
                 self.i2c[(w["sda"], w["scl"])] = _i2c.wire(self, w, "wiring[%d]" % n)
                 continue
@@ -167,11 +178,35 @@ class Bench:
             for pin, w in self.outputs.items():
                 lo, hi = w.get("range", (0, 1))
                 self.plant.set_input(w["signal"], lo + (hi - lo) * self.out_num[pin] / self.out_den[pin])
+            for line in self.modbus.values():
+                line.drive(self.plant)  # holding registers that drive plant inputs
             self.plant.step(dt)  # the models integrate any dt exactly or sub-step themselves
+            for src in self.pulses:  # the edges the signal gave over the step
+                src.step(self.plant, dt, now)
+                if src.pins[0] in self.irqs:
+                    self._irq(src)
             self._refresh()
         except MemoryError:
             return  # the heap is locked by user code: the world waits until it is unlocked
         self._last_us = now
+
+    def _irq(self, src):
+        # Pin.irq handlers for the new edges, each scheduled as a soft callback; a full
+        # queue drops the rest (a pin's B level gives the direction of a quadrature pair)
+        e = src.edges()
+        new = e - src.seen
+        src.seen = e
+        if len(src.pins) > 1:
+            self.level[src.pins[1]] = 1 if new < 0 else 0
+        handler, pin = self.irqs[src.pins[0]]
+        n = new if new >= 0 else -new
+        while n > 0:
+            try:
+                self.clock.schedule(handler, pin)
+            except RuntimeError:
+                src.lost += n       # the queue is full: these edges never reach the code
+                return
+            n -= 1
 
     def _refresh(self):
         if self.plant is None:
@@ -250,6 +285,12 @@ def make_machine_classes(bench, on_wdt):
 
         def __call__(self, v=None):
             return self.value(v)
+
+        def irq(self, handler=None, trigger=3, *, priority=1, wake=None, hard=False):
+            # ESP32's GPIO interrupt with a soft handler: each edge schedules one call (the
+            # 8-deep queue: edges beyond it are lost, as mp_sched_schedule drops them).
+            # Edges come from the bench's pulse sources on this pin (_pulse.py).
+            bench.irqs[self.id] = (handler, self)
 
     def pin_id(p):
         return p.id if isinstance(p, Pin) else p

@@ -19,8 +19,8 @@ INPUTS = ("adc", "din")
 OUTPUTS = ("pwm", "dout", "dac")
 # device channels (cfgdev.py, loaded only for a config with one); keep in step with
 # cfgdev.INPUTS / cfgdev.OUTPUTS (tests/firmware/test_devices.py checks)
-DEV_INPUTS = ("ds18b20", "max31855", "sht3x")
-DEV_OUTPUTS = ("tpo",)
+DEV_INPUTS = ("counter", "ds18b20", "encoder", "max31855", "modbus_in", "sht3x")
+DEV_OUTPUTS = ("modbus_out", "tpo")
 MAX_CHANNELS = 32
 MAX_LOOPS = 8       # each loop's scheduler statistics take ~1.8 KB of RAM
 MV_MAX = 3300      # millivolts: an ESP32-family pin takes at most its 3.3 V supply

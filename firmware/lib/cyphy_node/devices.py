@@ -12,8 +12,9 @@
 import time
 
 # kind -> driver module (cyphy_node.<module>)
-DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo", "sht3x": "sht3x", "max31855": "max31855"}
-OUTPUTS = ("tpo",)
+DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo", "sht3x": "sht3x", "max31855": "max31855",
+           "counter": "pulse", "encoder": "pulse", "modbus_in": "modbus", "modbus_out": "modbus"}
+OUTPUTS = ("tpo", "modbus_out")
 
 
 class Devices:

@@ -123,6 +123,21 @@ def load_bench(bench: Path | dict) -> dict:
         raise SimError(f'{where}: no "wiring": a bench says which pin sees which plant '
                        f'signal ("plant" and "wiring", docs/boards.md)')
     for i, w in enumerate(data.get("wiring", [])):
+        if isinstance(w, dict) and w.get("kind") == "modbus":
+            # a Modbus RTU slave on the node's UART pins (boards/sim/rom/_uart.py)
+            if not all(isinstance(w.get(k), int) for k in ("tx", "rx", "slave")) \
+                    or not isinstance(w.get("registers", []), list):
+                raise SimError(f'{where}: wiring[{i}] (modbus) needs "tx", "rx", "slave" and '
+                               f'"registers": [{{"type": "input"|"holding", "address": ..., '
+                               f'"signal" or "drives": ...}}]')
+            continue
+        if isinstance(w, dict) and w.get("kind") in ("pulses", "quadrature"):
+            keys = ("pin",) if w["kind"] == "pulses" else ("pin_a", "pin_b")
+            if not all(isinstance(w.get(k), int) for k in keys) or "signal" not in w \
+                    or not isinstance(w.get("per_unit"), (int, float)):
+                raise SimError(f'{where}: wiring[{i}] ({w["kind"]}) needs {", ".join(keys)}, '
+                               f'"signal" and "per_unit"')
+            continue
         if isinstance(w, dict) and w.get("kind") in ("i2c", "spi"):
             keys = ("sda", "scl") if w["kind"] == "i2c" else ("sck", "miso")
             if not all(isinstance(w.get(k), int) for k in keys) or not isinstance(w.get("devices"), list):
@@ -170,6 +185,16 @@ class _HostBench:
         return 0.0
 
 
+class _ModbusBench:
+    """What the ROM's Modbus slave model needs of a bench while the host checks one."""
+
+    def __init__(self) -> None:
+        self.modbus: dict = {}
+
+    def measure(self, signal: str) -> float:
+        return 0.0
+
+
 def _check_bench_signals(data: dict) -> None:
     """Build the plant on the host (the ROM's _plant.py runs on CPython too) so a bad
     parameter or a pin wired to a signal the plant does not have fails here, clearly."""
@@ -180,7 +205,32 @@ def _check_bench_signals(data: dict) -> None:
         raise SimError(f"bench plant: {e}") from None
     readable = set(plant.outputs)
     drivable = set(plant.inputs) | set(getattr(plant, "loads", ()))
+    modbus = _ModbusBench()
     for i, w in enumerate(data.get("wiring", [])):
+        if w["kind"] == "modbus":
+            try:
+                line = _rom_module("_uart").wire(modbus, w, f"wiring[{i}]")
+            except (ValueError, TypeError, KeyError) as e:
+                raise SimError(f"bench {e}") from None
+            s = line.slaves[-1]
+            for sig in {src[0] for src in list(s.input.values()) + list(s.holding_src.values())}:
+                if sig not in readable:
+                    raise SimError(f'bench wiring[{i}]: register signal {sig!r} is not one of '
+                                   f'the plant\'s outputs: {", ".join(sorted(readable))}')
+            for d in s.drives:
+                if d[1] not in drivable:
+                    raise SimError(f'bench wiring[{i}]: register drives {d[1]!r}, not one of '
+                                   f'the plant\'s inputs: {", ".join(sorted(drivable))}')
+            continue
+        if w["kind"] in ("pulses", "quadrature"):
+            try:
+                _rom_module("_pulse").wire(w, f"wiring[{i}]")
+            except (ValueError, TypeError, KeyError) as e:
+                raise SimError(f"bench {e}") from None
+            if w["signal"] not in readable:
+                raise SimError(f'bench wiring[{i}].signal: {w["signal"]!r} is not one of the '
+                               f'plant\'s outputs: {", ".join(sorted(readable))}')
+            continue
         if w["kind"] in ("i2c", "spi"):
             mod = _rom_module("_" + w["kind"])
             try:
