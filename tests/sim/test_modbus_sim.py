@@ -81,3 +81,23 @@ def test_no_answer_crc_errors_and_exceptions_are_sensor_faults_that_clear(oven):
     assert temp["errors"] >= 3
     recs = json.loads(oven.run("import json\nprint(json.dumps(node.faults()))"))
     assert [r[1:3] for r in recs].count(["oven", "sensor"]) == 3
+
+
+def test_the_fail_safe_value_reaches_the_slave_at_the_next_bus_step(oven):
+    loop, temp, heater = state(oven, 120)
+    assert heater["raw"] > 0
+    got = json.loads(oven.run(
+        "import time, json\n"
+        "node.safe_all(8)\n"                       # F_STOP: the loops stay safe
+        "t0 = time.ticks_ms()\n"
+        "h = node.channels['heater']\n"
+        "while h.sent != 0 and time.ticks_diff(time.ticks_ms(), t0) < 1000:\n"
+        "    time.sleep_ms(1)\n"
+        "print(json.dumps([time.ticks_diff(time.ticks_ms(), t0), node.get('heater')]))\n"))
+    ms, heater = got
+    print("fail-safe written after", ms, "ms:", heater)
+    # a request in flight ends first (its answer, at most ~30 ms at 9600 baud), then the
+    # fail-safe write goes out at the next step: well within a few bus steps of 20 ms
+    assert heater["raw"] == 0 and heater["status"] == "ok" and ms <= 100
+    loop, temp, heater = state(oven, 3)
+    assert heater["raw"] == 0 and "stopped" in loop["faults"]

@@ -199,7 +199,8 @@ def _modbus(d, path, c):
             if not lim[0] - 0.5 <= raw < lim[1] + 0.5:
                 raise ConfigError("%s.range[%d]" % (path, k), "is register value %s, outside "
                                   "%s's [%d, %d] (range = offset + scale x register)"
-                                  % (_show(round(raw, 3)), c["type"], lim[0], lim[1]))
+                                  % (_show(int(raw) if raw == int(raw) else round(raw, 3)),
+                                     c["type"], lim[0], lim[1]))
     else:
         c["valid"] = _range(d["valid"], path + ".valid")
     c["units"] = _text(_opt(d, "units", ""), path + ".units", 16)
