@@ -19,7 +19,7 @@ from cyphy_node import config, modbus
 
 
 def test_crc16_modbus_vectors():
-    # Modbus over Serial Line V1.02, 6.2.2: the frame 02 07 carries the CRC 0x1241, sent
+    # the serial-line spec's CRC example: the frame 02 07 carries the CRC 0x1241, sent
     # low byte first (41 12); the CRC catalogue's CRC-16/MODBUS check of "123456789": 0x4B37
     assert modbus.crc16(b"\x02\x07", 2) == 0x1241
     assert modbus.crc16(b"123456789", 9) == 0x4B37
