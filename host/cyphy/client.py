@@ -91,6 +91,7 @@ class Hello:
     caps: int
     verified: bool  # the tag checked out with our key (or the node has no key and we none)
     comms_timeout_ms: int | None = None  # the node's comms watchdog (0: none; None: not said)
+    signals: list[str] = field(default_factory=list)  # telemetry's values after the loops
 
     @property
     def authenticated(self) -> bool:
@@ -485,8 +486,8 @@ class Session:
         self.last_heard = time.monotonic()
         self.stats.lost += gap   # -1: a late frame was not lost after all
         self.stats.frames += 1
-        body = P.parse_payload(f.type, f.payload, len(self.hello.loops)) \
-            if f.type in P.TYPE_NAMES else None
+        body = P.parse_payload(f.type, f.payload, len(self.hello.loops),
+                               len(self.hello.signals)) if f.type in P.TYPE_NAMES else None
         if f.type in (P.ACK, P.NACK):
             q = self._waiting.get(body["ref"])
             if q is not None:
@@ -525,7 +526,8 @@ class Session:
             except Exception:  # noqa: BLE001 - bookkeeping; the session works either way
                 pass
         q.put(Hello(f.node, name, body["board"], body["firmware"], body["uid"],
-                    body["loops"], body["caps"], True, body.get("comms_timeout_ms")))
+                    body["loops"], body["caps"], True, body.get("comms_timeout_ms"),
+                    body.get("signals") or []))
 
     def _on_telemetry(self, body: dict) -> None:
         assert self.hello is not None
@@ -537,7 +539,11 @@ class Session:
             for name, (sp, y, u, st) in zip(names, s):
                 loops[name] = {"setpoint": sp / 1000, "measurement": y / 1000, "output": u / 1000,
                                "status": st}
-            samples.append({"t_ms": (body["t_ms"] + i * step) & 0x3FFFFFFF, "loops": loops})
+            sample = {"t_ms": (body["t_ms"] + i * step) & 0x3FFFFFFF, "loops": loops}
+            if self.hello.signals:      # blocks and device channels, by name
+                sample["signals"] = {n: v / 1000 for n, v in zip(self.hello.signals,
+                                                                  body["signals"][i])}
+            samples.append(sample)
         listener = self.on_telemetry
         if listener is not None:
             try:

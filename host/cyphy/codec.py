@@ -138,13 +138,13 @@ _NODE_FRAMES = {HELLO: _proto.parse_hello, STATS: parse_stats, HEARTBEAT: parse_
                 ACK: parse_ack, NACK: parse_nack, EVENT: parse_event}
 
 
-def parse_payload(ftype, p, nloops=0):
+def parse_payload(ftype, p, nloops=0, nsig=0):
     """The payload of a frame of type ftype as a dict; ProtoError if malformed, and
     R_UNKNOWN_COMMAND-coded ProtoError for a type this version does not know. Node frames
     here; requests (HELLO_REQ, COMMAND, TIME, READ, BYE) with proto.parse_payload, the
     node's own decoder of them."""
     if ftype == TELEMETRY:
-        return _proto.parse_telemetry(p, nloops)
+        return _proto.parse_telemetry(p, nloops, nsig)
     f = _NODE_FRAMES.get(ftype)
     if f is None:
         return _proto.parse_payload(ftype, p, nloops)

@@ -56,6 +56,7 @@ STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
                "compute_mean_us", "compute_max_us")
 LINK_FIELDS = ("frames", "lost", "bad_tag", "replayed", "retries", "reopened")
 SAMPLE_T_MS = "Telemetry/t_ms"   # the node's clock of the sample a DDATA carries
+SIGNALS = "Signals"              # Signals/<name>: a block's or device channel's value
 CMD_LAST = "Command/last"
 CMD_OK = "Command/ok"
 
@@ -208,6 +209,9 @@ class Device:
         values.update(self._link_values())
         types[SAMPLE_T_MS] = T.UInt32
         values[SAMPLE_T_MS] = None
+        for n in h.signals:             # blocks and device channels (protocol 1.2)
+            types[f"{SIGNALS}/{n}"] = T.Double
+            values[f"{SIGNALS}/{n}"] = None
         types[CMD_LAST], types[CMD_OK] = T.String, T.Boolean
         values[CMD_LAST], values[CMD_OK] = self.last_command
         self.lost_after = max(LOST_AFTER_S if not h.comms_timeout_ms else h.comms_timeout_ms / 1000,
@@ -271,6 +275,8 @@ class Device:
                     self._tuning[loop] = st[3]
                     if not st[3]:          # a tune ended: its result, and the gains it left
                         self._submit(lambda lp=loop: self._tune_ended(lp))
+            for n, v in sample.get("signals", {}).items():
+                changed[f"{SIGNALS}/{n}"] = v
             if k < len(samples) - 1:
                 age = (t_last - sample["t_ms"]) & 0x3FFFFFFF
                 history.append((now_ms - age, changed))

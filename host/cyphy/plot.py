@@ -49,7 +49,11 @@ def read_recording(path: Path) -> dict[str, dict[str, list]]:
     for i, r in enumerate(rows, start=2):
         try:
             raw = int(r["t_ms"])
-            vals = [float(r[k]) for k in ("setpoint", "measurement", "output")]
+            # a signal's row (a block or device channel: mode "signal") has only its value,
+            # in measurement: no setpoint, no output
+            sig = r.get("mode") == "signal"
+            vals = [float("nan") if sig and k != "measurement" else float(r[k])
+                    for k in ("setpoint", "measurement", "output")]
         except (TypeError, ValueError):
             raise PlotError(f"{path}, line {i}: not a number") from None
         try:

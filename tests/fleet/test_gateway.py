@@ -54,6 +54,7 @@ EXPECTED = {
                                        "reopened")},
     "Telemetry/t_ms": D.UINT32,
     "Command/last": D.STRING, "Command/ok": D.BOOLEAN,
+    "Signals/double": D.DOUBLE,     # a block's value (protocol 1.2 telemetry signals)
 }
 
 
@@ -91,6 +92,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UdpNode]:
         udp_port = s.getsockname()[1]
     config = copy.deepcopy(CONFIG)
     config["comms"] = {"udp": True, "udp_port": udp_port}
+    # a block (twice the temperature) in a task of its own: a signal in the telemetry
+    config["blocks"] = [{"name": "double", "type": "ratio", "input": "temp", "ratio": 2}]
+    config["tasks"] = [{"name": "calc", "rate_hz": 10, "order": ["double"]}]
     try:
         boot(start, SIM, config=config, secrets=WIFI)
         ip = Node.named(SIM, home).config()["ip"]
@@ -222,6 +226,9 @@ def test_births_ddata_and_a_dcmd_applied_once(broker, node, gateway, mqtt_client
     assert v["oven/mode"] == "auto" and v["oven/alarms"] == "" and v["oven/faults"] == ""
     assert isinstance(v["oven/setpoint"], float) and v["oven/kp"] > 0
     assert v["Command/last"] == "" and v["Command/ok"] is True
+    # the block's value arrives in DDATA, from the telemetry, by name
+    host.next("DDATA", NAME, where=has("Signals/double", birth,
+                                        lambda x: isinstance(x, float) and x > 0))
 
     with cyphy.connect(f"sim://{SIM}") as n:
         # a change made on the node (another host) appears as DDATA (from its telemetry):

@@ -81,3 +81,45 @@ def test_bus_faults_are_sensor_faults(kiln):
     assert s["tc"]["status"] == "missing" and "sensor" in s["kiln"]["faults"]
     s = state(kiln, 20)                                   # t = 1725
     assert s["tc"]["status"] == "ok" and s["kiln"]["faults"] == []
+
+
+def test_telemetry_monitor_and_get_see_the_device_channels_by_name(sim_nodes, tmp_path):
+    """Item 5: the signals after the loops in every telemetry sample (HELLO names them),
+    in cyphy.connect's samples, cyphy monitor's CSV (and cyphy plot of it) and cyphy get.
+    (Real time: the protocol tools stream while the node runs.)"""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cyphy
+    from serial_console import Console
+    from test_node_runtime import deploy
+
+    sn = sim_nodes("kiln-rt", virtual_time=False, bench=BENCH)
+    con = Console(sn.port)
+    con.raw()
+    deploy(con, CONFIG)
+    assert "cyphy: node kiln running 1 loop(s)" in reset(con)
+    con.close()                                           # the port to the protocol tools
+    url = f"serial://{sn.port}"
+    with cyphy.connect(url, unprovisioned=True) as n:
+        assert n.hello.signals == ["tc", "cj", "air", "rh"]
+        sample = next(iter(n.telemetry(period_ms=200, timeout=10)))
+        sig = sample["signals"]
+        assert set(sig) == {"tc", "cj", "air", "rh"} and sig["cj"] == 24.0
+        assert abs(sig["rh"] - 41.5) < 0.01 and abs(sig["air"] - 23.5) < 0.01
+    cyphy_exe = str(Path(sys.executable).with_name("cyphy"))
+    csv = tmp_path / "kiln.csv"
+    r = subprocess.run([cyphy_exe, "monitor", url, "--unprovisioned", "--seconds", "2",
+                        "--period-ms", "200", "--csv", str(csv)], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
+    assert {row[2] for row in rows if row[6] == "signal"} == {"tc", "cj", "air", "rh"}
+    r = subprocess.run([cyphy_exe, "get", url, "rh", "--unprovisioned", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "ok"
+    r = subprocess.run([cyphy_exe, "plot", str(csv), "-o", str(tmp_path / "k.png")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

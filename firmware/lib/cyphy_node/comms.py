@@ -95,8 +95,13 @@ class Endpoint:
         self.caps = P.CAP_SERIAL | P.CAP_AUTOTUNE | P.CAP_CONFIG | (P.CAP_AUTH if key else 0)
         self.nloops = len(node.loops)
         self.loops = node.loops
+        # signals after the loops in each sample (protocol 1.2): blocks, device channels
+        sig = node.signals()
+        self.signal_names = [n for n, _ in sig]
+        self.sig_src = tuple([o for _, o in sig])
+        self.nsig = len(self.sig_src)
         # telemetry batches: the pass fills one while service() sends the other
-        self.sample_bytes = self.nloops * P.VALUES_PER_LOOP * 4
+        self.sample_bytes = self.nloops * P.VALUES_PER_LOOP * 4 + self.nsig * 4
         n = 4 + _MAX_BATCH * self.sample_bytes
         self.max_batch = _MAX_BATCH
         self._fill = bytearray(n)
@@ -148,6 +153,11 @@ class Endpoint:
         while i < self.nloops:
             self._put_loop(o, self.loops[i])
             o += 16
+            i += 1
+        i = 0
+        while i < self.nsig:
+            self._w(o, self.sig_src[i].value)
+            o += 4
             i += 1
 
     def _swap(self, n):
@@ -508,7 +518,7 @@ class Endpoint:
         uid = b.unique_id() if hasattr(b, "unique_id") else b""
         return P.hello(s.epoch, s.nonce, s.roc, self.caps, uid, [lp.name for lp in self.loops],
                        self.name, getattr(b, "name", "?"), self.firmware,
-                       self.node.comms_timeout_ms or 0)
+                       self.node.comms_timeout_ms or 0, self.signal_names)
 
     def update_period(self):
         # One sampling schedule for every subscriber: the fastest asked for.

@@ -957,6 +957,22 @@ class Node:
             d = self.loop(name).state()
         return d[attr] if attr else d
 
+    MAX_SIGNALS = 16    # in each telemetry sample, after the loops (a frame's room)
+
+    def signals(self):
+        """[(name, object with .value in milli-units)]: what telemetry carries besides the
+        loops: the graph's blocks (a user block's outputs each) and the device channels, in
+        config order, at most MAX_SIGNALS."""
+        out = []
+        if self.graph is not None:
+            for name in sorted(self.graph.blocks):
+                b = self.graph.blocks[name]
+                ports = getattr(b, "ports", ())
+                out += [(p.name, p) for p in ports] if len(ports) > 1 else [(name, b)]
+        if self.devices is not None:
+            out += [(c.name, c) for c in self.devices.channels]
+        return out[:self.MAX_SIGNALS]
+
     def blocks(self):
         """{block: {"type", "value", "units", and its parameters}} ({} without a graph)."""
         return {} if self.graph is None else self.graph.state()

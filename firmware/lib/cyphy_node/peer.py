@@ -33,6 +33,7 @@ class Follower:
         self.nonce = None
         self.index = -1                  # the peer loop's index in its telemetry
         self.nloops = 0
+        self.nsig = 0
         self.seq = 0                     # our (host) SEQ within the session
         self.heard = time.ticks_ms()
         self.next_try = self.heard
@@ -84,6 +85,7 @@ class Follower:
         self.open = True
         self.index = h["loops"].index(self.peer_loop)
         self.nloops = len(h["loops"])
+        self.nsig = len(h.get("signals") or ())
         self.heard = time.ticks_ms()
         self.seq = 1
         self._send(P.COMMAND, P.cmd_subscribe(self.period_ms, 1, 0))
@@ -99,7 +101,7 @@ class Follower:
         return True
 
     def _on_telemetry(self, f):
-        t = P.parse_telemetry(f.payload, self.nloops)
+        t = P.parse_telemetry(f.payload, self.nloops, self.nsig)
         v = t["samples"][-1][self.index][self.value] / 1000
         self.loop.setpoint = self.gain * v + self.offset   # ValueError: outside the range
         self.updates += 1

@@ -457,9 +457,11 @@ def parse_hello_req(p):
     return {"nonce": bytes(_Reader(p).take(NONCE_LEN))}
 
 
-def hello(epoch, nonce, seq_hi, caps, uid, loops, name, board, firmware, timeout_ms=0):
+def hello(epoch, nonce, seq_hi, caps, uid, loops, name, board, firmware, timeout_ms=0,
+          signals=()):
     """epoch(4) nonce(8) roc(2) caps(2) uid(6) nloops(1) loop names, name, board, firmware,
-    comms timeout (u32 ms, 0: none)."""
+    comms timeout (u32 ms, 0: none), then (protocol 1.2, only when there are any) nsig(1)
+    and the names of the signals each telemetry sample carries after its loops."""
     b = bytearray(epoch) + bytearray(nonce)
     b += bytes((seq_hi & 0xFF, seq_hi >> 8, caps & 0xFF, caps >> 8))
     b += bytes(uid[:6]) + bytes(6 - len(uid[:6])) + bytes((len(loops),))
@@ -468,7 +470,12 @@ def hello(epoch, nonce, seq_hi, caps, uid, loops, name, board, firmware, timeout
     b += _str(name) + _str(board) + _str(firmware)
     t = bytearray(4)
     put_u32(t, 0, timeout_ms)
-    return bytes(b + t)
+    b += t
+    if signals:
+        b += bytes((len(signals),))
+        for n in signals:
+            b += _str(n)
+    return bytes(b)
 
 
 def parse_hello(p):
@@ -481,17 +488,23 @@ def parse_hello(p):
     d["firmware"] = r.str()
     # appended in protocol 1.1: the node's comms timeout (None from an older node)
     d["comms_timeout_ms"] = get_u32(r.take(4), 0) if len(p) - r.o >= 4 else None
+    # appended in protocol 1.2: the signals after the loops in each telemetry sample
+    if len(p) - r.o >= 1:
+        d["signals"] = [r.str() for _ in range(r.u8())]
     return d
 
 
-def parse_telemetry(p, nloops):
-    """{"t_ms", "samples": [[(sp, y, u, status) per loop] per sample]}, values in
-    milli-units (status an int, see ST_*)."""
-    per = nloops * VALUES_PER_LOOP * 4
+def parse_telemetry(p, nloops, nsig=0):
+    """{"t_ms", "samples": [[(sp, y, u, status) per loop] per sample], "signals": [[value
+    per signal] per sample]}, values in milli-units (status an int, see ST_*); nsig: the
+    signals HELLO named (protocol 1.2), 4 bytes each after a sample's loops."""
+    per = nloops * VALUES_PER_LOOP * 4 + nsig * 4
     if len(p) < 4 or per == 0 or (len(p) - 4) % per:
-        raise ProtoError("telemetry length %d does not fit %d loop(s)" % (len(p), nloops))
+        raise ProtoError("telemetry length %d does not fit %d loop(s) and %d signal(s)"
+                         % (len(p), nloops, nsig))
     t = get_u32(p, 0)
     samples = []
+    sigs = []
     o = 4
     while o < len(p):
         s = []
@@ -499,7 +512,15 @@ def parse_telemetry(p, nloops):
             s.append((get_i32(p, o), get_i32(p, o + 4), get_i32(p, o + 8), get_i32(p, o + 12)))
             o += 16
         samples.append(s)
-    return {"t_ms": t, "samples": samples}
+        v = []
+        for _ in range(nsig):
+            v.append(get_i32(p, o))
+            o += 4
+        sigs.append(v)
+    d = {"t_ms": t, "samples": samples}
+    if nsig:
+        d["signals"] = sigs
+    return d
 
 
 _STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",

@@ -310,6 +310,10 @@ def monitor(url: str, period_ms: int, csv_path: Path | None, seconds: float | No
                                                  v["measurement"], v["output"], st["mode"],
                                                  "|".join(st["alarms"]), "|".join(st["faults"]),
                                                  u.get("measurement", ""), u.get("output", "")])
+                        for name, value in sample.get("signals", {}).items():
+                            if writer is not None:   # a block's or device channel's value
+                                writer.writerow([f"{now:.3f}", sample["t_ms"], name, "", value,
+                                                 "", "signal", "", "", "", ""])
                         if f is not None:
                             f.flush()
                         table.update(sample)
