@@ -47,3 +47,13 @@ def test_an_exception_in_the_users_code_takes_the_outputs_fail_safe(node):
     assert int(fault) & 2 and heater == "0" and "sense" in exc
     recs = json.loads(node.exec("import json\nprint(json.dumps(node.faults()))"))
     assert ["main", "exception"] in [r[1:3] for r in recs]
+
+
+@pytest.mark.sim_only
+@pytest.mark.cyphy(config=CONFIG, user_dir=USER_DIR, virtual_time=True)
+def test_the_fixture_records_the_users_block_by_name(node):
+    # no loops here: the recording holds the block, as a signal of the node
+    r = node.record(120, period_ms=1000)
+    assert set(r) == {"pi"}
+    heater = r["pi"].measurement
+    assert len(heater) == 121 and max(heater) == 100.0 and 0 < heater[-1] < 100

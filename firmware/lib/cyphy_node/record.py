@@ -11,18 +11,18 @@ from .proto import loop_status
 
 def record(node, seconds, period_ms=1000):
     """Sample every loop at once (t_ms 0: the instant of a step made just before) and then
-    each period_ms for `seconds` (the loops run meanwhile, on their timer), printing t_ms
-    and, per loop, sp y u status."""
+    each period_ms for `seconds` (the loops run meanwhile, on their timer), printing t_ms,
+    per loop sp y u status, then each signal's value."""
     n = int(seconds * 1000) // period_ms
     t0 = time.ticks_ms()
     due = t0
-    _row(node.loops, 0)
+    _row(node, 0)
     for _ in range(n):
         due = time.ticks_add(due, period_ms)
         w = time.ticks_diff(due, time.ticks_ms())
         if w > 0:
             time.sleep_ms(w)
-        _row(node.loops, time.ticks_diff(time.ticks_ms(), t0))
+        _row(node, time.ticks_diff(time.ticks_ms(), t0))
 
 
 def ticked(node):
@@ -35,8 +35,11 @@ def ticked(node):
         time.sleep_ms(1)
 
 
-def _row(loops, t_ms):
+def _row(node, t_ms):
+    # t_ms, sp y u status per loop, then each signal's value (node.signals(): blocks and
+    # device channels, as telemetry carries them)
     row = [t_ms]
-    for lp in loops:
+    for lp in node.loops:
         row += [(lp.pid or lp.onoff).setpoint, lp.y, lp.u, loop_status(lp)]
+    row += [o.value for _, o in node.signals()]
     print(" ".join([str(v) for v in row]))

@@ -131,8 +131,9 @@ class HilNode:
                 + (before + "\n" if before else "")
                 + f"record(node, {seconds!r}, {int(period_ms)})\n")
         budget = 60.0 + (0 if self.virtual_time else seconds * 1.5)
+        signals = self.exec("print(' '.join([n for n, _ in node.signals()]))").split()
         out = self.exec(code, timeout=budget)
-        return parse_recording(out, self.loops())
+        return parse_recording(out, self.loops(), signals)
 
     def step(self, loop: str, setpoint: float, seconds: float, period_ms: int | None = None) -> Response:
         """Step loop's setpoint and record its response, from the instant of the step, one
@@ -157,15 +158,22 @@ class HilNode:
         return json.loads(self.exec("import json\nprint(json.dumps(node.state()))"))
 
 
-def parse_recording(text: str, loops: list[str]) -> dict[str, Response]:
-    """cyphy_node.record's lines (t_ms, then sp y u status per loop) as Responses."""
+def parse_recording(text: str, loops: list[str], signals: list[str] = ()) -> dict[str, Response]:
+    """cyphy_node.record's lines (t_ms, sp y u status per loop, then each signal's value)
+    as Responses: a loop's, and a signal's (a block or device channel: its values as the
+    measurement, no setpoint, NaN, and no output)."""
     rows = [ln.split() for ln in text.splitlines() if ln.strip()]
     out: dict[str, Response] = {}
+    for r in rows:
+        if len(r) != 1 + 4 * len(loops) + len(signals):
+            raise HilError(f"unexpected recording line: {' '.join(r)!r}")
+    t_all = [int(r[0]) / 1000 for r in rows]
+    for k, name in enumerate(signals):
+        y = [int(r[1 + 4 * len(loops) + k]) / 1000 for r in rows]
+        out[name] = Response(t_all, [float("nan")] * len(y), y, [], loop=name)
     for i, name in enumerate(loops):
         t, sp, y, u = [], [], [], []
         for r in rows:
-            if len(r) != 1 + 4 * len(loops):
-                raise HilError(f"unexpected recording line: {' '.join(r)!r}")
             t.append(int(r[0]) / 1000)
             j = 1 + 4 * i
             sp.append(int(r[j]) / 1000)
