@@ -161,6 +161,9 @@ def vectors():
          "jitter_max_us": 950, "compute_mean_us": 310, "compute_max_us": 1200},
         {"ticks": 0xFFFFFFFF, "overruns": 0, "skipped": 3, "jitter_p99_us": 0,
          "jitter_max_us": 1, "compute_mean_us": 2, "compute_max_us": 0x80000000}])))
+    add(vector("stats_1loop_auth", 0, P.STATS, 2, 8, P.stats(12345, [
+        {"ticks": 42, "overruns": 0, "skipped": 0, "jitter_p99_us": 12,
+         "jitter_max_us": 40, "compute_mean_us": 95, "compute_max_us": 300}]), KEY32, EPOCH_A))
     add(vector("heartbeat_node_auth_key16", 0, P.HEARTBEAT, 1, 513,
                P.heartbeat(3600000, 2, [0xFFFF if i == 4 else i + 1
                                         for i in range(len(P.COUNTERS))]), KEY16, EPOCH_B, 1))
@@ -180,6 +183,7 @@ def vectors():
     add(vector("command_tune_start_auth", H, P.COMMAND, 1, 15,
                P.cmd_tune_start(0, 12.5, 0.25, P.TUNE_RULES.index("auto"), 600, True), KEY32, EPOCH_A))
     add(vector("command_tune_abort_crc", H, P.COMMAND, 1, 16, P.cmd_tune(P.TUNE_ABORT, 1)))
+    add(vector("command_set_param_crc", H, P.COMMAND, 1, 18, P.cmd_set_param("mix.ratio", 1.5)))
     add(vector("command_tune_bad_rule_crc", H, P.COMMAND, 1, 17,
                P.cmd_tune_start(0, 1.0, 0.0, len(P.TUNE_RULES), 0, False)))
     add(vector("command_subscribe_long_auth", H | L, P.COMMAND, 1, host_seq + 1,

@@ -118,6 +118,12 @@ class Node:
         kd, output (manual). Acknowledged by the node; CommandRejected says why not."""
         self.set_many([(path, value)])
 
+    def set_param(self, path: str, value: float) -> None:
+        """A block's parameter: node.set_param("ratio1.ratio", 1.5) (docs/config.md, "Blocks
+        and tasks": which each type has). Not persisted: the config's value at the next
+        boot."""
+        self.session.set_param(path, value)
+
     def set_many(self, assignments: list[tuple[str, float | str]], save: bool = False) -> None:
         """node.set_many([("oven.setpoint", 60), ("oven.kp", 3.5)]): all applied between two
         control passes, or none (CommandRejected names the one refused). save=True: also

@@ -366,6 +366,13 @@ class Session:
                 raise CommandRejected(e.reason, f"{loop}.{key} = {value}: {e.text}{more}") from None
         self.command(P.cmd_set_many(sets, save))
 
+    def set_param(self, name: str, value: float) -> None:
+        """A block's parameter, "block.param" (protocol 1.2's SET_PARAM)."""
+        if not (isinstance(value, (int, float)) and math.isfinite(value)
+                and abs(value) <= FLOAT32_MAX):
+            raise CommandRejected(P.R_OUT_OF_RANGE, f"{name} = {value}: not a finite number")
+        self.command(P.cmd_set_param(name, float(value)))
+
     def tune_start(self, loop: str, amplitude: float = 0.0, hysteresis: float = 0.0,
                    rule: str = "auto", timeout_s: float = 0, apply: bool = True) -> None:
         """Start a relay autotune of loop, owned by this session (docs/protocol.md, TUNE)."""

@@ -17,7 +17,7 @@ import struct
 from cyphy_node.proto import *  # noqa: F401,F403 - the whole node codec, re-exported
 from cyphy_node import proto as _proto
 from cyphy_node.proto import (_STAT_FIELDS, ACK, CMD_CLEAR, CMD_CONFIG, CMD_REBOOT,
-                              CMD_SET, CMD_SET_SAVE, CMD_SUBSCRIBE, CMD_TUNE, TUNE_START, COUNTERS, EVENT, HEARTBEAT, HELLO, NACK,
+                              CMD_SET, CMD_SET_SAVE, CMD_SET_PARAM, CMD_SUBSCRIBE, CMD_TUNE, TUNE_START, COUNTERS, EVENT, HEARTBEAT, HELLO, NACK,
                               R_INTERNAL, R_MALFORMED, R_NO_KEY, R_OUT_OF_RANGE, R_STALE,
                               R_STATE, R_UNKNOWN_COMMAND, R_UNKNOWN_TARGET, STATS, TELEMETRY,
                               ProtoError, _Reader, _cut, _utf8, get_i32, get_u32, get_u48,
@@ -25,7 +25,7 @@ from cyphy_node.proto import (_STAT_FIELDS, ACK, CMD_CLEAR, CMD_CONFIG, CMD_REBO
 
 # ---------------------------------------------------------------- names for display
 
-CMD_NAMES = {CMD_SET: "set", CMD_SET_SAVE: "set --save", CMD_CLEAR: "clear", CMD_REBOOT: "reboot",
+CMD_NAMES = {CMD_SET: "set", CMD_SET_SAVE: "set --save", CMD_SET_PARAM: "set a block's parameter", CMD_CLEAR: "clear", CMD_REBOOT: "reboot",
              CMD_SUBSCRIBE: "subscribe", CMD_CONFIG: "config", CMD_TUNE: "tune"}
 REASONS = {R_MALFORMED: "malformed", R_UNKNOWN_COMMAND: "unknown command",
            R_UNKNOWN_TARGET: "unknown target", R_OUT_OF_RANGE: "out of range",
@@ -46,6 +46,11 @@ def cmd_set_many(sets, save=False):
     if not 1 <= len(sets) <= MAX_SETS:
         raise ValueError(f"a SET holds 1 to {MAX_SETS} assignments, not {len(sets)}")
     return bytes((CMD_SET_SAVE if save else CMD_SET,)) + b"".join(struct.pack("<BBf", lp, k, v) for lp, k, v in sets)
+
+
+def cmd_set_param(name, value):
+    """A block's parameter by name ("ratio1.ratio"), value a float32 (protocol 1.2)."""
+    return bytes((CMD_SET_PARAM,)) + struct.pack("<f", value) + name.encode()
 
 
 def cmd_tune_start(loop, amplitude=0.0, hyst=0.0, rule=0, timeout_s=0, apply=True):

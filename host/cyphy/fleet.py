@@ -220,6 +220,12 @@ class MqttNode:
             raise MqttError(f"{self.url}: {path!r}: {why}; over the broker: {have} (the rest "
                             f"over the node's own link, on the gateway's host)")
 
+    def set_param(self, path: str, value: float) -> None:
+        """A block's parameter: not through a gateway yet (its DCMDs write loop metrics);
+        set it on the node's own URL."""
+        raise CommandRejected(P.R_UNKNOWN_TARGET, f"{path}: a block's parameter cannot be set "
+                              f"through the gateway yet; set it on the node's own URL")
+
     def set(self, path: str, value: float | str) -> None:
         """node.set("oven.setpoint", 60): one DCMD; returns when the gateway reports the
         node's ACK (Command/ok), raises CommandRejected with the reason on a NACK."""

@@ -568,6 +568,9 @@ def payloads(draw):
         if c == P.CMD_CONFIG:
             s = draw(_text)
             return t, P.cmd_config(s), 0, {"cmd": c, "patch": s}
+        if c == P.CMD_SET_PARAM:
+            v, s = draw(_f32), draw(_text)
+            return t, P.cmd_set_param(s, v), 0, {"cmd": c, "value": v, "name": s}
         if c == P.CMD_TUNE:
             op, lp = draw(st.sampled_from([P.TUNE_START, P.TUNE_ABORT, P.TUNE_FORGET])), draw(_u8)
             if op != P.TUNE_START:

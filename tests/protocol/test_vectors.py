@@ -95,6 +95,8 @@ def payload_from(t, d):
             return P.cmd_reboot(d["delay_ms"])
         if c == P.CMD_CONFIG:
             return P.cmd_config(d["patch"])
+        if c == P.CMD_SET_PARAM:
+            return P.cmd_set_param(d["name"], d["value"])
         if c == P.CMD_CLEAR:
             return bytes((P.CMD_CLEAR,))
         if c == P.CMD_TUNE:

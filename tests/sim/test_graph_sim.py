@@ -6,6 +6,8 @@ beats the single loop on a pump disturbance, measured on the same bench.
 
 from __future__ import annotations
 
+import json
+
 from test_node_runtime import node_for, reset
 
 # pump (DAC pin 25, 0..10 V) -> tank 1 (h1, ADC pin 34) -> tank 2 (h2, ADC pin 35); at
@@ -70,3 +72,45 @@ def test_a_cascade_boots_on_the_sim_and_beats_the_single_loop(sim_nodes):
     single = run_on_sim(sim_nodes, "single", SINGLE)
     cascade = run_on_sim(sim_nodes, "cascade", CASCADE)
     assert cascade[0] < 0.2 * single[0] and cascade[1] < 0.3 * single[1]
+
+
+def test_a_blocks_parameter_through_cyphy_set_and_get(sim_nodes, tmp_path):
+    """Item 5: a block's parameter by name over the protocol (SET_PARAM, protocol 1.2):
+    `cyphy set URL ratio.ratio=...` changes it between two control passes, `cyphy get`
+    shows it, a bad value or an unknown parameter is refused in one line."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from serial_console import Console
+    from test_node_runtime import deploy
+
+    cfg = {"name": "tanks", "comms_timeout_ms": 0, "channels": CHANNELS, "loops": [
+        {"name": "feed", "sensor": "h1", "actuator": "pump", "setpoint_from": "want",
+         "controller": {"type": "pid", "kp": 0.167, "ki": 0.0084, "setpoint": 64.4}}],
+        "blocks": [{"name": "want", "type": "ratio", "input": "h2", "ratio": 0.6, "bias": 4}],
+        "tasks": [{"name": "tanks", "rate_hz": 10, "order": ["want", "feed"]}]}
+    sn = sim_nodes("tanks-rt", virtual_time=False, bench=BENCH)
+    con = Console(sn.port)
+    con.raw()
+    deploy(con, cfg)
+    assert "cyphy: node tanks running 1 loop(s)" in reset(con)
+    con.close()
+    url = f"serial://{sn.port}"
+    cyphy = str(Path(sys.executable).with_name("cyphy"))
+
+    def run(*args):
+        return subprocess.run([cyphy, *args, "--unprovisioned"], capture_output=True, text=True,
+                              timeout=60)
+    r = run("set", url, "want.ratio=0.75")
+    assert r.returncode == 0 and "want.ratio = 0.75: acknowledged" in r.stdout, r.stderr
+    r = run("get", url, "want", "--json")
+    got = json.loads(r.stdout)
+    assert got["ratio"] == 0.75 and got["bias"] == 4 and got["type"] == "ratio"
+    r = run("set", url, "want.ratio=5e6")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "want.ratio must be from -1000000.0 to 1000000.0, got 5000000.0" in r.stderr
+    r = run("set", url, "want.lead_s=3")
+    assert r.returncode != 0 and "no parameter want.lead_s" in r.stderr, r.stderr
+    r = run("set", url, "want.ratio=1", "feed.kp=0.2")
+    assert r.returncode != 0 and "one per cyphy set" in r.stderr

@@ -257,6 +257,24 @@ class Block:
     def params(self):
         return {}
 
+    # parameters node.set_param may change: key -> (lo, hi) allowed
+    SETTABLE = {}
+
+    def setter(self, key, v):
+        """A function applying parameter key = v (checked now: ValueError names what is
+        wrong; KeyError for a parameter this block has not)."""
+        rng = self.SETTABLE.get(key)
+        if rng is None:
+            raise KeyError(key)
+        if not rng[0] <= v <= rng[1]:
+            raise ValueError("%s.%s must be from %s to %s, got %s" % (self.name, key, rng[0],
+                                                                       rng[1], v))
+        return lambda: self._set(key, v)
+
+
+_GAIN = (-1000000.0, 1000000.0)
+_ENG = (-536870.0, 536870.0)
+
 
 class FeedForward(Block):
     """gain * LL(input) + bias, LL = (lead s + 1) / (lag s + 1) (1 without lag): the
@@ -293,6 +311,16 @@ class FeedForward(Block):
         return {"gain": self.gain, "bias": self.bias_u, "lead_s": self.lead_s,
                 "lag_s": self.lag_s}
 
+    SETTABLE = {"gain": _GAIN, "bias": _ENG}
+
+    def _set(self, key, v):
+        if key == "gain":
+            self._k = SGain(v)
+            self.gain = v
+        else:
+            self._b = to_fixed(v)
+            self.bias_u = v
+
 
 class Ratio(Block):
     """ratio * input + bias (ratio control: a flow kept at a ratio of a wild flow)."""
@@ -313,6 +341,15 @@ class Ratio(Block):
     def params(self):
         return {"ratio": self.ratio, "bias": self.bias_u}
 
+    SETTABLE = {"ratio": _GAIN, "bias": _ENG}
+
+    def _set(self, key, v):
+        if key == "ratio":
+            self.set_ratio(v)
+        else:
+            self._b = to_fixed(v)
+            self.bias_u = v
+
 
 class Limit(Block):
     """The input clipped to [min, max] (the block's range); a PID loop feeding it directly
@@ -332,6 +369,20 @@ class Limit(Block):
     def params(self):
         return {"min": self.vmin / 1000, "max": self.vmax / 1000}
 
+    SETTABLE = {"min": _ENG, "max": _ENG}
+
+    def setter(self, key, v):
+        lo, hi = (v, self.vmax / 1000) if key == "min" else (self.vmin / 1000, v)
+        if key in self.SETTABLE and not lo < hi:
+            raise ValueError("%s: min must stay below max (min %s, max %s)" % (self.name, lo, hi))
+        return Block.setter(self, key, v)
+
+    def _set(self, key, v):
+        if key == "min":
+            self.vmin = to_fixed(v)
+        else:
+            self.vmax = to_fixed(v)
+
 
 class RateLimit(Block):
     """The input followed at most up_per_s rising and down_per_s falling (units/s);
@@ -341,6 +392,7 @@ class RateLimit(Block):
         Block.__init__(self, bc)
         self.up = bc.up_per_s
         self.down = bc.down_per_s
+        self.dt = dt
         self._up = Ramp(bc.up_per_s, dt)
         self._dn = Ramp(bc.down_per_s, dt)
         self._fresh = True
@@ -365,6 +417,16 @@ class RateLimit(Block):
 
     def params(self):
         return {"up_per_s": self.up, "down_per_s": self.down}
+
+    SETTABLE = {"up_per_s": (1e-9, 536870.0), "down_per_s": (1e-9, 536870.0)}
+
+    def _set(self, key, v):
+        r = self._up if key == "up_per_s" else self._dn
+        r.set_rate(v, self.dt)
+        if key == "up_per_s":
+            self.up = v
+        else:
+            self.down = v
 
 
 class Select(Block):

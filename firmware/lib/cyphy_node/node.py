@@ -957,6 +957,17 @@ class Node:
             d = self.loop(name).state()
         return d[attr] if attr else d
 
+    def set_param(self, path, value):
+        """node.set_param("ratio1.ratio", 1.5): a block's parameter (graph.py: which each
+        type has), applied in the soft context, between two control passes. KeyError: no
+        such block or parameter; ValueError: refused, in the config's words."""
+        name, _, key = path.partition(".")
+        b = None if self.graph is None else self.graph.blocks.get(name)
+        if b is None or not key:
+            raise KeyError(path)
+        fn = b.setter(key, float(value))
+        self.soft_call(fn)
+
     MAX_SIGNALS = 16    # in each telemetry sample, after the loops (a frame's room)
 
     def signals(self):

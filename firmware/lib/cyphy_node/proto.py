@@ -69,6 +69,7 @@ CMD_SUBSCRIBE = const(4)  # period_ms(u16) batch(u8) stats_s(u8); period 0 stops
 CMD_CONFIG = const(5)     # a JSON object merged into /config.json (applied at the next boot)
 CMD_TUNE = const(6)       # op(1) loop(1); start: amplitude(f32) hyst(f32) rule(1) timeout_s(u16) apply(1)
 CMD_SET_SAVE = const(7)   # as SET, and the values persist (setpoints and gains; params.py)
+CMD_SET_PARAM = const(8)  # value(float32) then the name "block.param" (UTF-8): a block's parameter
 TUNE_START = const(0)     # a relay autotune of the loop, owned by this session
 TUNE_ABORT = const(1)     # stop it: the loop returns to its previous gains and output
 TUNE_FORGET = const(2)    # forget the persisted tuning: the config's gains, now and at boot
@@ -589,6 +590,12 @@ def parse_command(p):
                 raise ProtoError("value is not a finite number", R_OUT_OF_RANGE)
             sets.append([lp, key, v])
         d["sets"] = sets
+    elif c == CMD_SET_PARAM:
+        v = struct.unpack("<f", r.take(4))[0]
+        if v - v != 0:
+            raise ProtoError("value is not a finite number", R_OUT_OF_RANGE)
+        d["value"] = v
+        d["name"] = _utf8(r.rest(), "parameter name")
     elif c == CMD_SUBSCRIBE:
         d["period_ms"] = r.u16()
         d["batch"] = r.u8()

@@ -95,6 +95,13 @@ def _command(ep, s, body):
             items.append((lp.name + "." + key, v))
         n.set_many(items, c == P.CMD_SET_SAVE)
         return P.ACK, b""
+    if c == P.CMD_SET_PARAM:
+        try:
+            n.set_param(body["name"], body["value"])
+        except KeyError:
+            raise P.ProtoError("no parameter %s (a block's name.parameter)" % body["name"],
+                               P.R_UNKNOWN_TARGET)
+        return P.ACK, b""
     if c == P.CMD_CLEAR:
         n.clear()
         return P.ACK, b""

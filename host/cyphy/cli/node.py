@@ -113,7 +113,8 @@ def set_(url: str, assignments: tuple[str, ...], save: bool, key_file: str | Non
     All the assignments go to the node in one command and are applied together, between
     two control passes, or none is: a refusal names the one refused and why (exit 3) and
     nothing was changed. Keys: setpoint, mode (auto|manual), kp, ki, kd, output (manual
-    output), in the config's units. A change lasts until the node resets; with --save it
+    output), in the config's units. A block's parameter (BLOCK.PARAM=VALUE, e.g.
+    mix.ratio=1.5: docs/config.md, "Blocks and tasks") is set on its own. A change lasts until the node resets; with --save it
     is persisted (config < persisted < runtime: docs/control.md); `cyphy tune --clear URL
     LOOP` forgets what was persisted."""
     pairs: list[tuple[str, float | str]] = []
@@ -126,8 +127,19 @@ def set_(url: str, assignments: tuple[str, ...], save: bool, key_file: str | Non
     from cyphy.client import CommandRejected
 
     with _connect(url, key_file, unprovisioned) as n:
+        loops = set(getattr(n, "loops", ()))
+        params = [(p, v) for p, v in pairs if p.split(".", 1)[0] not in loops]
+        if params and (len(pairs) > 1 or save):
+            raise BadUsage(f"{params[0][0]}: a block's parameter is set on its own, without "
+                           f"--save (it lasts until the node resets): one per cyphy set")
         try:
-            n.set_many(pairs, save=save)
+            if params:
+                path, value = params[0]
+                if not isinstance(value, float):
+                    raise BadUsage(f"{path}={value}: a block's parameter takes a number")
+                n.set_param(path, value)
+            else:
+                n.set_many(pairs, save=save)
         except CommandRejected as e:
             if len(pairs) > 1 and "nothing was applied" not in str(e):
                 e.args = (f"{e} (nothing was applied)",)
