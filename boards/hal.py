@@ -199,39 +199,16 @@ class Board:
         """A DacOut starting at value/255 (boards without a DAC refuse every pin)."""
         raise NotImplementedError
 
-    def onewire(self, pin):
-        """A 1-Wire bus on pin: MicroPython's onewire.OneWire (reset(required), readinto,
-        writebyte, write, select_rom, scan, crc8; OneWireError). The pin must be able to
-        drive (open drain with the pull-up the bus needs: 4.7 kohm to 3.3 V)."""
-        raise NotImplementedError
-
-    def uart(self, id, tx, rx, baud=9600, parity="none", stop=1):
-        """A UART (1 or 2; 0 is the REPL's) on pins tx and rx, 8 data bits, parity "none",
-        "even" or "odd": MicroPython's machine.UART, non-blocking (timeout 0): write (into
-        the TX buffer, sent in the background), any, readinto (None when nothing came),
-        flush (waits until the last bit is out), txdone."""
-        raise NotImplementedError
-
-    def i2c(self, id, sda, scl, freq=100000):
-        """An I2C bus (controller) on pins sda and scl: MicroPython's machine.I2C
-        (writeto, readfrom_into, scan; a NACK raises OSError)."""
-        raise NotImplementedError
-
-    def spi(self, id, sck, miso, baudrate=1000000, mosi=None):
-        """A SPI bus (controller, mode 0) on sck/miso (and mosi): machine.SPI (readinto,
-        write). Chip selects are digital_out pins of their own."""
-        raise NotImplementedError
-
-    def counter(self, unit, pin, edge="rising", filter_ns=0):
-        """A pulse counter on pin: value(v=None) returns the count and, given v, sets it
-        (get-and-set at once: value(0) reads and restarts). ESP32: machine.Counter on PCNT
-        unit `unit`; without one, a documented fallback (Pin IRQs)."""
-        raise NotImplementedError
-
-    def encoder(self, unit, pin_a, pin_b, phases=4, filter_ns=0):
-        """A quadrature decoder on pin_a/pin_b (phases 1, 2 or 4 counts per cycle), the
-        counter() interface with a sign. ESP32: machine.Encoder on PCNT unit `unit`."""
-        raise NotImplementedError
+    # Buses and counters for device channels (not defined here, to keep this module small
+    # on every node; the ESP32 board's: boards/esp32/buses.py):
+    #   onewire(pin): MicroPython's onewire.OneWire (reset(required), readinto, writebyte,
+    #     write, select_rom, scan, crc8; OneWireError); the pin must drive (4.7 kohm pull-up)
+    #   uart(id, tx, rx, baud, parity, stop): machine.UART, non-blocking (timeout 0)
+    #   i2c(id, sda, scl, freq): machine.I2C (writeto, readfrom_into; a NACK: OSError)
+    #   spi(id, sck, miso, baudrate, mosi=None): machine.SPI, mode 0 (readinto, write)
+    #   counter(unit, pin, edge, filter_ns), encoder(unit, pin_a, pin_b, phases,
+    #     filter_ns): value(v=None) gets and optionally sets the count (machine.Counter,
+    #     machine.Encoder on PCNT unit `unit`; without one, Pin IRQs)
 
     # ---- time ----
     def periodic(self, period_us, callback):

@@ -86,8 +86,9 @@ package(
 # Board support (boards/ has no __init__.py: a namespace package, which MicroPython imports
 # from frozen modules as from a filesystem). Every chip's description goes on every node
 # (one firmware for the three chips); a node imports only its own chip_*.py.
-package("boards", files=["hal.py", "esp32/board.py", "esp32/pins.py", "esp32/chip_esp32.py",
-                         "esp32/chip_esp32s3.py", "esp32/chip_esp32c3.py", "esp32/wifi.py"],
+package("boards", files=["hal.py", "esp32/board.py", "esp32/buses.py", "esp32/pins.py",
+                         "esp32/chip_esp32.py", "esp32/chip_esp32s3.py", "esp32/chip_esp32c3.py",
+                         "esp32/wifi.py"],
         base_path="..")
 if options.target == "sim":
     package("boards", files=["sim/board.py"], base_path="..")

@@ -314,8 +314,8 @@ def boot_roots(cfg: dict) -> list[str]:
     if cfg.get("tasks"):
         roots.append("cyphy_node.graph")     # the signal graph: only when the config has one
     kinds = {c.get("kind") for c in cfg.get("channels", [])}
-    if kinds & set(DEVICE_MODULES):          # device channels: their drivers
-        roots.append("cyphy_node.devices")
+    if kinds & set(DEVICE_MODULES):          # device channels: their drivers, the buses
+        roots += ["cyphy_node.devices", "boards.esp32.buses"]
         roots += sorted({DEVICE_MODULES[k] for k in kinds if k in DEVICE_MODULES})
     comms = cfg.get("comms") or {}
     if comms.get("udp"):

@@ -12,6 +12,7 @@ small evaluator of the manifest functions the file uses). For a target, "esp32" 
       /lib/cyphy_node/*.mpy           firmware/lib/cyphy_node/*.py
       /lib/boards/hal.mpy             boards/hal.py
       /lib/boards/esp32/board.mpy     boards/esp32/board.py
+      /lib/boards/esp32/buses.mpy     boards/esp32/buses.py (loaded for device channels)
       /lib/boards/esp32/pins.mpy      boards/esp32/pins.py (what the chips share)
       /lib/boards/esp32/chip_*.mpy    boards/esp32/chip_esp32.py, chip_esp32s3.py, chip_esp32c3.py
                                       (one per chip; a node imports only its own)

@@ -31,6 +31,7 @@ def expected_tree(target: str) -> list[tuple[str, str, bool]]:
            for n in cyphy_node_sources()]
     out += [("boards/hal.py", "/lib/boards/hal.mpy", True),
             ("boards/esp32/board.py", "/lib/boards/esp32/board.mpy", True),
+            ("boards/esp32/buses.py", "/lib/boards/esp32/buses.mpy", True),
             ("boards/esp32/pins.py", "/lib/boards/esp32/pins.mpy", True),
             ("boards/esp32/chip_esp32.py", "/lib/boards/esp32/chip_esp32.mpy", True),
             ("boards/esp32/chip_esp32s3.py", "/lib/boards/esp32/chip_esp32s3.mpy", True),

@@ -835,6 +835,25 @@ class Graph:
             self.tasks.append(task)
         return in_tasks
 
+    def signals(self):
+        """[(name, object with .value)]: each block (a user block's outputs each, when it
+        has several), by name, for telemetry (Node.signals)."""
+        out = []
+        for name in sorted(self.blocks):
+            b = self.blocks[name]
+            ports = getattr(b, "ports", ())
+            out += [(p.name, p) for p in ports] if len(ports) > 1 else [(name, b)]
+        return out
+
+    def setter(self, path, value):
+        """The function applying block parameter path ("block.param") = value, checked
+        now (Node.set_param): KeyError for no such parameter, ValueError if refused."""
+        name, _, key = path.partition(".")
+        b = self.blocks.get(name)
+        if b is None or not key:
+            raise KeyError(path)
+        return b.setter(key, value)
+
     def state(self):
         """{block: {"type", "value", "units", params...}} (REPL, protocol; allocates)."""
         d = {}

@@ -958,28 +958,18 @@ class Node:
         return d[attr] if attr else d
 
     def set_param(self, path, value):
-        """node.set_param("ratio1.ratio", 1.5): a block's parameter (graph.py: which each
-        type has), applied in the soft context, between two control passes. KeyError: no
-        such block or parameter; ValueError: refused, in the config's words."""
-        name, _, key = path.partition(".")
-        b = None if self.graph is None else self.graph.blocks.get(name)
-        if b is None or not key:
+        """node.set_param("ratio1.ratio", 1.5): a block's parameter (graph.py), applied
+        between two control passes. KeyError: no such parameter; ValueError: refused."""
+        if self.graph is None:
             raise KeyError(path)
-        fn = b.setter(key, float(value))
-        self.soft_call(fn)
+        self.soft_call(self.graph.setter(path, float(value)))
 
     MAX_SIGNALS = 16    # in each telemetry sample, after the loops (a frame's room)
 
     def signals(self):
         """[(name, object with .value in milli-units)]: what telemetry carries besides the
-        loops: the graph's blocks (a user block's outputs each) and the device channels, in
-        config order, at most MAX_SIGNALS."""
-        out = []
-        if self.graph is not None:
-            for name in sorted(self.graph.blocks):
-                b = self.graph.blocks[name]
-                ports = getattr(b, "ports", ())
-                out += [(p.name, p) for p in ports] if len(ports) > 1 else [(name, b)]
+        loops (the graph's blocks, the device channels), at most MAX_SIGNALS."""
+        out = [] if self.graph is None else self.graph.signals()
         if self.devices is not None:
             out += [(c.name, c) for c in self.devices.channels]
         return out[:self.MAX_SIGNALS]
