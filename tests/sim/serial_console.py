@@ -12,6 +12,7 @@ BANNER_END = b'Type "help()" for more information.\r\n>>> '
 
 class Console:
     def __init__(self, port: str, baud: int = 115200) -> None:
+        self.port = port
         self.repl = RawRepl(port, baud, exclusive=False)
         self.s = self.repl.serial
         self.s.timeout = 0.05

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_node_runtime import node_for, reset
+from benchnode import booted, get_after
 
 BENCH = {
     "plant": {"type": "fotd", "gain": 9.0, "tau_s": 160, "dead_time_s": 12, "ambient": 20.0},
@@ -37,21 +37,17 @@ CONFIG = {"name": "kiln", "comms_timeout_ms": 0, "channels": [
                "controller": {"type": "pid", "kp": 0.49, "ki": 0.0034, "setpoint": 500}}]}
 
 
+NAMES = ("kiln", "tc", "cj", "air", "rh")
+
+
 @pytest.fixture
 def kiln(sim_nodes):
-    con = node_for(sim_nodes, "kiln", BENCH, CONFIG)
-    boot = reset(con)
-    assert "cyphy: node kiln running 1 loop(s)" in boot, boot
-    yield con
-    con.close()
+    with booted(sim_nodes, "kiln", BENCH, CONFIG) as con:
+        yield con
 
 
 def state(con, t_s):
-    return json.loads(con.run(
-        "import time, json\n"
-        f"time.sleep({t_s})\n"
-        "print(json.dumps({k: node.get(k) for k in ('kiln', 'tc', 'cj', 'air', 'rh')}))\n",
-        timeout=300))
+    return dict(zip(NAMES, get_after(con, t_s, NAMES)))
 
 
 def test_a_thermocouple_loop_and_an_sht3x_on_their_buses(kiln):
@@ -92,16 +88,10 @@ def test_telemetry_monitor_and_get_see_the_device_channels_by_name(sim_nodes, tm
     from pathlib import Path
 
     import cyphy
-    from serial_console import Console
-    from test_node_runtime import deploy
 
-    sn = sim_nodes("kiln-rt", virtual_time=False, bench=BENCH)
-    con = Console(sn.port)
-    con.raw()
-    deploy(con, CONFIG)
-    assert "cyphy: node kiln running 1 loop(s)" in reset(con)
-    con.close()                                           # the port to the protocol tools
-    url = f"serial://{sn.port}"
+    with booted(sim_nodes, "kiln-rt", BENCH, CONFIG, virtual=False) as con:
+        port = con.port
+    url = f"serial://{port}"                           # the port to the protocol tools
     with cyphy.connect(url, unprovisioned=True) as n:
         assert n.hello.signals == ["tc", "cj", "air", "rh"]
         sample = next(iter(n.telemetry(period_ms=200, timeout=10)))

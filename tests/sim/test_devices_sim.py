@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_node_runtime import node_for, reset
+from benchnode import booted, get_after
 
 ROM = "28ff641e0f160390"
 BENCH = {
@@ -32,19 +32,12 @@ CONFIG = {"name": "oven-ds", "comms_timeout_ms": 0, "channels": [
 
 @pytest.fixture
 def oven(sim_nodes):
-    con = node_for(sim_nodes, "oven-ds", BENCH, CONFIG)
-    boot = reset(con)
-    assert "cyphy: node oven-ds running 1 loop(s)" in boot, boot
-    yield con
-    con.close()
+    with booted(sim_nodes, "oven-ds", BENCH, CONFIG) as con:
+        yield con
 
 
 def state(con, t_s):
-    return json.loads(con.run(
-        "import time, json\n"
-        f"time.sleep({t_s})\n"
-        "print(json.dumps([node.get('oven'), node.get('temp'), node.get('ssr')]))\n",
-        timeout=300))
+    return get_after(con, t_s, ("oven", "temp", "ssr"))
 
 
 def test_a_ds18b20_and_a_time_proportioned_heater_hold_the_oven(oven):

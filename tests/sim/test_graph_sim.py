@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from test_node_runtime import node_for, reset
+from benchnode import booted
 
 # pump (DAC pin 25, 0..10 V) -> tank 1 (h1, ADC pin 34) -> tank 2 (h2, ADC pin 35); at
 # rest at h2 = 100 mm; at t = 900 s the pump starts to deliver 30 % less (param k).
@@ -53,19 +53,14 @@ RUN = (
 
 
 def run_on_sim(sim_nodes, which: str, cfg: dict) -> tuple[int, int]:
-    con = node_for(sim_nodes, "tanks-" + which, BENCH, cfg)
-    try:
-        boot = reset(con)
-        assert "cyphy: node tanks running" in boot, boot
+    with booted(sim_nodes, "tanks-" + which, BENCH, cfg) as con:
         task = "level" if which == "single" else "tanks"
         before, rest = con.run(RUN % task, timeout=300).strip().splitlines()
-        iae, peak, mode, overruns = rest.split()
-        print(f"{which}: h2 {int(before) / 1000:.2f} mm at the disturbance; IAE over 1200 s "
-              f"{iae} mm s, peak {int(peak) / 1000:.2f} mm")
-        assert abs(int(before) - 100000) < 500 and mode == "auto" and overruns == "0"
-        return int(iae), int(peak)
-    finally:
-        con.close()
+    iae, peak, mode, overruns = rest.split()
+    print(f"{which}: h2 {int(before) / 1000:.2f} mm at the disturbance; IAE over 1200 s "
+          f"{iae} mm s, peak {int(peak) / 1000:.2f} mm")
+    assert abs(int(before) - 100000) < 500 and mode == "auto" and overruns == "0"
+    return int(iae), int(peak)
 
 
 def test_a_cascade_boots_on_the_sim_and_beats_the_single_loop(sim_nodes):
@@ -82,21 +77,13 @@ def test_a_blocks_parameter_through_cyphy_set_and_get(sim_nodes, tmp_path):
     import sys
     from pathlib import Path
 
-    from serial_console import Console
-    from test_node_runtime import deploy
-
     cfg = {"name": "tanks", "comms_timeout_ms": 0, "channels": CHANNELS, "loops": [
         {"name": "feed", "sensor": "h1", "actuator": "pump", "setpoint_from": "want",
          "controller": {"type": "pid", "kp": 0.167, "ki": 0.0084, "setpoint": 64.4}}],
         "blocks": [{"name": "want", "type": "ratio", "input": "h2", "ratio": 0.6, "bias": 4}],
         "tasks": [{"name": "tanks", "rate_hz": 10, "order": ["want", "feed"]}]}
-    sn = sim_nodes("tanks-rt", virtual_time=False, bench=BENCH)
-    con = Console(sn.port)
-    con.raw()
-    deploy(con, cfg)
-    assert "cyphy: node tanks running 1 loop(s)" in reset(con)
-    con.close()
-    url = f"serial://{sn.port}"
+    with booted(sim_nodes, "tanks-rt", BENCH, cfg, virtual=False) as con:
+        url = f"serial://{con.port}"                   # the port to the protocol tools
     cyphy = str(Path(sys.executable).with_name("cyphy"))
 
     def run(*args):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_node_runtime import node_for, reset
+from benchnode import booted, get_after
 
 FAULTS = [{"at_s": 150, "fault": "silent"}, {"at_s": 160, "fault": "none"},
           {"at_s": 180, "fault": "crc"}, {"at_s": 190, "fault": "none"},
@@ -38,19 +38,12 @@ CONFIG = {"name": "oven-mb", "comms_timeout_ms": 0, "channels": [
 
 @pytest.fixture
 def oven(sim_nodes):
-    con = node_for(sim_nodes, "oven-mb", BENCH, CONFIG)
-    boot = reset(con)
-    assert "cyphy: node oven-mb running 1 loop(s)" in boot, boot
-    yield con
-    con.close()
+    with booted(sim_nodes, "oven-mb", BENCH, CONFIG) as con:
+        yield con
 
 
 def state(con, t_s):
-    return json.loads(con.run(
-        "import time, json\n"
-        f"time.sleep({t_s})\n"
-        "print(json.dumps([node.get('oven'), node.get('temp'), node.get('heater')]))\n",
-        timeout=300))
+    return get_after(con, t_s, ("oven", "temp", "heater"))
 
 
 def test_a_modbus_sensor_and_actuator_hold_the_oven(oven):

@@ -9,7 +9,7 @@ import json
 import math
 
 import pytest
-from test_node_runtime import node_for, reset
+from benchnode import booted, get_after
 
 CPR = 1000                                    # encoder cycles per revolution
 BENCH = {
@@ -36,21 +36,17 @@ CONFIG = {"name": "spindle", "comms_timeout_ms": 0, "channels": [
                "controller": {"type": "pid", "kp": 0.1, "ki": 0.7, "setpoint": 100}}]}
 
 
+NAMES = ("spindle", "speed", "angle", "revs")
+
+
 @pytest.fixture
 def spindle(sim_nodes):
-    con = node_for(sim_nodes, "spindle", BENCH, CONFIG)
-    boot = reset(con)
-    assert "cyphy: node spindle running 1 loop(s)" in boot, boot
-    yield con
-    con.close()
+    with booted(sim_nodes, "spindle", BENCH, CONFIG) as con:
+        yield con
 
 
 def state(con, t_s):
-    return json.loads(con.run(
-        "import time, json\n"
-        f"time.sleep({t_s})\n"
-        "print(json.dumps({k: node.get(k) for k in ('spindle', 'speed', 'angle', 'revs')}))\n",
-        timeout=300))
+    return dict(zip(NAMES, get_after(con, t_s, NAMES)))
 
 
 def test_a_speed_loop_on_an_encoder(spindle):
@@ -93,10 +89,7 @@ def test_without_pcnt_the_counters_fall_back_to_pin_irqs(sim_nodes, cyphy_home):
     node = Node.named("spindle-c3", cyphy_home)
     node.create()
     node.set_chip("esp32c3")
-    con = node_for(sim_nodes, "spindle-c3", C3_BENCH, C3_CONFIG)
-    try:
-        boot = reset(con)
-        assert "cyphy: node spindle-c3 running 0 loop(s)" in boot, boot
+    with booted(sim_nodes, "spindle-c3", C3_BENCH, C3_CONFIG) as con:
         lines = con.run(
             "import time, json, machine\n"
             "print(json.dumps([hasattr(machine, 'Counter'), type(node.channels['revs'].hw).__name__]))\n"
@@ -109,5 +102,3 @@ def test_without_pcnt_the_counters_fall_back_to_pin_irqs(sim_nodes, cyphy_home):
         print("C3 fallback:", revs, turns)
         # 6 V: about 86 rad/s, 13.7 rev/s: 270 revolutions in 20 s, counted edge by edge
         assert 200 < revs["value"] < 300 and abs(turns["value"] - revs["value"]) <= 2
-    finally:
-        con.close()

@@ -11,6 +11,66 @@
 # in every control pass: allocation-free), and asks for a pass period with want_pass_us.
 import time
 
+# A bus sensor's status (Reading.status; a driver may name more after these)
+OK = 0
+MISSING = 1
+CRC = 2
+STALE = 3
+WAITING = 4
+
+
+class Reading:
+    """A bus sensor's latest good value and its age: the input a loop or block reads
+    (read, ok: tick-safe, allocation-free), what the driver sets (_good, _fail: in the
+    service) and what the tools show (state)."""
+
+    STATUS = ("ok", "missing", "crc error", "stale", "waiting")
+
+    def __init__(self, ch):
+        from .fixed import to_fixed
+
+        self.name = ch.name
+        self.units = ch.units
+        self.vmin = to_fixed(ch.valid[0])
+        self.vmax = to_fixed(ch.valid[1])
+        self.stale_ms = ch.stale_ms
+        self.value = 0              # the latest good reading, milli-units
+        self.raw = 0                # the driver's raw form of it
+        self.t_ms = 0               # ticks_ms of it
+        self.good = 0               # 1 while the latest attempt gave a good reading
+        self.status = WAITING
+        self.errors = 0             # attempts that failed
+
+    def read(self):
+        return self.value
+
+    def ok(self, v):
+        # a good, fresh reading within the valid range
+        if not self.good or v < self.vmin or v > self.vmax:
+            return False
+        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
+            self.status = STALE
+            return False
+        return True
+
+    def state(self):
+        return {"value": self.value / 1000, "status": self.STATUS[self.status],
+                "age_ms": time.ticks_diff(time.ticks_ms(), self.t_ms) if self.good else None,
+                "errors": self.errors}
+
+    def _good(self, value, raw, now):
+        self.value = value
+        self.raw = raw
+        self.t_ms = now
+        self.good = 1
+        self.status = OK
+
+    def _fail(self, why):
+        self.good = 0
+        self.status = why
+        self.errors += 1
+
+
 # kind -> driver module (cyphy_node.<module>)
 DRIVERS = {"ds18b20": "ds18b20", "tpo": "tpo", "sht3x": "sht3x", "max31855": "max31855",
            "counter": "pulse", "encoder": "pulse", "modbus_in": "modbus", "modbus_out": "modbus"}

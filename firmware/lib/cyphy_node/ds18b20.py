@@ -9,6 +9,8 @@
 # which the loop handles as any sensor fault (fail-safe).
 import time
 
+from .devices import Reading, MISSING, CRC, WAITING
+
 try:
     from micropython import const
 except ImportError:
@@ -21,63 +23,25 @@ _READ = const(0xBE)
 _WRITE = const(0x4E)
 _POWER_ON = const(0x0550)     # 85.0 degC: the scratchpad before any conversion
 
-OK = const(0)
-MISSING = const(1)
-CRC = const(2)
-STALE = const(3)
-WAITING = const(4)
-STATUS = ("ok", "missing", "crc error", "stale", "waiting")
 _CONV_MS = {9: 94, 10: 188, 11: 375, 12: 750}
 
 
-class Sensor:
-    """One DS18B20: the input interface a loop reads (read, ok, vmin, vmax, units)."""
+class Sensor(Reading):
+    """One DS18B20: the input a loop reads (devices.Reading)."""
 
     kind = "ds18b20"
 
     def __init__(self, ch):
         from binascii import unhexlify
-        from .fixed import to_fixed
 
-        self.name = ch.name
-        self.units = "degC"
-        self.vmin = to_fixed(ch.valid[0])
-        self.vmax = to_fixed(ch.valid[1])
+        Reading.__init__(self, ch)
         self.rom = None if ch.rom is None else unhexlify(ch.rom)
         self.resolution = ch.resolution
         self.period_ms = ch.period_ms
-        self.stale_ms = ch.stale_ms
-        self.value = 0              # the latest good reading, milli-degC
-        self.raw = 0                # its scratchpad word (1/16 degC)
-        self.t_ms = 0               # ticks_ms of it
-        self.good = 0               # 1 while the latest attempt gave a good reading
-        self.status = WAITING
-        self.errors = 0             # attempts that failed (missing, CRC)
         self.configured = False
 
-    def read(self):
-        return self.value
-
-    def ok(self, v):
-        # tick-safe: a good, fresh reading within the valid range
-        if not self.good or v < self.vmin or v > self.vmax:
-            return False
-        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
-            self.status = STALE
-            return False
-        return True
-
-    def age_ms(self):
-        return time.ticks_diff(time.ticks_ms(), self.t_ms) if self.t_ms or self.good else None
-
-    def state(self):
-        return {"value": self.value / 1000, "status": STATUS[self.status],
-                "age_ms": self.age_ms(), "errors": self.errors}
-
     def _fail(self, why):
-        self.good = 0
-        self.status = why
-        self.errors += 1
+        Reading._fail(self, why)
         self.configured = False     # a sensor that came back has its power-on settings
 
 
@@ -183,11 +147,7 @@ class Bus:
             raw -= 0x10000
         if raw == _POWER_ON and s.status == WAITING:
             return                      # the power-on value: no conversion has run yet
-        s.raw = raw
-        s.value = (raw * 125) // 2      # 1/16 degC -> milli-degC, exact
-        s.t_ms = now
-        s.good = 1
-        s.status = OK
+        s._good((raw * 125) // 2, raw, now)     # 1/16 degC -> milli-degC, exact
 
 
 def make(devices, ch):

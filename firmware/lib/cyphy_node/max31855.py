@@ -9,7 +9,7 @@
 # the channel's period; the control tick reads only the latest value and its age.
 import time
 
-from .ds18b20 import OK, MISSING, STALE, WAITING
+from .devices import Reading, MISSING
 
 OPEN = 5
 SHORT_GND = 6
@@ -18,46 +18,16 @@ STATUS = ("ok", "missing", "crc error", "stale", "waiting", "open circuit",
           "short to GND", "short to VCC")
 
 
-class Channel:
+class Channel(Reading):
+    """One quantity of one MAX31855: the input a loop reads (devices.Reading)."""
+
     kind = "max31855"
+    STATUS = STATUS
 
     def __init__(self, ch):
-        from .fixed import to_fixed
-
-        self.name = ch.name
+        Reading.__init__(self, ch)
         self.quantity = ch.quantity
-        self.units = "degC"
-        self.vmin = to_fixed(ch.valid[0])
-        self.vmax = to_fixed(ch.valid[1])
         self.period_ms = ch.period_ms
-        self.stale_ms = ch.stale_ms
-        self.value = 0
-        self.raw = 0
-        self.t_ms = 0
-        self.good = 0
-        self.status = WAITING
-        self.errors = 0
-
-    def read(self):
-        return self.value
-
-    def ok(self, v):
-        if not self.good or v < self.vmin or v > self.vmax:
-            return False
-        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
-            self.status = STALE
-            return False
-        return True
-
-    def state(self):
-        return {"value": self.value / 1000, "status": STATUS[self.status],
-                "age_ms": time.ticks_diff(time.ticks_ms(), self.t_ms) if self.good else None,
-                "errors": self.errors}
-
-    def _fail(self, why):
-        self.good = 0
-        self.status = why
-        self.errors += 1
 
 
 class Converter:
@@ -100,11 +70,7 @@ class Converter:
 
     @staticmethod
     def _set(c, raw, milli, now):
-        c.raw = raw
-        c.value = milli
-        c.t_ms = now
-        c.good = 1
-        c.status = OK
+        c._good(milli, raw, now)
 
     def prime(self):
         self.step(time.ticks_ms())

@@ -9,7 +9,7 @@
 # 0.3 / 0.7 ms at 100 kHz); the control tick reads only the latest value and its age.
 import time
 
-from .ds18b20 import OK, MISSING, CRC, STALE, WAITING, STATUS
+from .devices import Reading, MISSING, CRC
 
 _MEASURE = b"\x24\x00"
 _MEAS_MS = 16
@@ -29,60 +29,23 @@ def crc8(data, n):
     return c
 
 
-class Channel:
-    """One quantity of one SHT3x: the input interface a loop reads."""
+class Channel(Reading):
+    """One quantity of one SHT3x: the input a loop reads (devices.Reading)."""
 
     kind = "sht3x"
 
     def __init__(self, ch):
-        from .fixed import to_fixed
-
-        self.name = ch.name
+        Reading.__init__(self, ch)
         self.quantity = ch.quantity
-        self.units = ch.units
-        self.vmin = to_fixed(ch.valid[0])
-        self.vmax = to_fixed(ch.valid[1])
         self.period_ms = ch.period_ms
-        self.stale_ms = ch.stale_ms
-        self.value = 0
-        self.raw = 0
-        self.t_ms = 0
-        self.good = 0
-        self.status = WAITING
-        self.errors = 0
-
-    def read(self):
-        return self.value
-
-    def ok(self, v):
-        if not self.good or v < self.vmin or v > self.vmax:
-            return False
-        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
-            self.status = STALE
-            return False
-        return True
-
-    def state(self):
-        return {"value": self.value / 1000, "status": STATUS[self.status],
-                "age_ms": time.ticks_diff(time.ticks_ms(), self.t_ms) if self.good else None,
-                "errors": self.errors}
-
-    def _fail(self, why):
-        self.good = 0
-        self.status = why
-        self.errors += 1
 
     def _set(self, raw, now):
         # raw: the 16-bit signal; milli-units without floats: 175000 * raw / 65535 fits
         # 31 bits (175000 * 65535 < 2**34: done in two halves)
-        self.raw = raw
         if self.quantity == "temperature":
-            self.value = -45000 + _scale(raw, 175000)
+            self._good(-45000 + _scale(raw, 175000), raw, now)
         else:
-            self.value = _scale(raw, 100000)
-        self.t_ms = now
-        self.good = 1
-        self.status = OK
+            self._good(_scale(raw, 100000), raw, now)
 
 
 def _scale(raw, full):
