@@ -26,6 +26,7 @@
 # changes and again every period_ms, the fail-safe value first at the bus's next request.
 import time
 
+from .devices import Reading
 from .fixed import VAL_MAX, VAL_MIN, Gain, clamp, sat_add, to_fixed
 
 try:
@@ -125,8 +126,9 @@ class _Unit:
         self.fresh = 1              # never requested yet
 
 
-class Register(_Unit):
-    """One register (or two, for a 32-bit type) read into a value: the input a loop reads."""
+class Register(_Unit, Reading):
+    """One register (or two, for a 32-bit type) read into a value: the input a loop reads
+    (read and ok: devices.Reading's)."""
 
     def __init__(self, ch):
         super().__init__(ch)
@@ -142,18 +144,6 @@ class Register(_Unit):
         self.raw = 0
         self.t_ms = 0
         self.good = 0
-
-    def read(self):
-        return self.value
-
-    def ok(self, v):
-        # tick-safe: a good, fresh answer within the valid range
-        if not self.good or v < self.vmin or v > self.vmax:
-            return False
-        if time.ticks_diff(time.ticks_ms(), self.t_ms) > self.stale_ms:
-            self.status = STALE
-            return False
-        return True
 
     def state(self):
         d = {"value": self.value / 1000, "status": STATUS[self.status], "raw": self.raw,
