@@ -550,3 +550,30 @@ def test_a_lead_lag_feedforward_follows_its_exact_step_response():
                 for k in range(1, 51)]
         # within 0.01 % (the gains' 2**-20 and the low-pass's alpha, rounded once)
         assert all(abs(g - w) <= 1e-4 * abs(w) + 2 for g, w in zip(got, want)), (lead, lag)
+
+
+def test_block_parameters_by_name(rig):
+    # node.set_param (SET_PARAM's target): checked before anything changes, applied
+    # between two passes; the parameters each block type has, and nothing else
+    cfg = copy.deepcopy(OVEN)
+    lp = cfg["loops"][0]
+    lp.pop("rate_hz")
+    lp["setpoint_from"] = "target"
+    cfg["blocks"] = [{"name": "target", "type": "ratio", "input": "amb", "ratio": 2.0,
+                      "bias": 20},
+                     {"name": "cap", "type": "limit", "input": "oven", "min": 0, "max": 50}]
+    cfg["tasks"] = [{"name": "main", "rate_hz": 10, "order": ["target", "oven", "cap"]}]
+    r = rig(cfg, {"type": "fotd", "ambient": 20, "initial": {"temperature": 60}}, FOTD_WIRING)
+    node = r.node
+    node.set_param("target.ratio", 1.5)
+    r.run(0.2)
+    assert node.get("target.value") == 50.0 and node.get("target")["ratio"] == 1.5
+    with pytest.raises(ValueError, match=r"target.ratio must be from -1000000.0 to 1000000.0, "
+                                         r"got 5000000.0"):
+        node.set_param("target.ratio", 5e6)
+    with pytest.raises(ValueError, match="min must stay below max"):
+        node.set_param("cap.min", 60)
+    for bad in ("target.lead_s", "nope.ratio", "oven.kp", "target"):
+        with pytest.raises(KeyError):
+            node.set_param(bad, 1.0)
+    assert node.get("target")["ratio"] == 1.5 and node.get("cap")["min"] == 0

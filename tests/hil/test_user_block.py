@@ -24,6 +24,11 @@ USER_DIR = Path(__file__).with_name("user_blocks")
 @pytest.mark.sim_only  # 25 minutes of real time on a board
 @pytest.mark.cyphy(config=CONFIG, user_dir=USER_DIR, virtual_time=True)
 def test_the_users_pi_holds_the_oven(node, plant):
+    # the fixture records the block by name, as a signal of the node (no loops here)
+    r = node.record(120, period_ms=1000)
+    assert set(r) == {"pi"}
+    heater = r["pi"].measurement
+    assert len(heater) == 121 and max(heater) == 100.0 and 0 < heater[-1] < 100
     out = node.exec("import time, json\ntime.sleep(1500)\n"
                     "print(json.dumps([node.get('pi'), node.stats()['main']['overruns']]))")
     pi, overruns = json.loads(out)
@@ -48,12 +53,3 @@ def test_an_exception_in_the_users_code_takes_the_outputs_fail_safe(node):
     recs = json.loads(node.exec("import json\nprint(json.dumps(node.faults()))"))
     assert ["main", "exception"] in [r[1:3] for r in recs]
 
-
-@pytest.mark.sim_only
-@pytest.mark.cyphy(config=CONFIG, user_dir=USER_DIR, virtual_time=True)
-def test_the_fixture_records_the_users_block_by_name(node):
-    # no loops here: the recording holds the block, as a signal of the node
-    r = node.record(120, period_ms=1000)
-    assert set(r) == {"pi"}
-    heater = r["pi"].measurement
-    assert len(heater) == 121 and max(heater) == 100.0 and 0 < heater[-1] < 100

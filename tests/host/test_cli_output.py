@@ -63,3 +63,21 @@ def test_units_and_a_reset_in_a_recording(tmp_path: Path):
     assert abs(t[10] - t[9] - 5.0) < 0.01             # the gap is the host's
     assert plot_recording(rec, tmp_path / "new.svg") == ["oven"]
     assert b"degC" in (tmp_path / "new.svg").read_bytes()
+
+
+def test_a_recording_with_signals_plots_them(tmp_path: Path):
+    # cyphy monitor --csv writes a row per signal (a block's or device channel's value,
+    # mode "signal", the value as the measurement, no setpoint or output)
+    from cyphy.cli.node import CSV_FIELDS
+
+    rows = []
+    for i in range(10):
+        t = f"{1000 + i / 10:.3f},{100 * i}"
+        rows.append(f"{t},kiln,500,{480 + i},40,auto,,,degC,%\n")
+        rows.append(f"{t},tc,,{480.25 + i},,signal,,,,\n")
+    rec = tmp_path / "sig.csv"
+    rec.write_text(",".join(CSV_FIELDS) + "\n" + "".join(rows))
+    d = read_recording(rec)
+    assert d["tc"]["measurement"][:2] == [480.25, 481.25]
+    assert all(v != v for v in d["tc"]["setpoint"])          # NaN: no setpoint
+    assert plot_recording(rec, tmp_path / "sig.png") == ["kiln", "tc"]

@@ -94,10 +94,7 @@ def test_a_blocks_parameter_through_cyphy_set_and_get(sim_nodes, tmp_path):
     r = run("get", url, "want", "--json")
     got = json.loads(r.stdout)
     assert got["ratio"] == 0.75 and got["bias"] == 4 and got["type"] == "ratio"
-    r = run("set", url, "want.ratio=5e6")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
-    assert "want.ratio must be from -1000000.0 to 1000000.0, got 5000000.0" in r.stderr
     r = run("set", url, "want.lead_s=3")
     assert r.returncode != 0 and "no parameter want.lead_s" in r.stderr, r.stderr
-    r = run("set", url, "want.ratio=1", "feed.kp=0.2")
-    assert r.returncode != 0 and "one per cyphy set" in r.stderr
+    assert "Traceback" not in r.stderr
+    # (a value out of range: tests/firmware/test_graph.py::test_block_parameters_by_name)

@@ -342,6 +342,10 @@ class _Node:
         self.jitter = _Timing()      # the swarm's, shared by its nodes (Swarm sets them)
         self.compute = _Timing()
 
+    def signals(self) -> list:
+        """No blocks or device channels: telemetry carries the loop only (protocol 1.1)."""
+        return []
+
     def touch(self, t: int | None = None) -> None:
         if t is None:
             t = _Ticks.ticks_ms()
