@@ -41,13 +41,19 @@ def node(sim_nodes, cyphy_home):
     return f"serial://{port}"
 
 
-def settle(n, loop="oven", seconds=12.0):
-    """Until the loop is near its setpoint (at least 2 s: the relay swings around the
-    output the loop has when the tune starts)."""
+def settle(n, loop="oven", seconds=16.0):
+    """Until the loop is steady at its setpoint: within 0.5 degC for 3 s in a row (the
+    relay swings around the output the loop has when the tune starts, and a tune started
+    while the loop still moves drifts: its first cycles are longer than its last)."""
     t0 = time.monotonic()
+    since = None
     while time.monotonic() < t0 + seconds:
-        if abs(n.get(f"{loop}.measurement") - 40.0) < 0.5 and time.monotonic() > t0 + 2:
-            return
+        if abs(n.get(f"{loop}.measurement") - 40.0) < 0.5:
+            since = since or time.monotonic()
+            if time.monotonic() - since >= 3.0:
+                return
+        else:
+            since = None
         time.sleep(0.25)
 
 
