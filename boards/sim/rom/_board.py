@@ -13,7 +13,6 @@ import _clock
 import _hw
 import _network
 import _esp32  # before the host filesystem goes: ROM modules load only then
-import _onewire
 
 BOARD_NAME = "cyphy-sim"
 MCU_NAME = _hw.UNAME  # the chip's name in the banner and os.uname() (boards/esp32/pins.py)
@@ -507,14 +506,17 @@ def _make_machine(board):
             super().__init__(clock, report, id, **kw)
 
     Pin, ADC, PWM, DAC, WDT = _hw.make_machine_classes(board.bench, board.watchdog.arm_or_feed)
-    I2C = _hw._i2c.make_class(board.bench, clock)
-    SPI = _hw._spi.make_class(board.bench, clock)
+    # buses and counters where the bench wires them (their models load only then)
+    mods = board.bench.mods
+    I2C = mods["_i2c"].make_class(board.bench, clock) if "_i2c" in mods else None
+    SPI = mods["_spi"].make_class(board.bench, clock) if "_spi" in mods else None
 
     def uart_pin(n, output):
         Pin(n, Pin.OUT if output else Pin.IN)  # the chip's checks: invalid, input-only
 
-    UART = _hw._uart.make_class(board.bench, clock, _hw.MCU, uart_pin)
-    pcnt = _hw._pulse.make_classes(board.bench, _hw.C)
+    UART = (mods["_uart"].make_class(board.bench, clock, _hw.MCU, uart_pin)
+            if "_uart" in mods else None)
+    pcnt = mods["_pulse"].make_classes(board.bench, _hw.C) if "_pulse" in mods else None
 
     def deepsleep(ms=0):
         # A deep sleep ends in a reset on ESP32; the sim wakes at once.
@@ -540,10 +542,6 @@ def _make_machine(board):
         PWM=PWM,
         DAC=DAC,
         WDT=WDT,
-        I2C=I2C,
-        SoftI2C=I2C,
-        SPI=SPI,
-        UART=UART,
         disable_irq=lambda: 0,
         enable_irq=lambda state=0: None,
         PWRON_RESET=1,
@@ -552,6 +550,9 @@ def _make_machine(board):
         DEEPSLEEP_RESET=4,
         SOFT_RESET=5,
     )
+    for k, v in (("I2C", I2C), ("SoftI2C", I2C), ("SPI", SPI), ("UART", UART)):
+        if v is not None:
+            attrs[k] = v
     if pcnt is not None:  # PCNT units: ESP32 and S3, not the C3
         attrs["Counter"], attrs["Encoder"] = pcnt
     if not _hw.C["dac"]:
@@ -609,7 +610,8 @@ def install(board):
     mods["esp32"] = _esp32.make(board, Module)  # flash image, partition table, NVS
     mods["socket"] = _network.make_socket(Module)  # AF_INET only while the Wi-Fi carries
     mods["select"] = _make_select(board)
-    mods["onewire"] = _onewire.make(board.bench, board.clock, Module, None)  # 1-Wire buses
+    if "_onewire" in board.bench.mods:  # 1-Wire buses, where the bench has one
+        mods["onewire"] = board.bench.mods["_onewire"].make(board.bench, board.clock, Module, None)
     mods["uselect"] = mods["select"]
 
     out = board.stdout

@@ -35,11 +35,11 @@ import sys
 
 from micropython import const
 
-import _onewire  # the 1-Wire buses' sensor models
-import _uart  # machine.UART and the Modbus RTU slaves on its lines
-import _i2c  # I2C buses and their SHT3x models
-import _spi  # SPI buses and their MAX31855 models
-import _pulse  # pulse sources for machine.Counter / machine.Encoder
+# The device models (_onewire, _uart, _i2c, _spi, _pulse) are imported by Bench only when
+# its wiring has such a bus: the ROM shares the node's heap (a 160K node did not boot with
+# every model loaded), so a bench without them must not shrink it.
+_DEV = {"onewire": "_onewire", "modbus": "_uart", "i2c": "_i2c", "spi": "_spi",
+        "pulses": "_pulse", "quadrature": "_pulse"}
 
 
 def _boot_arg(key, default):
@@ -144,6 +144,13 @@ class Bench:
         self.modbus = {}  # the node's (tx, rx) -> _uart.Line (its Modbus slaves)
         self.pulses = []  # _pulse.Source: edges from plant signals
         self.irqs = {}  # pin -> (handler, Pin): soft GPIO interrupts (Pin.irq)
+        self.mods = {}  # the device models this bench loaded: "_i2c" -> module
+        for w in (spec or {}).get("wiring", ()):
+            m = _DEV.get(w["kind"])
+            if m is not None and m not in self.mods:
+                self.mods[m] = __import__(m)  # now, while the ROM's files can still be read
+        _pulse, _uart = self.mods.get("_pulse"), self.mods.get("_uart")
+        _i2c, _spi, _onewire = self.mods.get("_i2c"), self.mods.get("_spi"), self.mods.get("_onewire")
         for n, w in enumerate((spec or {}).get("wiring", ())):
             if w["kind"] in ("pulses", "quadrature"):
                 self.pulses.append(_pulse.wire(w, "wiring[%d]" % n))
