@@ -6,6 +6,10 @@ for configs of one, two and eight PID loops (serial protocol, no Wi-Fi): residen
 after boot, free bytes and the largest free block in an ESP32-WROOM's heap (~110 KB,
 MicroPython 1.22+ without PSRAM), next to what a plain MicroPython leaves free there.
 The budget (issue 12): resident at most 40 KB, largest free block at least 32 KB.
+Each config is measured twice: the firmware's .mpy on the filesystem (`storage` "lib", as
+`cyphy deploy` leaves a node) and in a ROMFS image (`storage` "romfs", bytecode in flash:
+MicroPython 1.25+ with a ROMFS partition); the two-loop config also with UDP on, issue 12's
+own case.
 """
 
 from __future__ import annotations
@@ -43,12 +47,19 @@ def run(ctx) -> list[dict]:
 
     out: list[dict] = []
     wroom = check.heap_for("esp32", False)
-    for n in (1, 2, 8):
-        ctx.log(f"ram: {n} loop(s)")
-        rep = check.check(loops_config(n), "esp32", psram=False, timing=False)
-        p = {"loops": n, "chip": "esp32", "heap_bytes": wroom.bytes, "fits": rep.fits,
-             "budget_bytes": BUDGET, "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET,
-             "heap_grew": rep.heap_grew}
+    cases = [(n, udp, rom) for rom in (False, True) for n, udp in ((1, False), (2, False), (2, True), (8, False))]
+    for n, udp, rom in cases:
+        storage = "romfs" if rom else "lib"
+        ctx.log(f"ram: {n} loop(s){' + UDP' if udp else ''}, firmware in {storage}")
+        cfg = loops_config(n)
+        if udp:
+            cfg.setdefault("comms", {})["udp"] = True
+        rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=rom)
+        p = {"loops": n, "udp": udp, "storage": storage, "chip": "esp32", "heap_bytes": wroom.bytes,
+             "fits": rep.fits, "budget_bytes": BUDGET,
+             "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET, "heap_grew": rep.heap_grew}
+        if rom:
+            p["romfs_bytes"] = rep.romfs_bytes
         if rep.errors:
             out.append(C.skipped("ram_resident_bytes", "B", f"config error: {rep.errors}", loops=n))
             continue
@@ -57,7 +68,7 @@ def run(ctx) -> list[dict]:
         if n == 1:
             top = sorted(rep.modules.items(), key=lambda kv: -kv[1])[:6]
             out.append(C.record("ram_modules_top_bytes", sum(b for _, b in top), "B",
-                                modules=dict(top)))
+                                modules=dict(top), storage=storage))
     bare = check.bare_bytes() if hasattr(check, "bare_bytes") else None
     if bare is not None:
         out.append(C.record("ram_free_bytes", wroom.bytes - bare, "B", system="micropython",

@@ -258,16 +258,18 @@ def ram(R: Records) -> list[str]:
         if r.get("value") is None:
             continue
         p = r.get("params") or {}
-        lf = R.value("ram_largest_free_bytes", "cyphy", loops=p.get("loops"))
-        rows.append([_fmt(p.get("loops")), _fmt(r["value"]), _fmt(lf), _fmt(p.get("heap_bytes")),
+        key = {k: p[k] for k in ("loops", "udp", "storage") if k in p}
+        lf = R.value("ram_largest_free_bytes", "cyphy", **key)
+        rows.append([_fmt(p.get("loops")), "serial + UDP" if p.get("udp") else "serial",
+                     p.get("storage", "lib"), _fmt(r["value"]), _fmt(lf), _fmt(p.get("heap_bytes")),
                      "yes" if p.get("fits") else "no", "yes" if p.get("within_budget") else "no"])
     if not rows:
         return []
     free = R.value("ram_free_bytes", "micropython")
     out = ["**7. RAM on a 32-bit MicroPython** (`cyphy check`: the firmware booted as on an "
            "ESP32-WROOM without PSRAM; budget: resident <= 40 KB, largest free block >= 32 KB)", ""]
-    out += _table(["Loops", "Resident (B)", "Largest free (B)", "Heap (B)", "Fits", "Within budget"],
-                  rows, "rrrrll")
+    out += _table(["Loops", "Comms", "Firmware in", "Resident (B)", "Largest free (B)", "Heap (B)",
+                   "Fits", "Within budget"], rows, "rllrrrll")
     if free is not None:
         out += [f"A plain MicroPython leaves {_fmt(free)} B of that heap free.", ""]
     return out

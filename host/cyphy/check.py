@@ -14,8 +14,9 @@ What it does, in order:
    DAC, ADC2 with Wi-Fi, ADC ranges, PWM frequencies, channels and timers). An error in
    either is reported with its field (Report.errors) and ends the check: a config the node
    refuses has no RAM figure.
-2. RAM, on a real 32-bit MicroPython (cyphy.mp32: the WebAssembly port, MicroPython 1.27,
-   the firmware's compiled .mpy files on /lib), in one batch of snippets:
+2. RAM, on a real 32-bit MicroPython (cyphy.mp32: the WebAssembly port, MicroPython 1.29,
+   the firmware's compiled .mpy files on /lib, or with `romfs` in a ROMFS image mounted at
+   /rom, as a node with a ROMFS partition runs them), in one batch of snippets:
    - per-module bytes: each firmware module imported on its own, in dependency order (a
      module's imports first), as the gc.mem_alloc() delta around the import after
      gc.collect(): the bytecode, the module's globals and interned names it adds;
@@ -121,6 +122,8 @@ class Report:
     heap_bytes: int
     heap_source: str
     config_name: str | None = None
+    romfs: bool = False             # the firmware's modules measured from a ROMFS image
+    romfs_bytes: int | None = None  # that image's size (flash, not RAM)
     errors: list[dict] = field(default_factory=list)   # {"field", "reason", "kind": config|chip}
     ram_resident_bytes: int | None = None
     ram_free_bytes: int | None = None
@@ -144,6 +147,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "fits": self.fits, "name": self.config_name, "chip": self.chip, "psram": self.psram,
+            "romfs": self.romfs, "romfs_bytes": self.romfs_bytes,
             "heap_bytes": self.heap_bytes, "heap_source": self.heap_source,
             "margin_bytes": MARGIN,
             "ram_resident_bytes": self.ram_resident_bytes, "ram_free_bytes": self.ram_free_bytes,
@@ -158,6 +162,8 @@ class Report:
     def summary(self) -> str:
         """One line: what does not fit (or that it fits)."""
         where = f"{MCU[self.chip]} {'with' if self.psram else 'without'} PSRAM"
+        if self.romfs:
+            where += f", firmware in a {_kb(self.romfs_bytes)} ROMFS image"
         if self.errors:
             e = self.errors[0]
             return f"{e['field']}: {e['reason']}"
@@ -636,10 +642,10 @@ def _prelude(cfg: dict, chip: str, order: list[str]) -> str:
             f"PASSES = {PYSTONE_PASSES}\nTIMING_MS = {TIMING_MS}\n")
 
 
-def _files(cfg: dict, with_pystone: bool) -> dict[str, bytes]:
+def _files(cfg: dict, with_pystone: bool, romfs: bool = False) -> dict[str, bytes]:
     from cyphy import mp32
 
-    files = dict(mp32.firmware_files("esp32"))
+    files = {} if romfs else dict(mp32.firmware_files("esp32"))
     files["/lib/machine.py"] = FAKE_MACHINE.encode()
     files["/lib/network.py"] = FAKE_NETWORK.encode()
     files["/lib/onewire.py"] = FAKE_ONEWIRE.encode()
@@ -683,7 +689,7 @@ def _arena_request(total: int) -> int:
 
 
 def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = True,
-          heap: Heap | None = None, base: Path | None = None) -> Report:
+          heap: Heap | None = None, base: Path | None = None, romfs: bool = False) -> Report:
     """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table;
     base: the config file's directory (where its user blocks' modules are).
     Raises CheckUsageError for an unknown chip, mp32.Mp32Error if the 32-bit MicroPython
@@ -696,7 +702,8 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     t0 = _time.monotonic()
     h = heap or heap_for(chip, psram)
     rep = Report(chip=chip, psram=psram, heap_bytes=h.bytes, heap_source=h.source,
-                 config_name=cfg.get("name") if isinstance(cfg.get("name"), str) else None)
+                 config_name=cfg.get("name") if isinstance(cfg.get("name"), str) else None,
+                 romfs=romfs)
     rep.errors = config_errors(cfg, chip)
     if rep.errors:
         rep.seconds = _time.monotonic() - t0
@@ -712,7 +719,13 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     order = import_order(boot_roots(full))
     pre = _prelude(full, chip, order)
     want_cpu = timing and _has_pystone()
-    files = _files(full, want_cpu)
+    files = _files(full, want_cpu, romfs)
+    image = None
+    if romfs:
+        from cyphy import romfs as _romfs
+
+        image = _romfs.image(mp32.firmware_files("esp32"))
+        rep.romfs_bytes = len(image)
     try:
         files.update(userblock.node_files(full, base))
         findings = userblock.check(full, base)
@@ -736,10 +749,11 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     for b in userblock.blocks(full):
         rep.user_blocks[b["name"]]["budget_us"] = b["budget_us"]
     snippets = [mp32.Snippet(BARE, heap_bytes=64 * 1024, files={}),
-                mp32.Snippet(pre + RAM, heap_bytes=_arena_request(h.bytes + PAD), files=files)]
+                mp32.Snippet(pre + RAM, heap_bytes=_arena_request(h.bytes + PAD), files=files,
+                             romfs=image)]
     if want_cpu and not any(not fd.ok for fd in findings):
         snippets.append(mp32.Snippet(pre + CPU, heap_bytes=max(mp32.DEFAULT_HEAP, _arena_request(h.bytes + PAD)),
-                                     files=files))
+                                     files=files, romfs=image))
     res = mp32.run_many(snippets)
     bare = _marker(res[0].check().stdout)
     ram = res[1]

@@ -18,7 +18,7 @@ batch (about 20 ms per snippet plus the code's own time). `files` are written in
 port's in-memory filesystem; by default that is the firmware tree's /lib, compiled to .mpy by
 cyphy.firmware (the same files `cyphy deploy` sends), and /lib is on the port's sys.path.
 
-What the port offers (MicroPython 1.27, pyscript variant), and how it differs from ESP32:
+What the port offers (MicroPython 1.29, pyscript variant), and how it differs from ESP32:
 - `micropython.heap_lock()`/`heap_unlock()`, `gc.mem_alloc()`, `gc.collect()`,
   `micropython.mem_info()`; no `micropython.mem_total()` (use heap_lock, or gc.mem_alloc
   deltas with gc disabled).
@@ -32,6 +32,10 @@ What the port offers (MicroPython 1.27, pyscript variant), and how it differs fr
   MemoryError. Result.grew says it happened (the code would not have fitted `heap_bytes`).
 - Under heap_lock it raises MemoryError as ESP32 does; time.ticks_* wrap at 2**30 as on
   ESP32; there is no `machine`.
+- ROMFS (Snippet.romfs, MicroPython 1.29's `romfs` option of loadMicroPython): an image
+  (cyphy.romfs) copied outside the GC heap and mounted at /rom, /rom and /rom/lib on
+  sys.path ahead of /lib, as MicroPython mounts a ROMFS partition on ESP32: .mpy files in
+  it are imported in place, their bytecode never copied into the heap.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ class Snippet:
     heap_bytes: int = DEFAULT_HEAP
     files: Mapping[str, bytes] | None = None
     pystack_words: int = DEFAULT_PYSTACK_WORDS
+    romfs: bytes | None = None      # a ROMFS image mounted at /rom, outside the heap (1.29+)
 
 
 @dataclass(frozen=True)
@@ -171,8 +176,12 @@ def run_many(snippets: Iterable[Snippet], timeout: float = 120.0) -> list[Result
             key = hashlib.sha256(data).hexdigest()[:16]
             blobs.setdefault(key, base64.b64encode(data).decode())
             refs[path] = key
-        specs.append({"code": s.code, "heap": s.heap_bytes, "pystack": s.pystack_words,
-                      "files": refs})
+        spec = {"code": s.code, "heap": s.heap_bytes, "pystack": s.pystack_words, "files": refs}
+        if s.romfs is not None:
+            key = hashlib.sha256(s.romfs).hexdigest()[:16]
+            blobs.setdefault(key, base64.b64encode(s.romfs).decode())
+            spec["romfs"] = key
+        specs.append(spec)
     batch = json.dumps({"blobs": blobs, "jobs": specs})
     try:
         p = subprocess.run([node_exe(), str(DRIVER), str(port_module())], input=batch,

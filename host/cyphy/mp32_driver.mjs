@@ -81,6 +81,8 @@ for (const job of batch.jobs) {
     heapsize: job.heap ?? 1048576,
     pystack: job.pystack ?? 2048,
     linebuffer: false,
+    // a ROMFS image (MicroPython 1.29+): kept outside the GC heap and mounted at /rom
+    ...(job.romfs ? { romfs: blobs[job.romfs] } : {}),
     stdout: (b) => { sinks[sink === "out" ? "out" : "meta"].push(b[0]); },
     stderr: (b) => { sinks[sink === "out" ? "err" : "meta"].push(b[0]); },
   });

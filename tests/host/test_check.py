@@ -87,6 +87,24 @@ def test_the_wroom_heap_is_too_small_for_a_node_of_eight_1khz_loops(tmp_path):
     assert "DOES NOT FIT" in p.stdout and "zone0" in p.stdout and "% CPU" in p.stdout
 
 
+def test_romfs_keeps_the_firmwares_bytecode_out_of_the_heap():
+    # The same node with its modules in a ROMFS image (MicroPython 1.25+, on the 32-bit port
+    # 1.29: the image lives outside the GC heap, mounted at /rom): what is left resident is
+    # what the modules create when they run and the node's own objects.
+    cfg = example()
+    lib = check.check(cfg, "esp32", psram=True, timing=False)
+    rom = check.check(cfg, "esp32", psram=True, timing=False, romfs=True)
+    assert lib.fits and rom.fits and not lib.romfs and rom.romfs
+    assert rom.romfs_bytes is not None and rom.romfs_bytes > 50_000 and lib.romfs_bytes is None
+    assert rom.modules.keys() == lib.modules.keys()
+    assert rom.ram_resident_bytes < lib.ram_resident_bytes - 40_000
+    for m in ("cyphy_node.proto", "cyphy_node.node", "cyphy_node.pid"):
+        assert 0 < rom.modules[m] < lib.modules[m]
+    j = rom.to_json()
+    assert j["romfs"] is True and j["romfs_bytes"] == rom.romfs_bytes
+    assert "ROMFS image" in rom.summary()
+
+
 def test_a_small_heap_names_the_biggest_modules():
     cfg = example()
     small = check.Heap(64 * 1024, 64 * 1024, "a 64 KB heap")

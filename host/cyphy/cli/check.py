@@ -26,8 +26,11 @@ class UsageFailure(click.ClickException):
 @click.option("--chip", default="esp32", show_default=True, metavar="esp32|esp32s3|esp32c3",
               help="The node's chip.")
 @click.option("--psram", is_flag=True, help="The board has PSRAM (MicroPython's heap is then in it).")
+@click.option("--romfs", is_flag=True,
+              help="Measure with the firmware's modules in a ROMFS image (MicroPython 1.25+: "
+                   "bytecode runs from flash) instead of on the filesystem.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(config_file: str, chip: str, psram: bool, as_json: bool) -> None:
+def check(config_file: str, chip: str, psram: bool, romfs: bool, as_json: bool) -> None:
     """Check a node config for a chip before anything is flashed: the firmware's config
     validator, the chip's pins, peripherals and PWM limits, then the firmware started with
     it on a 32-bit MicroPython for its RAM (resident bytes, each module's import cost,
@@ -50,7 +53,7 @@ def check(config_file: str, chip: str, psram: bool, as_json: bool) -> None:
                                     f'("channels" and "loops", docs/config.md)')
         from pathlib import Path
 
-        rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent)
+        rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent, romfs=romfs)
     except C.CheckUsageError as e:
         raise UsageFailure(str(e)) from None
     except Mp32Error as e:
@@ -71,6 +74,8 @@ def text(r: Report) -> str:
     from cyphy.check import MARGIN, MCU
 
     where = f"{MCU[r.chip]} {'with' if r.psram else 'without'} PSRAM"
+    if r.romfs:
+        where += f", firmware in a ROMFS image of {r.romfs_bytes} bytes"
     name = r.config_name or "config"
     if r.errors:
         e = r.errors[0]
