@@ -22,6 +22,30 @@ import common as C
 ADC = [32, 33, 34, 35, 36, 39, 4, 13]
 PWM = [16, 17, 18, 19, 21, 22, 23, 25]
 BUDGET = 40 * 1024
+USER_BLOCKS = C.REPO / "tests" / "hil" / "user_blocks"     # mypi.py, the HIL example's PI
+
+# Issue 17's node: a cascade (two-tank level -> feed), a DS18B20 and an SHT3x on their buses,
+# one user block (a PI of the user's own on the DS18B20), UDP on.
+LEVEL = {"mv_min": 0, "mv_max": 2450, "eng_min": 0, "eng_max": 200}
+FULL = {
+    "name": "ram-full", "comms_timeout_ms": 0, "comms": {"udp": True}, "channels": [
+        {"name": "h1", "pin": 34, "kind": "adc", "units": "mm", "scale": LEVEL, "valid": [13, 198]},
+        {"name": "h2", "pin": 35, "kind": "adc", "units": "mm", "scale": LEVEL, "valid": [13, 198]},
+        {"name": "pump", "pin": 25, "kind": "dac", "range": [0, 10], "units": "V", "failsafe": 0},
+        {"name": "temp", "pin": 4, "kind": "ds18b20", "rom": "28ff641e0f160390", "valid": [0, 120]},
+        {"name": "air", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "temperature"},
+        {"name": "rh", "kind": "sht3x", "sda": 21, "scl": 22, "quantity": "humidity"},
+        {"name": "heater", "pin": 26, "kind": "pwm", "range": [0, 100], "failsafe": 0}],
+    "loops": [
+        {"name": "level", "sensor": "h2", "controller": {"type": "pid", "kp": 2.06, "ki": 0.0258,
+                                                         "setpoint": 100}},
+        {"name": "feed", "sensor": "h1", "actuator": "pump", "setpoint_from": "level",
+         "controller": {"type": "pid", "kp": 0.167, "ki": 0.0084, "setpoint": 64.4}}],
+    "blocks": [{"name": "pi", "type": "user", "module": "mypi", "inputs": ["temp"],
+                "params": {"setpoint": 60, "kp": 4.9, "ki": 0.034},
+                "actuators": {"out": "heater"}, "units": "%", "range": [0, 100]}],
+    "tasks": [{"name": "tanks", "rate_hz": 10, "order": ["level", "feed"]},
+              {"name": "oven", "rate_hz": 1, "order": ["pi"]}]}
 
 
 def loops_config(n: int) -> dict:
@@ -47,14 +71,18 @@ def run(ctx) -> list[dict]:
 
     out: list[dict] = []
     wroom = check.heap_for("esp32", False)
-    cases = [(n, udp, rom) for rom in (False, True) for n, udp in ((1, False), (2, False), (2, True), (8, False))]
+    cases = [(n, udp, rom) for rom in (False, True)
+             for n, udp in ((1, False), (2, False), (2, True), (8, False), ("full", True))]
     for n, udp, rom in cases:
         storage = "romfs" if rom else "lib"
         ctx.log(f"ram: {n} loop(s){' + UDP' if udp else ''}, firmware in {storage}")
-        cfg = loops_config(n)
-        if udp:
-            cfg.setdefault("comms", {})["udp"] = True
-        rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=rom)
+        if n == "full":
+            cfg, base = copy.deepcopy(FULL), USER_BLOCKS
+        else:
+            cfg, base = loops_config(n), None
+            if udp:
+                cfg.setdefault("comms", {})["udp"] = True
+        rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=rom, base=base)
         p = {"loops": n, "udp": udp, "storage": storage, "chip": "esp32", "heap_bytes": wroom.bytes,
              "fits": rep.fits, "budget_bytes": BUDGET,
              "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET, "heap_grew": rep.heap_grew}

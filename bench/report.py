@@ -260,7 +260,9 @@ def ram(R: Records) -> list[str]:
         p = r.get("params") or {}
         key = {k: p[k] for k in ("loops", "udp", "storage") if k in p}
         lf = R.value("ram_largest_free_bytes", "cyphy", **key)
-        rows.append([_fmt(p.get("loops")), "serial + UDP" if p.get("udp") else "serial",
+        n = p.get("loops")
+        what = "cascade, DS18B20, SHT3x, user block" if n == "full" else _fmt(n)
+        rows.append([what, "serial + UDP" if p.get("udp") else "serial",
                      p.get("storage", "lib"), _fmt(r["value"]), _fmt(lf), _fmt(p.get("heap_bytes")),
                      "yes" if p.get("fits") else "no", "yes" if p.get("within_budget") else "no"])
     if not rows:
@@ -268,7 +270,7 @@ def ram(R: Records) -> list[str]:
     free = R.value("ram_free_bytes", "micropython")
     out = ["**7. RAM on a 32-bit MicroPython** (`cyphy check`: the firmware booted as on an "
            "ESP32-WROOM without PSRAM; budget: resident <= 40 KB, largest free block >= 32 KB)", ""]
-    out += _table(["Loops", "Comms", "Firmware in", "Resident (B)", "Largest free (B)", "Heap (B)",
+    out += _table(["PID loops", "Comms", "Firmware in", "Resident (B)", "Largest free (B)", "Heap (B)",
                    "Fits", "Within budget"], rows, "rllrrrll")
     if free is not None:
         out += [f"A plain MicroPython leaves {_fmt(free)} B of that heap free.", ""]
