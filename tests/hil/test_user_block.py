@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from cyphy.client import CommandRejected
 from cyphy.hil.defaults import THERMAL_CONFIG
 
 CONFIG = copy.deepcopy(THERMAL_CONFIG)
@@ -40,6 +41,16 @@ def test_the_users_pi_holds_the_oven(node, plant):
 @pytest.mark.sim_only
 @pytest.mark.cyphy(config=CONFIG, user_dir=USER_DIR, virtual_time=True)
 def test_an_exception_in_the_users_code_takes_the_outputs_fail_safe(node):
+    # first its parameters by name, through the protocol (the module's Block.set)
+    node.set_param("pi.setpoint", 70)
+    pi = node.get("pi")
+    assert pi["setpoint"] == 70.0 and pi["kp"] == 4.9 and pi["module"] == "mypi"
+    assert node.exec("print(node.graph.blocks['pi'].impl.sp)").strip() == "70000"
+    with pytest.raises(CommandRejected, match="a gain must be >= 0"):
+        node.set_param("pi.kp", -1)
+    with pytest.raises(CommandRejected, match="nope"):
+        node.set_param("pi.nope", 1)
+    assert node.get("pi")["kp"] == 4.9
     node.exec("import time\ntime.sleep(60)\n")
     out = node.exec(
         "b = node.graph.blocks['pi']\n"

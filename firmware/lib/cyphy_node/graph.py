@@ -572,6 +572,14 @@ class UserBlock(Block):
         self.y = array("i", [0] * len(bc.outputs))
         self.ports = tuple([Port(bc.name + "." + o, self.units, self.vmin, self.vmax)
                             for o in bc.outputs])
+        # its numeric params, settable at run time when the module's Block has set()
+        self.pvals = None
+        if hasattr(self.impl, "set"):
+            self.pvals = {}
+            for k in bc.params:
+                v = bc.params[k]
+                if isinstance(v, (int, float)) and v is not True and v is not False:
+                    self.pvals[k] = v
 
     def tick(self):
         self._in()
@@ -601,9 +609,28 @@ class UserBlock(Block):
 
     def params(self):
         d = {"module": self.module}
+        if self.pvals:
+            d.update(self.pvals)
         for p in self.ports:
             d[p.name.partition(".")[2]] = p.value / 1000
         return d
+
+    def setter(self, key, v):
+        # A numeric parameter of the config's params, when the module's Block has
+        # set(name, value): called between two control passes, never inside tick; the
+        # module refuses a value by raising (ValueError names it).
+        if self.pvals is None or key not in self.pvals:
+            raise KeyError(key)
+        f = self.impl.set
+
+        def apply():
+            try:
+                f(key, v)
+            except Exception as e:  # noqa: BLE001 - the user's refusal, reported as such
+                raise ValueError('user block "%s" (%s.py) refused %s = %s: %s'
+                                 % (self.name, self.module, key, v, e))
+            self.pvals[key] = v
+        return apply
 
 
 TYPES = {"feedforward": FeedForward, "ratio": Ratio, "limit": Limit,

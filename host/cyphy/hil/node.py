@@ -112,6 +112,19 @@ class HilNode:
         with self.connect() as n:
             return n.tune(loop, **options)
 
+    def set_param(self, path: str, value: float) -> None:
+        """A block's parameter by name ("ratio1.ratio", a user block's "pi.setpoint") over
+        the protocol, as `cyphy set URL path=value` (cyphy.api.Node.set_param: refused with
+        the node's reason)."""
+        with self.connect() as n:
+            n.set_param(path, value)
+
+    def get(self, path: str) -> Any:
+        """A loop's value ("oven.setpoint"), a block's or device channel's state ("pi") over
+        the protocol, as `cyphy get` (cyphy.api.Node.get)."""
+        with self.connect() as n:
+            return n.get(path)
+
     def exec(self, code: str, timeout: float = 60.0) -> str:
         """Run code at the REPL (the loops keep running); its output."""
         from cyphy.device import Device
