@@ -4,6 +4,7 @@ cyphy node through its `cyphy gateway` and an MQTT broker (issue 16, item 2).
     with cyphy.connect("mqtt://broker.plant/plant/gw1/oven-1") as node:   # an MqttNode
         node.get("oven")                    # the loop's values, from the gateway's metrics
         node.set("oven.setpoint", 60)       # a DCMD; Command/last, Command/ok: ACK or NACK
+        node.set_param("mix.ratio", 1.5)    # a block's parameter: a DCMD of Blocks/mix/ratio
         for sample in node.telemetry():     # one sample per DDATA with loop values
             ...
 
@@ -35,7 +36,8 @@ from . import codec as P
 from . import mqtt
 from . import sparkplug as sp
 from .client import CommandRejected, LinkStats, ProtocolError
-from .gateway_device import CMD_LAST, CMD_OK, LINK_FIELDS, STAT_FIELDS  # the metrics' names
+from .gateway_device import (BLOCKS, CMD_LAST, CMD_OK, LINK_FIELDS, SIGNALS,  # the metrics' names
+                             STAT_FIELDS)
 from .mqtt import MqttError
 from .sparkplug import DataType as T, Metric, Payload
 
@@ -205,26 +207,46 @@ class MqttNode:
                         "command": {"last": v.get(CMD_LAST), "ok": v.get(CMD_OK)}}
             if path in loops:
                 return self._loop(path)
+            signals = self._signals()
+            if path in signals:
+                return signals[path]
             loop, dot, key = path.partition(".")
             if dot and loop in loops and key in LOOP_KEYS:
                 return self._loop(loop)[key]
             if dot and loop in loops and key == "stats":
                 return {f: self._values.get(f"{loop}/stats/{f}") for f in STAT_FIELDS}
-            if dot and loop not in loops or not dot and path not in NODE_ONLY:
+            if dot and loop in signals and key in signals[loop]:
+                return signals[loop][key]
+            if dot and loop in signals:
+                why = (f"{loop} has no {key!r} published by the gateway (it has "
+                       f"{', '.join(signals[loop])})")
+            elif dot and loop not in loops or not dot and path not in NODE_ONLY:
                 what = loop if dot else path
-                why = f"no loop {what!r} on {self.name} (loops: {', '.join(loops) or 'none'})"
+                why = (f"no loop {what!r} on {self.name} (loops: {', '.join(loops) or 'none'}"
+                       + (f"; blocks and channels: {', '.join(signals)}" if signals else "") + ")")
             else:
                 why = "not published through the gateway"
             have = ", ".join(["state", "stats", "info", "LOOP",
-                              "LOOP." + "|".join(LOOP_KEYS), "LOOP.stats"])
+                              "LOOP." + "|".join(LOOP_KEYS), "LOOP.stats"]
+                             + (["SIGNAL", "SIGNAL.value", "BLOCK.PARAM"] if signals else []))
             raise MqttError(f"{self.url}: {path!r}: {why}; over the broker: {have} (the rest "
                             f"over the node's own link, on the gateway's host)")
 
     def set_param(self, path: str, value: float) -> None:
-        """A block's parameter: not through a gateway yet (its DCMDs write loop metrics);
-        set it on the node's own URL."""
-        raise CommandRejected(P.R_UNKNOWN_TARGET, f"{path}: a block's parameter cannot be set "
-                              f"through the gateway yet; set it on the node's own URL")
+        """node.set_param("mix.ratio", 1.5): a block's parameter, one DCMD of the metric
+        Blocks/mix/ratio, which the gateway makes one SET_PARAM; returns when it reports
+        the node's ACK, raises CommandRejected with the reason otherwise (a block or
+        parameter the gateway does not publish as writable, the node's refusal)."""
+        block, dot, key = path.partition(".")
+        if not (dot and block and key) or "/" in path:
+            raise CommandRejected(P.R_UNKNOWN_TARGET, f"{path!r}: write block.param, e.g. "
+                                  f"mix.ratio")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CommandRejected(P.R_MALFORMED, f"{path} = {value!r}: a block's parameter "
+                                  f"is a number")
+        name = f"{BLOCKS}/{block}/{key}"
+        ts = sp.now_ms()
+        self._command([Metric(name, T.Double, float(value), timestamp=ts)], [name], block)
 
     def set(self, path: str, value: float | str) -> None:
         """node.set("oven.setpoint", 60): one DCMD; returns when the gateway reports the
@@ -252,7 +274,13 @@ class MqttNode:
                 metrics.append(Metric(name, T.Double, float(value), timestamp=ts))
             else:
                 metrics.append(Metric(name, T.String, str(value), timestamp=ts))
-        data = sp.encode(Payload(timestamp=ts, metrics=metrics))
+        self._command(metrics, names, names[0].split("/")[0])
+
+    def _command(self, metrics: list[Metric], names: list[str], show: str) -> None:
+        """One DCMD of metrics (names: theirs); returns at the gateway's Command/ok true,
+        raises at its Command/ok false or when no answer comes. show: what `cyphy get`
+        would read to check."""
+        data = sp.encode(Payload(timestamp=sp.now_ms(), metrics=metrics))
         topic = sp.topic("DCMD", self.target.group, self.target.edge, self.target.device)
         with self._cond:
             self._check_born()
@@ -284,8 +312,8 @@ class MqttNode:
                     raise ProtocolError(
                         f"{self.name}: no answer to the DCMD from {self.target.group}/"
                         f"{self.target.edge} within {self.command_timeout:g} s: it may or may "
-                        f"not have been applied (cyphy get {self.url} {names[0].split('/')[0]} "
-                        f"shows the values)")
+                        f"not have been applied (cyphy get {self.url} {show} shows the "
+                        f"values)")
                 self._cond.wait(left)
 
     def _not_here(self, what: str) -> MqttError:
@@ -309,9 +337,11 @@ class MqttNode:
                   timeout: float = 5.0) -> Iterator[dict]:
         """Samples as the gateway sends them, one per DBIRTH and DDATA: {"t_ms" (the
         gateway's timestamp, ms since the epoch), "loops": {name: {setpoint, measurement,
-        output, status}}}. period_ms, batch, stats_s: the gateway's --period-ms decides
-        (they are here for api.Node's signature). Ends with ProtocolError when the device
-        dies (DDEATH, NDEATH, broker lost) or nothing comes for timeout seconds."""
+        output, status}}, and for a node with blocks or device channels "signals": {name:
+        value} (those with a value yet)}. period_ms, batch, stats_s: the gateway's
+        --period-ms decides (they are here for api.Node's signature). Ends with
+        ProtocolError when the device dies (DDEATH, NDEATH, broker lost) or nothing comes
+        for timeout seconds."""
         with self._cond:
             self._check_born()
             self._stream = queue.Queue()
@@ -337,6 +367,19 @@ class MqttNode:
         out["alarms"], out["faults"] = _names(out["alarms"]), _names(out["faults"])
         return out
 
+    def _signals(self) -> dict[str, dict[str, Any]]:
+        """{signal: {"value", and a block's writable parameters}} from the Signals/<name>
+        and Blocks/<block>/<param> metrics."""
+        out: dict[str, dict[str, Any]] = {}
+        for n in self._types:
+            if n.startswith(f"{SIGNALS}/"):
+                out[n[len(SIGNALS) + 1:]] = {"value": self._values.get(n)}
+        for n in self._types:
+            if n.startswith(f"{BLOCKS}/"):
+                block, _, key = n[len(BLOCKS) + 1:].rpartition("/")
+                out.setdefault(block, {"value": None})[key] = self._values.get(n)
+        return out
+
     def _sample(self, ts: int | None) -> dict:
         loops = {}
         for lp in self.loops:
@@ -344,7 +387,12 @@ class MqttNode:
             loops[lp] = {"setpoint": d["setpoint"], "measurement": d["measurement"],
                          "output": d["output"],
                          "status": _status(d["mode"], d["alarms"], d["faults"], d["tuning"])}
-        return {"t_ms": ts if ts is not None else sp.now_ms(), "loops": loops}
+        sample: dict[str, Any] = {"t_ms": ts if ts is not None else sp.now_ms(), "loops": loops}
+        signals = {n[len(SIGNALS) + 1:]: v for n, v in self._values.items()
+                   if n.startswith(f"{SIGNALS}/") and v is not None}
+        if signals:    # blocks and device channels, by name (as cyphy.client's samples)
+            sample["signals"] = signals
+        return sample
 
     def _check_born(self) -> None:
         if self._closed:

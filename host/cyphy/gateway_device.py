@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import struct
 import threading
 import time
 from collections import deque
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from . import sparkplug as sp
+from .client import FLOAT32_MAX
 from .sparkplug import DataType as T
 
 if TYPE_CHECKING:
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("cyphy.gateway")
 
 __all__ = ["Device", "Command", "WRITABLE_KEYS", "LOOP_METRICS", "STAT_FIELDS", "LINK_FIELDS",
-           "SAMPLE_T_MS", "CMD_LAST", "CMD_OK", "TUNE_WORDS"]
+           "SAMPLE_T_MS", "SIGNALS", "BLOCKS", "BLOCK_PARAMS", "CMD_LAST", "CMD_OK", "TUNE_WORDS"]
 
 LOST_AFTER_S = 3.0          # no telemetry for this long (or the node's comms timeout): lost
 RETRY_MAX_S = 2.0           # a lost node is looked for again at least this often
@@ -57,6 +59,15 @@ STAT_FIELDS = ("ticks", "overruns", "skipped", "jitter_p99_us", "jitter_max_us",
 LINK_FIELDS = ("frames", "lost", "bad_tag", "replayed", "retries", "reopened")
 SAMPLE_T_MS = "Telemetry/t_ms"   # the node's clock of the sample a DDATA carries
 SIGNALS = "Signals"              # Signals/<name>: a block's or device channel's value
+BLOCKS = "Blocks"                # Blocks/<block>/<param>: a block's parameter, writable
+# The parameters of each block type a node changes while it runs (protocol 1.2 SET_PARAM;
+# docs/config.md, "Blocks and tasks"): the firmware's graph.py SETTABLE, which a READ of a
+# block does not tell apart from its other parameters (tests/host/test_gateway_params.py
+# holds the two to the same names).
+BLOCK_PARAMS: dict[str, tuple[str, ...]] = {
+    "feedforward": ("gain", "bias"), "ratio": ("ratio", "bias"), "limit": ("min", "max"),
+    "rate_limit": ("up_per_s", "down_per_s"),
+}
 CMD_LAST = "Command/last"
 CMD_OK = "Command/ok"
 
@@ -65,6 +76,11 @@ def _text(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+def _float32(v: float) -> float:
+    """v as the node gets it: SET_PARAM carries a float32."""
+    return struct.unpack("<f", struct.pack("<f", v))[0]
 
 
 def _names(v: Any) -> str:
@@ -76,8 +92,10 @@ def _names(v: Any) -> str:
 
 @dataclass
 class Command:
-    """A DCMD for a worker: the assignments, or why it cannot be applied."""
+    """A DCMD for a worker: the loops' assignments (one SET), or one block parameter
+    (metric, "block.param", value: one SET_PARAM), or why it cannot be applied."""
     sets: list[tuple[str, str, float | str]] = field(default_factory=list)
+    param: tuple[str, str, float] | None = None
     error: str | None = None
 
 
@@ -96,6 +114,7 @@ class Device:
         self.name: str | None = None          # the device_id: the node's name (HELLO)
         self.node: Any = None                 # cyphy.api.Node while a session is open
         self.loops: list[str] = []
+        self.params: dict[str, str] = {}      # Blocks/<block>/<param> metric -> "block.param"
         self.types: dict[str, T] = {}         # metric name -> datatype (this birth)
         self.values: dict[str, Any] = {}      # metric name -> current value
         self.sent: dict[str, Any] = {}        # what a host has (since the last birth)
@@ -212,11 +231,15 @@ class Device:
         for n in h.signals:             # blocks and device channels (protocol 1.2)
             types[f"{SIGNALS}/{n}"] = T.Double
             values[f"{SIGNALS}/{n}"] = None
+        params = self._block_params(node, h.signals)
+        for metric in params:
+            types[metric] = T.Double
+        values.update(self._param_values(node, params))
         types[CMD_LAST], types[CMD_OK] = T.String, T.Boolean
         values[CMD_LAST], values[CMD_OK] = self.last_command
         self.lost_after = max(LOST_AFTER_S if not h.comms_timeout_ms else h.comms_timeout_ms / 1000,
                               3 * self.gw.period_ms / 1000)
-        self.name, self.loops = name, loops
+        self.name, self.loops, self.params = name, loops, params
         self._loop_names = {lp: tuple(f"{lp}/{k}" for k in (
             "setpoint", "measurement", "output", "mode", "alarms", "faults", "tuning", "tune"))
             for lp in loops}
@@ -241,6 +264,40 @@ class Device:
         out[f"{loop}/faults"] = _names(st.get("faults"))
         out[f"{loop}/tuning"] = bool(st.get("tuning", False))
         out[f"{loop}/tune"] = "running" if out[f"{loop}/tuning"] else "idle"
+        return out
+
+    @staticmethod
+    def _block_params(node: Any, signals: list[str]) -> dict[str, str]:
+        """{Blocks/<block>/<param>: "block.param"}: the writable parameters of the node's
+        blocks, from a READ of each signal (a block answers with its type; a device
+        channel, or a block's output port "block.port", has none to write)."""
+        from .client import CommandRejected
+
+        out: dict[str, str] = {}
+        for n in signals:
+            if "." in n:
+                continue
+            try:
+                st = node.get(n)
+            except CommandRejected:
+                continue            # a signal the node does not READ by name
+            kind = st.get("type") if isinstance(st, dict) else None
+            for key in BLOCK_PARAMS.get(kind, ()) if isinstance(kind, str) else ():
+                out[f"{BLOCKS}/{n}/{key}"] = f"{n}.{key}"
+        return out
+
+    @staticmethod
+    def _param_values(node: Any, params: dict[str, str]) -> dict[str, Any]:
+        """The block parameters' current values (one READ per block)."""
+        out: dict[str, Any] = {}
+        states: dict[str, Any] = {}
+        for metric, path in params.items():
+            block, _, key = path.partition(".")
+            if block not in states:
+                states[block] = node.get(block)
+            v = states[block].get(key) if isinstance(states[block], dict) else None
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+            out[metric] = float(v) if ok else None
         return out
 
     def _link_values(self) -> dict[str, Any]:
@@ -317,8 +374,10 @@ class Device:
             for loop in self.loops:
                 changed.update({k: v for k, v in self._loop_values(loop, self.node.get(loop)).items()
                                 if k.rsplit("/", 1)[1] in ("kp", "ki", "kd")})
+            changed.update(self._param_values(self.node, self.params))
         except Exception as e:  # noqa: BLE001 - the lost check decides whether it is gone
-            log.warning("%s (%s): reading the gains: %s", self.name, self.url, " ".join(str(e).split()))
+            log.warning("%s (%s): reading the gains and block parameters: %s", self.name,
+                        self.url, " ".join(str(e).split()))
         changed.update(self._link_values())
         self.gw._device_data(self, changed, True)
 
@@ -334,6 +393,8 @@ class Device:
         from .links import LinkError
 
         what = ", ".join(f"{loop}/{key}={_text(v)}" for loop, key, v in cmd.sets)
+        if cmd.param is not None:
+            what = f"{cmd.param[0]}={_text(cmd.param[2])}"
         update: dict[str, Any] = {}
         if cmd.error is not None:
             result, ok = cmd.error, False
@@ -344,6 +405,8 @@ class Device:
             tunes = [a for a in cmd.sets if a[1] == "tune"]
             session = self.node.session
             try:
+                if cmd.param is not None:     # one SET_PARAM: the node sets one at a time
+                    session.set_param(cmd.param[1], cmd.param[2])
                 if sets:
                     session.set_many(sets)
                 for loop, _, word in tunes:   # the tune is the gateway session's: if the
@@ -359,6 +422,8 @@ class Device:
                 result, ok = f"{what} ok", True
                 for loop, key, v in sets:
                     update[f"{loop}/{key}"] = v if key == "mode" else float(v)
+                if cmd.param is not None:
+                    update[cmd.param[0]] = _float32(cmd.param[2])
         result = " ".join(result.split())
         (log.info if ok else log.warning)("%s: DCMD %s", self.name, result)
         self.last_command = (result, ok)
@@ -414,15 +479,24 @@ class Device:
             return Command(error=f"malformed payload: {e}")
         if not p.metrics:
             return Command(error="DCMD without metrics: nothing to write")
-        writable = [f"{lp}/{k}" for lp in self.loops for k in WRITABLE_KEYS]
+        writable = [f"{lp}/{k}" for lp in self.loops for k in WRITABLE_KEYS] + list(self.params)
         sets: list[tuple[str, str, float | str]] = []
         for m in p.metrics:
             name = m.name if m.name is not None else by_alias.get(m.alias) if m.alias is not None else None
             if name is None:
                 label = f"alias {m.alias}" if m.alias is not None else "a metric without name or alias"
                 return Command(error=f"{label}: no such metric of {self.name}; nothing was applied")
+            param = self.params.get(name)
             loop, _, key = name.rpartition("/")
-            if loop not in self.loops or key not in WRITABLE_KEYS:
+            if param is not None:
+                if len(p.metrics) > 1:
+                    return Command(error=f"{name}: a block's parameter is written alone, one per "
+                                         f"DCMD (the node sets one at a time, never with other "
+                                         f"metrics); nothing was applied")
+                accepted = _NUMBERS
+            elif loop in self.loops and key in WRITABLE_KEYS:
+                accepted = WRITABLE_KEYS[key]
+            else:
                 return Command(error=f"{name}: not a writable metric of {self.name} (writable: "
                                       f"{', '.join(writable)}); nothing was applied")
             if not self.gw.allows(name):
@@ -431,12 +505,18 @@ class Device:
             if m.is_null or m.value is None:
                 return Command(error=f"{name}: a null value; nothing was applied")
             dt = m.datatype
-            if dt is None or dt not in WRITABLE_KEYS[key] or isinstance(m.value, bool):
+            if dt is None or dt not in accepted or isinstance(m.value, bool):
                 want = self.types.get(name, T.Double).name
                 got = dt.name if dt is not None else type(m.value).__name__
                 return Command(error=f"{name}: wrong datatype {got}, expected {want}; "
                                       f"nothing was applied")
             v = m.value
+            if param is not None:
+                if not isinstance(v, (int, float)) or not (math.isfinite(v)
+                                                           and abs(v) <= FLOAT32_MAX):
+                    return Command(error=f"{name}={_text(v)}: out of range: not a finite "
+                                          f"float32 number; nothing was applied")
+                return Command(param=(name, param, float(v)))   # the DCMD's only metric
             if key == "tune":
                 if v not in TUNE_WORDS:
                     return Command(error=f"{name}={v!r}: tune is \"start\" or \"abort\"; "

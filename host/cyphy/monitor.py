@@ -1,8 +1,9 @@
-"""`cyphy monitor`'s live view: one row per loop, redrawn as telemetry arrives (rich on a
-terminal; one line per loop per second otherwise, so that logs stay readable). Values carry
-the config's units when the node says them (its info's "units"). While the node is away
-(a reset, a power cut) the view says so: in the table's title on a terminal, one line on
-stderr otherwise."""
+"""`cyphy monitor`'s live view: one row per loop, then one per signal (a block's or device
+channel's value, protocol 1.2: for nodes that have them), redrawn as telemetry arrives
+(rich on a terminal; one line per loop and signal per second otherwise, so that logs stay
+readable). Values carry the config's units when the node says them (its info's "units").
+While the node is away (a reset, a power cut) the view says so: in the table's title on a
+terminal, one line on stderr otherwise."""
 
 from __future__ import annotations
 
@@ -84,6 +85,8 @@ class LiveTable:
                 print(line, flush=True)
 
     def _rows(self) -> list[list[str]]:
+        """A row per loop: name, setpoint, measurement, output, mode, alarms, faults,
+        jitter p99."""
         s = self._sample
         stats = self.node.stats() or {}
         rows = []
@@ -103,6 +106,12 @@ class LiveTable:
                          "-" if jit is None else f"{jit} us"])
         return rows
 
+    def _signal_rows(self) -> list[tuple[str, str]]:
+        """A row per signal of the latest sample (a block's or device channel's value, in
+        HELLO's order): name, value. Telemetry carries a signal's value only, no status."""
+        return [(name, _with(value, ""))
+                for name, value in (self._sample or {}).get("signals", {}).items()]
+
     def link_quality(self) -> str:
         ls = self.node.link_stats
         total = ls.frames + ls.lost
@@ -115,13 +124,20 @@ class LiveTable:
         title = (f"{self.node.name}: {self.status}" if self.status
                  else f"{self.node.name}: {self.link_quality()}")
         t = Table(title=title, title_justify="left")
-        for col in ("loop", "setpoint", "measurement", "output", "mode", "alarms", "faults",
-                    "jitter p99"):
+        signals = [] if self.status else self._signal_rows()
+        # a node with signals: their rows under the loops', the value in the measurement
+        # column and "signal" as the mode (as monitor --csv writes them)
+        for col in ("loop / signal" if signals else "loop", "setpoint", "measurement", "output",
+                    "mode", "alarms", "faults", "jitter p99"):
             t.add_column(col, justify="right" if col in ("setpoint", "measurement", "output",
                                                           "jitter p99") else "left")
         if not self.status:
             for r in self._rows():
                 t.add_row(*r)
+            if signals:
+                t.add_section()
+            for name, value in signals:
+                t.add_row(name, "-", value, "-", "signal", "-", "-", "-")
         return t
 
     def lines(self) -> list[str]:
@@ -129,5 +145,6 @@ class LiveTable:
         for r in self._rows():
             out.append(f"{r[0]}: sp {r[1]} y {r[2]} u {r[3]} {r[4]} alarms {r[5]} faults {r[6]} "
                        f"jitter {r[7]}")
+        out += [f"{name}: signal {value}" for name, value in self._signal_rows()]
         out.append("link: " + self.link_quality())
         return out

@@ -10,6 +10,7 @@ tests check the node over its serial console (sim://), a session of its own."""
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -55,6 +56,7 @@ EXPECTED = {
     "Telemetry/t_ms": D.UINT32,
     "Command/last": D.STRING, "Command/ok": D.BOOLEAN,
     "Signals/double": D.DOUBLE,     # a block's value (protocol 1.2 telemetry signals)
+    "Blocks/double/ratio": D.DOUBLE, "Blocks/double/bias": D.DOUBLE,   # its writable parameters
 }
 
 
@@ -226,6 +228,7 @@ def test_births_ddata_and_a_dcmd_applied_once(broker, node, gateway, mqtt_client
     assert v["oven/mode"] == "auto" and v["oven/alarms"] == "" and v["oven/faults"] == ""
     assert isinstance(v["oven/setpoint"], float) and v["oven/kp"] > 0
     assert v["Command/last"] == "" and v["Command/ok"] is True
+    assert v["Blocks/double/ratio"] == 2.0 and v["Blocks/double/bias"] == 0.0
     # the block's value arrives in DDATA, from the telemetry, by name
     host.next("DDATA", NAME, where=has("Signals/double", birth,
                                         lambda x: isinstance(x, float) and x > 0))
@@ -454,9 +457,11 @@ def test_the_allow_list_and_a_tune_by_dcmd(broker, node, gateway, mqtt_client):
     gateway("g9", allow=["*/setpoint", "oven/tune"])
     _, birth = births(host)
     assert {m.name: m.value for m in birth.metrics}["oven/tune"] == "idle"
-    host.command("DCMD", NAME, dcmd(metric("oven/kp", D.DOUBLE, 2.0)))
-    got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
-    assert got["Command/ok"] is False and "not allowed by this gateway" in got["Command/last"]
+    for name in ("oven/kp", "Blocks/double/ratio"):
+        host.command("DCMD", NAME, dcmd(metric(name, D.DOUBLE, 2.0)))
+        got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
+        assert got["Command/ok"] is False and got["Command/last"].startswith(
+            f"{name}: not allowed by this gateway"), got
     host.command("DCMD", NAME, dcmd(metric("oven/tune", D.STRING, "start")))
     got = values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
     assert got["Command/ok"] is True and got["Command/last"] == "oven/tune=start ok", got
@@ -508,3 +513,84 @@ def test_the_gateway_from_a_config_file(tmp_path, broker, node, mqtt_client):
     bad.write_text(json.dumps({"broker": broker.url, "nodes": ["sim://x", 5]}))
     r = subprocess.run([cyphy_exe, "gateway", "--config", str(bad)], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "nodes[1]: 5 is not a string" in r.stderr
+
+
+def test_a_blocks_parameter_by_dcmd_mqttnode_and_cyphy_set(broker, node, gateway, mqtt_client):
+    """Issue 17, item 5: a block's writable parameters are metrics (Blocks/<block>/<param>,
+    in the DBIRTH with their values); a DCMD writing one becomes one authenticated
+    SET_PARAM, applied once; a wrong one is refused with one reason in Command/last.
+    cyphy.connect(mqtt://...).set_param and `cyphy set mqtt://... block.param=V` send it."""
+    from cyphy import codec as P
+    from cyphy.client import CommandRejected
+
+    host = Host(mqtt_client(broker), "g12")
+    gateway("g12", report_s=3600)    # no periodic reads: the node's counters are ours to count
+    _, birth = births(host)
+
+    def answer(payload: bytes) -> dict[str, object]:
+        host.command("DCMD", NAME, payload)
+        return values(host.next("DDATA", NAME, where=has("Command/ok", birth)), birth)
+
+    with cyphy.connect(f"sim://{SIM}") as n:
+        a = n.get("info")["counters"]["applied"]
+        b = n.get("info")["counters"]["applied"]
+        got = answer(dcmd(metric("Blocks/double/ratio", D.DOUBLE, 2.5)))
+        c = n.get("info")["counters"]["applied"]
+        assert c - b == (b - a) + 1, (a, b, c)            # one SET_PARAM, applied once
+        assert got["Command/ok"] is True and got["Command/last"] == "Blocks/double/ratio=2.5 ok"
+        assert got["Blocks/double/ratio"] == 2.5 and n.get("double")["ratio"] == 2.5
+        # any numeric datatype (as for loop metrics), by alias too
+        alias = {m.name: m.alias for m in birth.metrics}["Blocks/double/bias"]
+        got = answer(psp.DCmd(timestamp=psp.get_current_timestamp(), metrics=(
+            metric(None, D.INT32, -3, alias=alias),)).encode(include_dtypes=True))
+        assert got["Command/last"] == "Blocks/double/bias=-3 ok" and n.get("double")["bias"] == -3
+
+        refusals = [
+            (dcmd(metric("Blocks/double/lead_s", D.DOUBLE, 1.0)),
+             "Blocks/double/lead_s: not a writable metric of oven-1 (writable: oven/setpoint"),
+            (dcmd(metric("Blocks/nope/ratio", D.DOUBLE, 1.0)), "Blocks/nope/ratio: not a writable"),
+            (dcmd(metric("Blocks/double/ratio", D.BOOLEAN, True)),
+             "Blocks/double/ratio: wrong datatype Boolean, expected Double"),
+            (dcmd(metric("Blocks/double/ratio", D.STRING, "3")), "wrong datatype String"),
+            (dcmd(metric("Blocks/double/ratio", D.DOUBLE, float("nan"))), "not a finite"),
+            (dcmd(metric("Blocks/double/ratio", D.DOUBLE, 3.0),
+                  metric("oven/setpoint", D.DOUBLE, 50.0)),
+             "Blocks/double/ratio: a block's parameter is written alone"),
+            # the node's own range check and reason
+            (dcmd(metric("Blocks/double/ratio", D.DOUBLE, 5e6)),
+             "Blocks/double/ratio=5e+06: rejected by the node: out of range"),
+        ]
+        sp0 = n.get("oven.setpoint")
+        for payload, text in refusals:
+            got = answer(payload)
+            assert got["Command/ok"] is False and text in got["Command/last"], (text, got)
+        assert n.get("double")["ratio"] == 2.5 and n.get("oven.setpoint") == sp0
+
+    # the host tools: MqttNode.set_param, cyphy set/get over the broker (no key given)
+    url = f"{broker.url}/g12/gw1/{NAME}"
+    with cyphy.connect(url) as m:
+        m.set_param("double.ratio", 3.0)
+        assert m.get("double")["ratio"] == 3.0 and m.get("double.bias") == -3.0
+        with pytest.raises(CommandRejected) as e:
+            m.set_param("double.gain", 1.0)
+        assert e.value.reason == P.R_UNKNOWN_TARGET and "not a writable metric" in str(e.value)
+        with pytest.raises(CommandRejected) as e:
+            m.set_param("double.ratio", 5e6)
+        assert e.value.reason == P.R_OUT_OF_RANGE and "must be from" in str(e.value)
+        sample = next(s for s in m.telemetry(timeout=5) if "signals" in s)
+        assert set(sample["signals"]) == {"double"}          # the monitor's rows, by name
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CYPHY_KEY")}
+    r = subprocess.run([CYPHY, "set", url, "double.ratio=2"], capture_output=True, text=True,
+                       timeout=30, env=env)
+    assert (r.returncode, r.stdout) == (0, "double.ratio = 2.0: acknowledged\n"), r.stderr
+    r = subprocess.run([CYPHY, "get", url, "double", "--json"], capture_output=True, text=True,
+                       timeout=30, env=env)
+    got = json.loads(r.stdout)
+    assert (got["ratio"], got["bias"]) == (2.0, -3.0) and isinstance(got["value"], float), got
+    r = subprocess.run([CYPHY, "set", url, "double.lead_s=2"], capture_output=True, text=True,
+                       timeout=30, env=env)
+    assert r.returncode == 3 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith("Error: Blocks/double/lead_s: not a writable metric"), r.stderr
+    with cyphy.connect(f"sim://{SIM}") as n:
+        assert n.get("double")["ratio"] == 2.0
+        n.set_param("double.bias", 0.0)

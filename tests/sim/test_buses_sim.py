@@ -79,15 +79,28 @@ def test_bus_faults_are_sensor_faults(kiln):
     assert s["tc"]["status"] == "ok" and s["kiln"]["faults"] == []
 
 
+def table_rows(view) -> list[list[str]]:
+    """cyphy monitor's live table as a terminal shows it: the header, then each row's cells."""
+    import io
+
+    from rich.console import Console
+
+    out = Console(file=io.StringIO(), width=120, record=True)
+    out.print(view._table())
+    return [[c.strip() for c in ln.strip()[1:-1].split(ln.strip()[0])]
+            for ln in out.export_text().splitlines() if ln.strip()[:1] in ("┃", "│")]
+
+
 def test_telemetry_monitor_and_get_see_the_device_channels_by_name(sim_nodes, tmp_path):
     """Item 5: the signals after the loops in every telemetry sample (HELLO names them),
-    in cyphy.connect's samples, cyphy monitor's CSV and cyphy get.
-    (Real time: the protocol tools stream while the node runs.)"""
+    in cyphy.connect's samples, cyphy monitor's live view (a row each under the loop's) and
+    CSV, and cyphy get. (Real time: the protocol tools stream while the node runs.)"""
     import subprocess
     import sys
     from pathlib import Path
 
     import cyphy
+    from cyphy.monitor import LiveTable
 
     with booted(sim_nodes, "kiln-rt", BENCH, CONFIG, virtual=False) as con:
         port = con.port
@@ -98,12 +111,28 @@ def test_telemetry_monitor_and_get_see_the_device_channels_by_name(sim_nodes, tm
         sig = sample["signals"]
         assert set(sig) == {"tc", "cj", "air", "rh"} and sig["cj"] == 24.0
         assert abs(sig["rh"] - 41.5) < 0.01 and abs(sig["air"] - 23.5) < 0.01
+        # the live table on a terminal: the loop's row, then one per signal (its value);
+        # a sample without signals (a node without any) shows the loops only, as before
+        view = LiveTable(n)
+        view.update(sample)
+        rows = table_rows(view)
+        assert rows[0] == ["loop / signal", "setpoint", "measurement", "output", "mode",
+                           "alarms", "faults", "jitter p99"]
+        assert [rows[1][i] for i in (0, 1, 4)] == ["kiln", "500", "auto"]
+        assert rows[2:] == [[k, "-", f"{sig[k]:g}", "-", "signal", "-", "-", "-"]
+                            for k in ("tc", "cj", "air", "rh")]
+        view.update({k: v for k, v in sample.items() if k != "signals"})
+        assert [r[0] for r in table_rows(view)] == ["loop", "kiln"]
     cyphy_exe = str(Path(sys.executable).with_name("cyphy"))
     csv = tmp_path / "kiln.csv"
     r = subprocess.run([cyphy_exe, "monitor", url, "--unprovisioned", "--seconds", "2",
                         "--period-ms", "200", "--csv", str(csv)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()       # not a terminal: a line per loop, then per signal
+    assert any(ln.startswith("kiln: sp 500") for ln in lines), r.stdout
+    assert {ln.split(":")[0] for ln in lines if ": signal " in ln} == {"tc", "cj", "air", "rh"}
+    assert "cj: signal 24" in lines, r.stdout
     rows = [line.split(",") for line in csv.read_text().splitlines()[1:]]
     assert {row[2] for row in rows if row[6] == "signal"} == {"tc", "cj", "air", "rh"}
     r = subprocess.run([cyphy_exe, "get", url, "rh", "--unprovisioned", "--json"],

@@ -117,6 +117,7 @@ def test_monitor_records_and_plot_draws(node, tmp_path):
     p = cyphy("monitor", node, "--seconds", "2", "--period-ms", "50", "--csv", str(rec))
     assert "oven: sp 60" in p.stdout and "link: frames" in p.stdout
     assert "oven: sp 60 degC y " in p.stdout and " %" in p.stdout   # the config's units
+    assert "signal" not in p.stdout          # a node without blocks or device channels
     rows = list(csv.DictReader(rec.open()))
     assert len(rows) > 10 and rows[0]["loop"] == "oven" and float(rows[-1]["setpoint"]) == 60.0
     assert (rows[0]["measurement_units"], rows[0]["output_units"]) == ("degC", "%")
