@@ -173,9 +173,11 @@ class Loop:
         self.deadline = deadline
         self._clock = None  # the scheduler's clock, set by Scheduler.add()
         self.fn = fn
-        # zero-filled from bytes: no temporary list of _NBUCKETS objects (3 KB) on the heap
-        self._st = array("i", bytes(4 * _NSLOTS))
-        self._hist = array("i", bytes(4 * _NBUCKETS))
+        # sized from a range (reset_stats() zeroes them): neither a temporary list of
+        # _NBUCKETS objects (3 KB) nor a temporary buffer as large as the array, which a
+        # stale reference (MicroPython's GC is conservative) can keep alive beside it
+        self._st = array("i", range(_NSLOTS))
+        self._hist = array("i", range(_NBUCKETS))
         self.reset_stats()
 
     def reset_stats(self):
