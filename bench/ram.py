@@ -85,7 +85,7 @@ def run(ctx) -> list[dict]:
         rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=rom, base=base)
         p = {"loops": n, "udp": udp, "storage": storage, "chip": "esp32", "heap_bytes": wroom.bytes,
              "fits": rep.fits, "budget_bytes": BUDGET,
-             "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET, "heap_grew": rep.heap_grew}
+             "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET}
         if rom:
             p["romfs_bytes"] = rep.romfs_bytes
         if rep.errors:

@@ -25,11 +25,20 @@ What the port offers (MicroPython 1.29, pyscript variant), and how it differs fr
 - Python frames live on a separate "pystack" (`pystack_words`), never on the heap: a frame
   MicroPython would heap-allocate on ESP32 (more than ~11 words of locals + stack) goes
   unnoticed here; the Unix port's mem_total check covers that.
-- Floats are unboxed (NaN-boxing object model): float arithmetic does not allocate here,
-  while on ESP32 every float is a heap object; the Unix port's checks cover floats.
+- Floats are heap objects, as on ESP32 (a list of 100 floats takes 2 KB more than the
+  list).
 - The heap grows on demand: `heap_bytes` is the heap a snippet starts with; when an
   allocation does not fit after a collection the port adds heap instead of raising
   MemoryError. Result.grew says it happened (the code would not have fitted `heap_bytes`).
+- gc.collect() frees nothing while a call into the port is running: an object dropped
+  inside the code stays allocated until a later call collects (measured: a 50 KB
+  bytearray dropped and collected in the same call is still counted by gc.mem_alloc();
+  collected in a later call it is gone). So gc.mem_alloc() inside a snippet counts every
+  allocation made since the call began, garbage included, and the port grows its heap
+  for garbage too. The driver therefore settles the heap after each step (two
+  collections, each in a call of its own) before it measures (Result.settled,
+  Result.heap_used): those figures are what stays allocated, as on ESP32 after a
+  collection. A peak during one step cannot be measured here.
 - Under heap_lock it raises MemoryError as ESP32 does; time.ticks_* wrap at 2**30 as on
   ESP32; there is no `machine`.
 - ROMFS (Snippet.romfs, MicroPython 1.29's `romfs` option of loadMicroPython): an image
@@ -67,13 +76,25 @@ class Mp32Error(Exception):
 
 @dataclass(frozen=True)
 class Snippet:
-    """One piece of code to run. files None: the firmware's /lib (firmware_files())."""
+    """One piece of code to run. files None: the firmware's /lib (firmware_files()).
+    more: further steps, run after `code` in the same globals, each measured once the
+    heap has settled (Result.settled)."""
 
     code: str
     heap_bytes: int = DEFAULT_HEAP
     files: Mapping[str, bytes] | None = None
     pystack_words: int = DEFAULT_PYSTACK_WORDS
     romfs: bytes | None = None      # a ROMFS image mounted at /rom, outside the heap (1.29+)
+    more: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The heap after a step, once collected in calls of its own (see run_many)."""
+
+    used: int           # gc.mem_alloc(): what the step's objects and everything before hold
+    max_free: int       # the largest run of free blocks, bytes
+    total: int          # the GC arena, bytes (more than the start if the port grew it)
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,9 @@ class Result:
     heap_initial: int   # GC arena at the start (heap_bytes less the GC's own tables)
     heap_total: int     # GC arena at the end of the code (before collecting): more than
                         # heap_initial if the heap had to grow and is still needed
-    heap_used: int      # gc.mem_alloc() right after the code (collected, its globals alive)
+    heap_used: int      # gc.mem_alloc() after the last step that ran, settled (its globals alive)
     seconds: float
+    settled: tuple[Settled, ...] = ()   # one per step that ran (code, then each of `more`)
 
     @property
     def ok(self) -> bool:
@@ -176,7 +198,8 @@ def run_many(snippets: Iterable[Snippet], timeout: float = 120.0) -> list[Result
             key = hashlib.sha256(data).hexdigest()[:16]
             blobs.setdefault(key, base64.b64encode(data).decode())
             refs[path] = key
-        spec = {"code": s.code, "heap": s.heap_bytes, "pystack": s.pystack_words, "files": refs}
+        spec = {"steps": [s.code, *s.more], "heap": s.heap_bytes, "pystack": s.pystack_words,
+                "files": refs}
         if s.romfs is not None:
             key = hashlib.sha256(s.romfs).hexdigest()[:16]
             blobs.setdefault(key, base64.b64encode(s.romfs).decode())
@@ -201,5 +224,7 @@ def run_many(snippets: Iterable[Snippet], timeout: float = 120.0) -> list[Result
         out.append(Result(stdout=d["stdout"], stderr=d["stderr"], status=int(d["status"]),
                           heap_bytes=s.heap_bytes, heap_initial=int(d["heap_initial"]),
                           heap_total=int(d["heap_total"]), heap_used=int(d["heap_used"]),
-                          seconds=float(d["ms"]) / 1000))
+                          seconds=float(d["ms"]) / 1000,
+                          settled=tuple(Settled(int(x["used"]), int(x["max_free"]), int(x["total"]))
+                                        for x in d.get("settled", ()))))
     return out

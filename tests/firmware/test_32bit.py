@@ -109,6 +109,24 @@ def main():
     assert path == "/lib/cyphy_node/fixed.mpy"     # the firmware runs as compiled .mpy
 
 
+def test_settled_figures_leave_out_what_a_step_dropped():
+    # This port's gc.collect() frees nothing inside the call that dropped an object: only
+    # the driver's settled figures (collected in calls of their own) are what stays
+    # allocated, as on ESP32 after a collection.
+    code = ("import gc\n"
+            "x = bytearray(50000)\n"
+            "x = None\n"
+            "gc.collect()\n"
+            "print(gc.mem_alloc())\n")
+    keep = "y = bytearray(20000)\n"
+    r = mp32.run_many([mp32.Snippet(code, 256 * 1024, files={}, more=(keep,))])[0].check()
+    inside = int(r.stdout.split()[0])
+    dropped, kept = r.settled
+    assert inside > 50000 > dropped.used                # counted inside the call, gone after
+    assert 20000 < kept.used - dropped.used < 20100     # the second step's bytearray stays
+    assert r.heap_used == kept.used and kept.max_free > 200000 and kept.total == r.heap_initial
+
+
 def test_a_big_int_or_an_allocation_in_the_checked_code_fails(fw):
     # The check can fail: a value one past the small-int range handed to an allocation-free
     # writer, or a list made in the tick, raises MemoryError under the lock.

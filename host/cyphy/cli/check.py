@@ -86,8 +86,6 @@ def text(r: Report) -> str:
              f"{r.heap_bytes - MARGIN})",
              f"  free           {r.ram_free_bytes:>9} bytes",
              f"  largest free   {r.ram_largest_free_bytes:>9} bytes  (at least {MARGIN})"]
-    if r.heap_grew:
-        lines.append("  the heap had to grow while the node booted: it would not start in this heap")
     lines.append("  modules (import cost, in import order):")
     for m, b in r.modules.items():
         lines.append(f"    {m:<22} {b:>7} bytes")
