@@ -29,7 +29,8 @@ What the port offers (MicroPython 1.29, pyscript variant), and how it differs fr
   list).
 - The heap grows on demand: `heap_bytes` is the heap a snippet starts with; when an
   allocation does not fit after a collection the port adds heap instead of raising
-  MemoryError. Result.grew says it happened (the code would not have fitted `heap_bytes`).
+  MemoryError. Since a collection inside a call frees nothing (below), it grows for
+  garbage too: growth says nothing about whether the code would fit `heap_bytes`.
 - gc.collect() frees nothing while a call into the port is running: an object dropped
   inside the code stays allocated until a later call collects (measured: a 50 KB
   bytearray dropped and collected in the same call is still counted by gc.mem_alloc();
@@ -113,12 +114,6 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.status == 0
-
-    @property
-    def grew(self) -> bool:
-        """At the end of the code, its objects needed more heap than heap_bytes. (The port
-        gives back grown heap a collection finds empty, so a peak in between can be missed.)"""
-        return self.heap_total > self.heap_initial
 
     def check(self) -> Result:
         """self if the code exited 0, else Mp32Error with its output."""
