@@ -19,13 +19,17 @@ venv: $(STAMP)
 
 # npm ci: the MicroPython WebAssembly port (a 32-bit MicroPython, pinned in package-lock.json)
 # into ./node_modules, for the firmware's 32-bit checks (cyphy.mp32, tests/firmware/test_32bit.py).
-# tools/install-mosquitto: the Debian package, where this user may install it (fleet tests).
-$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tools/install-mosquitto
+# tools/install-debian-packages: Mosquitto (fleet tests) and gcc-multilib, where this user
+# may install them; then cyphy.frozen builds the 32-bit MicroPython with the firmware frozen
+# in (MicroPython's source from Debian's registry, pinned; the firmware is re-frozen when it
+# changes) for `cyphy check --frozen` and the WROOM RAM tests.
+$(STAMP): pyproject.toml requirements.lock package.json package-lock.json tools/install-debian-packages
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	npm ci --silent --no-audit --no-fund
-	tools/install-mosquitto
+	tools/install-debian-packages
+	$(BIN)/python -m cyphy.frozen
 	$(BIN)/python -m cyphy.sim.speed fetch >/dev/null
 	$(BIN)/python -m cyphy.sim.speed >/dev/null  # calibrate now, while the machine is quiet
 	touch $(STAMP)
@@ -57,4 +61,4 @@ lock: $(STAMP)
 	  $(BIN)/pip freeze --exclude-editable; } > requirements.lock
 
 clean:
-	rm -rf $(VENV) out .pytest_cache node_modules
+	rm -rf $(VENV) out .pytest_cache node_modules  # (the frozen build's cache is in .venv)

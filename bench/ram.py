@@ -6,10 +6,12 @@ for configs of one, two and eight PID loops (serial protocol, no Wi-Fi): residen
 after boot, free bytes and the largest free block in an ESP32-WROOM's heap (~110 KB,
 MicroPython 1.22+ without PSRAM), next to what a plain MicroPython leaves free there.
 The budget (issue 12): resident at most 40 KB, largest free block at least 32 KB.
-Each config is measured twice: the firmware's .mpy on the filesystem (`storage` "lib", as
-`cyphy deploy` leaves a node) and in a ROMFS image (`storage` "romfs", bytecode in flash:
-MicroPython 1.25+ with a ROMFS partition); the two-loop config also with UDP on, issue 12's
-own case.
+Each config is measured three ways: the firmware's .mpy on the filesystem (`storage` "lib",
+as `cyphy deploy` leaves a node), in a ROMFS image (`storage` "romfs", bytecode in flash:
+MicroPython 1.25+ with a ROMFS partition), both on the WebAssembly port, and frozen into
+MicroPython (`storage` "frozen": bytecode and names in flash, as a custom ESP32 build has
+it) on the 32-bit Unix port built here (cyphy.frozen); the two-loop config also with UDP
+on, issue 12's own case.
 """
 
 from __future__ import annotations
@@ -71,10 +73,15 @@ def run(ctx) -> list[dict]:
 
     out: list[dict] = []
     wroom = check.heap_for("esp32", False)
-    cases = [(n, udp, rom) for rom in (False, True)
+    from cyphy import frozen
+
+    why = frozen.unavailable()
+    storages = ("lib", "romfs", "frozen") if why is None else ("lib", "romfs")
+    if why:
+        out.append(C.skipped("ram_resident_bytes", "B", f"frozen: {why}", storage="frozen"))
+    cases = [(n, udp, st) for st in storages
              for n, udp in ((1, False), (2, False), (2, True), (8, False), ("full", True))]
-    for n, udp, rom in cases:
-        storage = "romfs" if rom else "lib"
+    for n, udp, storage in cases:
         ctx.log(f"ram: {n} loop(s){' + UDP' if udp else ''}, firmware in {storage}")
         if n == "full":
             cfg, base = copy.deepcopy(FULL), USER_BLOCKS
@@ -82,11 +89,12 @@ def run(ctx) -> list[dict]:
             cfg, base = loops_config(n), None
             if udp:
                 cfg.setdefault("comms", {})["udp"] = True
-        rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=rom, base=base)
+        rep = check.check(cfg, "esp32", psram=False, timing=False, romfs=storage == "romfs",
+                          frozen=storage == "frozen", base=base)
         p = {"loops": n, "udp": udp, "storage": storage, "chip": "esp32", "heap_bytes": wroom.bytes,
              "fits": rep.fits, "budget_bytes": BUDGET,
              "within_budget": (rep.ram_resident_bytes or 0) <= BUDGET}
-        if rom:
+        if storage == "romfs":
             p["romfs_bytes"] = rep.romfs_bytes
         if rep.errors:
             out.append(C.skipped("ram_resident_bytes", "B", f"config error: {rep.errors}", loops=n))

@@ -4,7 +4,7 @@ Two kinds, neither needs root or a system service:
 
 * ``"embedded"``: amqtt (pure Python, from PyPI), run as ``python -m cyphy.broker``.
   For tests and demos, not for production.
-* ``"mosquitto"``: the Mosquitto binary (Debian package, tools/install-mosquitto) with a
+* ``"mosquitto"``: the Mosquitto binary (Debian package, tools/install-debian-packages) with a
   generated config file in a private directory.
 
 ``"auto"`` picks Mosquitto when it is installed, else the embedded broker::
@@ -36,7 +36,7 @@ from typing import Literal
 
 Kind = Literal["embedded", "mosquitto", "auto"]
 KINDS: tuple[str, ...] = ("embedded", "mosquitto")
-MOSQUITTO_HINT = "apt-get install mosquitto (or tools/install-mosquitto), or use the embedded broker"
+MOSQUITTO_HINT = "apt-get install mosquitto (or tools/install-debian-packages), or use the embedded broker"
 _SYSTEM_MOSQUITTO = "/usr/sbin/mosquitto"
 
 

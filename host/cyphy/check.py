@@ -131,6 +131,7 @@ class Report:
     heap_source: str
     config_name: str | None = None
     romfs: bool = False             # the firmware's modules measured from a ROMFS image
+    frozen: bool = False            # ... frozen into the 32-bit MicroPython (cyphy.frozen)
     romfs_bytes: int | None = None  # that image's size (flash, not RAM)
     errors: list[dict] = field(default_factory=list)   # {"field", "reason", "kind": config|chip}
     ram_resident_bytes: int | None = None
@@ -154,7 +155,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "fits": self.fits, "name": self.config_name, "chip": self.chip, "psram": self.psram,
-            "romfs": self.romfs, "romfs_bytes": self.romfs_bytes,
+            "romfs": self.romfs, "romfs_bytes": self.romfs_bytes, "frozen": self.frozen,
             "heap_bytes": self.heap_bytes, "heap_source": self.heap_source,
             "margin_bytes": MARGIN,
             "ram_resident_bytes": self.ram_resident_bytes, "ram_free_bytes": self.ram_free_bytes,
@@ -171,6 +172,8 @@ class Report:
         where = f"{MCU[self.chip]} {'with' if self.psram else 'without'} PSRAM"
         if self.romfs:
             where += f", firmware in a {_kb(self.romfs_bytes)} ROMFS image"
+        if self.frozen:
+            where += ", firmware frozen"
         if self.errors:
             e = self.errors[0]
             return f"{e['field']}: {e['reason']}"
@@ -645,10 +648,12 @@ def _prelude(cfg: dict, chip: str, order: list[str]) -> str:
             f"PASSES = {PYSTONE_PASSES}\nTIMING_MS = {TIMING_MS}\n")
 
 
-def _files(cfg: dict, with_pystone: bool, romfs: bool = False) -> dict[str, bytes]:
+def _files(cfg: dict, with_pystone: bool, with_firmware: bool = True) -> dict[str, bytes]:
+    """The node's filesystem for the measurement: the stand-in board's modules, the config
+    as provisioned, secrets; the firmware's /lib unless it is in ROMFS or frozen."""
     from cyphy import mp32
 
-    files = {} if romfs else dict(mp32.firmware_files("esp32"))
+    files = dict(mp32.firmware_files("esp32")) if with_firmware else {}
     files["/lib/machine.py"] = FAKE_MACHINE.encode()
     files["/lib/network.py"] = FAKE_NETWORK.encode()
     files["/lib/onewire.py"] = FAKE_ONEWIRE.encode()
@@ -683,21 +688,27 @@ def _arena_request(total: int) -> int:
 
 
 def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = True,
-          heap: Heap | None = None, base: Path | None = None, romfs: bool = False) -> Report:
+          heap: Heap | None = None, base: Path | None = None, romfs: bool = False,
+          frozen: bool = False) -> Report:
     """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table;
     base: the config file's directory (where its user blocks' modules are).
-    Raises CheckUsageError for an unknown chip, mp32.Mp32Error if the 32-bit MicroPython
-    cannot run (or the firmware fails on it)."""
+    romfs: the firmware in a ROMFS image (on the WebAssembly port); frozen: frozen into a
+    32-bit MicroPython built here (cyphy.frozen). Otherwise the firmware's .mpy files on
+    the filesystem, on the WebAssembly port.
+    Raises CheckUsageError for an unknown chip or both romfs and frozen, mp32.Mp32Error
+    (frozen.FrozenError) if the 32-bit MicroPython cannot run (or the firmware fails on it)."""
     from cyphy import userblock
     import time as _time
 
     from cyphy import mp32
 
     t0 = _time.monotonic()
+    if romfs and frozen:
+        raise CheckUsageError("--romfs and --frozen exclude each other: the firmware is in one place")
     h = heap or heap_for(chip, psram)
     rep = Report(chip=chip, psram=psram, heap_bytes=h.bytes, heap_source=h.source,
                  config_name=cfg.get("name") if isinstance(cfg.get("name"), str) else None,
-                 romfs=romfs)
+                 romfs=romfs, frozen=frozen)
     rep.errors = config_errors(cfg, chip)
     if rep.errors:
         rep.seconds = _time.monotonic() - t0
@@ -713,7 +724,7 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     order = import_order(boot_roots(full))
     pre = _prelude(full, chip, order)
     want_cpu = timing and _has_pystone()
-    files = _files(full, want_cpu, romfs)
+    files = _files(full, want_cpu, with_firmware=not (romfs or frozen))
     image = None
     if romfs:
         from cyphy import romfs as _romfs
@@ -748,7 +759,12 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     if want_cpu and not any(not fd.ok for fd in findings):
         snippets.append(mp32.Snippet(pre + CPU, heap_bytes=max(mp32.DEFAULT_HEAP, _arena_request(h.bytes + PAD)),
                                      files=files, romfs=image))
-    res = mp32.run_many(snippets)
+    if frozen:
+        from cyphy import frozen as _frozen
+
+        res = _frozen.run_many(snippets)
+    else:
+        res = mp32.run_many(snippets)
     bare = res[0].check().heap_used
     ram = res[1]
     if not ram.ok:
@@ -756,6 +772,12 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
                              f"(exit {ram.status}):\n{ram.stdout[-2000:]}\n{ram.stderr[-2000:]}")
     # after each step, the heap settled (mp32: this port frees nothing inside a call)
     used = [st.used for st in ram.settled]
+    # a part the boot had to drop (comms for want of memory...) means it does not fit,
+    # whatever the figures of what did start say
+    for ln in ram.stdout.splitlines():
+        if ln.startswith("cyphy: ") and " dropped (" in ln:
+            part, _, why = ln[len("cyphy: "):].split(";")[0].partition(" dropped ")
+            rep.reasons.append(f"at boot the node dropped {part} {why}")
     rep.measuring_bytes = used[0] - bare
     rep.modules = {n: used[i + 1] - used[i] for i, n in enumerate(order)}
     resident = bare + (used[-1] - used[0])

@@ -20,7 +20,7 @@ import pytest
 from cyphy.broker import Broker, mosquitto_path
 
 WAIT = 5.0  # s, the longest any single broker event may take here
-MOSQUITTO_SKIP = "Mosquitto not installed (tools/install-mosquitto)"
+MOSQUITTO_SKIP = "Mosquitto not installed (tools/install-debian-packages)"
 BROKER_KINDS = [
     pytest.param("embedded", id="embedded"),
     pytest.param("mosquitto", id="mosquitto",

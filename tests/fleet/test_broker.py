@@ -299,7 +299,7 @@ def test_mosquitto_missing(monkeypatch):
     with pytest.raises(BrokerError) as e:
         Broker("mosquitto")
     assert str(e.value) == ("Mosquitto is not installed: apt-get install mosquitto"
-                            " (or tools/install-mosquitto), or use the embedded broker")
+                            " (or tools/install-debian-packages), or use the embedded broker")
     auto = Broker("auto")
     auto.close()
     assert auto.kind == "embedded"

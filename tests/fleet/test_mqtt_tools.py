@@ -43,7 +43,7 @@ NAME = "oven-1"     # the node's own name: the Sparkplug device_id
 GROUP, EDGE = "plant", "gw1"
 KINDS = [pytest.param("embedded", id="embedded"),
          pytest.param("mosquitto", id="mosquitto", marks=pytest.mark.skipif(
-             mosquitto_path() is None, reason="Mosquitto not installed (tools/install-mosquitto)"))]
+             mosquitto_path() is None, reason="Mosquitto not installed (tools/install-debian-packages)"))]
 
 
 @dataclass
@@ -347,7 +347,7 @@ def _tls_files(d: Path) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.skipif(mosquitto_path() is None, reason="Mosquitto not installed (tools/install-mosquitto)")
+@pytest.mark.skipif(mosquitto_path() is None, reason="Mosquitto not installed (tools/install-debian-packages)")
 def test_mqtts_verifies_the_broker_with_the_ca_from_the_environment(tmp_path: Path) -> None:
     """A real TLS listener (Mosquitto, a CA and certificate made here): refused while its CA
     is not trusted, accepted with CYPHY_MQTT_CA."""

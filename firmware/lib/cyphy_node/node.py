@@ -16,6 +16,7 @@
 # soft context. The main thread (REPL, node.serve()) may be interrupted by them between any
 # two bytecodes, so it changes nothing they own: its requests run in the soft context
 # through soft_call(), and serve() hands received frames to the service one at a time.
+import gc
 import sys
 import time
 
@@ -408,7 +409,12 @@ class Node:
             else:
                 lp = self.graph.loop(i, lc, self.log)
             self.loops.append(lp)
+            # a loop's construction leaves garbage between what it keeps: collected before
+            # the next, whose objects then fill those holes instead of splitting the heap
+            # further (eight loops in a WROOM's heap ran out of contiguous blocks)
+            gc.collect()
         in_tasks = () if self.graph is None else self.graph.link(self)
+        gc.collect()    # the schedule's statistics arrays (1.7 KB a loop) want contiguous heap
         for lp in self.loops:
             if lp.name not in in_tasks:
                 lp.sloop = self.sched.add(lp, lp.rate_hz, lp.name)

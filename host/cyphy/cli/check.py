@@ -29,8 +29,12 @@ class UsageFailure(click.ClickException):
 @click.option("--romfs", is_flag=True,
               help="Measure with the firmware's modules in a ROMFS image (MicroPython 1.25+: "
                    "bytecode runs from flash) instead of on the filesystem.")
+@click.option("--frozen", is_flag=True,
+              help="Measure with the firmware frozen into MicroPython (a custom build, as a "
+                   "WROOM needs): on a 32-bit MicroPython built here from its source "
+                   "(needs a C compiler with -m32; docs/firmware.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(config_file: str, chip: str, psram: bool, romfs: bool, as_json: bool) -> None:
+def check(config_file: str, chip: str, psram: bool, romfs: bool, frozen: bool, as_json: bool) -> None:
     """Check a node config for a chip before anything is flashed: the firmware's config
     validator, the chip's pins, peripherals and PWM limits, then the firmware started with
     it on a 32-bit MicroPython for its RAM (resident bytes, each module's import cost,
@@ -53,7 +57,8 @@ def check(config_file: str, chip: str, psram: bool, romfs: bool, as_json: bool) 
                                     f'("channels" and "loops", docs/config.md)')
         from pathlib import Path
 
-        rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent, romfs=romfs)
+        rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent, romfs=romfs,
+                      frozen=frozen)
     except C.CheckUsageError as e:
         raise UsageFailure(str(e)) from None
     except Mp32Error as e:
@@ -76,6 +81,8 @@ def text(r: Report) -> str:
     where = f"{MCU[r.chip]} {'with' if r.psram else 'without'} PSRAM"
     if r.romfs:
         where += f", firmware in a ROMFS image of {r.romfs_bytes} bytes"
+    if r.frozen:
+        where += ", firmware frozen (32-bit MicroPython built here)"
     name = r.config_name or "config"
     if r.errors:
         e = r.errors[0]

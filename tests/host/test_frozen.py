@@ -1,0 +1,94 @@
+"""The firmware frozen into a 32-bit MicroPython built here (cyphy.frozen) and issue 12's
+WROOM budget measured on it: `cyphy check --frozen`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cyphy import check, frozen, mp32
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+import ram  # noqa: E402  (bench/ram.py: the bench's configs of 1, 2, 8 loops)
+
+BUDGET = 40 * 1024          # issue 12: resident after boot, two loops, serial and UDP
+LARGEST = 32 * 1024         # ... and the largest free block in a 110 KB heap
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    why = frozen.unavailable()
+    if why:
+        pytest.fail(f"the frozen 32-bit MicroPython cannot be built here: {why}")
+
+
+def two_loops_udp() -> dict:
+    cfg = ram.loops_config(2)
+    cfg["comms"] = dict(cfg.get("comms") or {}, udp=True)
+    return cfg
+
+
+def test_the_build_is_32_bit_with_the_firmware_frozen_and_a_fixed_heap():
+    # 31-bit small ints as on ESP32; the firmware imports with nothing on the filesystem;
+    # an allocation beyond the heap is a MemoryError (this heap never grows).
+    code = ("import sys\nprint(sys.maxsize, sys.path)\nimport cyphy_node.pid, board\n"
+            "print(type(1 << 30).__name__, cyphy_node.pid.__file__)\n")
+    r, big = frozen.run_many([
+        mp32.Snippet(code, heap_bytes=64 * 1024, files={}),
+        mp32.Snippet("b = bytearray(80 * 1024)\n", heap_bytes=64 * 1024, files={})])
+    r.check()
+    first, second = r.stdout.split("\n")[:2]
+    assert first.startswith("2147483647 ['', '.frozen', '/lib']")
+    assert second == "int cyphy_node/pid.py"
+    assert len(r.settled) == 1 and 0 < r.settled[0].used < 16 * 1024
+    assert not big.ok and "MemoryError" in big.stderr
+
+
+def test_settled_figures_are_per_step_and_a_failing_step_stops_the_run():
+    r = frozen.run_many([mp32.Snippet("x = bytearray(8000)\n", heap_bytes=64 * 1024, files={},
+                                      more=("y = bytes(100); del x\n", "raise ValueError('no')\n",
+                                            "print('never')\n"))])[0]
+    assert r.status == 1 and "ValueError: no" in r.stderr and "never" not in r.stdout
+    a, b = r.settled
+    assert 7_700 < a.used - b.used < 8_100   # x freed, y kept: settled within the step
+    assert a.total == b.total and b.max_free > a.max_free
+
+
+def test_two_loops_with_udp_fit_a_wroom_within_issue_12s_budget():
+    rep = check.check(two_loops_udp(), "esp32", psram=False, timing=False, frozen=True)
+    lib = check.check(two_loops_udp(), "esp32", psram=True, timing=False)
+    assert rep.fits and rep.frozen and not lib.frozen, rep.summary()
+    assert rep.ram_resident_bytes <= BUDGET, rep.summary()
+    assert rep.ram_largest_free_bytes >= LARGEST, rep.summary()
+    # the same modules, each taking a fraction of what its .mpy costs in the heap
+    assert rep.modules.keys() == lib.modules.keys()
+    assert sum(rep.modules.values()) < sum(lib.modules.values()) / 3
+    assert "firmware frozen" in rep.summary()
+
+
+def test_cli_frozen_json_and_usage(tmp_path):
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(two_loops_udp()))
+    exe = Path(sys.executable).with_name("cyphy")
+    p = subprocess.run([str(exe), "check", str(path), "--frozen", "--json"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert j["fits"] is True and j["frozen"] is True and j["romfs"] is False
+    assert j["ram_resident_bytes"] <= BUDGET and j["heap_bytes"] == check.heap_for("esp32", False).bytes
+    p = subprocess.run([str(exe), "check", str(path), "--frozen", "--romfs"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 2 and "exclude each other" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_a_changed_firmware_gets_its_own_build():
+    # the key covers the firmware's sources (and the target's board), so a binary is never
+    # reused for other firmware
+    assert frozen.firmware_key("esp32") != frozen.firmware_key("sim")
+    assert frozen.binary("esp32").parent.name.endswith(frozen.firmware_key("esp32"))
