@@ -116,7 +116,8 @@ def _tarball(root: Path) -> Path:
     if not path.exists():
         if env:
             raise FrozenError(f"CYPHY_MP_SOURCE={env}: no such file")
-        part = path.with_suffix(".part")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
         try:
             with urllib.request.urlopen(SOURCE_URL, timeout=120) as r, open(part, "wb") as f:
                 shutil.copyfileobj(r, f)
