@@ -473,7 +473,10 @@ class UART:
 '''
 
 FAKE_NETWORK = '''\
-# A stand-in for the chip's network module: only for measuring (cyphy check); never connects.
+# A stand-in for the chip's network module: only for measuring (cyphy check). It joins
+# (at once, as 127.0.0.1) only where the measuring code has a socket for the board's UDP
+# port (CONNECTS, set by the stand-in socket on the frozen build); otherwise it never does.
+CONNECTS = False
 STA_IF = 0
 AP_IF = 1
 STAT_IDLE = 1000
@@ -485,19 +488,22 @@ STAT_CONNECT_FAIL = 203
 class WLAN:
     def __init__(self, iface=0):
         self.on = False
+        self.up = False
     def active(self, v=None):
         if v is None:
             return self.on
         self.on = v
     def connect(self, ssid, key=None):
-        pass
+        self.up = CONNECTS
     def disconnect(self):
-        pass
+        self.up = False
     def isconnected(self):
-        return False
+        return self.up
     def status(self, *a):
-        return STAT_CONNECTING
+        return STAT_GOT_IP if self.up else STAT_CONNECTING
     def ifconfig(self, *a):
+        if self.up:
+            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
         return ("0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0")
     def config(self, *a, **kw):
         return None
@@ -511,6 +517,49 @@ import machine
 machine.UV.update(UVS)
 if UDP:
     import network
+    # Where MicroPython has sockets (the frozen build: the Unix port), the node's UDP port
+    # really opens: ESP32's socket API (addresses as (ip, port), select.poll on sockets)
+    # over the Unix port's (addresses as sockaddr bytes), in sys.modules before the board.
+    try:
+        import socket as _rs, select as _rp
+    except ImportError:
+        _rs = None
+    if _rs is not None:
+        class _Sock:
+            def __init__(self, af=2, kind=2, *a):
+                self.s = _rs.socket(af, kind)
+            def setsockopt(self, *a):
+                self.s.setsockopt(*a)
+            def setblocking(self, f):
+                self.s.setblocking(f)
+            def bind(self, a):
+                self.s.bind(_rs.getaddrinfo(a[0], a[1])[0][-1])
+            def sendto(self, d, a):
+                return self.s.sendto(d, _rs.getaddrinfo(a[0], a[1])[0][-1])
+            def recvfrom(self, n):
+                d, a = self.s.recvfrom(n)
+                return d, ("%d.%d.%d.%d" % (a[4], a[5], a[6], a[7]), a[2] << 8 | a[3])
+            def close(self):
+                self.s.close()
+        class _Poll:
+            def __init__(self):
+                self.p = _rp.poll()
+            def register(self, s, ev=1):
+                self.p.register(s.s, ev)
+            def ipoll(self, t=-1):
+                return self.p.ipoll(t)
+        class _M:
+            pass
+        _ms = _M()
+        for _k in dir(_rs):
+            if _k.isupper():
+                setattr(_ms, _k, getattr(_rs, _k))
+        _ms.socket = _Sock
+        _ms.getaddrinfo = _rs.getaddrinfo
+        _mp = _M()
+        _mp.POLLIN, _mp.POLLOUT, _mp.poll = _rp.POLLIN, _rp.POLLOUT, _Poll
+        sys.modules["socket"], sys.modules["select"] = _ms, _mp
+        network.CONNECTS = True
 # ESP32 has binascii built in; this port would load micropython-lib's binascii.py (7 KB of
 # heap) from its frozen path first: take the built-in, as a node would.
 _p = sys.path[:]
@@ -528,6 +577,14 @@ from cyphy_node import app
 node = app.boot()
 if node is None:
     raise SystemExit("the node did not start")
+if UDP and network.CONNECTS:
+    # Wi-Fi joins and the UDP port opens in the node's passes: run a few, then go on
+    # in the background as boot.py leaves it
+    node.stop()
+    node.run(0.3)
+    node.start()
+    if node.comms is not None and node.comms.net is not None and node.comms.net.udp is None:
+        raise SystemExit("the UDP port did not open: %s" % (node.comms.net.error,))
 '''
 
 # For the CPU snippet: everything in one step (its heap figures are not used).
@@ -721,6 +778,8 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     from cyphy_node import config as C
 
     full = C.validate(cfg).to_dict()
+    if frozen and (full.get("comms") or {}).get("udp"):
+        full["comms"]["udp_port"] = _free_udp_port()  # its UDP port opens there: not a taken one
     order = import_order(boot_roots(full))
     pre = _prelude(full, chip, order)
     want_cpu = timing and _has_pystone()
@@ -822,6 +881,14 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     _judge(rep, h)
     rep.seconds = _time.monotonic() - t0
     return rep
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def bare_bytes() -> int:

@@ -92,3 +92,64 @@ def test_a_changed_firmware_gets_its_own_build():
     # reused for other firmware
     assert frozen.firmware_key("esp32") != frozen.firmware_key("sim")
     assert frozen.binary("esp32").parent.name.endswith(frozen.firmware_key("esp32"))
+
+
+def test_the_two_loop_udp_node_serves_the_protocol_in_a_wroom_heap():
+    # Issue 12's case in that state: the firmware frozen, a WROOM's heap (plus the
+    # measuring code's), two loops running in the foreground, and a host speaking the real
+    # protocol over a real UDP socket: sets, gets, telemetry and reads, with no MemoryError,
+    # no comms error and no heap left behind by the traffic.
+    import threading
+    import time
+
+    import cyphy
+    from cyphy_node import config as C
+
+    full = C.validate(two_loops_udp()).to_dict()
+    port = check._free_udp_port()
+    full["comms"]["udp_port"] = port
+    order = check.import_order(check.boot_roots(full))
+    run_s = 12
+    soak = (f"import gc\nnode.stop()\ngc.collect()\n_before = gc.mem_alloc()\nnode.run({run_s})\n"
+            "gc.collect()\nprint('@soak', _before, gc.mem_alloc(), gc.mem_free(), node.comms_errors, "
+            "node.comms_last_error, node.dropped)\n")
+    snip = mp32.Snippet(check._prelude(full, "esp32", order) + check.STANDIN,
+                        heap_bytes=check._arena_request(check.heap_for("esp32", False).bytes + 8 * 1024),
+                        files=check._files(full, False, with_firmware=False),
+                        more=check._ram_steps(order) + (soak,))
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(frozen.run_many([snip], timeout=90)[0]))
+    t.start()
+    done = 0
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                n = cyphy.connect(f"udp://127.0.0.1:{port}", key="5a" * 32, timeout=1.0)
+                break
+            except cyphy.api.LinkError:
+                if time.monotonic() > deadline or not t.is_alive():
+                    raise
+                time.sleep(0.2)
+        with n:
+            assert n.name == full["name"] and n.loops == ["loop0", "loop1"]
+            stop = time.monotonic() + run_s - 4
+            while time.monotonic() < stop:
+                v = 20.0 + done % 10
+                n.set("loop0.setpoint", v)
+                assert n.get("loop0.setpoint") == v
+                n.get("loop1")
+                done += 1
+            sample = next(n.telemetry(period_ms=100))
+            assert set(sample["loops"]) == {"loop0", "loop1"}
+    finally:
+        t.join(60)
+    r = out[0]
+    assert r.ok, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("@soak"))
+    before, after, free, errors, last, dropped = line.split(" ", 6)[1:]
+    assert "MemoryError" not in r.stdout + r.stderr
+    assert errors == "0" and dropped == "[]", line
+    assert done >= 10, done    # (the service runs after each 100 ms pass here: no timers)
+    print(line)
+    assert int(after) - int(before) < 2048, line     # the traffic left nothing behind
