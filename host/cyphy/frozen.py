@@ -225,30 +225,7 @@ sys.path[:] = ['', '.frozen', '/lib']
 def _cyphy_run(i, g):
     with open('/.cyphy-steps/%d.py' % i) as f:
         src = f.read()
-    try:
-        code = compile(src, '<snippet>', 'exec')
-        src = None
-        exec(code, g)
-        rc = 0
-    except SystemExit as e:
-        while micropython.heap_unlock():
-            pass
-        c = e.args[0] if e.args else 0
-        if c is None:
-            rc = 0
-        elif isinstance(c, int):
-            rc = c
-        else:
-            print(c, file=sys.stderr)
-            rc = 1
-    except BaseException as e:
-        while micropython.heap_unlock():
-            pass
-        sys.print_exception(e, sys.stderr)
-        rc = 1
-    while micropython.heap_unlock():
-        pass
-    return rc
+    return _cyphy_exec(src, g)
 def _cyphy_main():
     g = {'__name__': '__main__'}
     i = 0
@@ -322,7 +299,8 @@ def run_many(snippets: Iterable[mp32.Snippet], timeout: float = 120.0,
             for i, code in enumerate(steps):
                 (sd / f"{i}.py").write_text(code)
             harness = Path(d) / "harness.py"
-            harness.write_text(f"ROOT = {str(root)!r}\nSTEPS = {len(steps)}\n" + _HARNESS)
+            harness.write_text(f"ROOT = {str(root)!r}\nSTEPS = {len(steps)}\n" + mp32.EXEC_STEP
+                               + _HARNESS)
             t0 = time.monotonic()
             left = deadline - t0
             if left <= 0:

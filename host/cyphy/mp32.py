@@ -71,6 +71,39 @@ SMALL_MAX = (1 << 30) - 1       # the 31-bit small-int range this port shares wi
 SMALL_MIN = -(1 << 30)
 
 
+# Runs one step's source in the globals g and returns its status: 0, SystemExit's code, or
+# 1 for an uncaught exception (traceback on stderr). The heap is unlocked before anything
+# is printed: an exception leaving a heap_lock()ed block would otherwise fail to format
+# (the WebAssembly port spins forever on it). Defined in each fresh interpreter by both
+# 32-bit runners: mp32_driver.mjs (here) and cyphy.frozen's harness.
+EXEC_STEP = """
+def _cyphy_exec(src, g):
+    import micropython, sys
+    try:
+        exec(compile(src, '<snippet>', 'exec'), g)
+        rc = 0
+    except SystemExit as e:
+        while micropython.heap_unlock():
+            pass
+        c = e.args[0] if e.args else 0
+        if c is None:
+            rc = 0
+        elif isinstance(c, int):
+            rc = c
+        else:
+            print(c, file=sys.stderr)
+            rc = 1
+    except BaseException as e:
+        while micropython.heap_unlock():
+            pass
+        sys.print_exception(e, sys.stderr)
+        rc = 1
+    while micropython.heap_unlock():
+        pass
+    return rc
+"""
+
+
 class Mp32Error(Exception):
     """The 32-bit MicroPython cannot run, or a snippet failed (Result.check())."""
 
@@ -200,7 +233,7 @@ def run_many(snippets: Iterable[Snippet], timeout: float = 120.0) -> list[Result
             blobs.setdefault(key, base64.b64encode(s.romfs).decode())
             spec["romfs"] = key
         specs.append(spec)
-    batch = json.dumps({"blobs": blobs, "jobs": specs})
+    batch = json.dumps({"exec_step": EXEC_STEP, "blobs": blobs, "jobs": specs})
     try:
         p = subprocess.run([node_exe(), str(DRIVER), str(port_module())], input=batch,
                            capture_output=True, text=True, timeout=timeout)

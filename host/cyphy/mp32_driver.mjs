@@ -3,7 +3,7 @@
 //
 //   node mp32_driver.mjs <path to micropython.mjs>   < batch.json   > one JSON line per job
 //
-// batch.json: {"blobs": {id: base64}, "jobs": [{"steps": [str, ...], "heap": bytes,
+// batch.json: {"exec_step": Python defining _cyphy_exec, "blobs": {id: base64}, "jobs": [{"steps": [str, ...], "heap": bytes,
 //              "pystack": words, "files": {path in the port's filesystem: blob id},
 //              "romfs": blob id (optional)}]}
 // Every job gets a fresh interpreter (its own heap), its files written into the port's
@@ -28,36 +28,15 @@ const batch = JSON.parse(readFileSync(0, "utf8"));
 const blobs = {};
 for (const [id, b64] of Object.entries(batch.blobs || {})) blobs[id] = Buffer.from(b64, "base64");
 
-// Runs the job's code from /__snippet__.py. Exceptions are caught in Python, after
-// unlocking the heap: an exception reaching the port's JS glue while the heap is still
-// locked (micropython.heap_lock()) makes the port spin forever converting it to text.
+// Runs the job's code from /__snippet__.py with _cyphy_exec (batch.exec_step, mp32.EXEC_STEP:
+// exceptions are caught in Python after unlocking the heap, since an exception reaching the
+// port's JS glue while the heap is still locked makes the port spin forever converting it).
 const WRAPPER = `
 def _cyphy_run():
     import gc, micropython, sys
     with open('/__snippet__.py') as f:
         src = f.read()
-    g = _cyphy_g
-    try:
-        exec(compile(src, '<snippet>', 'exec'), g)
-        rc = 0
-    except SystemExit as e:
-        while micropython.heap_unlock():
-            pass
-        c = e.args[0] if e.args else 0
-        if c is None:
-            rc = 0
-        elif isinstance(c, int):
-            rc = c
-        else:
-            print(c, file=sys.stderr)
-            rc = 1
-    except BaseException as e:
-        while micropython.heap_unlock():
-            pass
-        sys.print_exception(e, sys.stderr)
-        rc = 1
-    while micropython.heap_unlock():
-        pass
+    rc = _cyphy_exec(src, _cyphy_g)
     src = None
     import _cyphy_sink
     _cyphy_sink.meta()
@@ -108,6 +87,7 @@ for (const job of batch.jobs) {
   mp.registerJsModule("_cyphy_sink", { meta: () => { sink = "meta"; }, out: () => { sink = "out"; } });
   const text = (a) => decoder.decode(new Uint8Array(a));
   sink = "meta";
+  mp.runPython(batch.exec_step);
   mp.runPython(MEM);
   const heapInitial = gcTotal(text(sinks.meta));
   sinks.meta = [];
