@@ -105,6 +105,8 @@ def run(ctx) -> list[dict]:
             top = sorted(rep.modules.items(), key=lambda kv: -kv[1])[:6]
             out.append(C.record("ram_modules_top_bytes", sum(b for _, b in top), "B",
                                 modules=dict(top), storage=storage))
+    if why is None:
+        out += soak(ctx)
     bare = check.bare_bytes() if hasattr(check, "bare_bytes") else None
     if bare is not None:
         out.append(C.record("ram_free_bytes", wroom.bytes - bare, "B", system="micropython",
@@ -112,3 +114,90 @@ def run(ctx) -> list[dict]:
                             note="a plain MicroPython's heap on an ESP32-WROOM, less what the bare "
                                  "interpreter holds (measured on the 32-bit port)"))
     return out
+
+
+# An hour of a host's traffic with a node, by count: `cyphy monitor`'s telemetry at 10 Hz
+# (36,000 samples) and a set and a get every second (7,200 commands). Here the commands'
+# count is sent as fast as the node answers, while a second session streams telemetry.
+HOUR_COMMANDS = 7200
+
+
+def soak(ctx) -> list[dict]:
+    """Issue 12's node (two loops, serial protocol and UDP) frozen in a WROOM's heap on the
+    32-bit build: an hour's commands and a telemetry stream over real UDP from two host
+    sessions; MemoryErrors, comms errors and the heap the traffic left behind."""
+    import threading
+    import time
+
+    import cyphy
+    from cyphy import check, frozen
+
+    cfg = loops_config(2)
+    cfg.setdefault("comms", {})["udp"] = True
+    for lp in cfg["loops"]:
+        lp["rate_hz"] = 100          # the service runs after every pass here (no timers)
+    want = HOUR_COMMANDS // (10 if ctx.quick else 1)
+    budget_s = 25.0 if ctx.quick else 120.0   # about 100 commands a second get answered
+    snip, port = check.frozen_soak(cfg, budget_s)
+    res: list = []
+    t = threading.Thread(target=lambda: res.append(frozen.run_many([snip], timeout=budget_s + 60)[0]))
+    t.start()
+    url, key = f"udp://127.0.0.1:{port}", "5a" * 32
+    sent = samples = failed = 0
+    stop = threading.Event()
+
+    def stream() -> None:
+        nonlocal samples
+        with cyphy.connect(url, key=key, timeout=2.0) as m:
+            for _ in m.telemetry(period_ms=100):
+                samples += 1
+                if stop.is_set():
+                    break
+
+    t0 = time.monotonic()
+    try:
+        deadline = t0 + 20
+        while True:
+            try:
+                n = cyphy.connect(url, key=key, timeout=2.0)
+                break
+            except cyphy.api.LinkError:
+                if time.monotonic() > deadline or not t.is_alive():
+                    raise
+                time.sleep(0.2)
+        tele = threading.Thread(target=stream, daemon=True)
+        tele.start()
+        with n:
+            t1 = time.monotonic()
+            while sent < want and time.monotonic() - t0 < budget_s - 10:
+                v = 20.0 + sent % 50 / 10
+                try:
+                    n.set("loop0.setpoint", v)
+                    if n.get("loop0.setpoint") != v:
+                        failed += 1
+                except cyphy.api.LinkError:
+                    failed += 1
+                sent += 2
+            took = time.monotonic() - t1
+        stop.set()
+        tele.join(10)
+    except Exception as e:      # noqa: BLE001 - a bench records what failed
+        stop.set()
+        t.join(budget_s + 60)
+        return [C.skipped("frozen_soak_commands", "count", C.why(e), storage="frozen")]
+    t.join(budget_s + 60)
+    r = res[0] if res else None
+    if r is None or not r.ok:
+        return [C.skipped("frozen_soak_commands", "count",
+                          f"the node's run failed: {(r.stderr if r else 'no result')[-300:]}",
+                          storage="frozen")]
+    s = check.parse_soak(r.stdout)
+    p = {"loops": 2, "udp": True, "storage": "frozen", "heap_bytes": check.heap_for("esp32", False).bytes,
+         "commands_wanted": want, "seconds": round(took, 1), "telemetry_samples": samples}
+    ctx.log(f"ram: frozen soak {sent} commands in {took:.0f} s, {samples} telemetry samples, "
+            f"{failed} failed, comms errors {s['comms_errors']}, heap +{s['heap_after'] - s['heap_before']} B")
+    return [C.record("frozen_soak_commands", sent, "count", **p),
+            C.record("frozen_soak_failed_commands", failed, "count", **p),
+            C.record("frozen_soak_memory_errors", ("MemoryError" in r.stdout + r.stderr) * 1, "count", **p),
+            C.record("frozen_soak_comms_errors", s["comms_errors"], "count", **p),
+            C.record("frozen_soak_heap_left_bytes", s["heap_after"] - s["heap_before"], "B", **p)]

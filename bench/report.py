@@ -274,6 +274,16 @@ def ram(R: Records) -> list[str]:
                    "Fits", "Within budget"], rows, "rllrrrll")
     if free is not None:
         out += [f"A plain MicroPython leaves {_fmt(free)} B of that heap free.", ""]
+    soak = [r for r in R.all("frozen_soak_commands") if r.get("value") is not None]
+    if soak:
+        p = soak[0].get("params") or {}
+        out += [f"Frozen, two loops and UDP in that heap: {_fmt(soak[0]['value'])} commands (an hour's "
+                f"set and get every second) in {_fmt(p.get('seconds'))} s over UDP with "
+                f"{_fmt(p.get('telemetry_samples'))} telemetry samples on a second session; "
+                f"{_fmt(R.value('frozen_soak_failed_commands', 'cyphy'))} failed, "
+                f"{_fmt(R.value('frozen_soak_memory_errors', 'cyphy'))} MemoryErrors, "
+                f"{_fmt(R.value('frozen_soak_comms_errors', 'cyphy'))} comms errors, "
+                f"{_fmt(R.value('frozen_soak_heap_left_bytes', 'cyphy'))} B of heap left behind.", ""]
     return out
 
 

@@ -883,6 +883,53 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     return rep
 
 
+SOAK = """
+import gc
+node.stop()
+gc.collect()
+_before = gc.mem_alloc()
+node.run(SOAK_S)
+gc.collect()
+print('@soak', _before, gc.mem_alloc(), gc.mem_free(), node.comms_errors, node.dropped,
+      node.comms_last_error)
+"""
+
+
+def frozen_soak(cfg: dict, seconds: float, chip: str = "esp32", psram: bool = False,
+                extra_heap: int = 8 * 1024) -> tuple[Any, int]:
+    """A snippet for cyphy.frozen.run_many that boots cfg (its comms.udp on) frozen, in the
+    chip's heap plus extra_heap for the measuring code, then runs the node in the
+    foreground for `seconds` (the stand-in board's timers never fire: the service runs
+    after every pass) and prints one line, "@soak <heap before> <after> <free>
+    <comms_errors> <dropped> <last error>" (parse_soak). Returns (snippet, its UDP port):
+    a host can talk to the node there meanwhile (key "5a" * 32)."""
+    from cyphy import mp32
+    from cyphy_node import config as C
+
+    full = C.validate(cfg).to_dict()
+    if not (full.get("comms") or {}).get("udp"):
+        raise ValueError("frozen_soak needs comms.udp on")
+    port = _free_udp_port()
+    full["comms"]["udp_port"] = port
+    order = import_order(boot_roots(full))
+    snip = mp32.Snippet(_prelude(full, chip, order) + f"SOAK_S = {seconds!r}\n" + STANDIN,
+                        heap_bytes=_arena_request(heap_for(chip, psram).bytes + extra_heap),
+                        files=_files(full, False, with_firmware=False),
+                        more=_ram_steps(order) + (SOAK,))
+    return snip, port
+
+
+def parse_soak(stdout: str) -> dict[str, Any]:
+    """frozen_soak's line as a dict (KeyError if the run printed none)."""
+    for ln in stdout.splitlines():
+        if ln.startswith("@soak "):
+            before, after, free, errors, rest = ln.split(" ", 5)[1:]
+            dropped, _, last = rest.partition("] ")
+            return {"heap_before": int(before), "heap_after": int(after), "free": int(free),
+                    "comms_errors": int(errors), "dropped": dropped + "]", "last_error": last}
+    raise KeyError("no @soak line: the run did not finish")
+
+
 def _free_udp_port() -> int:
     import socket
 

@@ -103,20 +103,9 @@ def test_the_two_loop_udp_node_serves_the_protocol_in_a_wroom_heap():
     import time
 
     import cyphy
-    from cyphy_node import config as C
 
-    full = C.validate(two_loops_udp()).to_dict()
-    port = check._free_udp_port()
-    full["comms"]["udp_port"] = port
-    order = check.import_order(check.boot_roots(full))
     run_s = 12
-    soak = (f"import gc\nnode.stop()\ngc.collect()\n_before = gc.mem_alloc()\nnode.run({run_s})\n"
-            "gc.collect()\nprint('@soak', _before, gc.mem_alloc(), gc.mem_free(), node.comms_errors, "
-            "node.comms_last_error, node.dropped)\n")
-    snip = mp32.Snippet(check._prelude(full, "esp32", order) + check.STANDIN,
-                        heap_bytes=check._arena_request(check.heap_for("esp32", False).bytes + 8 * 1024),
-                        files=check._files(full, False, with_firmware=False),
-                        more=check._ram_steps(order) + (soak,))
+    snip, port = check.frozen_soak(two_loops_udp(), run_s)
     out: list = []
     t = threading.Thread(target=lambda: out.append(frozen.run_many([snip], timeout=90)[0]))
     t.start()
@@ -132,7 +121,7 @@ def test_the_two_loop_udp_node_serves_the_protocol_in_a_wroom_heap():
                     raise
                 time.sleep(0.2)
         with n:
-            assert n.name == full["name"] and n.loops == ["loop0", "loop1"]
+            assert n.name == "ram-2" and n.loops == ["loop0", "loop1"]
             stop = time.monotonic() + run_s - 4
             while time.monotonic() < stop:
                 v = 20.0 + done % 10
@@ -146,10 +135,8 @@ def test_the_two_loop_udp_node_serves_the_protocol_in_a_wroom_heap():
         t.join(60)
     r = out[0]
     assert r.ok, r.stderr
-    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("@soak"))
-    before, after, free, errors, last, dropped = line.split(" ", 6)[1:]
+    soak = check.parse_soak(r.stdout)
     assert "MemoryError" not in r.stdout + r.stderr
-    assert errors == "0" and dropped == "[]", line
+    assert soak["comms_errors"] == 0 and soak["dropped"] == "[]", soak
     assert done >= 10, done    # (the service runs after each 100 ms pass here: no timers)
-    print(line)
-    assert int(after) - int(before) < 2048, line     # the traffic left nothing behind
+    assert soak["heap_after"] - soak["heap_before"] < 2048, soak   # the traffic left nothing
