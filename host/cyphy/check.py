@@ -826,6 +826,16 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
         res = mp32.run_many(snippets)
     bare = res[0].check().heap_used
     ram = res[1]
+    if not ram.ok and frozen and "MemoryError" in ram.stderr:
+        # The frozen build's heap is fixed, as the chip's: the firmware ran out of it
+        last = [ln for ln in ram.stderr.splitlines() if ln.startswith("MemoryError")][-1:]
+        where = "while booting" if len(ram.settled) > len(order) else "while importing the firmware"
+        rep.reasons.append(f"the node did not start in the {_kb(h.bytes)} heap: "
+                           f"{(last or ['MemoryError'])[0]} {where}")
+        rep.advice.append("drop loops, blocks or devices" + (
+            ", or use a board with PSRAM (--psram)" if not psram and (chip, True) in HEAPS else ""))
+        rep.seconds = _time.monotonic() - t0
+        return rep
     if not ram.ok:
         raise mp32.Mp32Error(f"the firmware did not start on the 32-bit MicroPython with this config "
                              f"(exit {ram.status}):\n{ram.stdout[-2000:]}\n{ram.stderr[-2000:]}")

@@ -87,6 +87,9 @@ def text(r: Report) -> str:
     if r.errors:
         e = r.errors[0]
         return f"{name} on {where}: {e['kind']} error: {e['field']}: {e['reason']}"
+    if r.ram_resident_bytes is None:        # it did not start: nothing was measured
+        return "\n".join([f"{name} on {where}: DOES NOT FIT", "  why: " + "; ".join(r.reasons),
+                          *("  " + a for a in r.advice)])
     lines = [f"{name} on {where}: {'fits' if r.fits else 'DOES NOT FIT'}",
              f"  heap           {r.heap_bytes:>9} bytes  ({r.heap_source})",
              f"  resident       {r.ram_resident_bytes:>9} bytes  (at most heap - {MARGIN} = "
