@@ -56,9 +56,12 @@ SOURCE_URL = ("http://deb.debian.org/debian/pool/main/m/micropython/"
 SOURCE_SHA256 = "f5ad2ec89d3e921f753d448955af98b6005655f84ba26087dde6ba0e8d062f34"
 # The Unix port's standard variant, 32-bit, less what needs 32-bit libraries this build
 # does not use (libffi) or that the firmware does not import (btree, TLS).
+# Linked statically: a sim node's sandbox (Landlock) lets it execute this one file and read
+# nothing of the host's libraries.
 MAKE_FLAGS = ("VARIANT=standard", "MICROPY_FORCE_32BIT=1", "MICROPY_PY_FFI=0",
               "MICROPY_PY_BTREE=0", "MICROPY_PY_SSL=0", "MICROPY_SSL_AXTLS=0",
-              "MICROPY_SSL_MBEDTLS=0")
+              "MICROPY_SSL_MBEDTLS=0", "LDFLAGS_EXTRA=-static")
+ROM_DIR = firmware.REPO / "boards" / "sim" / "rom"   # the sim board's ROM (rom=True)
 BLOCK = 16          # GC block bytes on a 32-bit port, as on ESP32
 
 
@@ -167,12 +170,17 @@ def _locked() -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def firmware_key(target: str = "esp32") -> str:
-    """A hash of what gets frozen: the manifest and the firmware's sources for target."""
-    h = hashlib.sha256(VERSION.encode() + firmware.MANIFEST.read_bytes())
+def firmware_key(target: str = "esp32", rom: bool = False) -> str:
+    """A hash of what gets frozen: the manifest and the firmware's sources for target (and
+    the sim's ROM with rom)."""
+    h = hashlib.sha256(VERSION.encode() + " ".join(MAKE_FLAGS).encode()
+                       + firmware.MANIFEST.read_bytes())
     for b in sorted(firmware.build(target), key=lambda b: b.dst):
         if b.dst.startswith("/lib/"):
             h.update(b.dst.encode() + b"\0" + hashlib.sha256(b.data).digest())
+    if rom:
+        for f in sorted(ROM_DIR.glob("*.py")):
+            h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()[:16]
 
 
@@ -184,10 +192,12 @@ def _make(args: list[str], cwd: Path, what: str) -> None:
         raise FrozenError(f"building {what} failed (make in {cwd}):\n{tail}")
 
 
-def binary(target: str = "esp32") -> Path:
+def binary(target: str = "esp32", rom: bool = False) -> Path:
     """The 32-bit MicroPython with this firmware (target's board modules) frozen in, built
-    if it is not in the cache yet. FrozenError with one reason if it cannot be built."""
-    key = f"{target}-{firmware_key(target)}"
+    if it is not in the cache yet; rom: the sim board's ROM (boards/sim/rom) frozen in too,
+    as the chip's is in its flash (target "sim": a sim node's runtime, sim_launcher()).
+    FrozenError with one reason if it cannot be built."""
+    key = f"{target}{'-rom' if rom else ''}-{firmware_key(target, rom)}"
     out = cache_root() / "bin" / key / "micropython"
     if out.exists():
         return out
@@ -200,17 +210,36 @@ def binary(target: str = "esp32") -> Path:
         src = source_dir()
         if not (src / "mpy-cross" / "build" / "mpy-cross").exists():
             _make([], src / "mpy-cross", "mpy-cross")
-        manifest = cache_root() / f"manifest-{target}.py"
+        manifest = cache_root() / f"manifest-{key}.py"
         manifest.write_text(f"# written by cyphy.frozen: the firmware for {target}, frozen\n"
                             f"include({str(firmware.MANIFEST.parent)!r}, target={target!r}, "
-                            f"port_manifest=False)\n")
+                            f"port_manifest=False)\n"
+                            + "".join(f"module({f.name!r}, base_path={str(ROM_DIR)!r})\n"
+                                      for f in sorted(ROM_DIR.glob("*.py")) if rom))
         unix = src / "ports" / "unix"
+        # makemanifest.py recompiles a module only when its source is newer than the .mpy
+        # it left in the build: with another manifest (another target) the same name can
+        # come from another file (`board`), so every freeze starts from nothing
+        shutil.rmtree(unix / "build-standard" / "frozen_mpy", ignore_errors=True)
         _make([*MAKE_FLAGS, f"FROZEN_MANIFEST={manifest}"], unix, "the 32-bit Unix port")
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         shutil.copy2(unix / "build-standard" / "micropython", tmp)
         os.replace(tmp, out)
     return out
+
+
+def sim_launcher(exe: Path) -> Path:
+    """The script a sim node's frozen runtime (binary("sim", rom=True)) starts: the ROM's
+    simboot, frozen, with sys.argv[0] where the ROM's files are (the ROM finds the chip
+    descriptions and its traceback prefix from it). Written next to the binary."""
+    path = exe.with_name("simboot_frozen.py")
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f"import sys\nsys.argv[0] = {str(ROM_DIR / 'simboot.py')!r}\n"
+                       "import simboot\nsimboot.main(globals())\n")
+        os.replace(tmp, path)
+    return path
 
 
 # Runs in the frozen MicroPython: mounts the snippet's files as /, then runs the steps

@@ -62,6 +62,27 @@ def _mount(board, a):
     os.chdir("/")
 
 
+_BALLAST = []
+
+
+def _as_the_chip(free, area):
+    """A WROOM node (chip_free=): the heap also holds the ROM's own objects, which are C in
+    the chip's flash and static RAM. Once they are made, ballast takes what is more than
+    the chip leaves free, so the firmware finds `free` bytes, as on the chip; and a pinned
+    block after the first `area` bytes splits the rest as the chip's heap is split into
+    areas (ESP32: two of 55,968 B), so no free block is larger than one area."""
+    import gc
+    gc.collect()
+    extra = gc.mem_free() - free
+    if extra > 64:
+        _BALLAST.append(bytearray(extra - 32))     # (its object header comes on top)
+    if area and gc.mem_free() > area:
+        first = bytearray(area - 32)
+        _BALLAST.append(bytearray(1))               # the pin between the two areas
+        first = None
+    gc.collect()
+
+
 def main(g):
     """Boot, then the REPL. g is the dict of the Unix port's __main__ module (py/runtime.c
     mp_module___main__, whose globals are MP_STATE_VM(dict_main)): boot.py, main.py and
@@ -99,6 +120,8 @@ def main(g):
     _board.install(board)
 
     repl = _repl.Repl(board, g, rom_prefix)
+    if a.get("chip_free"):
+        _as_the_chip(int(a["chip_free"]), int(a.get("chip_area", "0")))
     mode = a.get("mode", "friendly")
     link.event("boot")
     reboot = repl.run_file("boot.py")

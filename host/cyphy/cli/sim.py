@@ -53,8 +53,13 @@ def sim() -> None:
                    "as on the chip (calibrated, cyphy.sim.speed), so a loop that does not fit its "
                    "period on an ESP32 shows overruns; host: the host's full speed. Either way "
                    "`cyphy get URL stats` reports compute time in chip microseconds.")
+@click.option("--wroom/--psram", "wroom", default=None,
+              help="The board's memory: --wroom an ESP32-WROOM without PSRAM (the chip's heap, "
+                   "111,936 B on an ESP32, on a 32-bit MicroPython with the firmware frozen in, "
+                   "as such a board needs it; --heap does not apply), --psram an ESP32 with "
+                   "PSRAM (--heap). Kept with the node; a new node has PSRAM.")
 def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
-          bench: Path | None, download: bool, chip: str | None, speed: str) -> None:
+          bench: Path | None, download: bool, chip: str | None, speed: str, wroom: bool | None) -> None:
     """Power on node NAME in the background; prints its serial port last.
 
     If it does not boot, one line says why; the node's supervisor.log has the details
@@ -66,11 +71,14 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
             control.load_bench(bench)  # before --chip creates the node
         log = Node.named(name).supervisor_log
         log_at = log.stat().st_size if log.exists() else 0
-        if chip is not None:
+        if chip is not None or wroom is not None:
             node = Node.named(name)
             if node.state() is None:
                 node.create()
-            node.set_chip(chip)  # refused while it runs as another chip
+            if chip is not None:
+                node.set_chip(chip)  # refused while it runs as another chip
+            if wroom is not None:
+                node.set_ram("wroom" if wroom else "psram")
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
                            virtual_time=virtual_time, bench=bench, download=download, speed=speed)
     except SimError as e:

@@ -64,8 +64,9 @@ def die_with_parent() -> None:
         pass
 
 
-def restrict(read_only: list[Path], read_write: list[Path]) -> str:
-    """Allow only these paths from now on; returns 'landlock' or why it could not."""
+def restrict(read_only: list[Path], read_write: list[Path], executable: list[Path] = ()) -> str:
+    """Allow only these paths from now on (executable: files that may also be executed, e.g.
+    a statically linked MicroPython to exec); returns 'landlock' or why it could not."""
     abi = abi_version()
     if abi < 1:
         return "none (kernel has no Landlock)"
@@ -82,7 +83,8 @@ def restrict(read_only: list[Path], read_write: list[Path]) -> str:
     if rfd < 0:
         return "none (landlock_create_ruleset: %s)" % os.strerror(ctypes.get_errno())
     try:
-        for paths, access in ((read_only, READ_FILE | READ_DIR), (read_write, READ_FILE | WRITE_FILE)):
+        for paths, access in ((read_only, READ_FILE | READ_DIR), (read_write, READ_FILE | WRITE_FILE),
+                              (list(executable), READ_FILE | EXECUTE)):
             for p in paths:
                 fd = os.open(p, os.O_PATH | os.O_CLOEXEC)
                 try:

@@ -123,8 +123,28 @@ class Pacer:
         return (1 - self.tokens) / self.rate
 
 
+# A WROOM node (Node.ram() "wroom"): the 32-bit MicroPython with the ROM and the firmware
+# frozen in (cyphy.frozen), given the chip's heap plus room for the ROM's own objects (its
+# machine, network, REPL and flash: C on the chip); once they are made, the ROM fills what
+# is more than the chip leaves free with ballast (simboot._as_the_chip), so the firmware
+# finds the chip's free heap, split into the chip's areas.
+WROOM_ROM_ROOM = 96 * 1024      # more than the ROM's objects (measured: docs/boards.md)
+CHIP_BARE = 1216                # what a bare MicroPython holds (32-bit, `make bench` section 7)
+
+
 class Child:
     """One run of the node's MicroPython process (from a reset to the next)."""
+
+    @staticmethod
+    def _wroom(node: Node, args: list[str], env: dict[str, str], bench: bool) -> str:
+        from cyphy import check, frozen
+
+        exe = frozen.binary("sim", rom=True)
+        frozen.sim_launcher(exe)
+        h = check.heap_for(node.chip(), False)
+        args += [f"chip_free={h.bytes - CHIP_BARE}", f"chip_area={h.area}"]
+        env["CYPHY_SIM_RUNTIME"] = str(exe)
+        return str(h.bytes + WROOM_ROM_ROOM + (BENCH_HEAP if bench else 0))
 
     def __init__(self, node: Node, mode: str, reset: str, heap: str, ticks_start: int,
                  virtual_time: bool, bench: str | None, wdt: tuple[float, float] | None = None,
@@ -164,6 +184,11 @@ class Child:
             self.wdt_timeout, self.wdt_fed = wdt
             left = self.wdt_timeout - (time.monotonic() - self.wdt_fed)
             args.append(f"wdt={int(self.wdt_timeout * 1000)}:{max(0, int(left * 1000))}")
+        # The node's chip description (boards/esp32/pins.py and chip_<chip>.py) for the
+        # ROM's _hw.py: the node's sandbox lets it read only the ROM's own directory.
+        env = {**os.environ, "CYPHY_SIM_CHIPS": chips_source(node.chip())}
+        if node.ram() == "wroom":
+            heap = self._wroom(node, args, env, bool(bench))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cyphy.sim.mpchild", str(rom_dir()), str(node.image), heap,
              bench or "", *args],
@@ -171,9 +196,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
-            # The node's chip description (boards/esp32/pins.py and chip_<chip>.py) for the
-            # ROM's _hw.py: the node's sandbox lets it read only the ROM's own directory.
-            env={**os.environ, "CYPHY_SIM_CHIPS": chips_source(node.chip())},
+            env=env,
         )
         for fd in (self.stdin_w, self.proc.stdout.fileno(), self.proc.stderr.fileno()):
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)

@@ -1,0 +1,98 @@
+"""WROOM sim nodes (`cyphy sim start --wroom`): an ESP32-WROOM without PSRAM, as issue 12
+has it. The node runs on the 32-bit MicroPython with the sim's ROM and the firmware frozen
+in (cyphy.frozen), and the firmware finds the chip's free heap, split into its areas."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "sim"))
+sys.path.insert(0, str(REPO / "bench"))
+import ram  # noqa: E402  (bench/ram.py: the configs of issue 12's budget)
+from serial_console import Console  # noqa: E402
+from test_protocol_udp import free_udp_port  # noqa: E402
+
+from cyphy import check, frozen  # noqa: E402
+from cyphy.sim.nodes import Node  # noqa: E402
+
+WROOM_FREE = check.heap_for("esp32", False).bytes - 1216     # supervisor.CHIP_BARE
+AREA = check.heap_for("esp32", False).area
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    why = frozen.unavailable()
+    if why:
+        pytest.fail(f"the frozen 32-bit MicroPython cannot be built here: {why}")
+
+
+def wroom(sim_nodes, name: str):
+    node = Node.named(name)
+    node.create()
+    node.set_ram("wroom")
+    return sim_nodes(name)
+
+
+def cyphy(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("cyphy")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_wroom_node_is_32_bit_with_the_chips_free_heap_in_two_areas(sim_nodes):
+    n = wroom(sim_nodes, "w1")
+    assert Node.named("w1").ram() == "wroom"
+    con = Console(n.port)
+    con.raw()
+    out = con.run("import gc, sys\ngc.collect()\nprint(gc.mem_free(), sys.maxsize, type(1 << 30).__name__)\n"
+                  "import cyphy_node.pid\nprint(cyphy_node.pid.__file__)\n"
+                  f"b = bytearray({AREA - 4096})\nb = None\ngc.collect()\n"
+                  f"try:\n    bytearray({AREA + 1024})\n    print('one block')\nexcept MemoryError:\n"
+                  "    print('no block larger than an area')\n")
+    con.close()
+    free, maxsize, big = out.split()[:3]
+    # the chip's free heap, less what this REPL session made
+    assert WROOM_FREE - 6 * 1024 < int(free) <= WROOM_FREE, out
+    assert maxsize == str(2 ** 31 - 1) and big == "int"
+    assert "cyphy_node/pid.py" in out                   # frozen (a file would be /lib/...)
+    assert out.strip().endswith("no block larger than an area")
+
+
+def test_issue_12s_node_runs_on_a_wroom_node_through_the_readme_commands(sim_nodes, tmp_path):
+    # Two PID loops, the serial protocol and UDP, flashed and provisioned as a user does;
+    # then sets, gets and telemetry over UDP, and the node's own account of its heap.
+    import cyphy as api
+
+    wroom(sim_nodes, "w2")
+    port = free_udp_port()
+    cfg = ram.loops_config(2)
+    cfg["comms"] = {"udp": True, "udp_port": port}
+    path = tmp_path / "two.json"
+    path.write_text(json.dumps(cfg))
+    p = cyphy("flash", "--port", "sim://w2", "--config", str(path), "--name", "w2")
+    assert p.returncode == 0, p.stderr
+    pw = tmp_path / "wifi"
+    pw.write_text("not-printed-anywhere")
+    p = cyphy("provision", "--port", "sim://w2", "--reset", "--force", "--wifi-ssid", "lab",
+              "--wifi-password-file", str(pw))
+    assert p.returncode == 0, p.stderr
+    assert "running 2 loop(s)" in p.stdout + p.stderr, p.stdout + p.stderr
+    ip = Node.named("w2").config()["ip"]
+    with api.connect("sim://w2") as s:
+        out = s.exec("import gc, time\ntime.sleep(2)\ngc.collect()\n"
+                     "print(gc.mem_free(), node.dropped, node.running())\nprint(node.comms.net.info())")
+    free, dropped, running = out.splitlines()[0].split()
+    assert dropped == "[]" and running == "True", out
+    assert "'connected'" in out, out
+    assert int(free) >= 32 * 1024, out
+    with api.connect(f"udp://{ip}:{port}") as u:
+        u.set("loop0.setpoint", 42.0)
+        assert u.get("loop0.setpoint") == 42.0
+        assert set(next(u.telemetry(period_ms=100))["loops"]) == {"loop0", "loop1"}
