@@ -355,14 +355,18 @@ def run_many(snippets: Iterable[mp32.Snippet], timeout: float = 120.0,
 
 
 def main() -> int:
-    """`python -m cyphy.frozen`: build (or find) the frozen binary for the firmware as it
-    is now; one line on stdout either way (make's setup runs it, and never fails on it)."""
+    """`python -m cyphy.frozen`: build (or find) the frozen binaries for the firmware as it
+    is now (check's, and WROOM sim nodes'); one line on stdout either way (make's setup
+    runs it, and never fails on it)."""
     try:
         exe = binary("esp32")
+        sim = binary("sim", rom=True)      # WROOM sim nodes' runtime
+        sim_launcher(sim)
     except FrozenError as e:
         print(f"setup: the frozen 32-bit MicroPython cannot be built here: {str(e).splitlines()[0]}")
         return 0
-    print(f"setup: MicroPython {VERSION} (32-bit, the firmware frozen in): {exe}")
+    print(f"setup: MicroPython {VERSION} (32-bit, the firmware frozen in): {exe}; for WROOM sim "
+          f"nodes, with the sim's ROM: {sim}")
     return 0
 
 
