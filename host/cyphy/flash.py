@@ -141,10 +141,13 @@ def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | 
     esptool says it begins to erase or write the flash."""
     cmd = [sys.executable, "-m", "esptool", "--chip", "esp32", "--port", port, "--baud",
            str(baud), "--before", before, "--after", after, *args]
-    p = _popen_held(cmd)
+    started: list[subprocess.Popen] = []
     out = bytearray()
-    assert p.stdout is not None
     try:
+        # inside the try: a SIGINT landing just after Popen returns (the handler given
+        # back) must still stop esptool and say what it had done
+        p = _popen_held(cmd, started)
+        assert p.stdout is not None
         if p.interrupted:  # Ctrl-C while esptool was starting
             raise KeyboardInterrupt
         while True:
@@ -162,7 +165,8 @@ def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | 
     except KeyboardInterrupt:
         # Ctrl-C: a terminal sends esptool its own SIGINT; a `kill -INT` reaches only us.
         # Either way esptool stops now, and we say what it had done.
-        _stop(p)
+        if started:
+            _stop(started[0])
         text = out.decode(errors="replace")
         raise FlashInterrupted(any(w in text for w in _TOUCHED),
                                text.count("Hash of data verified")) from None
@@ -172,9 +176,11 @@ def run_esptool(port: str, args: list[str], progress: Callable[[float], None] | 
     return text
 
 
-def _popen_held(cmd: list[str]) -> subprocess.Popen:
+def _popen_held(cmd: list[str], started: list[subprocess.Popen]) -> subprocess.Popen:
     """Popen(cmd), with a SIGINT that comes meanwhile held until it has returned (then
-    p.interrupted is True): interrupted inside Popen, the child would run on unseen."""
+    p.interrupted is True): interrupted inside Popen, the child would run on unseen. The
+    process is also appended to `started` while SIGINT is still held, so a caller that
+    is interrupted before this returns can still stop it."""
     import signal
 
     seen: list[int] = []
@@ -184,6 +190,7 @@ def _popen_held(cmd: list[str]) -> subprocess.Popen:
         old = None
     try:
         p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started.append(p)
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
