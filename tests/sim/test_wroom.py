@@ -21,8 +21,9 @@ from test_protocol_udp import free_udp_port  # noqa: E402
 
 from cyphy import check, frozen  # noqa: E402
 from cyphy.sim.nodes import Node  # noqa: E402
+from cyphy.sim.supervisor import CHIP_BARE  # noqa: E402
 
-WROOM_FREE = check.heap_for("esp32", False).bytes - 1216     # supervisor.CHIP_BARE
+WROOM_FREE = check.heap_for("esp32", False).bytes - CHIP_BARE
 AREA = check.heap_for("esp32", False).area
 
 
