@@ -263,7 +263,7 @@ class Lab:
         with self._lock:
             self.started.append(name)
         return control.start(name, baud=baud, heap=heap, home=self.home, timeout=timeout,
-                             bench=bench)
+                             bench=bench, ram="psram")   # the figures' board: with PSRAM
 
     def write_image(self, name: str, image: bytes) -> None:
         """Replace a stopped node's flash image."""

@@ -46,6 +46,9 @@ def sim_nodes(cyphy_home: Path) -> Iterator:
     started: list[SimNode] = []
 
     def start(name: str = "node", baud: int = 0, **kw) -> SimNode:
+        # an ESP32 with PSRAM unless the test asks for a WROOM (ram="wroom"), the sim's
+        # default: most tests are about something else than RAM (docs/boards.md, "WROOM nodes")
+        kw.setdefault("ram", "psram")
         st = control.start(name, baud=baud, home=cyphy_home, **kw)
         n = SimNode(name, st["port"], cyphy_home, st)
         started.append(n)

@@ -14,9 +14,12 @@ What it does, in order:
    DAC, ADC2 with Wi-Fi, ADC ranges, PWM frequencies, channels and timers). An error in
    either is reported with its field (Report.errors) and ends the check: a config the node
    refuses has no RAM figure.
-2. RAM, on a real 32-bit MicroPython (cyphy.mp32: the WebAssembly port, MicroPython 1.29,
-   the firmware's compiled .mpy files on /lib, or with `romfs` in a ROMFS image mounted at
-   /rom, as a node with a ROMFS partition runs them), in one batch of snippets. Every
+2. RAM, on a real 32-bit MicroPython, with the firmware where the board keeps it
+   (default_frozen): without PSRAM frozen into MicroPython (cyphy.frozen: a 32-bit build
+   of MicroPython's Unix port made here, heap fixed at the chip's, as a custom ESP32 build
+   with firmware/manifest.py frozen runs it); with PSRAM, or when told, the firmware's
+   compiled .mpy files on /lib (cyphy.mp32: the WebAssembly port, MicroPython 1.29), or
+   with `romfs` in a ROMFS image mounted at /rom there. In one batch of snippets. Every
    figure is taken with the heap settled: this port's gc.collect() frees nothing inside
    the call that dropped an object, so the snippet runs in steps and cyphy.mp32's driver
    collects between them in calls of their own (mp32.Result.settled); a figure taken
@@ -79,6 +82,7 @@ from typing import Any
 from cyphy import firmware
 
 MARGIN = 32 * 1024      # the largest free block a node needs, and the headroom over resident
+REFUSED = "cyphy: config does not fit this board's RAM:"   # the node's own refusal (app.py)
 BLOCK = 16              # GC block size on a 32-bit MicroPython (4 words)
 PAD = 16 * 1024         # heap added to the snippet's for the measuring code (measured, reported)
 TIMING_MS = 40          # each loop's ticks run at least this long (the port's clock is in ms)
@@ -188,6 +192,13 @@ class Report:
 
 def _kb(n: int | None) -> str:
     return "?" if n is None else f"{n / 1024:.1f} KB"
+
+
+def default_frozen(psram: bool) -> bool:
+    """Where a board keeps the firmware, as the check assumes unless told: frozen into
+    MicroPython without PSRAM (the firmware's bytecode alone is about 110 KB of heap on a
+    32-bit MicroPython: more than such a board has), on the filesystem with PSRAM."""
+    return not psram
 
 
 def heap_for(chip: str, psram: bool) -> Heap:
@@ -717,7 +728,9 @@ def _files(cfg: dict, with_pystone: bool, with_firmware: bool = True) -> dict[st
     files["/config.json"] = json.dumps(cfg).encode()
     from .provision import compiled_config   # as cyphy provision leaves the node
 
-    files["/config.node.json"] = compiled_config(files["/config.json"], cfg)
+    # forced: the node boots whatever it holds (it would refuse a config that does not fit,
+    # app.py); this check measures it and judges the fit itself
+    files["/config.node.json"] = compiled_config(files["/config.json"], cfg, force=True)
     secrets: dict[str, Any] = {"key": "5a" * 32}
     if (cfg.get("comms") or {}).get("udp"):
         secrets["wifi"] = {"ssid": "cyphy-check", "password": "measuring-only"}
@@ -746,12 +759,14 @@ def _arena_request(total: int) -> int:
 
 def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = True,
           heap: Heap | None = None, base: Path | None = None, romfs: bool = False,
-          frozen: bool = False) -> Report:
+          frozen: bool | None = None) -> Report:
     """Check cfg for a node with this chip (psram: with PSRAM); heap: override the table;
     base: the config file's directory (where its user blocks' modules are).
-    romfs: the firmware in a ROMFS image (on the WebAssembly port); frozen: frozen into a
-    32-bit MicroPython built here (cyphy.frozen). Otherwise the firmware's .mpy files on
-    the filesystem, on the WebAssembly port.
+    Where the firmware is, as the board runs it (frozen None): frozen into MicroPython
+    without PSRAM (such a heap cannot hold the firmware's bytecode), its .mpy files on the
+    filesystem with PSRAM. frozen True: frozen into a 32-bit MicroPython built here
+    (cyphy.frozen); False: the .mpy files on the WebAssembly port's filesystem, or with
+    romfs in a ROMFS image there.
     Raises CheckUsageError for an unknown chip or both romfs and frozen, mp32.Mp32Error
     (frozen.FrozenError) if the 32-bit MicroPython cannot run (or the firmware fails on it)."""
     from cyphy import userblock
@@ -762,6 +777,8 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
     t0 = _time.monotonic()
     if romfs and frozen:
         raise CheckUsageError("--romfs and --frozen exclude each other: the firmware is in one place")
+    if frozen is None:
+        frozen = default_frozen(psram) and not romfs
     h = heap or heap_for(chip, psram)
     rep = Report(chip=chip, psram=psram, heap_bytes=h.bytes, heap_source=h.source,
                  config_name=cfg.get("name") if isinstance(cfg.get("name"), str) else None,
@@ -826,12 +843,18 @@ def check(cfg: dict, chip: str = "esp32", psram: bool = False, timing: bool = Tr
         res = mp32.run_many(snippets)
     bare = res[0].check().heap_used
     ram = res[1]
-    if not ram.ok and frozen and "MemoryError" in ram.stderr:
-        # The frozen build's heap is fixed, as the chip's: the firmware ran out of it
+    refused = [ln for ln in ram.stdout.splitlines() if ln.startswith(REFUSED)]
+    if not ram.ok and frozen and ("MemoryError" in ram.stderr or refused):
+        # The frozen build's heap is fixed, as the chip's: the firmware ran out of it (and
+        # said so, when it was the loops: app.py's refusal)
         last = [ln for ln in ram.stderr.splitlines() if ln.startswith("MemoryError")][-1:]
-        where = "while booting" if len(ram.settled) > len(order) else "while importing the firmware"
-        rep.reasons.append(f"the node did not start in the {_kb(h.bytes)} heap: "
-                           f"{(last or ['MemoryError'])[0]} {where}")
+        if refused:
+            what = refused[-1][len(REFUSED):].split(";")[0].strip()
+            rep.reasons.append(f"the node did not start in the {_kb(h.bytes)} heap: {what}")
+        else:
+            where = "while booting" if len(ram.settled) > len(order) else "while importing the firmware"
+            rep.reasons.append(f"the node did not start in the {_kb(h.bytes)} heap: "
+                               f"{(last or ['MemoryError'])[0]} {where}")
         rep.advice.append("drop loops, blocks or devices" + (
             ", or use a board with PSRAM (--psram)" if not psram and (chip, True) in HEAPS else ""))
         rep.seconds = _time.monotonic() - t0

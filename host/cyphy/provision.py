@@ -149,8 +149,9 @@ def target_heap(dev: Device, chip: str) -> tuple[bool, "object | None"]:
 
     MicroPython's heap on the node, gc.mem_alloc() + gc.mem_free() (on ESP32 1.22+ that
     counts the heap it can still grow into), decides PSRAM: 512 KB or more is a board with
-    PSRAM (the sim's default heap, 512K, is "an ESP32 with PSRAM"). A real board is then
-    judged against its chip's typical heap (cyphy.check.HEAPS). A sim node is judged
+    PSRAM (a PSRAM sim node's default heap, 512K, is "an ESP32 with PSRAM"). A real board,
+    and a WROOM sim node (the chip's heap: docs/boards.md), is then judged against its
+    chip's typical heap (cyphy.check.HEAPS). A PSRAM sim node is judged
     against its own heap, less the share its bench's plant model takes (BENCH_HEAP, which
     a real plant does not cost): the sim gives the firmware exactly that."""
     from cyphy import check
@@ -170,6 +171,8 @@ def target_heap(dev: Device, chip: str) -> tuple[bool, "object | None"]:
                 break
     except (OSError, ValueError):
         pass
+    if sim is not None and sim.ram() == "wroom":
+        return False, None      # a WROOM sim node gives the firmware the chip's own heap
     if sim is not None and (sim.state() or {}).get("bench"):
         from cyphy.sim.supervisor import BENCH_HEAP
 
@@ -200,13 +203,24 @@ def check_fit(dev: Device, cfg: dict, chip: str | None, config_file: str | None 
     raise ProvisionError(f"{rep.summary()} (see `{how}`; --force writes it anyway)")
 
 
-def compiled_config(data: bytes, cfg: dict) -> bytes:
+def compiled_config(data: bytes, cfg: dict, force: bool = False) -> bytes:
     """/config.node.json for the bytes of /config.json: validated here, defaults filled in
-    (cyphy_node/cfgview.py reads it on the node)."""
+    (cyphy_node/cfgview.py reads it on the node); force: the node runs what fits of a
+    config that does not fit its RAM instead of refusing it (`cyphy provision --force`)."""
     from cyphy_node import cfgview
     from cyphy_node import config as C
 
-    return cfgview.compile_text(data, C.validate(cfg)).encode()
+    return cfgview.compile_text(data, C.validate(cfg), force).encode()
+
+
+def _was_forced(compiled: bytes | None, config_data: bytes) -> bool:
+    """The node's compiled config was provisioned with --force for these config bytes."""
+    try:
+        c = json.loads(compiled or b"")
+    except ValueError:
+        return False
+    return (isinstance(c, dict) and c.get("force") is True
+            and c.get("source_sha256") == hashlib.sha256(config_data).hexdigest())
 
 
 def config_bytes(cfg: dict) -> bytes:
@@ -544,7 +558,9 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
                 raise DeviceError(f"{dev.port}: {CONFIG_PATH} does not read back as written")
     # ---- the compiled config (cyphy_node/cfgview.py): what the node boots from, so that it
     # never loads the validator; written whenever it does not match /config.json's bytes
-    compiled = compiled_config(config_data, config)
+    # --force is kept while the config stays the same (a later Wi-Fi or key change)
+    forced = force or _was_forced(dev.read(COMPILED_PATH), config_data)
+    compiled = compiled_config(config_data, config, forced)
     if dev.sha256(COMPILED_PATH) != hashlib.sha256(compiled).hexdigest():
         report["config"]["compiled"] = "would write" if dry_run else "written"
         if not dry_run:

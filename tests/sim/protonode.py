@@ -11,10 +11,11 @@ KEY_HEX = "5f" * 32
 
 
 def boot(sim_nodes, name: str = "proto", config: dict | None = None, key_hex: str | None = KEY_HEX,
-         secrets: dict | None = None, bench: dict | None = THERMAL, virtual: bool = False) -> str:
+         secrets: dict | None = None, bench: dict | None = THERMAL, virtual: bool = False,
+         **kw) -> str:
     """Deploy the firmware (+ /secrets.json with the key), reset; the node's port, at the
-    friendly prompt with its loops running."""
-    con = node_for(sim_nodes, name, bench, config or CONFIG, virtual=virtual)
+    friendly prompt with its loops running. kw: for sim_nodes (ram="wroom"...)."""
+    con = node_for(sim_nodes, name, bench, config or CONFIG, virtual=virtual, **kw)
     s = dict(secrets or {})
     if key_hex:
         s["key"] = key_hex

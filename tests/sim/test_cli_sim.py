@@ -93,7 +93,7 @@ def test_a_heap_too_small_to_boot_is_said_at_once(home):
     import time
 
     t0 = time.monotonic()
-    line = one_line(cyphy("sim", "start", "h", "--heap", "110000", "--baud", "0", ok=False))
+    line = one_line(cyphy("sim", "start", "h", "--psram", "--heap", "110000", "--baud", "0", ok=False))
     assert "did not boot" in line and "110000 bytes" in line and "192K" in line, line
     assert time.monotonic() - t0 < 10
     out = cyphy("sim", "start", "h", "--heap", "256k", "--baud", "0").stdout  # K or k, as bytes

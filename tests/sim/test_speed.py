@@ -29,6 +29,18 @@ def test_calibration_compares_like_with_like():
     assert speed.factor("esp32s3") < f < speed.factor("esp32c3")
 
 
+def test_a_wroom_node_is_calibrated_on_the_micropython_it_runs(sim_nodes):
+    # WROOM nodes run the 32-bit build with the firmware frozen, slower than the 64-bit
+    # Unix port on the same machine: their slowdown is measured on that build, so chip
+    # time is neither over- nor under-stated there.
+    wroom = speed.host_pystones("wroom")
+    assert speed.ESP32_PYSTONES < wroom < speed.host_pystones("psram")
+    assert speed.factor("esp32", "wroom") == max(1.0, wroom / 1661.0)
+    sim_nodes("speed-wroom", ram="wroom")
+    k = Node.named("speed-wroom").state()["chip_slowdown"]
+    assert k == int(speed.factor("esp32", "wroom") * 1000) / 1000
+
+
 def _stats_after(con, seconds):
     con.run("import time\nnode.sched.reset_stats()\ntime.sleep_ms(%d)" % int(seconds * 1000))
     return json.loads(con.run("import json\nprint(json.dumps(node.stats()['oven']))"))

@@ -38,7 +38,7 @@ def wroom(sim_nodes, name: str):
     node = Node.named(name)
     node.create()
     node.set_ram("wroom")
-    return sim_nodes(name)
+    return sim_nodes(name, ram="wroom")
 
 
 def cyphy(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -81,7 +81,7 @@ def test_issue_12s_node_runs_on_a_wroom_node_through_the_readme_commands(sim_nod
     assert p.returncode == 0, p.stderr
     pw = tmp_path / "wifi"
     pw.write_text("not-printed-anywhere")
-    p = cyphy("provision", "--port", "sim://w2", "--reset", "--force", "--wifi-ssid", "lab",
+    p = cyphy("provision", "--port", "sim://w2", "--reset", "--wifi-ssid", "lab",
               "--wifi-password-file", str(pw))
     assert p.returncode == 0, p.stderr
     assert "running 2 loop(s)" in p.stdout + p.stderr, p.stdout + p.stderr
@@ -113,10 +113,7 @@ def test_deploy_mpremote_the_repl_and_autotune_work_on_a_wroom_node(sim_nodes):
     from protonode import KEY_HEX, boot
     from test_tune import BENCH, FAST, settle
 
-    node = Node.named("wt")
-    node.create()
-    node.set_ram("wroom")
-    port = boot(sim_nodes, "wt", config=FAST, bench=BENCH)
+    port = boot(sim_nodes, "wt", config=FAST, bench=BENCH, ram="wroom")
     url = f"serial://{port}"
     with api.connect(url, key=KEY_HEX) as n:
         settle(n)
@@ -129,3 +126,50 @@ def test_deploy_mpremote_the_repl_and_autotune_work_on_a_wroom_node(sim_nodes):
     cli("deploy", "--port", url)             # writes /lib (the frozen copy runs: docs/boards.md)
     with api.connect(url, key=KEY_HEX) as n:
         assert n.get("oven")["mode"] == "auto"
+
+
+def test_the_default_sim_node_refuses_what_cyphy_check_says_does_not_fit(cyphy_home, tmp_path):
+    # Issue 12 item 4: a node started with no options is an ESP32-WROOM; a config that
+    # `cyphy check` says does not fit fails to start there, with the same message in the
+    # boot output and /config_error.txt, and one that fits runs. cyphy flash writes a config
+    # without checking it (the node has the last word); cyphy provision checks first.
+    from test_node_runtime import reset
+
+    fit, big = ram.loops_config(2), ram.loops_config(8)
+    paths = {}
+    for name, cfg in (("fit", fit), ("big", big)):
+        cfg["name"] = "wd"
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(json.dumps(cfg))
+    ok, no = cyphy("check", str(paths["fit"]), "--json"), cyphy("check", str(paths["big"]), "--json")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["fits"] is True, ok.stdout + ok.stderr
+    assert no.returncode == 1 and json.loads(no.stdout)["fits"] is False, no.stdout + no.stderr
+    assert json.loads(no.stdout)["frozen"] is True          # as a WROOM runs the firmware
+
+    try:
+        assert cyphy("sim", "start", "wd", "--baud", "0").returncode == 0
+        assert Node.named("wd").ram() == "wroom"
+        p = cyphy("flash", "--port", "sim://wd", "--config", str(paths["big"]), "--name", "wd")
+        assert p.returncode == 0, p.stderr
+        con = Console(str(Node.named("wd").tty))
+        con.raw()
+        boot = reset(con)
+        said = [ln.strip() for ln in boot.splitlines() if ln.startswith("cyphy: config does not fit")]
+        assert len(said) == 1 and "no free block of 32768 bytes" in said[0], boot
+        assert "running" not in boot and "Traceback" not in boot, boot
+        kept = con.run("print(repr(open('/config_error.txt').read()))\nprint(node)").strip().splitlines()
+        assert kept == [repr(said[0] + "\n"), "None"], kept
+        con.close()
+
+        p = cyphy("provision", "--port", "sim://wd", "--config", str(paths["big"]))
+        assert p.returncode == 1 and "does not fit ESP32 without PSRAM" in p.stderr, p.stderr
+        p = cyphy("provision", "--port", "sim://wd", "--config", str(paths["fit"]), "--reset")
+        assert p.returncode == 0, p.stderr
+        assert "running 2 loop(s)" in p.stdout + p.stderr, p.stdout + p.stderr
+        # provisioned with --force, the node runs what fits (and says it does not fit)
+        p = cyphy("provision", "--port", "sim://wd", "--config", str(paths["big"]), "--reset", "--force")
+        assert p.returncode == 0, p.stderr
+        out = p.stdout + p.stderr
+        assert "running 8 loop(s)" in out and "provisioned with --force: running what fits" in out, out
+    finally:
+        cyphy("sim", "stop", "wd")

@@ -8,8 +8,12 @@
 #     node.state(), node.set("oven.setpoint", 60.0), node.stats(), node.faults(), node.stop()
 # An invalid config leaves every output untouched (at its reset state), prints the message
 # naming the bad field, keeps it in /config_error.txt and returns: the REPL stays usable.
+# So does a config that does not fit the board's RAM (what `cyphy check` calls fitting:
+# every part started and a free block of MARGIN bytes left after boot), except that its
+# outputs are at their fail-safe values; provisioned with --force, the node runs what fits.
 ERROR_FILE = "/config_error.txt"
 SECRETS_FILE = "/secrets.json"
+MARGIN = 32768  # cyphy.check.MARGIN: the free block a running node needs (frames, patches, REPL)
 
 
 def _keep_error(msg):
@@ -21,12 +25,14 @@ def _keep_error(msg):
 
 
 def _boot():
-    # When memory is short the node degrades in order: the loops and their safety (fail-safe
-    # outputs, watchdog) first, then comms, then conveniences; each part that could not
-    # start is named (node.dropped) and printed. So the control modules are imported first;
-    # comms and the rest come after the loops run, each in its own try. (A late import can
-    # fail for want of a contiguous block for MicroPython's name table even with memory
-    # free: that drops comms, never the loops.)
+    # Memory goes to the loops and their safety (fail-safe outputs, watchdog) first, then
+    # comms, then conveniences: the control modules are imported and the loops built first;
+    # comms and the rest come after them, each in its own try, and a part that could not
+    # start is named (node.dropped) and printed. (A late import can fail for want of a
+    # contiguous block for MicroPython's name table even with memory free: that drops
+    # comms, never the loops.) Then the node checks that it fits (_short): if not, it
+    # refuses the config (_refuse), unless it was provisioned with --force, when it runs
+    # what started, in that order.
     from . import node  # noqa: F401
     import board  # noqa: F401
     from .cfgview import load as load_compiled
@@ -43,34 +49,89 @@ def _boot():
     import gc
     from board import Board
     from .node import Node
-    gc.collect()  # the node's buffers want contiguous heap (~150 KB free on an ESP32)
+    gc.collect()  # the node's buffers want contiguous heap
     b = Board()
     try:
-        n = Node(cfg, b)
+        n = Node(cfg, b)            # every output at its fail-safe value first
     except ValueError as e:          # a pin the board cannot do, a gain out of range...
         msg = "cyphy: config error: %s" % (e,)
         print(msg)
         _keep_error(msg)
         return None
-    n.start()
-    print("cyphy: node %s running %d loop(s); `node` in the REPL" % (cfg.name, len(n.loops)))
+    except MemoryError:
+        n = None
+        gc.collect()
+        _refuse("its loops did not fit in the %d bytes free" % gc.mem_free())
+        return None
+    # The loops are built before comms, so memory goes to them first; they start once the
+    # rest is built and the node knows it fits, or at once if it was provisioned with
+    # --force (it runs what fits: the loops first, whatever comms finds then).
+    forced = getattr(cfg, "fit_forced", False)
+    if forced:
+        _run(n, cfg)
     s = _secrets()
+    starved = []                    # parts dropped for want of memory
     try:
         _endpoint(n, cfg, s)
     except MemoryError:
         _drop(n, "comms", "not enough memory", ("cyphy_node.comms", "cyphy_node.proto"))
-        return n
+        starved.append("comms")
     except Exception as e:  # the loops run on without a protocol endpoint
         _drop(n, "comms", repr(e), ())
-        return n
-    if cfg.comms.udp:
+    if cfg.comms.udp and n.comms is not None:
         try:
             _wifi(n, cfg, b, s)
         except MemoryError:
             _drop(n, "wifi", "not enough memory", ("cyphy_node.net", "cyphy_node.peer"))
+            starved.append("wifi")
         except Exception as e:  # the serial protocol runs on
             _drop(n, "wifi", repr(e), ())
+    short = _short(starved)
+    if forced:
+        if short is not None:
+            print("cyphy: does not fit this board's RAM: %s; provisioned with --force: running "
+                  "what fits" % short)
+        return n
+    if short is not None:
+        if n.comms is not None and n.comms.net is not None:
+            n.comms.net.keeper.stop()
+        n.comms = None
+        _refuse(short)
+        return None
+    _run(n, cfg)
     return n
+
+
+def _run(n, cfg):
+    n.start()
+    print("cyphy: node %s running %d loop(s); `node` in the REPL" % (cfg.name, len(n.loops)))
+
+
+def _short(starved):
+    # What `cyphy check` calls not fitting, as the node can see it: a part dropped for want
+    # of memory, or no free block of MARGIN bytes once the boot's garbage is collected (an
+    # ESP32 without PSRAM grows its heap from the IDF's here if it can: that is its room).
+    import gc
+    why = ["%s dropped (not enough memory)" % p for p in starved]
+    gc.collect()
+    try:
+        probe = bytearray(MARGIN)
+        del probe
+    except MemoryError:
+        why.append("no free block of %d bytes after boot" % MARGIN)
+    gc.collect()
+    if not why:
+        return None
+    return "%s (%d bytes free)" % (", ".join(why), gc.mem_free())
+
+
+def _refuse(short):
+    # A config that does not fit runs nothing: said at boot and kept, as a config error is
+    msg = ("cyphy: config does not fit this board's RAM: %s; nothing started, every output at "
+           "its fail-safe value. Make the config smaller (`cyphy check CONFIG` says what each "
+           "part costs) or provision it with --force to run what fits" % short)
+    print(msg)
+    _keep_error(msg)
 
 
 def _validate_here():
@@ -91,6 +152,9 @@ def _validate_here():
         print(msg)
         _keep_error(msg)
         return None
+    finally:
+        del config
+        _forget("cyphy_node.config")  # ~22 KB on a 32-bit MicroPython, needed only here
 
 
 def _drop(n, part, why, modules):
@@ -175,5 +239,4 @@ def boot():
     if _node is not None:
         return _node
     _node = _boot()
-    _forget("cyphy_node.config")  # ~25 KB of bytecode needed only at boot (and by a config patch)
     return _node

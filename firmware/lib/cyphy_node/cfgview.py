@@ -1,7 +1,8 @@
 # The node's config as the host compiled it. `cyphy provision` (and flash, and a config
 # patch) validate /config.json on the host and write /config.node.json next to it:
 #   {"source_sha256": <hex SHA-256 of /config.json's bytes>, "config": <the validated
-#    config with every default filled in>}
+#    config with every default filled in>[, "force": true: provisioned with --force, so a
+#    config that does not fit the board's RAM runs what fits (app.py)]}
 # The node then never loads the validator (cyphy_node/config.py, ~22 KB of heap on a 32-bit
 # MicroPython that a .mpy's interned names keep for good): it checks that the compiled file
 # belongs to the /config.json it has and reads it into plain attribute objects. A
@@ -46,13 +47,19 @@ def load(path="/config.json", compiled=COMPILED):
         return None
     if not isinstance(c, dict) or c.get("source_sha256") != h or not isinstance(c.get("config"), dict):
         return None
-    return View(c["config"])
+    v = View(c["config"])
+    v.fit_forced = c.get("force") is True     # `cyphy provision --force`: run what fits
+    return v
 
 
-def compile_text(source, cfg):
-    """The compiled file's text for the bytes of /config.json and its validated Config."""
+def compile_text(source, cfg, force=False):
+    """The compiled file's text for the bytes of /config.json and its validated Config;
+    force: provisioned with --force (a config that does not fit the RAM runs what fits)."""
     import hashlib
     import binascii
 
-    return json.dumps({"source_sha256": binascii.hexlify(hashlib.sha256(source).digest()).decode(),
-                       "config": cfg.to_dict()})
+    d = {"source_sha256": binascii.hexlify(hashlib.sha256(source).digest()).decode(),
+         "config": cfg.to_dict()}
+    if force:
+        d["force"] = True
+    return json.dumps(d)

@@ -32,23 +32,33 @@ class UsageFailure(click.ClickException):
 @click.option("--frozen", is_flag=True,
               help="Measure with the firmware frozen into MicroPython (a custom build, as a "
                    "WROOM needs): on a 32-bit MicroPython built here from its source "
-                   "(needs a C compiler with -m32; docs/firmware.md).")
+                   "(needs a C compiler with -m32; docs/firmware.md). The default without --psram.")
+@click.option("--lib", is_flag=True,
+              help="Measure with the firmware's .mpy files on the filesystem (/lib), as a stock "
+                   "MicroPython runs them. The default with --psram.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def check(config_file: str, chip: str, psram: bool, romfs: bool, frozen: bool, as_json: bool) -> None:
+def check(config_file: str, chip: str, psram: bool, romfs: bool, frozen: bool, lib: bool,
+          as_json: bool) -> None:
     """Check a node config for a chip before anything is flashed: the firmware's config
     validator, the chip's pins, peripherals and PWM limits, then the firmware started with
     it on a 32-bit MicroPython for its RAM (resident bytes, each module's import cost,
     free bytes and the largest free block in the chip's typical heap) and each loop's
     share of the CPU at the chip's speed.
 
-    It fits when resident <= heap - 32 KB, the largest free block is >= 32 KB and the
-    loops need at most 100 % of the CPU (docs/cli.md, "cyphy check").
+    The firmware is measured where the board keeps it: frozen into MicroPython on a board
+    without PSRAM (its heap cannot hold the bytecode), on the filesystem with --psram;
+    --frozen, --lib or --romfs choose. It fits when resident <= heap - 32 KB, the largest
+    free block is >= 32 KB and the loops need at most 100 % of the CPU (docs/cli.md,
+    "cyphy check"); a node refuses at boot a config that does not fit its RAM.
     Exit codes: 0 fits, 1 does not fit or a config/chip error (the field is named),
     2 usage (no such file, not JSON, unknown chip)."""
     from cyphy import check as C
     from cyphy.mp32 import Mp32Error
 
     try:
+        if lib + romfs + frozen > 1:
+            raise C.CheckUsageError("--lib, --romfs and --frozen exclude each other: the firmware "
+                                    "is in one place")
         C.heap_for(chip, psram)
         cfg = C.load_config(config_file)
         if "wiring" in cfg and "loops" not in cfg:
@@ -58,7 +68,7 @@ def check(config_file: str, chip: str, psram: bool, romfs: bool, frozen: bool, a
         from pathlib import Path
 
         rep = C.check(cfg, chip, psram, base=Path(config_file).resolve().parent, romfs=romfs,
-                      frozen=frozen)
+                      frozen=True if frozen else False if (lib or romfs) else None)
     except C.CheckUsageError as e:
         raise UsageFailure(str(e)) from None
     except Mp32Error as e:

@@ -26,7 +26,10 @@ def sim() -> None:
 @click.argument("name")
 @click.option("--baud", type=int, default=115200, show_default=True,
               help="Emulated UART line rate (8N1); 0 turns line-rate emulation off.")
-@click.option("--heap", default="512K", show_default=True, help="MicroPython heap: bytes, or with K or M (110000, 512K, 2M). The default is an ESP32 with PSRAM's (the cyphy firmware needs one, or frozen modules); 192K is about an ESP32-WROOM without PSRAM, and about the least the sim boots in.")
+@click.option("--heap", default=None, metavar="SIZE",
+              help="A PSRAM node's MicroPython heap (--psram): bytes, or with K or M (110000, 512K, "
+                   "2M); default 512K. 192K is about the least the sim boots in. A WROOM node has "
+                   "the chip's heap.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=control.START_TIMEOUT_S, show_default=True,
               help="Seconds to wait for the node's REPL.")
 @click.option("--ticks-start", type=int, default=0, show_default=True,
@@ -57,8 +60,8 @@ def sim() -> None:
               help="The board's memory: --wroom an ESP32-WROOM without PSRAM (the chip's heap, "
                    "111,936 B on an ESP32, on a 32-bit MicroPython with the firmware frozen in, "
                    "as such a board needs it; --heap does not apply), --psram an ESP32 with "
-                   "PSRAM (--heap). Kept with the node; a new node has PSRAM.")
-def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, virtual_time: bool,
+                   "PSRAM (--heap). Kept with the node; a new node is a WROOM.")
+def start(name: str, baud: int, heap: str | None, timeout: float, ticks_start: int, virtual_time: bool,
           bench: Path | None, download: bool, chip: str | None, speed: str, wroom: bool | None) -> None:
     """Power on node NAME in the background; prints its serial port last.
 
@@ -66,21 +69,20 @@ def start(name: str, baud: int, heap: str, timeout: float, ticks_start: int, vir
     (cyphy sim list --json: its directory)."""
     try:
         Node.named(name)  # the name first: nothing is created for a bad one
-        parse_heap(heap)
+        if heap is not None:
+            parse_heap(heap)
         if bench is not None:
             control.load_bench(bench)  # before --chip creates the node
         log = Node.named(name).supervisor_log
         log_at = log.stat().st_size if log.exists() else 0
-        if chip is not None or wroom is not None:
+        if chip is not None:
             node = Node.named(name)
             if node.state() is None:
                 node.create()
-            if chip is not None:
-                node.set_chip(chip)  # refused while it runs as another chip
-            if wroom is not None:
-                node.set_ram("wroom" if wroom else "psram")
+            node.set_chip(chip)  # refused while it runs as another chip
         st = control.start(name, baud=baud, heap=heap, timeout=timeout, ticks_start=ticks_start,
-                           virtual_time=virtual_time, bench=bench, download=download, speed=speed)
+                           virtual_time=virtual_time, bench=bench, download=download, speed=speed,
+                           ram=None if wroom is None else "wroom" if wroom else "psram")
     except SimError as e:
         first = str(e).strip().splitlines()[0]
         if "did not boot" in first:

@@ -13,13 +13,18 @@ from pathlib import Path
 from cyphy.sim.nodes import Node, SimError, all_nodes, cyphy_home, parse_heap, rom_dir
 
 START_TIMEOUT_S = 20.0
+DEFAULT_HEAP = "512K"   # a PSRAM node's
 
 
-def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = START_TIMEOUT_S,
+def start(name: str, baud: int = 115200, heap: str | None = None, timeout: float = START_TIMEOUT_S,
           home: Path | None = None, ticks_start: int = 0, virtual_time: bool = False,
-          bench: Path | dict | None = None, download: bool = False, speed: str = "host") -> dict:
+          bench: Path | dict | None = None, download: bool = False, speed: str = "host",
+          ram: str | None = None) -> dict:
     """Power a node on and wait until its REPL answers. Returns its state (port, pid...).
 
+    ram: the board's memory, kept with the node ("wroom": an ESP32-WROOM without PSRAM,
+    a new node's default; "psram": with PSRAM, the heap given by heap, 512K if None);
+    None: as kept. A heap for a WROOM node is refused (it has the chip's).
     download=True powers it on in ESP32's serial download mode instead (GPIO0 held low):
     the ROM loader answers esptool on the port (with --before no-reset) and no MicroPython
     runs until the loader is told to run the app or the node is restarted normally."""
@@ -29,10 +34,18 @@ def start(name: str, baud: int = 115200, heap: str = "512K", timeout: float = ST
         raise SimError(f"--speed must be host or chip, not {speed!r}")
     if baud < 0:
         raise SimError(f"--baud must be 0 (no line-rate emulation) or a positive rate, not {baud}")
-    parse_heap(heap)
+    if heap is not None:
+        parse_heap(heap)
     home = home or cyphy_home()
     node = Node.named(name, home)
     data = load_bench(bench) if bench is not None else None  # checked before anything is made
+    if ram is not None:
+        node.create()
+        node.set_ram(ram)   # refused while it runs with the other memory
+    if heap is not None and (ram or node.ram()) == "wroom":
+        raise SimError(f"--heap {heap}: node {name} is an ESP32-WROOM, whose heap is the chip's "
+                       f"(docs/boards.md); start it with --psram for a heap of your choice")
+    heap = heap or DEFAULT_HEAP
     st = node.state()
     if st is not None:
         if bool(st.get("download")) != download:

@@ -95,9 +95,9 @@ def chips() -> dict:
 
 CHIP_NAMES = ("esp32", "esp32s3", "esp32c3")
 DEFAULT_CHIP = "esp32"
-# A new node's board memory: an ESP32 with PSRAM, for now (issue 12 wants the WROOM; the
-# tests and demos move once it has run them all: docs/boards.md "WROOM nodes").
-DEFAULT_RAM = "psram"
+# A new node's board memory: an ESP32-WROOM without PSRAM, the board most users own
+# (docs/boards.md "WROOM nodes"); "psram" for an ESP32 with PSRAM (--heap).
+DEFAULT_RAM = "wroom"
 RAMS = ("psram", "wroom")
 
 
@@ -183,7 +183,8 @@ class Node:
                 _write_json_atomic(
                     self.config_path,
                     {"name": self.name, "mac": mac.hex(), "ip": self._free_ip(),
-                     "flash_size": flashimage.FLASH_SIZE_4MB, "created": time.time()},
+                     "flash_size": flashimage.FLASH_SIZE_4MB, "ram": DEFAULT_RAM,
+                     "created": time.time()},
                 )
             else:
                 cfg = self.config()

@@ -11,7 +11,9 @@ A sim node's MicroPython runs on the host CPU, tens to hundreds of times faster 
   - ESP32-S3 at 240 MHz and ESP32-C3 at 160 MHz relative to it, from one benchmark run on
     all three (scruss.com "Parallel MicroPython Benchmarking", 2025: ESP32 @ 160 MHz 15.4 s,
     i.e. ~10.3 s at 240 MHz; ESP32-S3 @ 240 MHz 8.9 s; ESP32-C3 @ 160 MHz 13.2 s).
-  factor(chip) = host pystones/s / chip pystones/s (about 140 for an ESP32 on a current PC).
+  factor(chip) = host pystones/s / chip pystones/s (about 140 for an ESP32 on a current PC),
+  measured on the MicroPython the node runs: the 64-bit Unix port (PSRAM nodes) or the
+  32-bit build with the firmware frozen (WROOM nodes, about 1.5 times slower here).
   MicroPython has become faster since v1.12, so an ESP32 with today's firmware is somewhat
   quicker than this model: the sim errs on the strict side.
 * Use: every node reports its loops' compute time in chip microseconds (the measured time
@@ -124,10 +126,23 @@ def _cache_key() -> str:
     return f"{platform.node()}|{platform.machine()}|{platform.processor()}|{os.cpu_count()}"
 
 
-def host_pystones() -> float:
-    """This machine's pystones/s, measured once and kept beside the benchmark (`make`
-    measures it while setting up, when the machine is quiet)."""
-    cache = share_dir() / "calibration.json"
+def runtime(ram: str) -> tuple[str, str | None]:
+    """(name, executable) of the MicroPython a sim node with this board memory runs:
+    the 64-bit Unix port for "psram", the 32-bit build with the ROM and the firmware frozen
+    in (cyphy.frozen) for "wroom", which runs about 1.5 times slower on the same machine."""
+    if ram == "wroom":
+        from cyphy import frozen
+
+        return f"wroom-{frozen.VERSION}", str(frozen.binary("sim", rom=True))
+    return "unix", None
+
+
+def host_pystones(ram: str = "psram") -> float:
+    """This machine's pystones/s on the MicroPython a node with this board memory runs,
+    measured once and kept beside the benchmark (`make` measures both while setting up,
+    when the machine is quiet)."""
+    name, exe = runtime(ram)
+    cache = share_dir() / ("calibration.json" if name == "unix" else f"calibration-{name}.json")
     key = _cache_key()
     try:
         saved = json.loads(cache.read_text())
@@ -135,7 +150,7 @@ def host_pystones() -> float:
             return float(saved["pystones"])
     except (OSError, ValueError, KeyError):
         pass
-    value = measure()
+    value = measure(exe)
     try:
         tmp = cache.with_suffix(".tmp")
         tmp.write_text(json.dumps({"key": key, "pystones": value}))
@@ -145,13 +160,14 @@ def host_pystones() -> float:
     return value
 
 
-def factor(chip: str = "esp32") -> float:
-    """How many times slower `chip` runs MicroPython than this machine."""
+def factor(chip: str = "esp32", ram: str = "psram") -> float:
+    """How many times slower `chip` runs MicroPython than this machine runs a sim node
+    with this board memory (its MicroPython: runtime())."""
     try:
         ref = CHIP_PYSTONES[chip]
     except KeyError:
         raise SpeedError(f"no speed figure for chip {chip!r}") from None
-    return max(1.0, host_pystones() / ref)
+    return max(1.0, host_pystones(ram) / ref)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +176,12 @@ def main(argv: list[str] | None = None) -> int:
         if args == ["fetch"]:
             print(fetch())
             return 0
-        host = host_pystones()
-        for chip, ref in CHIP_PYSTONES.items():
-            print(f"{chip}: {ref:.0f} pystones/s; this machine {host:.0f}: factor {host / ref:.1f}")
+        for ram in ("psram", "wroom"):
+            name, _ = runtime(ram)
+            host = host_pystones(ram)
+            for chip, ref in CHIP_PYSTONES.items():
+                print(f"{chip}: {ref:.0f} pystones/s; this machine ({name}) {host:.0f}: "
+                      f"factor {host / ref:.1f}")
         return 0
     except SpeedError as e:
         print(f"cyphy.sim.speed: {e}", file=sys.stderr)

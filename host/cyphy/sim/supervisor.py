@@ -260,7 +260,7 @@ class Supervisor:
         # node's chip-time statistics, and with speed "chip" for its soft callbacks' time.
         self.speed = speed
         try:
-            self.cpu_x1000 = int(sim_speed.factor(node.chip()) * 1000)
+            self.cpu_x1000 = int(sim_speed.factor(node.chip(), node.ram()) * 1000)
         except sim_speed.SpeedError:
             if speed == "chip":
                 raise
