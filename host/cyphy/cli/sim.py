@@ -103,7 +103,8 @@ def start(name: str, baud: int, heap: str | None, timeout: float, ticks_start: i
         click.echo(f"node {name} is in download mode ({_mcu(name)} ROM loader), pid {st['pid']}, "
                    f"{st['baud'] or 'unlimited'} baud; esptool needs --before no-reset")
     else:
-        click.echo(f"node {name} ({_mcu(name)}) booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
+        ram = ", no PSRAM" if Node.named(name).ram() == "wroom" else " with PSRAM"
+        click.echo(f"node {name} ({_mcu(name)}{ram}) booted ({st.get('boot', 'REPL answering')}), pid {st['pid']}, "
                    f"{st['baud'] or 'unlimited'} baud")
     click.echo(st["port"])
 
