@@ -65,5 +65,12 @@ def sim_node(sim_nodes) -> SimNode:
     return sim_nodes("node", baud=0)
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    # The longest tests (marked slow: 25 s and more) first: with -n workers, one left to the
+    # end runs alone while the others wait for it.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -213,16 +213,6 @@ def compiled_config(data: bytes, cfg: dict, force: bool = False) -> bytes:
     return cfgview.compile_text(data, C.validate(cfg), force).encode()
 
 
-def _was_forced(compiled: bytes | None, config_data: bytes) -> bool:
-    """The node's compiled config was provisioned with --force for these config bytes."""
-    try:
-        c = json.loads(compiled or b"")
-    except ValueError:
-        return False
-    return (isinstance(c, dict) and c.get("force") is True
-            and c.get("source_sha256") == hashlib.sha256(config_data).hexdigest())
-
-
 def config_bytes(cfg: dict) -> bytes:
     return (json.dumps(cfg, indent=2) + "\n").encode()
 
@@ -558,10 +548,15 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
                 raise DeviceError(f"{dev.port}: {CONFIG_PATH} does not read back as written")
     # ---- the compiled config (cyphy_node/cfgview.py): what the node boots from, so that it
     # never loads the validator; written whenever it does not match /config.json's bytes
-    # --force is kept while the config stays the same (a later Wi-Fi or key change)
-    forced = force or _was_forced(dev.read(COMPILED_PATH), config_data)
-    compiled = compiled_config(config_data, config, forced)
-    if dev.sha256(COMPILED_PATH) != hashlib.sha256(compiled).hexdigest():
+    # --force is kept while the config stays the same (a later Wi-Fi or key change): the
+    # node's compiled file is then the forced one, byte for byte
+    compiled = compiled_config(config_data, config, force)
+    on_node = dev.sha256(COMPILED_PATH)
+    if not force:
+        kept = compiled_config(config_data, config, True)
+        if on_node == hashlib.sha256(kept).hexdigest():
+            compiled = kept
+    if on_node != hashlib.sha256(compiled).hexdigest():
         report["config"]["compiled"] = "would write" if dry_run else "written"
         if not dry_run:
             dev.write_atomic(COMPILED_PATH, compiled)  # the same config, compiled: the phase stays

@@ -59,8 +59,9 @@ def test_a_transfer_killed_anywhere_frees_the_node_at_once(sim_nodes, compress):
         assert took < 5.0, f"kill {k}: the console was unusable for {took:.1f} s"
 
 
+@pytest.mark.slow
 def test_the_deploy_after_a_killed_deploy_succeeds(sim_nodes):
-    n = sim_nodes("killdep", baud=115200)
+    n = sim_nodes("killdep", baud=460800)      # the line rate matters not here: where the kill lands
     url = f"sim://{n.name}"
     rng = random.Random(23)
     cyphy("deploy", "--port", url)               # the compile cache warm, a tree in place

@@ -82,6 +82,7 @@ def test_session_over_udp(udp_nodes):
         assert s.stats.lost == 0 and s.stats.bad_tag == 0
 
 
+@pytest.mark.slow
 def test_discovery_by_broadcast_and_announce(udp_nodes):
     port = udp_nodes.port
     ips = udp_nodes("oven-a", "oven-b")

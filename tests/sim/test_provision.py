@@ -184,6 +184,7 @@ def big_config(name: str) -> dict:
     return cfg
 
 
+@pytest.mark.slow
 def test_power_loss_mid_provision_keeps_the_previous_config(sim_nodes, config_file):
     n = node_with_firmware(sim_nodes, "pwr", baud=115200)
     url = f"sim://{n.name}"

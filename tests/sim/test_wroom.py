@@ -104,6 +104,7 @@ def test_issue_12s_node_runs_on_a_wroom_node_through_the_readme_commands(sim_nod
         assert set(next(u.telemetry(period_ms=100))["loops"]) == {"loop0", "loop1"}
 
 
+@pytest.mark.slow
 def test_deploy_mpremote_the_repl_and_autotune_work_on_a_wroom_node(sim_nodes):
     # The rest of issue 12's "in that state": on a WROOM node with a plant, `cyphy deploy`
     # and mpremote work, the REPL answers, and a relay autotune runs and applies its result
@@ -171,5 +172,8 @@ def test_the_default_sim_node_refuses_what_cyphy_check_says_does_not_fit(cyphy_h
         assert p.returncode == 0, p.stderr
         out = p.stdout + p.stderr
         assert "running 8 loop(s)" in out and "provisioned with --force: running what fits" in out, out
+        # and stays forced while the config stays the same (here a reset through provision)
+        p = cyphy("provision", "--port", "sim://wd", "--reset")
+        assert p.returncode == 0 and "running 8 loop(s)" in p.stdout + p.stderr, p.stdout + p.stderr
     finally:
         cyphy("sim", "stop", "wd")
