@@ -3,8 +3,8 @@
 A sim node on virtual time wired to the thermal plant (FOTD: gain 0.9 degC/%, tau 160 s,
 dead time 12 s; ADC pin 34 <- temperature [0, 150] degC -> [0, 2.45] V; PWM pin 25 ->
 heater 0..100 %). The firmware, the board files (/lib/board.py is boards/sim/board.py) and
-a config are written to the node's flash through the raw REPL, then the node is reset so
-that main.py boots it as in the field.
+a config are written to the node's flash through the raw REPL (cyphy.deploy and a
+Device), then the node is reset so that main.py boots it as in the field.
 """
 
 from __future__ import annotations
@@ -56,25 +56,6 @@ def put(con: Console, dst: str, data: bytes) -> None:
         con.run(f"with open({dst!r}, {mode!r}) as f:\n    f.write({data[i:i + 2048]!r})\n")
 
 
-def deploy(con: Console, config: dict | str, main: bool = True) -> None:
-    import tempfile
-    con.run("import os\nfor d in ('/lib', '/lib/boards', '/lib/boards/esp32', '/lib/boards/sim',"
-             " '/lib/cyphy_node'):\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n"
-             "for f in ('/faults.log', '/config_error.txt'):\n    try:\n        os.remove(f)\n"
-             "    except OSError:\n        pass\n")
-    with tempfile.TemporaryDirectory() as tmp:
-        for src, dst in FILES:
-            if dst == "/main.py":
-                if main:
-                    put(con, dst, src.read_bytes())
-            elif dst == "/boot.py":  # run by name at boot: stays source
-                put(con, dst, src.read_bytes())
-            else:
-                put(con, dst[:-3] + ".mpy", compiled(src, Path(tmp)))
-    text = config if isinstance(config, str) else json.dumps(config)
-    put(con, "/config.json", text.encode())
-
-
 def reset(con: Console) -> str:
     """machine.reset(); returns the boot output (main.py's lines) once the REPL is back."""
     con.write(b"import machine\nmachine.reset()\n\x04")
@@ -84,10 +65,23 @@ def reset(con: Console) -> str:
 
 
 def node_for(sim_nodes, name, bench, config, main=True, virtual=True, **kw):
+    """A sim node with the firmware and config on its flash (not yet booted with them),
+    and a Console on it in the raw REPL. The firmware goes with `cyphy deploy`'s code
+    (cyphy.deploy: verified, compressed, three times quicker than writing each file as a
+    REPL literal, which mattered with a hundred nodes a run)."""
+    from cyphy.deploy import deploy as deploy_tree
+    from cyphy.device import Device
+
     n = sim_nodes(name, virtual_time=virtual, bench=bench, **kw)
+    text = config if isinstance(config, str) else json.dumps(config)
+    with Device.open(n.port, timeout=30) as dev:
+        deploy_tree(dev)
+        dev.exec("import os\nfor f in ('/faults.log', '/config_error.txt'"
+                 + ("" if main else ", '/main.py'") + "):\n    try:\n        os.remove(f)\n"
+                 "    except OSError:\n        pass\n")
+        dev.write_atomic("/config.json", text.encode())
     con = Console(n.port)
     con.raw()
-    deploy(con, config, main)
     return con
 
 

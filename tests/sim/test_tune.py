@@ -57,7 +57,6 @@ def settle(n, loop="oven", seconds=16.0):
         time.sleep(0.25)
 
 
-@pytest.mark.slow
 def test_tune_from_the_api_and_the_cli(node, cyphy_home):
     """One node: the API's tune shows progress and applies a stable result; `cyphy tune
     --no-apply --json` reports one without applying it; Ctrl-C in `cyphy tune` stops it."""
@@ -101,7 +100,6 @@ def test_tune_from_the_api_and_the_cli(node, cyphy_home):
         assert n.get("oven")["kp"] == tuned
 
 
-@pytest.mark.slow
 def test_an_abort_and_a_lost_host_give_the_loop_back(node):
     with cyphy.connect(node, key=KEY_HEX) as n:
         settle(n)

@@ -860,6 +860,9 @@ class Graph:
                 if not isinstance(b, Block):
                     b.sloop = task.sloop
             self.tasks.append(task)
+        # the config (every section's objects: several KB on a WROOM) is not needed once
+        # linked; held here it would stay for the node's life
+        self.cfg = self.task_of = None
         return in_tasks
 
     def signals(self):
