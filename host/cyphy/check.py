@@ -81,8 +81,10 @@ from typing import Any
 
 from cyphy import firmware
 
-MARGIN = 32 * 1024      # the largest free block a node needs, and the headroom over resident
-REFUSED = "cyphy: config does not fit this board's RAM:"   # the node's own refusal (app.py)
+# the largest free block a node needs, and the headroom over resident; how the node's own
+# refusal of a config that leaves less begins: one place, the firmware's (cyphy_node/app.py)
+from cyphy_node.app import MARGIN, REFUSED  # noqa: E402
+
 BLOCK = 16              # GC block size on a 32-bit MicroPython (4 words)
 PAD = 16 * 1024         # heap added to the snippet's for the measuring code (measured, reported)
 TIMING_MS = 40          # each loop's ticks run at least this long (the port's clock is in ms)

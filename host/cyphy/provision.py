@@ -550,10 +550,14 @@ def provision(dev: Device, name: str | None, config: dict | None = None,
     # never loads the validator; written whenever it does not match /config.json's bytes
     # --force is kept while the config stays the same (a later Wi-Fi or key change): the
     # node's compiled file is then the forced one, byte for byte
-    compiled = compiled_config(config_data, config, force)
+    from cyphy_node import cfgview
+    from cyphy_node import config as C
+
+    valid = C.validate(config)
+    compiled = cfgview.compile_text(config_data, valid, force).encode()
     on_node = dev.sha256(COMPILED_PATH)
     if not force:
-        kept = compiled_config(config_data, config, True)
+        kept = cfgview.compile_text(config_data, valid, True).encode()
         if on_node == hashlib.sha256(kept).hexdigest():
             compiled = kept
     if on_node != hashlib.sha256(compiled).hexdigest():

@@ -13,7 +13,8 @@
 # outputs are at their fail-safe values; provisioned with --force, the node runs what fits.
 ERROR_FILE = "/config_error.txt"
 SECRETS_FILE = "/secrets.json"
-MARGIN = 32768  # cyphy.check.MARGIN: the free block a running node needs (frames, patches, REPL)
+MARGIN = 32768  # the free block a running node needs (frames, patches, REPL); cyphy.check's too
+REFUSED = "cyphy: config does not fit this board's RAM:"  # how a refusal begins (cyphy.check reads it)
 
 
 def _keep_error(msg):
@@ -127,9 +128,9 @@ def _short(starved):
 
 def _refuse(short):
     # A config that does not fit runs nothing: said at boot and kept, as a config error is
-    msg = ("cyphy: config does not fit this board's RAM: %s; nothing started, every output at "
-           "its fail-safe value. Make the config smaller (`cyphy check CONFIG` says what each "
-           "part costs) or provision it with --force to run what fits" % short)
+    msg = ("%s %s; nothing started, every output at its fail-safe value. Make the config "
+           "smaller (`cyphy check CONFIG` says what each part costs) or provision it with "
+           "--force to run what fits" % (REFUSED, short))
     print(msg)
     _keep_error(msg)
 
