@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cyphy import flashimage
 from cyphy.sim import control
 from cyphy.sim.nodes import Node
 
@@ -45,10 +46,17 @@ def sim_nodes(cyphy_home: Path) -> Iterator:
     """Factory: sim_nodes("a", baud=0) starts a node; all are stopped after the test."""
     started: list[SimNode] = []
 
-    def start(name: str = "node", baud: int = 0, **kw) -> SimNode:
+    def start(name: str = "node", baud: int = 0, files: dict[str, bytes] | None = None,
+              **kw) -> SimNode:
         # an ESP32 with PSRAM unless the test asks for a WROOM (ram="wroom"), the sim's
         # default: most tests are about something else than RAM (docs/boards.md, "WROOM nodes")
         kw.setdefault("ram", "psram")
+        if files is not None:
+            # its flash's filesystem holds these files from the first power-on, as when
+            # `cyphy flash` wrote them (the vfs partition, built by cyphy.flashimage)
+            node = Node.named(name, cyphy_home)
+            node.create()
+            flashimage.write_vfs(node.image, files)
         st = control.start(name, baud=baud, home=cyphy_home, **kw)
         n = SimNode(name, st["port"], cyphy_home, st)
         started.append(n)

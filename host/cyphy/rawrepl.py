@@ -127,6 +127,7 @@ class RawRepl:
         self.timeout = timeout
         self.unstick = unstick
         self.in_raw = False
+        self.entry_attempts = 0  # how many Ctrl-C, Ctrl-A tries the last enter() took
         try:
             self.transport = _transport_class()(device, baudrate=baud, exclusive=exclusive,
                                                 timeout=IO_TIMEOUT_S)
@@ -178,6 +179,7 @@ class RawRepl:
                             self.transport.enter_raw_repl(soft_reset=False,
                                                           timeout_overall=1.5 if attempt == 0 else 5.0)
                         self._read_prompt(5.0)
+                        self.entry_attempts = attempt + 1
                         break
                     except TransportError:
                         seen = _printed_bytes(out.getvalue())

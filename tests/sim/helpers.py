@@ -84,3 +84,18 @@ class OnTerminal:
         _, status = os.waitpid(self.pid, 0)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status)
+
+
+def firmware_files(config: dict | str | None = None, main: bool = True) -> dict[str, bytes]:
+    """The firmware tree (and /config.json) as `cyphy flash` puts it on a board's flash,
+    for sim_nodes(files=...): a node that has it from power-on, where a test is about
+    something else than getting it there (a deploy over the REPL costs each node about 5 s
+    of the emulated chip's time; `cyphy deploy` and `cyphy flash` have their own tests)."""
+    import json
+
+    from cyphy import firmware
+
+    files = {b.dst: b.data for b in firmware.build("sim") if main or b.dst != "/main.py"}
+    if config is not None:
+        files["/config.json"] = (config if isinstance(config, str) else json.dumps(config)).encode()
+    return files

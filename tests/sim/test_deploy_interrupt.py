@@ -161,11 +161,12 @@ def one_line(url: str, p: subprocess.CompletedProcess) -> str:
 
 
 def console_answers_at_once(url: str) -> None:
-    t0 = time.monotonic()
+    # At once: the first Ctrl-C, Ctrl-A gets the raw REPL's prompt (within 1.5 s; a node
+    # left inside a transfer needs the receiver freed and a second try), not a wall-clock
+    # bound on the whole exchange, which a loaded machine stretches.
     with Device.open(url, timeout=5) as dev:
+        assert dev.repl.entry_attempts == 1, f"the raw REPL answered on try {dev.repl.entry_attempts}"
         assert dev.exec("print(6 * 7)").strip() == "42"
-    took = time.monotonic() - t0
-    assert took < 2.0, f"the raw REPL took {took:.1f} s to answer"
     t0 = time.monotonic()
     p = cyphy("get", url, "oven.setpoint", ok=False)
     took = time.monotonic() - t0

@@ -23,13 +23,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from benches import THERMAL  # noqa: E402
-from helpers import tool, wait_for_log  # noqa: E402
+from helpers import firmware_files, tool, wait_for_log  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 
 import cyphy  # noqa: E402
 from cyphy import keys  # noqa: E402
 from cyphy import provision as prov  # noqa: E402
-from cyphy.deploy import deploy  # noqa: E402
 from cyphy.device import Device, DeviceError  # noqa: E402
 
 NAME = CONFIG["name"]  # oven-1
@@ -40,9 +39,8 @@ CUTS = int(os.environ.get("CYPHY_KEY_CUTS", "6"))  # random cuts; the bench may 
 def node(sim_nodes, cyphy_home, monkeypatch):
     for v in ("CYPHY_KEY", "CYPHY_KEY_FILE"):
         monkeypatch.delenv(v, raising=False)
-    n = sim_nodes("keys", bench=THERMAL)
+    n = sim_nodes("keys", bench=THERMAL, files=firmware_files())
     with Device.open(n.port) as dev:
-        deploy(dev)
         prov.provision(dev, None, CONFIG, force=True)
     power_cycle(n)
     assert reachable(n) == NAME

@@ -65,21 +65,12 @@ def reset(con: Console) -> str:
 
 
 def node_for(sim_nodes, name, bench, config, main=True, virtual=True, **kw):
-    """A sim node with the firmware and config on its flash (not yet booted with them),
-    and a Console on it in the raw REPL. The firmware goes with `cyphy deploy`'s code
-    (cyphy.deploy: verified, compressed, three times quicker than writing each file as a
-    REPL literal, which mattered with a hundred nodes a run)."""
-    from cyphy.deploy import deploy as deploy_tree
-    from cyphy.device import Device
+    """A sim node with the firmware and config on its flash from power-on (as `cyphy
+    flash` writes them: helpers.firmware_files), and a Console on it in the raw REPL. With
+    main.py the node has booted them once already; main=False leaves main.py out."""
+    from helpers import firmware_files
 
-    n = sim_nodes(name, virtual_time=virtual, bench=bench, **kw)
-    text = config if isinstance(config, str) else json.dumps(config)
-    with Device.open(n.port, timeout=30) as dev:
-        deploy_tree(dev)
-        dev.exec("import os\nfor f in ('/faults.log', '/config_error.txt'"
-                 + ("" if main else ", '/main.py'") + "):\n    try:\n        os.remove(f)\n"
-                 "    except OSError:\n        pass\n")
-        dev.write_atomic("/config.json", text.encode())
+    n = sim_nodes(name, virtual_time=virtual, bench=bench, files=firmware_files(config, main), **kw)
     con = Console(n.port)
     con.raw()
     return con

@@ -17,11 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from benches import THERMAL  # noqa: E402
-from helpers import OnTerminal, cyphy, wait_for_log  # noqa: E402
+from helpers import OnTerminal, cyphy, firmware_files, wait_for_log  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 
 from cyphy import keys  # noqa: E402
-from cyphy.deploy import deploy  # noqa: E402
 from cyphy.device import Device, DeviceError  # noqa: E402
 from cyphy.provision import provision  # noqa: E402
 
@@ -30,10 +29,7 @@ KEY_HEX = "a7" * 16 + "3c" * 16
 
 
 def node_with_firmware(sim_nodes, name, **kw):
-    n = sim_nodes(name, bench=THERMAL, **kw)
-    with Device.open(n.port) as dev:
-        deploy(dev)
-    return n
+    return sim_nodes(name, bench=THERMAL, files=firmware_files(), **kw)
 
 
 def logs(n) -> str:

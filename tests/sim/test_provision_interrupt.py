@@ -23,12 +23,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
 from benches import THERMAL  # noqa: E402
-from helpers import OnTerminal, cyphy, tool, wait_for_log  # noqa: E402
+from helpers import OnTerminal, cyphy, firmware_files, tool, wait_for_log  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 from test_provision import big_config  # noqa: E402
 
 from cyphy import keys  # noqa: E402
-from cyphy.deploy import deploy  # noqa: E402
 from cyphy.device import Device  # noqa: E402
 from cyphy.provision import check_config, config_bytes  # noqa: E402
 
@@ -39,9 +38,7 @@ NAME = CONFIG["name"]  # oven-1
 def node(sim_nodes, cyphy_home, monkeypatch, tmp_path):
     for v in ("CYPHY_KEY", "CYPHY_KEY_FILE"):
         monkeypatch.delenv(v, raising=False)
-    n = sim_nodes("pi", baud=0, bench=THERMAL)
-    with Device.open(n.port) as dev:
-        deploy(dev)
+    n = sim_nodes("pi", baud=0, bench=THERMAL, files=firmware_files())
     n.restart(baud=115200)  # provision at a real line rate: its transfer takes a while
     cfg = tmp_path / "oven.json"
     cfg.write_text(json.dumps(CONFIG))
@@ -81,11 +78,7 @@ def test_a_key_change_says_when_it_takes_effect(node, tmp_path):
 
 
 def test_a_first_key_without_reset_says_the_node_has_none_until_then(sim_nodes, cyphy_home):
-    n = sim_nodes("pk", baud=0, bench=THERMAL)
-    with Device.open(n.port) as dev:
-        deploy(dev)
-        dev.write_atomic("/config.json", json.dumps(CONFIG).encode())
-        dev.reset()
+    sim_nodes("pk", baud=0, bench=THERMAL, files=firmware_files(CONFIG))
     p = cyphy("provision", "--port", "sim://pk")
     assert effect(p).startswith("takes effect: the node runs without a key until it resets "
                                 "(meanwhile cyphy get/set refuse it unless --unprovisioned)"), p.stdout
