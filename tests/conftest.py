@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cyphy import flashimage
+sys.path.insert(0, str(Path(__file__).resolve().parent / "sim"))
+from helpers import power_on  # noqa: E402
+
 from cyphy.sim import control
 from cyphy.sim.nodes import Node
 
@@ -51,13 +54,7 @@ def sim_nodes(cyphy_home: Path) -> Iterator:
         # an ESP32 with PSRAM unless the test asks for a WROOM (ram="wroom"), the sim's
         # default: most tests are about something else than RAM (docs/boards.md, "WROOM nodes")
         kw.setdefault("ram", "psram")
-        if files is not None:
-            # its flash's filesystem holds these files from the first power-on, as when
-            # `cyphy flash` wrote them (the vfs partition, built by cyphy.flashimage)
-            node = Node.named(name, cyphy_home)
-            node.create()
-            flashimage.write_vfs(node.image, files)
-        st = control.start(name, baud=baud, home=cyphy_home, **kw)
+        st = power_on(name, cyphy_home, files, baud=baud, **kw)  # files: on its flash
         n = SimNode(name, st["port"], cyphy_home, st)
         started.append(n)
         return n

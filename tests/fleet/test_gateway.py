@@ -25,6 +25,7 @@ from pysparkplug._protobuf import Payload as PB
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "sim"))
+from helpers import power_on  # noqa: E402
 from protonode import KEY_HEX, boot  # noqa: E402
 from test_node_runtime import CONFIG  # noqa: E402
 
@@ -86,8 +87,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UdpNode]:
         def __init__(self, port: str) -> None:
             self.port = port
 
-    def start(name: str, baud: int = 0, **kw) -> Started:
-        return Started(control.start(name, baud=baud, home=home, **kw)["port"])
+    def start(name: str, baud: int = 0, files: dict[str, bytes] | None = None, **kw) -> Started:
+        return Started(power_on(name, home, files, baud=baud, **kw)["port"])
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -86,6 +86,21 @@ class OnTerminal:
         return os.waitstatus_to_exitcode(status)
 
 
+def power_on(name: str, home: Path, files: dict[str, bytes] | None = None, **kw) -> dict:
+    """control.start(name, home=home, **kw); with files, the node's flash holds them from
+    power-on (its vfs partition as `cyphy flash` writes it, cyphy.flashimage), as if the
+    board had been flashed with them: see firmware_files."""
+    from cyphy import flashimage
+    from cyphy.sim import control
+    from cyphy.sim.nodes import Node
+
+    if files is not None:
+        node = Node.named(name, home)
+        node.create()
+        flashimage.write_vfs(node.image, files)
+    return control.start(name, home=home, **kw)
+
+
 def firmware_files(config: dict | str | None = None, main: bool = True) -> dict[str, bytes]:
     """The firmware tree (and /config.json) as `cyphy flash` puts it on a board's flash,
     for sim_nodes(files=...): a node that has it from power-on, where a test is about
