@@ -332,15 +332,32 @@ print(json.dumps(s.stats()))
 
 
 def test_histogram_buckets_cover_the_range_at_1_16_resolution():
+    # 1/16 of the value up to 2**21 us (two periods of a 1 Hz loop); the last bucket takes
+    # everything above, up to the small-int limit
     prev_hi = -1
+    last = sched._NBUCKETS - 1
     for i in range(sched._NBUCKETS):
         lo, hi = sched.bucket_bounds(i)
         assert lo == prev_hi + 1 and hi >= lo
-        assert hi - lo + 1 <= max(1, lo // 16)
+        if i < last:
+            assert hi - lo + 1 <= max(1, lo // 16)
         assert sched._bucket(lo) == i and sched._bucket(hi) == i
         prev_hi = hi
+    assert sched.bucket_bounds(last)[0] == (31 << 16) and (1 << 21) - 1 < SMALL_MAX
+    assert sched._bucket((1 << 21) - 1) == last and sched._bucket(1 << 21) == last
+    assert sched._bucket((31 << 16) - 1) == last - 1
     assert prev_hi == SMALL_MAX
     assert sched._bucket(-5) == 0
+
+
+def test_a_stall_beyond_the_histogram_is_reported_as_the_exact_max():
+    lp = sched.Loop(lambda: None, 100, "l", 0)
+    for _ in range(98):
+        lp._record(10, 1)
+    lp._record(3_000_000, 1)      # two ticks 3 s and 5 s late (after stalls)
+    lp._record(5_000_000, 1)
+    assert lp.jitter_percentile(99) == 5_000_000
+    assert lp.jitter_percentile(50) == 10
 
 
 # --- no allocation ---------------------------------------------------------------------------

@@ -137,6 +137,9 @@ def test_the_default_sim_node_refuses_what_cyphy_check_says_does_not_fit(cyphy_h
     from test_node_runtime import reset
 
     fit, big = ram.loops_config(2), ram.loops_config(8)
+    # eight loops fit (largest free block 35 KB); eight more blocks in a task of their own do not
+    big["blocks"] = [{"name": f"x{i}", "type": "ratio", "input": "t0", "ratio": 2} for i in range(8)]
+    big["tasks"] = [{"name": "calc", "rate_hz": 10, "order": [b["name"] for b in big["blocks"]]}]
     paths = {}
     for name, cfg in (("fit", fit), ("big", big)):
         cfg["name"] = "wd"
