@@ -330,11 +330,14 @@ def tuning(R: Records) -> list[str]:
     for r in R.all("tuning_plant"):
         p = r.get("params") or {}
         if "skipped" in r:
-            rows.append([str(p.get("plant")), "-", "-", "-", "-", "-", "-", "-", "-", "no"])
+            rows.append([str(p.get("plant")), "-", "-", "-", "-", "-", "-", "-", "-", "-",
+                         "no"])
             continue
         if not p.get("stable"):
-            rows.append([str(p.get("plant")), "refused", "-", "-", "-", "-", "-", "-", "-", "no"])
+            rows.append([str(p.get("plant")), "refused", "-", "-", "-", "-", "-", "-", "-", "-",
+                         "no"])
             continue
+        bound = p.get("bound") or {}
         a, s, ld = p.get("auto") or {}, p.get("opt_setpoint") or {}, p.get("opt_load") or {}
 
         def g(k: str, a: dict = a, s: dict = s, ld: dict = ld) -> str:
@@ -343,6 +346,7 @@ def tuning(R: Records) -> list[str]:
                      _pct(100 * p["overshoot"]) if p.get("overshoot") is not None else "-",
                      f"{_fmt(p.get('settle_s'), 2)} / {_fmt(p.get('load_settle_s'), 2)}",
                      _fmt(p.get("ratio_setpoint"), 2), _fmt(p.get("ratio_load"), 2),
+                     " / ".join(_fmt(v, 2) for v in bound.values()) or "-",
                      "yes" if p.get("goal") else "no"])
     if not rows:
         return []
@@ -351,9 +355,12 @@ def tuning(R: Records) -> list[str]:
     med = R.find("tuning_iae_ratio_median")
     out = ["**9. Relay autotune on held-out plants** (`bench/tuning.py`; gains as autotuned / "
            "setpoint-optimal / load-optimal; goal: overshoot <= 10 %, 2 % settling, IAE <= 1.2x "
-           "the optimum for both steps)", ""]
+           "the optimum for both steps; best single PID: the smallest larger ratio one PID "
+           "and b reach on the exact plant with Ms <= 1.9 / <= 2, what any rule could do at "
+           "best)", ""]
     out += _table(["Plant", "Rule", "kp", "ki", "kd", "Overshoot", "Settling (s) sp / load",
-                   "IAE ratio sp", "IAE ratio load", "Goal"], rows, "llllllrrrl")
+                   "IAE ratio sp", "IAE ratio load", "Best single PID, Ms 1.9 / 2",
+                   "Goal"], rows, "llllllrrrrl")
     if goal is not None:
         out += [f"Goal met on {_pct(goal.get('value'))} of {_fmt((goal.get('params') or {}).get('plants'))} "
                 f"plants; overshoot and settling met on {_pct(spec)}; median of the larger IAE "

@@ -15,7 +15,9 @@ drawn from seeds never used while deriving the rules:
    (docs/control.md, "Relay autotune"), found by a seeded random search and Nelder-Mead.
 
 Printed per plant: autotuned vs optimal gains (kp, ki, kd: auto / setpoint-optimal /
-load-optimal), overshoot, settling, IAE ratio for both steps. Recorded: one
+load-optimal), overshoot, settling, IAE ratio for both steps, and the bound: the best
+larger ratio one PID of this structure reaches on the exact plant with Ms <= 1.9 and <= 2
+(what any rule could do at best with, or without, a margin for identification errors). Recorded: one
 `tuning_plant` record per plant and the summary figures below. --quick: one plant per kind.
 """
 
@@ -34,6 +36,18 @@ NAMES = [("tuning_goal_met_pct", "%"), ("tuning_spec_met_pct", "%"),
          ("tuning_iae_ratio_median", "x")]
 
 
+# The best any rule of our PID structure could do on each plant, knowing it exactly: the
+# smallest larger-of-the-two IAE ratio of one PID (and b) with Ms at most each of these
+# (tuning_plants.single_pid_bound; the reference optima themselves are bounded by Ms 2).
+BOUND_MS = (1.9, 2.0)
+
+
+def _bound(j: dict) -> str:
+    b = j.get("bound") or {}
+    return "".join(f" best single PID at Ms {k}: {v:.2f}" if v is not None else
+                   f" best single PID at Ms {k}: -" for k, v in b.items())
+
+
 def run(ctx) -> list[dict]:
     import tuning_plants as tp
 
@@ -44,7 +58,9 @@ def run(ctx) -> list[dict]:
         for case in tp.family(seed, per):
             t0 = time.monotonic()
             j = tp.judge(case)
-            ctx.log(tp.row(j) + f" ({time.monotonic() - t0:.1f} s)")
+            if j["stable"]:                # what one PID could do at best (see BOUND_MS)
+                j["bound"] = {f"{m:.2f}": tp.single_pid_bound(case, j, m) for m in BOUND_MS}
+            ctx.log(tp.row(j) + _bound(j) + f" ({time.monotonic() - t0:.1f} s)")
             js.append(j)
             params = {("tune_reason" if k == "reason" else k): v for k, v in j.items()
                       if k != "why"}

@@ -550,6 +550,25 @@ def minimax(case, ref_sp, ref_ld, starts, os_max=0.06, ms_max=1.8, weights=(0.3,
     return best
 
 
+def single_pid_bound(case, j, ms_max, os_max=OS_MAX):
+    """What any tuning rule of this PID structure could reach on `case` at best, knowing
+    the plant exactly: the smallest larger-of-the-two IAE ratio (to the reference optima
+    judge() found, j its result) of one PID and setpoint weight b with Ms <= ms_max and
+    overshoot <= os_max (minimax from the autotuned and both optimal gains). None if
+    judge() found no reference. A rule built on an identified model needs some margin
+    below the reference's own Ms 2: this shows what that margin alone costs
+    (docs/control.md, "Why the 1.2x goal is out of reach")."""
+    if j.get("ref_iae_setpoint") is None or j.get("ref_iae_load") is None:
+        return None
+    S, L = j["ref_iae_setpoint"], j["ref_iae_load"]
+    starts = [g for g in (j["auto"], j["opt_setpoint"], j["opt_load"]) if g]
+    v, g = minimax(case, S, L, starts, os_max, ms_max, weights=(0.2, 0.5, 0.9))
+    if g is not None:                      # once more from the best, with its own b
+        v2, _ = minimax(case, S, L, [g], os_max, ms_max, weights=(weight(g),))
+        v = min(v, v2)
+    return v if v < 1e5 else None
+
+
 def derive_table(taus=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8), log=print,
                  os_max=0.06, ms_max=1.8, alt_tau=None, alt_below=0.25, os_alt=0.09,
                  ms_alt=1.95, dt_per_L=16, rule_starts=True):
@@ -620,6 +639,8 @@ def judge(case, seed=1):
     out["settle_s"] = sp["settle_s"] if sp["settled"] else None
     out["load_settle_s"] = ld["settle_s"] if ld["settled"] else None
     out["iae_setpoint"], out["iae_load"] = sp["iae"], ld["iae"]
+    out["ref_iae_setpoint"] = ss["setpoint"]["iae"] if ss else None
+    out["ref_iae_load"] = sl["load"]["iae"] if sl else None
     out["ratio_setpoint"] = sp["iae"] / ss["setpoint"]["iae"] if ss else None
     out["ratio_load"] = ld["iae"] / sl["load"]["iae"] if sl else None
     out["spec"] = bool(sp["settled"] and ld["settled"] and sp["overshoot"] <= OS_MAX)
