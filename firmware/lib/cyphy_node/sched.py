@@ -399,11 +399,24 @@ class Scheduler:
             if until is not None:
                 left = c.ticks_diff(until, c.ticks_us())
                 if left <= 0:
-                    return
-                if left < wait:
+                    # the clock may have passed `until` after run_once() looked (a busy
+                    # host): a deadline up to `until` that it did not see runs first
+                    if not self._due_by(until):
+                        return
+                    wait = 0
+                elif left < wait:
                     wait = left
             if wait > 0:
                 self._wait(c, wait, spin_us)
+
+    def _due_by(self, t):
+        # Is some loop's deadline at or before ticks value t?
+        i = 0
+        while i < self._n:
+            if self.clock.ticks_diff(self.loops[i].deadline, t) <= 0:
+                return True
+            i += 1
+        return False
 
     def _wait(self, c, wait, spin_us):
         # Sleep `wait` us: whole ms via sleep_ms (if any), the rest via sleep_us, the final
