@@ -135,8 +135,12 @@ class Host:
         end = time.monotonic() + timeout
         while True:
             left = end - time.monotonic()
-            assert left > 0, f"no {want} within {timeout} s; got {[t for t, _ in self.log[-8:]]}"
-            msg = self.c.get(left)
+            got = f"got {[t for t, _ in self.log[-8:]]}"
+            assert left > 0, f"no {want} within {timeout} s; {got}"
+            try:
+                msg = self.c.get(left)
+            except AssertionError as e:     # nothing more came: say what did
+                raise AssertionError(f"no {want} within {timeout} s; {got}; {e}") from None
             if not msg.topic.startswith(f"spBv1.0/{self.group}/"):
                 continue  # amqtt replays other clients' retained messages (docs/brokers.md)
             self.log.append((msg.topic, bytes(msg.payload)))
