@@ -442,6 +442,46 @@ def test_node_applies_only_trusted_results(tmp_path, monkeypatch):
     assert lp.pid.get_tunings() == pytest.approx((tl["kp"], tl["ki"], tl["kd"]))
 
 
+def test_a_result_that_fails_ends_the_tune_and_gives_the_loop_back(tmp_path, monkeypatch):
+    """Whatever goes wrong when a run ends (the result's arithmetic, out of memory, a gain
+    the fixed-point PID cannot hold), the tune ends, the loop goes back to its gains,
+    mode and output from before the run, and the reason is reported; nothing raises out
+    of the service (it used to raise on every pass, keeping the loop on the relay and the
+    node's comms unserved)."""
+    node = _node(tmp_path, monkeypatch)
+    lp = node.loops[0]
+    name = lp.name
+    before = lp.pid.get_tunings()
+
+    def boom():
+        raise MemoryError("memory allocation failed")
+
+    lp.u = 33000                                     # the output before the tune
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.u = 80000                                     # the relay's last output
+    lp.tuner.status = DONE
+    lp.tuner.result = lp.tuner.follow_up = boom
+    node._check_tuners()
+    st = node.tune_status(name)
+    assert st["running"] is False and st["result"]["applied"] is False
+    assert st["result"]["reason"].startswith("the result could not be computed on the node "
+                                             "(MemoryError"), st
+    assert node._tuning == 0 and lp.tuner is None
+    assert lp.pid.get_tunings() == before and lp.pid.out == 33000 and lp.pid.is_auto
+    # a trusted result whose gains the PID cannot hold: not applied, the output from before
+    lp.u = 33000
+    node.autotune(name, high=80, low=20, hyst=0.5)
+    lp.u = 80000
+    lp.tuner.status = DONE
+    lp.tuner.result = lambda: {"ok": True, "stable": True, "reason": "", "rule": "fopdt",
+                               "why": "test", "kp": 1e12, "ki": 0.05, "kd": 20.0,
+                               "rules": rules(10.0, 50.0)}
+    node._check_tuners()
+    r = node.tune_status(name)["result"]
+    assert r["applied"] is False and "too large" in r["error"], r
+    assert lp.pid.get_tunings() == before and lp.pid.out == 33000 and node._tuning == 0
+
+
 def test_tick_on_the_32_bit_port_allocates_nothing_and_matches_cpython():
     """RelayTune.update on the 32-bit MicroPython (31-bit small ints, as on ESP32) under
     heap_lock, on an FOPDT plant with a setpoint near the top of the signal range: no

@@ -125,3 +125,28 @@ def test_an_abort_and_a_lost_host_give_the_loop_back(node):
         st = n.get("oven.tune")
         assert not st["running"] and "went away" in st["result"]["reason"], st
         assert n.get("oven")["kp"] == before["kp"]
+
+
+def test_a_tune_whose_end_fails_on_the_node_gives_the_loop_back_and_the_node_answers(node):
+    # On the node itself (its service, on MicroPython): a run whose result cannot be
+    # computed (here: out of memory when it ends) ends the tune, the loop is back in auto
+    # at the output it had, the reason is in the result, and the node goes on answering
+    # (the service used to raise on every pass: no answer, the loop left on the relay).
+    with cyphy.connect(node, key=KEY_HEX) as n:
+        n.exec("from cyphy_node.autotune import DONE\n"
+               "node.autotune('oven', high=70, low=10, hyst=0.5)\n"
+               "def _boom():\n"
+               "    raise MemoryError('memory allocation failed')\n"
+               "def _end_badly():\n"
+               "    t = node.loop('oven').tuner\n"
+               "    t.result = t.follow_up = _boom\n"
+               "    t.status = DONE\n"
+               "node.soft_call(_end_badly)\n")
+        st = n.get("oven.tune")
+        assert not st["running"], st
+        r = st["result"]
+        assert not r["applied"] and "could not be computed" in r["reason"] and \
+            "MemoryError" in r["reason"], r
+        assert n.get("oven")["mode"] == "auto"
+        assert int(n.exec("print(node.comms_errors)").strip()) == 0
+

@@ -657,9 +657,13 @@ class Node:
         # heap-allocate this frame.)
         if self.devices is not None:
             self.devices.step()     # bus transactions: one per bus, never raises
-        try:
-            if self._tuning:
+        if self._tuning:
+            try:
                 self._check_tuners()
+            except Exception as e:  # noqa: BLE001 - counted; the comms are served anyway
+                self.comms_errors += 1
+                self.comms_last_error = e
+        try:
             if self.comms is not None:
                 self.comms.service(None, urgent)
             if self._reboot_at is not None:

@@ -71,7 +71,10 @@ def check(node):
     for lp in node.loops:
         if lp.tuner is not None and lp.tuner.status:  # DONE or FAILED
             # a second run for a second point of the frequency response (rule "auto")
-            nxt = lp.tuner.follow_up() if lp.tune_rule == "auto" else None
+            try:
+                nxt = lp.tuner.follow_up() if lp.tune_rule == "auto" else None
+            except Exception:   # noqa: BLE001 - (MemoryError) no second run: the first's result
+                nxt = None
             if nxt is not None:
                 lp.tuner = nxt
             else:
@@ -80,9 +83,30 @@ def check(node):
 
 def _finish(node, lp):
     # Once per autotune: keep the result; apply the gains only if the run finished and was
-    # stable (and apply was asked), else return to the output before the tune.
-    r = lp.tuner.result()
-    lp.tuner = None
+    # stable (and apply was asked), else return to the output before the tune. Whatever
+    # fails on the way (the result's arithmetic, out of memory, a gain the PID cannot
+    # hold), the loop is given back and the tune ends: it never keeps the loop on the
+    # relay, nor stops the node's service (which would retry it every pass).
+    t, lp.tuner = lp.tuner, None
+    back = lp.tune_u0
+    try:
+        r = _outcome(lp, t)
+        if r["applied"]:
+            back = lp.u                 # the relay's last output: the PID goes on from it
+    except Exception as e:  # noqa: BLE001 - reported in the result; the loop goes back
+        r = {"ok": False, "stable": False, "applied": False,
+             "reason": "the result could not be computed on the node (%s: %s); nothing "
+                       "applied" % (type(e).__name__, e)}
+    try:
+        params.keep_tune(node, lp, r)
+    except Exception:  # noqa: BLE001 - (MemoryError) not persisted; tune_status has it
+        lp.tune_result = r
+    _end(node, lp, back)
+
+
+def _outcome(lp, t):
+    # The run's result with the rule asked for, applied if trusted and asked to.
+    r = t.result()
     rule = lp.tune_rule
     if r.get("stable") and rule != "auto":
         g = r["rules"][rule]
@@ -91,16 +115,13 @@ def _finish(node, lp):
         r.pop("d_filter", None)
         r.pop("p_on_m", None)
         r.pop("sp_weight", None)
-    back = lp.u
     if r["ok"] and r.get("stable") and lp.tune_apply:
-        params.apply_tune(lp, r)
+        params.apply_tune(lp, r)        # sets r["applied"] (False: a gain it cannot hold)
     else:
         r["applied"] = False
         if r["ok"] and r.get("stable"):
             r["reason"] = "not applied: asked to identify only"
-        back = lp.tune_u0
-    params.keep_tune(node, lp, r)
-    _end(node, lp, back)
+    return r
 
 
 def _end(node, lp, back):
