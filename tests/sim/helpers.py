@@ -25,8 +25,23 @@ def run(args: list[str], timeout: float = TIMEOUT_S, ok: bool = True, **kw) -> s
 
 
 def mpremote(port: str, *args: str | Path, timeout: float = TIMEOUT_S) -> str:
-    """`mpremote connect PORT ARGS...`; its stdout."""
-    return run([tool("mpremote"), "connect", port, *args], timeout).stdout
+    """`mpremote connect PORT ARGS...`; its stdout. When mpremote cannot open the port (it
+    says "failed to access" whatever the reason), the failure adds what opening it again
+    here, as mpremote does (exclusive), gives: the error, or that it opens now."""
+    p = run([tool("mpremote"), "connect", port, *args], timeout, ok=False)
+    if p.returncode and "failed to access" in p.stderr:
+        import serial
+
+        try:
+            serial.Serial(port, 115200, exclusive=True, timeout=0).close()
+            again = "it opens now (a transient failure)"
+        except (serial.SerialException, OSError) as e:
+            again = f"{type(e).__name__}: {e}"
+        raise AssertionError(f"mpremote {' '.join(map(str, args))}: {p.stderr.strip()}; "
+                             f"opened again here: {again}")
+    assert p.returncode == 0, f"mpremote {args} exited {p.returncode}\nstdout: {p.stdout}\n" \
+                              f"stderr: {p.stderr}"
+    return p.stdout
 
 
 def ampy(port: str, *args: str | Path, timeout: float = TIMEOUT_S) -> str:
