@@ -453,7 +453,7 @@ def test_a_result_that_fails_ends_the_tune_and_gives_the_loop_back(tmp_path, mon
     name = lp.name
     before = lp.pid.get_tunings()
 
-    def boom():
+    def boom(*_):
         raise MemoryError("memory allocation failed")
 
     lp.u = 33000                                     # the output before the tune
@@ -480,6 +480,24 @@ def test_a_result_that_fails_ends_the_tune_and_gives_the_loop_back(tmp_path, mon
     r = node.tune_status(name)["result"]
     assert r["applied"] is False and "too large" in r["error"], r
     assert lp.pid.get_tunings() == before and lp.pid.out == 33000 and node._tuning == 0
+    # the result cannot even be kept (out of memory for its JSON): the same, and the
+    # result is still there to read; an abort likewise
+    import sys
+
+    for stop in ("end", "abort"):
+        lp.u = 33000
+        node.autotune(name, high=80, low=20, hyst=0.5)
+        # params is loaded with the tune (and forgotten after it): patch the one in use
+        monkeypatch.setattr(sys.modules["cyphy_node.tuning"].params, "write", boom)
+        lp.u = 80000
+        if stop == "abort":
+            assert node.abort_tune(name, "stopped by the host")
+        else:
+            lp.tuner.status = FAILED
+            node._check_tuners()
+        r = node.tune_status(name)["result"]
+        assert r["applied"] is False and r["reason"], r
+        assert lp.pid.out == 33000 and lp.pid.is_auto and node._tuning == 0, stop
 
 
 def test_tick_on_the_32_bit_port_allocates_nothing_and_matches_cpython():

@@ -62,7 +62,7 @@ def abort(node, name, why):
     if lp.tuner is None:
         return False
     lp.tuner = None
-    params.keep_tune(node, lp, {"ok": False, "stable": False, "applied": False, "reason": why})
+    _keep(node, lp, {"ok": False, "stable": False, "applied": False, "reason": why})
     _end(node, lp, lp.tune_u0)
     return True
 
@@ -97,11 +97,17 @@ def _finish(node, lp):
         r = {"ok": False, "stable": False, "applied": False,
              "reason": "the result could not be computed on the node (%s: %s); nothing "
                        "applied" % (type(e).__name__, e)}
+    _keep(node, lp, r)
+    _end(node, lp, back)
+
+
+def _keep(node, lp, r):
+    # The result in the persisted layer; if even that fails (out of memory for its JSON),
+    # in RAM only (tune_status still says it): the loop is given back either way.
     try:
         params.keep_tune(node, lp, r)
-    except Exception:  # noqa: BLE001 - (MemoryError) not persisted; tune_status has it
+    except Exception:  # noqa: BLE001 - (MemoryError)
         lp.tune_result = r
-    _end(node, lp, back)
 
 
 def _outcome(lp, t):
