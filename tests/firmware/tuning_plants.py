@@ -641,8 +641,8 @@ def judge(case, seed=1):
     out["iae_setpoint"], out["iae_load"] = sp["iae"], ld["iae"]
     out["ref_iae_setpoint"] = ss["setpoint"]["iae"] if ss else None
     out["ref_iae_load"] = sl["load"]["iae"] if sl else None
-    out["ratio_setpoint"] = sp["iae"] / ss["setpoint"]["iae"] if ss else None
-    out["ratio_load"] = ld["iae"] / sl["load"]["iae"] if sl else None
+    out["ratio_setpoint"] = sp["iae"] / out["ref_iae_setpoint"] if ss else None
+    out["ratio_load"] = ld["iae"] / out["ref_iae_load"] if sl else None
     out["spec"] = bool(sp["settled"] and ld["settled"] and sp["overshoot"] <= OS_MAX)
     out["goal"] = bool(out["spec"] and out["ratio_setpoint"] is not None and
                        out["ratio_load"] is not None and

@@ -653,8 +653,8 @@ class Node:
     def _service(self, urgent=0):
         # Everything but control, outside the control pass (it may allocate, write flash
         # and take milliseconds). A failure here never stops the loops: the comms timeout
-        # takes the outputs safe if the link stays down. (No `except ... as e`: it would
-        # heap-allocate this frame.)
+        # takes the outputs safe if the link stays down. Each step fails on its own: a
+        # tune's trouble never keeps the comms unserved.
         if self.devices is not None:
             self.devices.step()     # bus transactions: one per bus, never raises
         if self._tuning:
